@@ -1,0 +1,323 @@
+"""Projections of 3D maps and in-plane rotations of 2D references, in RELION's conventions.
+
+* :class:`FourierProjector` - central slices of a padded, gridding-corrected 3D transform
+  (the fast path used by refinement and simulation, vectorised over orientations);
+* :class:`FourierRotator2D` - in-plane rotations of 2D references in Fourier space;
+* :func:`project_real` - slow real-space projector (teaching view and test oracle);
+* :func:`shift_ramps` / :func:`phase_shift_2d` - translations as Fourier phase ramps.
+
+Conventions (see ``docs/conventions.md``): volumes ``[z, y, x]``, images ``[y, x]``, centre
+voxel/pixel ``N // 2``; frequencies on cryolab's centred half grid (:mod:`cryolab.fourier`).
+The image frequency ``k = (kx, ky)`` samples the volume transform at ``A.T @ (kx, ky, 0)``
+with ``A`` = :func:`cryolab.geometry.euler_to_matrix`, so the projection is
+``P(x, y) = sum_z V(A.T @ (x, y, z))``. A particle with origin ``(ox, oy)`` (pixels, i.e.
+``_rlnOriginX/YAngst / pixel size``) is the centred projection moved by ``(-ox, -oy)``.
+
+Scale: projections are line integrals (sum over z, voxel units), like ``relion_project``.
+The Fourier transforms are those of :func:`cryolab.fourier.rfft2c` (unnormalised forward).
+
+Method (as RELION's ``Projector``): divide the map by ``sinc^2(r / M)`` (``r`` the distance
+to the centre voxel, ``M`` the padded box: Fourier transform of the linear interpolation
+kernel), zero-pad to ``M = pad * N`` (rounded up to even), take the centred half transform,
+keep it within radius ``pad * max_shell``, and interpolate (trilinear / bilinear) at
+``pad * A.T k``; points with ``kx' < 0`` use ``F(-k) = conj F(k)``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_xp, to_device
+from .ctf import CTFParams, ctf_2d
+from .fourier import irfft2c, rfft2c, rfft3c, rfft_grid
+from .geometry import euler_to_matrix
+
+__all__ = ["FourierProjector", "FourierRotator2D", "project_real", "shift_ramps",
+           "phase_shift_2d", "as_rotation_matrices"]
+
+# points interpolated per vectorised block (bounds the memory of the temporaries)
+_BLOCK_POINTS = 1 << 21
+
+
+def as_rotation_matrices(rotations_or_eulers, xp=np):
+    """Rotation matrices ``[R, 3, 3]`` from matrices ``[R, 3, 3]``/``[3, 3]`` or Euler angles
+    ``[R, 3]``/``[3]`` (rot, tilt, psi in degrees, RELION ZYZ)."""
+    a = to_device(rotations_or_eulers, xp)
+    if a.shape[-2:] == (3, 3):
+        return xp.asarray(a, dtype=xp.float64).reshape(-1, 3, 3)
+    if a.shape[-1] != 3:
+        raise ValueError(f"expected rotations [R,3,3] or Euler angles [R,3], got shape {a.shape}")
+    a = xp.asarray(a, dtype=xp.float64).reshape(-1, 3)
+    return euler_to_matrix(a[:, 0], a[:, 1], a[:, 2])
+
+
+def shift_ramps(n: int, shifts_px, xp=np):
+    """Phase ramps ``[S, N, N//2+1]`` (complex64) that translate images by ``shifts_px`` ``[S, 2]``.
+
+    ``shifts_px[s] = (sx, sy)`` in pixels; multiplying ``rfft2c(f)`` by ramp ``s`` gives the
+    transform of ``g(x, y) = f(x - sx, y - sy)`` (content moves by ``+s``), i.e.
+    ``exp(-2 pi i (kx sx + ky sy) / N)``. To centre a particle with RELION origin ``o``, shift
+    it by ``+o``; to make a particle with origin ``o`` from a centred projection, shift by ``-o``.
+    """
+    s = xp.asarray(shifts_px, dtype=xp.float32).reshape(-1, 2)
+    ky, kx = rfft_grid(n, 2, xp, True)
+    phase = (kx.astype(xp.float32) * s[:, 0, None, None]
+             + ky.astype(xp.float32) * s[:, 1, None, None]) * np.float32(-2 * np.pi / n)
+    return (xp.cos(phase) + 1j * xp.sin(phase)).astype(xp.complex64)
+
+
+def phase_shift_2d(ft_images, shifts_px):
+    """Translate images given by their centred half transforms ``[..., S, N, N//2+1]`` by
+    ``shifts_px`` ``[S, 2]`` (x, y pixels; see :func:`shift_ramps` for the sign)."""
+    xp = get_xp(ft_images)
+    n = ft_images.shape[-2]
+    return ft_images * shift_ramps(n, shifts_px, xp)
+
+
+def _padded_size(n: int, pad: float) -> int:
+    m = int(round(pad * n))
+    return m + m % 2
+
+
+def _centred_coords(n: int, ndim: int, xp):
+    g = xp.arange(n, dtype=xp.float32) - n // 2
+    return xp.meshgrid(*([g] * ndim), indexing="ij")
+
+
+class _PaddedHalfFT:
+    """Gridding-corrected, zero-padded centred half transform of ``ndim``-D data ``[..., N^ndim]``,
+    cropped to the sphere of radius ``pad * max_shell`` (zero outside, as RELION).
+
+    ``data`` is stored flat ``[..., S^(ndim-1) * (H+1)]`` with ``S = 2H+1``: centred axes hold
+    frequency ``f`` at index ``H + f``, the last (half) axis holds ``f >= 0`` at index ``f``.
+    """
+
+    def __init__(self, x, ndim: int, pad: float, max_shell):
+        xp = get_xp(x)
+        self.xp, self.ndim = xp, ndim
+        self.n = n = x.shape[-1]
+        self.max_shell = float(n // 2 if max_shell is None else min(max_shell, n // 2))
+        self.m = m = _padded_size(n, pad)
+        self.pad = m / n
+        x = xp.asarray(x, dtype=xp.float32)
+        # gridding pre-correction: linear interpolation on the padded grid convolves with a
+        # triangle, whose transform is sinc^2(r / M)
+        r = xp.sqrt(sum(c ** 2 for c in _centred_coords(n, ndim, xp)))
+        x = x / (xp.sinc(r / m) ** 2).astype(xp.float32)
+        lo = m // 2 - n // 2
+        padded = xp.zeros(x.shape[:-ndim] + (m,) * ndim, dtype=xp.float32)
+        padded[(Ellipsis,) + (slice(lo, lo + n),) * ndim] = x
+        ft = (rfft2c if ndim == 2 else rfft3c)(padded).astype(xp.complex64)
+        del padded
+        # crop to half-width H around frequency 0 (one extra sample for interpolation)
+        r_pad = self.pad * self.max_shell
+        self.h = h = int(math.ceil(r_pad)) + 1
+        s = 2 * h + 1
+        store = xp.zeros(ft.shape[:-ndim] + (s,) * (ndim - 1) + (h + 1,), dtype=xp.complex64)
+        a, b = min(h, m // 2), min(h, m - 1 - m // 2)  # frequencies -a..b exist in both
+        c = min(h, m // 2)
+        src = (Ellipsis,) + (slice(m // 2 - a, m // 2 + b + 1),) * (ndim - 1) + (slice(0, c + 1),)
+        dst = (Ellipsis,) + (slice(h - a, h + b + 1),) * (ndim - 1) + (slice(0, c + 1),)
+        store[dst] = ft[src]
+        del ft
+        grids = rfft_grid(s, ndim, xp, True)  # centred on index h for the centred axes
+        r2 = sum(g.astype(xp.float32) ** 2 for g in grids)
+        r_keep = round(r_pad)  # RELION keeps |k_pad| <= ROUND(pad * r_max)
+        store *= (r2 <= r_keep ** 2)
+        self.shape = store.shape[-ndim:]
+        self.data = store.reshape(store.shape[:-ndim] + (-1,))
+        strides, acc = [], 1
+        for size in reversed(self.shape):
+            strides.insert(0, acc)
+            acc *= size
+        self.strides = strides
+
+    def sample(self, coords):
+        """Interpolate at padded-grid frequencies ``coords`` (tuple in axis order, last = x).
+
+        Returns ``[..., P]`` complex64 (leading axes of the data first, then the points' shape
+        flattened). Linear interpolation; ``x < 0`` points read the Hermitian mate.
+        """
+        xp = self.xp
+        sign = xp.where(coords[-1] < 0, np.float32(-1), np.float32(1)).ravel()
+        base, fracs = 0, []
+        for axis, (c, stride) in enumerate(zip(coords, self.strides)):
+            centred = axis < self.ndim - 1
+            c = c.ravel() * sign + np.float32(self.h if centred else 0)  # array index, >= 0
+            xp.clip(c, 0, (2 * self.h if centred else self.h) - 1e-3, out=c)
+            i0 = c.astype(xp.int32)
+            c -= i0
+            fracs.append(c)
+            base = base + i0 * stride
+        weights, shifts = [None], [0]  # corners: products of (1 - f) or f over the axes
+        for f, stride in zip(fracs, self.strides):
+            g = 1 - f
+            weights = [g if w is None else w * g for w in weights] + \
+                      [f if w is None else w * f for w in weights]
+            shifts = shifts + [s + stride for s in shifts]
+        val = None
+        for w, s in zip(weights, shifts):
+            term = xp.take(self.data[..., s:], base, axis=-1)
+            term *= w
+            if val is None:
+                val = term
+            else:
+                val += term
+        val.imag *= sign  # conj for the Hermitian mates
+        return val
+
+
+class _SliceSampler:
+    """Frequencies of the output half grid inside ``max_shell`` and block-wise interpolation."""
+
+    def __init__(self, ft: _PaddedHalfFT, max_shell):
+        xp, n = ft.xp, ft.n
+        shell = ft.max_shell if max_shell is None else min(float(max_shell), ft.max_shell)
+        ky, kx = rfft_grid(n, 2, xp, True)
+        inside = (kx ** 2 + ky ** 2).ravel() <= shell ** 2
+        self.index = xp.nonzero(inside)[0]
+        self.kx = kx.ravel()[self.index].astype(xp.float32)
+        self.ky = ky.ravel()[self.index].astype(xp.float32)
+        self.n, self.xp = n, xp
+
+    def run(self, ft: _PaddedHalfFT, mats, coords_fn):
+        """Output ``[..., R, N, N//2+1]``; ``coords_fn(mats_block) -> coords [Rb, P]`` per axis."""
+        xp, n = self.xp, self.n
+        r = mats.shape[0]
+        lead = ft.data.shape[:-1]
+        out = xp.zeros(lead + (r, n * (n // 2 + 1)), dtype=xp.complex64)
+        p = max(int(self.index.size), 1)
+        step = max(1, _BLOCK_POINTS // (p * max(1, int(np.prod(lead)))))
+        for start in range(0, r, step):  # blocks of orientations, each fully vectorised
+            blk = mats[start:start + step]
+            vals = ft.sample(coords_fn(blk))
+            out[..., start:start + blk.shape[0], self.index] = vals.reshape(
+                lead + (blk.shape[0], -1))
+        return out.reshape(lead + (r, n, n // 2 + 1))
+
+
+class FourierProjector:
+    """Central-slice projector of a 3D map (RELION's ``Projector``: padding, trilinear, sinc^2).
+
+    ``volume`` ``[N, N, N]`` (numpy or cupy, any odd or even N); ``pad`` the oversampling of
+    the transform (RELION's default 2); ``max_shell`` the largest frequency radius kept
+    (default ``N // 2``). The padded transform lives on the volume's device.
+    """
+
+    def __init__(self, volume, pad: float = 2, max_shell=None):
+        if volume.ndim != 3 or len(set(volume.shape)) != 1:
+            raise ValueError(f"FourierProjector needs a cubic volume [N,N,N], got {volume.shape}")
+        self.ft = _PaddedHalfFT(volume, 3, pad, max_shell)
+        self.xp, self.n, self.pad = self.ft.xp, self.ft.n, self.ft.pad
+        self.max_shell = self.ft.max_shell
+        self._samplers = {}
+
+    def _sampler(self, max_shell):
+        key = None if max_shell is None else float(max_shell)
+        if key not in self._samplers:
+            self._samplers[key] = _SliceSampler(self.ft, max_shell)
+        return self._samplers[key]
+
+    def project_ft(self, rotations, max_shell=None):
+        """Centred half transforms ``[R, N, N//2+1]`` (complex64) of the projections.
+
+        ``rotations``: matrices ``[R, 3, 3]`` (or Euler angles ``[R, 3]``). Frequency
+        ``(kx, ky)`` takes the map's transform at ``A.T @ (kx, ky, 0)``; zero beyond
+        ``max_shell`` (default: the projector's). Equals ``rfft2c`` of the projection image.
+        """
+        xp = self.xp
+        mats = as_rotation_matrices(rotations, xp).astype(xp.float32) * np.float32(self.pad)
+        smp = self._sampler(max_shell)
+
+        def coords(m):  # padded-grid frequency A.T (kx, ky, 0) per axis (z, y, x)
+            return tuple(m[:, 0, j, None] * smp.kx + m[:, 1, j, None] * smp.ky
+                         for j in (2, 1, 0))
+
+        return smp.run(self.ft, mats, coords)
+
+    def project(self, rotations_or_eulers, origins_px=None, ctf: CTFParams | None = None,
+                pixel_size_A: float | None = None, max_shell=None):
+        """Projection images ``[R, N, N]`` (float32), optionally shifted and CTF-modulated.
+
+        ``origins_px`` ``[R, 2]``: RELION origins ``(ox, oy)`` in pixels; image ``r`` is the
+        centred projection moved by ``(-ox, -oy)``. ``ctf``: one parameter set or one per image,
+        applied as ``CTF * FT`` (needs ``pixel_size_A``).
+        """
+        xp = self.xp
+        ft = self.project_ft(rotations_or_eulers, max_shell)
+        if origins_px is not None:
+            ft = phase_shift_2d(ft, -xp.asarray(origins_px, dtype=xp.float32).reshape(-1, 2))
+        if ctf is not None:
+            if pixel_size_A is None:
+                raise ValueError("project: a CTF needs pixel_size_A")
+            ft = ft * ctf_2d(ctf, self.n, pixel_size_A, xp=xp)
+        return irfft2c(ft, self.n).astype(xp.float32, copy=False)
+
+
+class FourierRotator2D:
+    """In-plane rotations of 2D references ``[K, N, N]`` in Fourier space (bilinear, sinc^2).
+
+    The rotation by ``psi`` is RELION's 2D ``Euler_angles2matrix`` (rot = tilt = 0):
+    ``A = [[cos psi, sin psi], [-sin psi, cos psi]]``; frequency ``k`` samples the reference
+    transform at ``A.T k``, so the rotated image is ``r(x) = ref(A.T x)`` (x = (x, y)).
+    """
+
+    def __init__(self, images, pad: float = 2, max_shell=None):
+        if images.ndim == 2:
+            images = images[None]
+        if images.ndim != 3 or images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"FourierRotator2D needs square images [K,N,N], got {images.shape}")
+        self.ft = _PaddedHalfFT(images, 2, pad, max_shell)
+        self.xp, self.n, self.pad = self.ft.xp, self.ft.n, self.ft.pad
+        self.max_shell = self.ft.max_shell
+        self._samplers = {}
+
+    def rotate_ft(self, psi_deg, max_shell=None):
+        """Centred half transforms ``[K, R, N, N//2+1]`` of the references rotated by ``psi_deg`` ``[R]``."""
+        xp = self.xp
+        key = None if max_shell is None else float(max_shell)
+        if key not in self._samplers:
+            self._samplers[key] = _SliceSampler(self.ft, max_shell)
+        smp = self._samplers[key]
+        psi = xp.deg2rad(xp.asarray(psi_deg, dtype=xp.float64).reshape(-1))
+        c = (xp.cos(psi) * self.pad).astype(xp.float32)
+        s = (xp.sin(psi) * self.pad).astype(xp.float32)
+        cs = xp.stack([c, s], axis=-1)
+
+        def coords(b):  # A.T k = (c kx - s ky, s kx + c ky), returned as (y, x)
+            cb, sb = b[:, 0, None], b[:, 1, None]
+            return (sb * smp.kx + cb * smp.ky, cb * smp.kx - sb * smp.ky)
+
+        return smp.run(self.ft, cs, coords)
+
+    def rotate(self, psi_deg, max_shell=None):
+        """Rotated references as images ``[K, R, N, N]`` (float32)."""
+        return irfft2c(self.rotate_ft(psi_deg, max_shell), self.n).astype(self.xp.float32)
+
+
+def project_real(volume, euler_or_matrix, order: int = 1):
+    """Real-space projection ``P(x, y) = sum_z V(A.T @ (x, y, z))`` (slow; oracle and teaching).
+
+    ``volume`` ``[N, N, N]`` indexed ``[z, y, x]``; coordinates relative to voxel ``N // 2``;
+    ``euler_or_matrix`` one pose (``[3]`` angles in degrees or ``[3, 3]``) -> ``[N, N]``, or a
+    batch -> ``[R, N, N]``. Interpolation by ``map_coordinates`` of spline ``order``, zero outside.
+    """
+    xp = get_xp(volume)
+    if xp is np:
+        from scipy import ndimage
+    else:  # pragma: no cover - GPU only
+        from cupyx.scipy import ndimage
+    single = np.shape(euler_or_matrix) in ((3,), (3, 3))
+    mats = as_rotation_matrices(euler_or_matrix, xp)
+    n = volume.shape[-1]
+    z, y, x = _centred_coords(n, 3, xp)
+    v = xp.stack([x.ravel(), y.ravel(), z.ravel()]).astype(xp.float64)  # (x, y, z) per sample
+    vol = xp.asarray(volume, dtype=xp.float32)
+    out = []
+    for a in mats:  # oracle only: one map_coordinates call per pose
+        r = a.T @ v + n // 2
+        vals = ndimage.map_coordinates(vol, r[::-1], order=order, mode="constant", cval=0.0)
+        out.append(vals.reshape(n, n, n).sum(axis=0))
+    out = xp.stack(out).astype(xp.float32)
+    return out[0] if single else out
