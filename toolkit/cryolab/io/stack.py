@@ -1,0 +1,370 @@
+"""Particle images referenced by a STAR file, read lazily in batches.
+
+``_rlnImageName`` is ``"000012@stacks/mic1.mrcs"``: image 12 (1-based) of that
+stack. cryolab resolves the stack path relative to the STAR file's folder and,
+if it is not found there, relative to the current working folder. RELION itself
+resolves it relative to the working folder only, so run RELION from the folder
+of a STAR file that cryolab wrote::
+
+    stack = ParticleStack.from_star("Extract/job007/particles.star")
+    for rows, images in stack.iter_batches(256):      # float32 [B, N, N]
+        ctf = stack.ctf(rows)                          # CTFParams, one entry per image
+    stack.subset(rows[:10]).write_star("subset.star")  # image paths rewritten
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..ctf import CTFParams
+from ..errors import CryolabInputError
+from .mrc import check_finite, mrc_header_info, open_mrc_data, write_mrc
+from .star import (GROUP, label, merge_optics, optics_from_particles, particle_blocks,
+                   read_particles, write_star as _write_star_blocks)
+
+__all__ = ["ParticleStack", "write_particle_stack"]
+
+IMAGE = "rlnImageName"
+MAX_OPEN_STACKS = 64
+
+
+class _StackFiles:
+    """Header cache and a bounded cache of open memory maps, shared by a stack and its subsets."""
+
+    def __init__(self):
+        self.headers: dict[Path, dict] = {}
+        self.maps: OrderedDict[Path, np.ndarray] = OrderedDict()
+
+    def header(self, path: Path) -> dict:
+        if path not in self.headers:
+            self.headers[path] = mrc_header_info(path)
+        return self.headers[path]
+
+    def data(self, path: Path) -> np.ndarray:
+        if path in self.maps:
+            self.maps.move_to_end(path)
+        else:
+            self.maps[path] = open_mrc_data(path, self.header(path))
+            while len(self.maps) > MAX_OPEN_STACKS:
+                self.maps.popitem(last=False)
+        return self.maps[path]
+
+
+def _split_image_names(names: pd.Series, star_path):
+    """``"000012@a.mrcs"`` -> (11, "a.mrcs"); a name without ``@`` is image 1 of that file."""
+    text = names.astype(str)
+    parts = text.str.split("@", n=1, expand=True)
+    if parts.shape[1] == 1:
+        parts[1] = None
+    has_at = parts[1].notna()
+    files = parts[1].where(has_at, parts[0])
+    index = pd.to_numeric(parts[0].where(has_at, "1"), errors="coerce")
+    bad = index.isna() | (index < 1) | (index != index.round()) | (files.str.len() == 0) \
+        | names.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CryolabInputError(f"row {row + 1}: {text.iloc[row]!r} is not of the form "
+                                "'000012@stack.mrcs' (1-based image number)",
+                                path=star_path, field=label(IMAGE))
+    return index.to_numpy(dtype=np.int64) - 1, files.to_numpy(dtype=object)
+
+
+class ParticleStack:
+    """Particles of a STAR file with their images, CTFs, angles and origins.
+
+    ``table`` holds one row per particle (optics columns merged in), ``optics``
+    the RELION 3.1 optics table (None for pre-3.1 files). Images are memory-mapped
+    and read only when asked for: ``read(rows)`` gives float32 ``[B, N, N]``.
+    """
+
+    def __init__(self, table: pd.DataFrame, optics: pd.DataFrame | None, star_path,
+                 _files: _StackFiles | None = None):
+        self.star_path = Path(star_path)
+        self._files = _files if _files is not None else _StackFiles()
+        table = table.reset_index(drop=True)
+        if optics is not None:
+            table = merge_optics(table, optics, self.star_path)
+        if IMAGE not in table.columns:
+            raise CryolabInputError("the particle table has no image names",
+                                    path=self.star_path, field=label(IMAGE))
+        if len(table) == 0:
+            raise CryolabInputError("the particle table has no rows", path=self.star_path,
+                                    field="data_particles")
+        self.table = table
+        self.optics = optics
+        self._slices, names = _split_image_names(table[IMAGE], self.star_path)
+        unique, self._file_ids = np.unique(names, return_inverse=True)
+        self._paths = [self._resolve(str(n), int(np.argmax(names == n))) for n in unique]
+        self.box_size = self._check_stacks()
+        self._row_pixel_size_A = self._pixel_sizes()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_star(cls, path) -> "ParticleStack":
+        """Read a particle STAR file (RELION 3.1 or older) and locate its image stacks."""
+        particles, optics = read_particles(path)
+        return cls(particles, optics, path)
+
+    def _resolve(self, name: str, row: int) -> Path:
+        p = Path(name)
+        candidates = [p] if p.is_absolute() else [self.star_path.parent / p, Path.cwd() / p]
+        for c in candidates:
+            if c.is_file():
+                return c.resolve()
+        raise CryolabInputError(
+            f"row {row + 1}: stack file {name!r} not found (looked in "
+            f"{' and '.join(str(c.parent.resolve()) for c in candidates)})",
+            path=self.star_path, field=label(IMAGE))
+
+    def _check_stacks(self) -> int:
+        boxes = {}
+        for fid, path in enumerate(self._paths):
+            nz, ny, nx = self._files.header(path)["shape"]
+            if ny != nx:
+                raise CryolabInputError(f"images are {nx}x{ny}, not square", path=path, field="nx/ny")
+            boxes[path] = nx
+            rows = np.flatnonzero(self._file_ids == fid)
+            over = rows[self._slices[rows] >= nz]
+            if len(over):
+                r = int(over[0])
+                raise CryolabInputError(
+                    f"row {r + 1} asks for image {self._slices[r] + 1} of {path.name}, which holds "
+                    f"{nz} image(s)", path=self.star_path, field=label(IMAGE))
+        sizes = sorted(set(boxes.values()))
+        if len(sizes) > 1:
+            examples = ", ".join(f"{p.name}: {n}" for p, n in
+                                 {next(p for p in boxes if boxes[p] == s): s for s in sizes}.items())
+            raise CryolabInputError(f"stacks have mixed box sizes ({examples})",
+                                    path=self.star_path, field=label(IMAGE))
+        box = sizes[0]
+        if "rlnImageSize" in self.table.columns:
+            stated = pd.to_numeric(self.table["rlnImageSize"], errors="coerce")
+            if (stated != box).any():
+                raise CryolabInputError(f"the table says {stated[stated != box].iloc[0]} but the "
+                                        f"images are {box} pixels", path=self.star_path,
+                                        field=label("rlnImageSize"))
+        return box
+
+    def _pixel_sizes(self):
+        t = self.table
+        if "rlnImagePixelSize" in t.columns:
+            return t["rlnImagePixelSize"].to_numpy(dtype=np.float64)
+        if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(t.columns):
+            return (t["rlnDetectorPixelSize"] * 1e4 / t["rlnMagnification"]).to_numpy(np.float64)
+        per_file = [self._files.header(p)["pixel_size_A"] for p in self._paths]
+        if any(px is None for px in per_file):
+            return None
+        return np.asarray(per_file, dtype=np.float64)[self._file_ids]
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        px = self._row_pixel_size_A
+        px_text = "unknown" if px is None else f"{px[0]:.4g}"
+        return (f"ParticleStack({len(self)} particles, box {self.box_size}, "
+                f"{px_text} A/px, from {self.star_path.name})")
+
+    @property
+    def pixel_size_A(self) -> float | None:
+        """Pixel size in Angstrom: optics ``_rlnImagePixelSize``, else pre-3.1
+        ``_rlnDetectorPixelSize * 1e4 / _rlnMagnification``, else the MRC header (None if unset)."""
+        px = self._row_pixel_size_A
+        if px is None:
+            return None
+        if not np.allclose(px, px[0], rtol=1e-6):
+            raise CryolabInputError(
+                f"particles have different pixel sizes ({', '.join(f'{v:g}' for v in np.unique(px))}"
+                " A); take a subset per optics group", path=self.star_path,
+                field=label("rlnImagePixelSize"))
+        return float(px[0])
+
+    @property
+    def stack_paths(self) -> list[Path]:
+        """The image stack files this table refers to (resolved)."""
+        return list(self._paths)
+
+    def _rows(self, indices) -> np.ndarray:
+        rows = np.arange(len(self))
+        return rows if indices is None else np.atleast_1d(rows[indices])
+
+    # ------------------------------------------------------------------ images
+    def read(self, indices=None) -> np.ndarray:
+        """Images of the given rows (int, list, slice, bool mask; None = all) as float32 ``[B, N, N]``.
+
+        Raises ``CryolabInputError`` naming the stack file and image if any pixel is NaN/inf.
+        """
+        rows = self._rows(indices)
+        n = self.box_size
+        out = np.empty((len(rows), n, n), dtype=np.float32)
+        fids = self._file_ids[rows]
+        for fid in np.unique(fids):
+            where = np.flatnonzero(fids == fid)
+            slices = self._slices[rows[where]]
+            order = np.argsort(slices, kind="stable")
+            path = self._paths[fid]
+            block = np.asarray(self._files.data(path)[slices[order]], dtype=np.float32)
+            check_finite(block, path, lambda i: (
+                f"image {slices[order][i] + 1:06d}@{path.name} "
+                f"(particle row {rows[where[order[i]]] + 1})"))
+            out[where[order]] = block
+        return out
+
+    def iter_batches(self, batch_size: int, indices=None):
+        """Yield ``(rows, images)`` in order, ``batch_size`` images at a time."""
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rows = self._rows(indices)
+        for start in range(0, len(rows), int(batch_size)):
+            chunk = rows[start:start + int(batch_size)]
+            yield chunk, self.read(chunk)
+
+    # ------------------------------------------------------------------ metadata
+    def _column(self, name: str, rows, default=None) -> np.ndarray:
+        if name not in self.table.columns:
+            if default is None:
+                raise CryolabInputError("the particle table needs this label",
+                                        path=self.star_path, field=label(name))
+            return np.full(len(rows), default, dtype=np.float64)
+        return self.table[name].to_numpy(dtype=np.float64)[rows]
+
+    def ctf(self, indices=None) -> CTFParams:
+        """Per-particle CTF parameters (defocus V defaults to U; angle, phase shift, B 0; scale 1)."""
+        rows = self._rows(indices)
+        dfu = self._column("rlnDefocusU", rows)
+        return CTFParams(
+            defocus_u_A=dfu,
+            defocus_v_A=self._column("rlnDefocusV", rows, np.nan) if "rlnDefocusV" in
+            self.table.columns else dfu.copy(),
+            defocus_angle_deg=self._column("rlnDefocusAngle", rows, 0.0),
+            voltage_kV=self._column("rlnVoltage", rows),
+            cs_mm=self._column("rlnSphericalAberration", rows),
+            amplitude_contrast=self._column("rlnAmplitudeContrast", rows),
+            phase_shift_deg=self._column("rlnPhaseShift", rows, 0.0),
+            bfactor_A2=self._column("rlnCtfBfactor", rows, 0.0),
+            scale=self._column("rlnCtfScalefactor", rows, 1.0),
+        )
+
+    def eulers(self, indices=None) -> np.ndarray | None:
+        """``[B, 3]`` (rot, tilt, psi) in degrees; missing angles are 0; None if none are present."""
+        names = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+        if not any(n in self.table.columns for n in names):
+            return None
+        rows = self._rows(indices)
+        return np.stack([self._column(n, rows, 0.0) for n in names], axis=1)
+
+    def origins_A(self, indices=None) -> np.ndarray:
+        """``[B, 2]`` origins (x, y) in Angstrom from ``_rlnOriginX/YAngst``, or pre-3.1
+        ``_rlnOriginX/Y`` (pixels) times the pixel size; zeros if absent."""
+        rows = self._rows(indices)
+        cols = self.table.columns
+        if "rlnOriginXAngst" in cols or "rlnOriginYAngst" in cols:
+            return np.stack([self._column(c, rows, 0.0)
+                             for c in ("rlnOriginXAngst", "rlnOriginYAngst")], axis=1)
+        if "rlnOriginX" in cols or "rlnOriginY" in cols:
+            if self._row_pixel_size_A is None:
+                raise CryolabInputError("origins are in pixels but the pixel size is unknown",
+                                        path=self.star_path, field=label("rlnImagePixelSize"))
+            px = self._row_pixel_size_A[rows, None]
+            return np.stack([self._column(c, rows, 0.0)
+                             for c in ("rlnOriginX", "rlnOriginY")], axis=1) * px
+        return np.zeros((len(rows), 2))
+
+    # ------------------------------------------------------------------ derived stacks
+    def subset(self, indices) -> "ParticleStack":
+        """A stack of the given rows (same image files, renumbered rows 0..B-1)."""
+        return self.with_table(self.table.iloc[self._rows(indices)])
+
+    def with_table(self, table: pd.DataFrame) -> "ParticleStack":
+        """The same stack files and optics with a new particle table (e.g. new angles).
+
+        Image names in ``table`` are resolved like those of the original STAR file.
+        """
+        return ParticleStack(table, self.optics, self.star_path, _files=self._files)
+
+    def image_names_for(self, folder) -> list[str]:
+        """``_rlnImageName`` values with stack paths relative to ``folder``."""
+        folder = Path(folder).resolve()
+        rel = []
+        for p in self._paths:
+            try:
+                rel.append(Path(os.path.relpath(p, folder)).as_posix())
+            except ValueError:  # another drive: keep it absolute
+                rel.append(p.as_posix())
+        return [f"{s + 1:06d}@{rel[f]}" for s, f in zip(self._slices, self._file_ids)]
+
+    def write_star(self, path) -> Path:
+        """Write the table as a RELION 3.1 STAR file, atomically, with image paths relative
+        to the new file's folder (run RELION from that folder)."""
+        path = Path(path)
+        table = self.table.copy()
+        table[IMAGE] = self.image_names_for(path.parent)
+        px = self._row_pixel_size_A
+        table, optics = _complete_optics(table, self.optics, self.box_size,
+                                         None if px is None else px, path)
+        _write_star_blocks(path, particle_blocks(table, optics, path))
+        return path
+
+
+def _complete_optics(table, optics, box_size, row_pixel_size_A, path):
+    """Optics for a particle table, with image size, dimensionality and pixel size filled in."""
+    if optics is None:
+        if row_pixel_size_A is not None and "rlnImagePixelSize" not in table.columns \
+                and "rlnMagnification" not in table.columns:
+            table = table.assign(rlnImagePixelSize=row_pixel_size_A)
+        table, optics = optics_from_particles(table, path)
+    optics = optics.rename(columns=lambda c: str(c).lstrip("_")).copy()
+    if "rlnImageSize" not in optics.columns:
+        optics["rlnImageSize"] = box_size
+    if "rlnImageDimensionality" not in optics.columns:
+        optics["rlnImageDimensionality"] = 2
+    if "rlnImagePixelSize" not in optics.columns and row_pixel_size_A is not None \
+            and GROUP in optics.columns and GROUP in table.columns:
+        # pixel size from the MRC headers: one value per optics group
+        per_group = pd.Series(row_pixel_size_A).groupby(table[GROUP].to_numpy()).first()
+        optics["rlnImagePixelSize"] = optics[GROUP].map(per_group)
+    return table, optics
+
+
+def write_particle_stack(star_path, images, particles: pd.DataFrame,
+                         optics: pd.DataFrame | None, stack_name: str | None = None
+                         ) -> ParticleStack:
+    """Write ``images`` [B, N, N] as a ``.mrcs`` and a RELION 3.1 STAR file referencing it.
+
+    The stack is ``stack_name`` (default: the STAR file's name with ``.mrcs``) in the
+    STAR file's folder; image names are ``"000001@name.mrcs"``. ``optics`` needs
+    voltage, Cs, amplitude contrast and ``_rlnImagePixelSize``; image size and
+    dimensionality are filled in. Everything is validated before anything is
+    written; both files are written atomically. Returns the new ``ParticleStack``.
+    """
+    star_path = Path(star_path)
+    try:
+        arr = np.asarray(images, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise CryolabInputError(f"images are not numeric ({exc})", path=star_path,
+                                field="images") from None
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[0] == 0:
+        raise CryolabInputError(f"images must be [B, N, N], got shape {arr.shape}",
+                                path=star_path, field="images")
+    if particles is None or len(particles) != len(arr):
+        raise CryolabInputError(
+            f"{len(arr)} images but {0 if particles is None else len(particles)} particle rows",
+            path=star_path, field="data_particles")
+    stack_name = stack_name or star_path.with_suffix(".mrcs").name
+    table = particles.rename(columns=lambda c: str(c).lstrip("_")).reset_index(drop=True)
+    table[IMAGE] = [f"{i + 1:06d}@{Path(stack_name).as_posix()}" for i in range(len(arr))]
+    table, optics = _complete_optics(table, optics, arr.shape[-1], None, star_path)
+    blocks = particle_blocks(table, optics, star_path)
+    stack_path = star_path.parent / stack_name
+    write_mrc(stack_path, arr, float(blocks["optics"]["rlnImagePixelSize"].iloc[0]))
+    try:
+        _write_star_blocks(star_path, blocks)
+    except BaseException:
+        stack_path.unlink(missing_ok=True)
+        raise
+    return ParticleStack.from_star(star_path)
