@@ -174,12 +174,12 @@ def auto_mask(volume, threshold: float, extend_px: float = 3.0, soft_edge_px: fl
     xp = get_xp(volume)
     edt = _ndimage(xp).distance_transform_edt
     binary = volume >= threshold
+    if not bool(binary.any()):
+        raise CryolabInputError(f"auto_mask: no voxel reaches the threshold {threshold}")
     if extend_px > 0:
         binary = binary | (edt(~binary) < extend_px)
     elif extend_px < 0:
         binary = binary & ~(edt(binary) < -extend_px)
-    if not bool(binary.any()):
-        raise CryolabInputError(f"auto_mask: no voxel reaches the threshold {threshold}")
     return _raised_cosine(edt(~binary), soft_edge_px, xp)
 
 
