@@ -41,15 +41,19 @@ _BLOCK_POINTS = 1 << 21
 
 
 def as_rotation_matrices(rotations_or_eulers, xp=np):
-    """Rotation matrices ``[R, 3, 3]`` from matrices ``[R, 3, 3]``/``[3, 3]`` or Euler angles
-    ``[R, 3]``/``[3]`` (rot, tilt, psi in degrees, RELION ZYZ)."""
-    a = to_device(rotations_or_eulers, xp)
-    if a.shape[-2:] == (3, 3):
-        return xp.asarray(a, dtype=xp.float64).reshape(-1, 3, 3)
-    if a.shape[-1] != 3:
-        raise ValueError(f"expected rotations [R,3,3] or Euler angles [R,3], got shape {a.shape}")
-    a = xp.asarray(a, dtype=xp.float64).reshape(-1, 3)
-    return euler_to_matrix(a[:, 0], a[:, 1], a[:, 2])
+    """Rotation matrices ``[R, 3, 3]`` (float64) from matrices ``[R, 3, 3]`` or Euler angles
+    ``[R, 3]`` / ``[3]`` (rot, tilt, psi in degrees, RELION ZYZ).
+
+    The number of dimensions decides: 3 = matrices, 2 or 1 = angles (so a single matrix must be
+    given as ``[1, 3, 3]``; ``[3, 3]`` is read as three sets of angles).
+    """
+    a = to_device(rotations_or_eulers, xp).astype(xp.float64)
+    if a.ndim == 3 and a.shape[1:] == (3, 3):
+        return a
+    if a.ndim in (1, 2) and a.shape[-1] == 3:
+        a = a.reshape(-1, 3)
+        return euler_to_matrix(a[:, 0], a[:, 1], a[:, 2])
+    raise ValueError(f"expected rotation matrices [R,3,3] or Euler angles [R,3], got {a.shape}")
 
 
 def shift_ramps(n: int, shifts_px, xp=np):
@@ -300,16 +304,17 @@ def project_real(volume, euler_or_matrix, order: int = 1):
     """Real-space projection ``P(x, y) = sum_z V(A.T @ (x, y, z))`` (slow; oracle and teaching).
 
     ``volume`` ``[N, N, N]`` indexed ``[z, y, x]``; coordinates relative to voxel ``N // 2``;
-    ``euler_or_matrix`` one pose (``[3]`` angles in degrees or ``[3, 3]``) -> ``[N, N]``, or a
-    batch -> ``[R, N, N]``. Interpolation by ``map_coordinates`` of spline ``order``, zero outside.
+    ``euler_or_matrix`` one pose (``[3]`` angles in degrees or a ``[3, 3]`` matrix) -> ``[N, N]``,
+    or ``[R, 3, 3]`` matrices -> ``[R, N, N]``. Interpolation by ``map_coordinates`` of spline ``order``, zero outside.
     """
     xp = get_xp(volume)
     if xp is np:
         from scipy import ndimage
     else:  # pragma: no cover - GPU only
         from cupyx.scipy import ndimage
-    single = np.shape(euler_or_matrix) in ((3,), (3, 3))
-    mats = as_rotation_matrices(euler_or_matrix, xp)
+    pose = to_device(euler_or_matrix, xp)
+    single = pose.ndim < 3
+    mats = as_rotation_matrices(pose[None] if pose.ndim == 2 else pose, xp)
     n = volume.shape[-1]
     z, y, x = _centred_coords(n, 3, xp)
     v = xp.stack([x.ravel(), y.ravel(), z.ravel()]).astype(xp.float64)  # (x, y, z) per sample
