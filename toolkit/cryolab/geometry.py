@@ -36,7 +36,7 @@ def euler_to_matrix(rot, tilt, psi):
 
     Arrays broadcast together. ``A = R_z(psi) @ R_y(tilt) @ R_z(rot)`` in RELION's sign convention.
 
-    >>> euler_to_matrix(0.0, 0.0, 0.0).round(6).tolist()
+    >>> (euler_to_matrix(0.0, 0.0, 0.0).round(6) + 0.0).tolist()
     [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
     xp = get_xp(rot, tilt, psi)
