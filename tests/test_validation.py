@@ -1,24 +1,21 @@
 """Tests of cryolab.validation against analytic results, brute force and relion_postprocess."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pytest
+from conftest import requires_relion
 
 from cryolab.backend import cupy_available
 from cryolab.errors import CryolabInputError
 from cryolab.fourier import irfft3c, lowpass, rfft3c, shell_index
+from cryolab.io import read_mrc, write_mrc
 from cryolab.validation import (auto_mask, corrected_fsc, fit_bfactor, fsc, fsc_weight, guinier,
                                 masked_fsc, noise_substitution_test, phase_randomize, postprocess,
                                 random_halves, resolution_at, resolution_shell_at, sharpen,
                                 soft_circle_mask, soft_sphere_mask)
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RIBOSOME = DATA / "ribosome70S_64.mrc"
 PIXEL_A = 5.0
 
 
@@ -27,10 +24,10 @@ def _shell_counts(n, ndim=3):
 
 
 @pytest.fixture(scope="module")
-def ribosome():
-    if not RIBOSOME.exists():
-        pytest.skip("shared reference data not present")
-    return mrcfile.read(RIBOSOME).astype(np.float32)
+def ribosome(shared_data):
+    volume, pixel_size_A = read_mrc(shared_data / "ribosome70S_64.mrc")
+    assert pixel_size_A == pytest.approx(PIXEL_A)
+    return np.asarray(volume, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +220,8 @@ def test_postprocess_without_mask_and_masked_fsc(noisy_halves):
 
 @pytest.mark.relion
 def test_against_relion_postprocess(tmp_path, ribosome, noisy_halves):
-    if shutil.which("relion_postprocess") is None or shutil.which("relion_mask_create") is None:
-        pytest.skip("RELION not installed")
+    postprocess_exe = requires_relion("relion_postprocess")
+    mask_create_exe = requires_relion("relion_mask_create")
     starfile = pytest.importorskip("starfile")
     h1, h2 = noisy_halves
     lp = lowpass(ribosome, 15.0, PIXEL_A, ndim=3)
@@ -232,17 +229,15 @@ def test_against_relion_postprocess(tmp_path, ribosome, noisy_halves):
     mask = auto_mask(lp, thr, extend_px=3, soft_edge_px=3)
     for name, data in [("run_half1_class001_unfil.mrc", h1), ("run_half2_class001_unfil.mrc", h2),
                        ("lp.mrc", lp)]:
-        with mrcfile.new(tmp_path / name) as f:
-            f.set_data(np.asarray(data, dtype=np.float32))
-            f.voxel_size = PIXEL_A
+        write_mrc(tmp_path / name, np.asarray(data, dtype=np.float32), PIXEL_A)
     run = dict(cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    subprocess.run(["relion_mask_create", "--i", "lp.mrc", "--o", "mask.mrc", "--ini_threshold", str(thr),
+    subprocess.run([mask_create_exe, "--i", "lp.mrc", "--o", "mask.mrc", "--ini_threshold", str(thr),
                     "--extend_inimask", "3", "--width_soft_edge", "3"], check=True, **run)
-    relion_mask = mrcfile.read(tmp_path / "mask.mrc")
+    relion_mask = read_mrc(tmp_path / "mask.mrc")[0]
     np.testing.assert_allclose(mask, relion_mask, atol=1e-6)
 
     (tmp_path / "pp").mkdir()
-    subprocess.run(["relion_postprocess", "--i", "run_half1_class001_unfil.mrc", "--mask", "mask.mrc",
+    subprocess.run([postprocess_exe, "--i", "run_half1_class001_unfil.mrc", "--mask", "mask.mrc",
                     "--angpix", str(PIXEL_A), "--o", "pp/postprocess", "--adhoc_bfac", "-500"], **run)
     star = starfile.read(tmp_path / "pp" / "postprocess.star")  # written even when the PDF step fails
     table, general = star["fsc"], star["general"]
@@ -261,7 +256,7 @@ def test_against_relion_postprocess(tmp_path, ribosome, noisy_halves):
     # Guinier plot of the averaged halves, and the sharpened map (same B, RELION 3.1: no low-pass)
     _, ln_f = guinier(0.5 * (h1 + h2), PIXEL_A)
     np.testing.assert_allclose(ln_f, star["guinier"]["rlnLogAmplitudesOriginal"], atol=1e-4)
-    relion_map = mrcfile.read(tmp_path / "pp" / "postprocess.mrc")
+    relion_map = read_mrc(tmp_path / "pp" / "postprocess.mrc")[0]
     assert np.corrcoef(relion_map.ravel(), np.ravel(r.sharpened))[0, 1] > 0.99
 
 
