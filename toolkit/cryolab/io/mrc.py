@@ -31,8 +31,8 @@ def mrc_header_info(path) -> dict:
     """Header facts, checked against the file: shape, mode, dtype, pixel size, stack or volume.
 
     Returns ``{"shape": (nz, ny, nx), "mode", "dtype", "pixel_size_A" (None if
-    unset), "voxel_size_A": (x, y, z), "origin_A": (x, y, z), "is_stack",
-    "data_offset", "nbytes"}``. Raises ``CryolabInputError`` for a missing,
+    unset), "voxel_size_A": (x, y, z), "origin_A": (x, y, z), "is_stack" (a
+    ``.mrcs`` name, or space group 0 with ``mz == 1``), "data_offset", "nbytes"}``. Raises ``CryolabInputError`` for a missing,
     truncated or non-MRC file and for unsupported modes.
     """
     path = require_file(path, "MRC file")
@@ -72,7 +72,7 @@ def mrc_header_info(path) -> dict:
         "pixel_size_A": px if px > 0 else None,
         "voxel_size_A": (px, float(voxel.y), float(voxel.z)),
         "origin_A": (float(h.origin.x), float(h.origin.y), float(h.origin.z)),
-        "is_stack": int(h.ispg) == 0 or path.suffix == ".mrcs",
+        "is_stack": path.suffix == ".mrcs" or (int(h.ispg) == 0 and shape[0] > 1 and int(h.mz) == 1),
         "data_offset": offset, "nbytes": nbytes,
     }
 
@@ -149,7 +149,8 @@ def write_mrc(path, data, pixel_size_A: float) -> Path:
     check_finite(arr.reshape((-1,) + arr.shape[-2:]), path)
     with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(arr))
+            with np.errstate(over="ignore", invalid="ignore"):  # header rms of huge values
+                mrc.set_data(np.ascontiguousarray(arr))
             if arr.ndim == 3 and path.suffix == ".mrcs":
                 mrc.set_image_stack()
             elif arr.ndim == 3:

@@ -23,7 +23,7 @@ import pandas as pd
 from ..ctf import CTFParams
 from ..errors import CryolabInputError
 from .mrc import check_finite, mrc_header_info, open_mrc_data, write_mrc
-from .star import (GROUP, label, merge_optics, optics_from_particles, particle_blocks,
+from .star import (GROUP, label, show, merge_optics, optics_from_particles, particle_blocks,
                    read_particles, write_star as _write_star_blocks)
 
 __all__ = ["ParticleStack", "write_particle_stack"]
@@ -97,8 +97,9 @@ class ParticleStack:
         self.table = table
         self.optics = optics
         self._slices, names = _split_image_names(table[IMAGE], self.star_path)
-        unique, self._file_ids = np.unique(names, return_inverse=True)
-        self._paths = [self._resolve(str(n), int(np.argmax(names == n))) for n in unique]
+        unique, first_row, self._file_ids = np.unique(names, return_index=True,
+                                                      return_inverse=True)
+        self._paths = [self._resolve(str(n), int(r)) for n, r in zip(unique, first_row)]
         self.box_size = self._check_stacks()
         self._row_pixel_size_A = self._pixel_sizes()
 
@@ -121,19 +122,19 @@ class ParticleStack:
             path=self.star_path, field=label(IMAGE))
 
     def _check_stacks(self) -> int:
+        shapes = [self._files.header(p)["shape"] for p in self._paths]
         boxes = {}
-        for fid, path in enumerate(self._paths):
-            nz, ny, nx = self._files.header(path)["shape"]
+        for path, (nz, ny, nx) in zip(self._paths, shapes):
             if ny != nx:
                 raise CryolabInputError(f"images are {nx}x{ny}, not square", path=path, field="nx/ny")
             boxes[path] = nx
-            rows = np.flatnonzero(self._file_ids == fid)
-            over = rows[self._slices[rows] >= nz]
-            if len(over):
-                r = int(over[0])
-                raise CryolabInputError(
-                    f"row {r + 1} asks for image {self._slices[r] + 1} of {path.name}, which holds "
-                    f"{nz} image(s)", path=self.star_path, field=label(IMAGE))
+        over = np.flatnonzero(self._slices >= np.array([s[0] for s in shapes])[self._file_ids])
+        if len(over):
+            r = int(over[0])
+            path = self._paths[self._file_ids[r]]
+            raise CryolabInputError(
+                f"row {r + 1} asks for image {self._slices[r] + 1} of {path.name}, which holds "
+                f"{shapes[self._file_ids[r]][0]} image(s)", path=self.star_path, field=label(IMAGE))
         sizes = sorted(set(boxes.values()))
         if len(sizes) > 1:
             examples = ", ".join(f"{p.name}: {n}" for p, n in
@@ -144,7 +145,7 @@ class ParticleStack:
         if "rlnImageSize" in self.table.columns:
             stated = pd.to_numeric(self.table["rlnImageSize"], errors="coerce")
             if (stated != box).any():
-                raise CryolabInputError(f"the table says {stated[stated != box].iloc[0]} but the "
+                raise CryolabInputError(f"the table says {show(stated[stated != box].iloc[0])} but the "
                                         f"images are {box} pixels", path=self.star_path,
                                         field=label("rlnImageSize"))
         return box

@@ -62,6 +62,12 @@ REQUIRED_OPTICS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSph
 GROUP = "rlnOpticsGroup"
 
 
+def show(value) -> str:
+    """A value as a message shows it: strings quoted, numpy scalars as plain numbers."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def label(column: str) -> str:
     """The STAR spelling of a column name: ``label("rlnDefocusU") == "_rlnDefocusU"``."""
     return column if column.startswith("_") else "_" + column
@@ -107,7 +113,7 @@ def _format_column(col: pd.Series, path, block: str) -> pd.Series:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise CryolabInputError(
-            f"value {text.iloc[row]!r} in row {row + 1} of data_{block} contains a character STAR "
+            f"value {show(text.iloc[row])} in row {row + 1} of data_{block} contains a character STAR "
             "cannot hold (# quote tab newline)", path=path, field=label(str(col.name)))
     return text.where(col.notna(), np.nan)
 
@@ -163,7 +169,7 @@ def _check_numeric(df: pd.DataFrame, path, block: str) -> pd.DataFrame:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise CryolabInputError(
-                f"value {df[col].iloc[row]!r} in row {row + 1} of data_{block} is not a number",
+                f"value {show(df[col].iloc[row])} in row {row + 1} of data_{block} is not a number",
                 path=path, field=label(col))
         df[col] = num
     return df
@@ -199,7 +205,7 @@ def _assign_groups(particles: pd.DataFrame, optics: pd.DataFrame, path) -> pd.Da
     if undefined.any():
         row = int(np.flatnonzero(undefined.to_numpy())[0])
         raise CryolabInputError(
-            f"particle row {row + 1} refers to optics group {groups.iloc[row]!r}, which data_optics "
+            f"particle row {row + 1} refers to optics group {show(groups.iloc[row])}, which data_optics "
             f"does not define (defined: {', '.join(map(str, optics[GROUP]))})",
             path=path, field=label(GROUP))
     particles[GROUP] = groups.astype(np.int64)
@@ -281,8 +287,8 @@ def optics_from_particles(particles: pd.DataFrame, path=None) -> tuple[pd.DataFr
     if not keys:
         particles[GROUP] = 1
         return particles, pd.DataFrame({GROUP: [1]})
-    codes, uniques = pd.MultiIndex.from_frame(particles[keys]).factorize()
-    optics = uniques.to_frame(index=False)
+    codes = particles.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    optics = particles[keys].drop_duplicates().reset_index(drop=True)
     optics.insert(0, GROUP, np.arange(1, len(optics) + 1))
     particles = particles.drop(columns=keys)
     particles[GROUP] = codes + 1
@@ -303,8 +309,8 @@ def _split_optics(particles: pd.DataFrame, optics: pd.DataFrame, path) -> pd.Dat
         if not same.all():
             row = int(np.flatnonzero(~same.to_numpy())[0])
             raise CryolabInputError(
-                f"particle row {row + 1} has {particles[col].iloc[row]!r} but its optics group "
-                f"{particles[GROUP].iloc[row]} has {expected.iloc[row]!r}; change the optics "
+                f"particle row {row + 1} has {show(particles[col].iloc[row])} but its optics group "
+                f"{show(particles[GROUP].iloc[row])} has {show(expected.iloc[row])}; change the optics "
                 "table instead", path=path, field=label(col))
         drop.append(col)
     return particles.drop(columns=drop)
