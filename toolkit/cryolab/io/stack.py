@@ -305,9 +305,8 @@ class ParticleStack:
         path = Path(path)
         table = self.table.copy()
         table[IMAGE] = self.image_names_for(path.parent)
-        px = self._row_pixel_size_A
         table, optics = _complete_optics(table, self.optics, self.box_size,
-                                         None if px is None else px, path)
+                                         self._row_pixel_size_A, path)
         _write_star_blocks(path, particle_blocks(table, optics, path))
         return path
 
