@@ -1,0 +1,323 @@
+"""Tests of :mod:`cryolab.reconstruction` against independent references.
+
+References: a brute-force (loop) trilinear slice extractor for the adjoint pair; the true map for
+noise-free projections (``FourierProjector``) with known angles; exact symmetry expansion of the
+poses; a real-space spline rotation (``scipy.ndimage``) for the 2D back-rotator; and
+``relion_reconstruct --ctf`` (RELION 3.1) on CTF-modulated noisy images written as a STAR file.
+
+Measured when these tests were written (numpy, pad 2, 2 shared CPU cores):
+
+* adjointness ``<P v, s> = <v, P^T s>`` to ~1e-15 relative (even and odd boxes);
+* 2000 noise-free projections: FSC vs the true map >= 0.997 up to 0.8 Nyquist (64^3 and 65^3),
+  0.82 at Nyquist; least-squares scale 0.9996; insertion 0.6-1.2 s, reconstruction ~0.05 s;
+* C4 (65^3, 40 poses): symmetrised accumulators vs exact pose expansion FSC >= 0.99999;
+  min FSC vs truth to 0.8 Nyquist 0.962 (C1 from the same poses: 0.750);
+* 2000 images with CTF (defocus 0.8-2 um), random origins, SNR 0.05: FSC with
+  ``relion_reconstruct --ctf`` >= 0.991 up to where the FSC vs truth crosses 0.143 (shell 27);
+  both reach the same FSC vs truth (within 0.005 per shell); relion ~2-3 s, ours ~1-1.6 s.
+  Without the soft mask outside the sphere (RELION's ``softMaskOutsideMap``) the agreement
+  drops to ~0.8 at high resolution: the corners carry aliased noise.
+* 2D: 72 spline-rotated copies (5 deg) of a band-limited image: FRC >= 0.99 in its band.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from cryolab.ctf import CTFParams
+from cryolab.fourier import power_spectrum, rfft2c, rfft_grid
+from cryolab.geometry import euler_to_matrix
+from cryolab.projection import FourierProjector
+from cryolab.reconstruction import BackProjector, BackProjector2D, reconstruct_stack, tau2_from_fsc
+from cryolab.validation import fsc
+
+PIXEL_A = 5.0
+
+
+def _read_map(folder: Path, name: str):
+    mrcfile = pytest.importorskip("mrcfile")
+    path = folder / name
+    if not path.exists():
+        pytest.skip(f"shared test data {name} not found")
+    return mrcfile.read(path).astype(np.float32)
+
+
+def _random_rotations(count, seed):
+    """Uniform random (rot, tilt, psi) in degrees ``[R, 3]`` and their matrices."""
+    rng = np.random.default_rng(seed)
+    eul = np.stack([rng.uniform(0, 360, count), np.rad2deg(np.arccos(rng.uniform(-1, 1, count))),
+                    rng.uniform(0, 360, count)], axis=1)
+    return eul, euler_to_matrix(eul[:, 0], eul[:, 1], eul[:, 2])
+
+
+def _shell_upto(n, fraction):
+    return int(fraction * (n // 2))
+
+
+# ------------------------------------------------------------------ adjoint pair
+
+def _extract_bruteforce(vol_half, a, n, m):
+    """Loop version of the forward operator: linear interpolation of the padded half grid at
+    ``(M/N) A.T (kx, ky, 0)`` for the inserted slice pixels (Hermitian mate for x < 0)."""
+    pad = m / n
+    out = np.zeros((n, n // 2 + 1), dtype=complex)
+    for iy in range(n):
+        ky = iy - n // 2
+        for kx in range(n // 2 + 1):
+            if kx * kx + ky * ky > (n // 2) ** 2 or (kx == 0 and ky < 0):
+                continue
+            p = pad * (a.T @ np.array([kx, ky, 0.0]))
+            flip = p[0] < 0
+            if flip:
+                p = -p
+            base = np.floor(p).astype(int)
+            f = p - base
+            val = 0j
+            for dz in (0, 1):
+                for dy in (0, 1):
+                    for dx in (0, 1):
+                        w = ((f[0] if dx else 1 - f[0]) * (f[1] if dy else 1 - f[1])
+                             * (f[2] if dz else 1 - f[2]))
+                        ix = base[0] + dx
+                        if ix > m // 2:
+                            continue
+                        jy = (base[1] + dy + m // 2) % m
+                        jz = (base[2] + dz + m // 2) % m
+                        val += w * vol_half[jz, jy, ix]
+            out[iy, kx] = np.conj(val) if flip else val
+    return out
+
+
+@pytest.mark.parametrize("n", [8, 7])
+def test_insert_is_adjoint_of_trilinear_extraction(n):
+    rng = np.random.default_rng(n)
+    _, rots = _random_rotations(3, seed=n)
+    bp = BackProjector(n)
+    m = bp.m
+    v = rng.normal(size=bp.data.shape) + 1j * rng.normal(size=bp.data.shape)
+    u = rng.normal(size=bp.weight.shape)
+    s = rng.normal(size=(3, n, n // 2 + 1)) + 1j * rng.normal(size=(3, n, n // 2 + 1))
+    ws = rng.uniform(0.5, 2, size=(3, n, n // 2 + 1))
+    bp.insert(s, ws, rots)
+    pv = np.stack([_extract_bruteforce(v, a, n, m) for a in rots])
+    pu = np.stack([_extract_bruteforce(u, a, n, m) for a in rots]).real
+    lhs, rhs = np.sum(np.conj(pv) * s).real, np.sum(np.conj(v) * bp.data).real
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+    lhs_w, rhs_w = np.sum(pu * ws), np.sum(u * bp.weight)
+    assert abs(lhs_w - rhs_w) <= 1e-10 * abs(lhs_w)
+
+
+def test_identity_slice_lands_on_the_grid():
+    """With pad 2 and A = I, pixel (kx, ky) goes exactly to padded node (2kx, 2ky, 0)."""
+    n = 16
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=(1, n, n // 2 + 1)) + 1j * rng.normal(size=(1, n, n // 2 + 1))
+    bp = BackProjector(n)
+    bp.insert(s, None, np.eye(3)[None])
+    m = bp.m
+    ky, kx = rfft_grid(n, 2)
+    keep = (kx ** 2 + ky ** 2 <= (n // 2) ** 2) & ~((kx == 0) & (ky < 0))
+    got = bp.data[m // 2, m // 2 + 2 * ky[keep], 2 * kx[keep]]
+    np.testing.assert_allclose(got, s[0][keep], rtol=1e-12)
+    np.testing.assert_allclose(bp.weight[m // 2, m // 2 + 2 * ky[keep], 2 * kx[keep]], 1.0)
+    assert np.isclose(bp.weight.sum(), keep.sum())
+
+
+# ------------------------------------------------------------------ noise-free 3D
+
+@pytest.mark.parametrize("name", ["ribosome70S_64.mrc", "ribosome70S_65.mrc"])
+def test_noise_free_projections_give_the_map(shared_data, name):
+    vol = _read_map(shared_data, name)
+    n = vol.shape[0]
+    _, rots = _random_rotations(2000, seed=0)
+    slices = FourierProjector(vol).project_ft(rots)
+    bp = BackProjector(n)
+    t0 = time.perf_counter()
+    bp.insert(slices, None, rots)
+    t1 = time.perf_counter()
+    rec = bp.reconstruct()
+    t2 = time.perf_counter()
+    print(f"{name}: insert 2000 slices {t1 - t0:.2f} s, reconstruct {t2 - t1:.2f} s")
+    f = fsc(rec, vol)
+    assert f[: _shell_upto(n, 0.8) + 1].min() >= 0.9, f
+    scale = float((rec * vol).sum() / (vol * vol).sum())
+    assert abs(scale - 1) < 0.02, scale
+
+
+def test_accumulators_add_up(shared_data):
+    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+    _, rots = _random_rotations(200, seed=5)
+    slices = FourierProjector(vol).project_ft(rots)
+    whole, first, second = BackProjector(64), BackProjector(64), BackProjector(64)
+    whole.insert(slices, None, rots)
+    first.insert(slices[:120], None, rots[:120])
+    second.insert(slices[120:], None, rots[120:])
+    first.add(second)
+    np.testing.assert_allclose(first.data, whole.data, atol=1e-9 * abs(whole.data).max())
+    np.testing.assert_allclose(first.weight, whole.weight, atol=1e-9 * whole.weight.max())
+    np.testing.assert_allclose(first.reconstruct(), whole.reconstruct(), atol=1e-5)
+
+
+def test_symmetrised_accumulators_match_expanded_poses(shared_data):
+    """C4: symmetrising the accumulators ~ inserting every slice at all A @ S (exact expansion)."""
+    from cryolab.geometry import symmetry_operators
+    vol = _read_map(shared_data, "ribosome70S_65.mrc")
+    # C4 about z (axis through voxel 32 of the odd box): rot90 in the (y, x) plane is exact
+    sym_vol = np.mean([np.rot90(vol, k, axes=(1, 2)) for k in range(4)], axis=0)
+    ops = symmetry_operators("C4")
+    _, rots = _random_rotations(40, seed=2)
+    slices = FourierProjector(sym_vol).project_ft(rots)
+    bp = BackProjector(65)
+    bp.insert(slices, None, rots)
+    rec_sym = bp.reconstruct(sym="C4")
+    rec_c1 = bp.reconstruct()
+    expanded = BackProjector(65)
+    for op in ops:
+        expanded.insert(slices, None, rots @ op)
+    rec_exp = expanded.reconstruct()
+    top = _shell_upto(65, 0.8) + 1
+    f_sym, f_c1, f_exp = fsc(rec_sym, sym_vol), fsc(rec_c1, sym_vol), fsc(rec_exp, sym_vol)
+    print("min FSC to 0.8 Nyquist: C4", f_sym[:top].min(), "expanded", f_exp[:top].min(),
+          "C1", f_c1[:top].min(), "C4 vs expanded", fsc(rec_sym, rec_exp)[:top].min())
+    assert f_exp[:top].min() >= 0.9
+    assert f_sym[:top].min() >= 0.9, f_sym
+    assert f_sym[:top].min() > f_c1[:top].min() + 0.1  # symmetry adds information
+    assert fsc(rec_sym, rec_exp)[:top].min() >= 0.97
+
+
+# ------------------------------------------------------------------ CTF, origins, noise
+
+def _ctf_dataset(vol, count, seed, snr=None):
+    """Projections with random poses, origins (A) and CTFs, optionally with white noise."""
+    rng = np.random.default_rng(seed)
+    eul, rots = _random_rotations(count, seed)
+    origins_A = rng.uniform(-3, 3, (count, 2)) * PIXEL_A
+    dfu = rng.uniform(8000, 20000, count)
+    ctf = CTFParams(dfu, dfu - rng.uniform(0, 800, count), rng.uniform(0, 180, count),
+                    300.0, 2.7, 0.1)
+    imgs = FourierProjector(vol).project(rots, origins_A / PIXEL_A, ctf, PIXEL_A)
+    sigma = 0.0
+    if snr is not None:
+        sigma = float(imgs.std() / np.sqrt(snr))
+        imgs = imgs + rng.normal(0, sigma, imgs.shape).astype(np.float32)
+    return imgs, eul, rots, origins_A, ctf, sigma
+
+
+def test_ctf_and_origins_are_undone(shared_data):
+    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+    imgs, _, rots, origins_A, ctf, _ = _ctf_dataset(vol, 1500, seed=4)
+    bp = BackProjector(64)
+    bp.insert_images(imgs, rots, ctf=ctf, shifts_px=origins_A / PIXEL_A, pixel_size_A=PIXEL_A)
+    f = fsc(bp.reconstruct(), vol)
+    assert f[: _shell_upto(64, 0.8) + 1].min() >= 0.9, f
+    wrong = BackProjector(64)  # origins with the opposite sign
+    wrong.insert_images(imgs, rots, ctf=ctf, shifts_px=-origins_A / PIXEL_A, pixel_size_A=PIXEL_A)
+    assert fsc(wrong.reconstruct(), vol)[8:20].mean() < 0.5
+
+
+def test_wiener_tau2_estimate_and_filter(shared_data):
+    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+    imgs, _, rots, origins_A, ctf, sigma = _ctf_dataset(vol, 1000, seed=6, snr=0.05)
+    bp = BackProjector(64)
+    bp.insert_images(imgs, rots, ctf=ctf, shifts_px=origins_A / PIXEL_A, pixel_size_A=PIXEL_A,
+                     sigma2_noise=sigma ** 2 * 64 * 64)  # white noise power per rfft2c pixel
+    plain, wiener = bp.reconstruct(), bp.reconstruct("wiener")
+    true_power = power_spectrum(vol, 3)
+    ratio = bp.tau2[1:10] / true_power[1:10]  # shells where the SSNR is high
+    assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+    f_plain, f_wiener = fsc(plain, vol), fsc(wiener, vol)
+    assert f_wiener[1:30].mean() >= f_plain[1:30].mean() - 0.005
+    # tau2 from an FSC: SSNR = FSC / (1 - FSC) over the map's noise power
+    np.testing.assert_allclose(tau2_from_fsc([0.5, 0.9], [2.0, 4.0]), [0.5, 9 / 4])
+
+
+# ------------------------------------------------------------------ streaming a STAR file
+
+def _write_stack(tmp_path, imgs, eul, origins_A, ctf):
+    from cryolab.io import write_particle_stack
+    particles = pd.DataFrame({
+        "rlnAngleRot": eul[:, 0], "rlnAngleTilt": eul[:, 1], "rlnAnglePsi": eul[:, 2],
+        "rlnOriginXAngst": origins_A[:, 0], "rlnOriginYAngst": origins_A[:, 1],
+        "rlnDefocusU": ctf.defocus_u_A, "rlnDefocusV": ctf.defocus_v_A,
+        "rlnDefocusAngle": ctf.defocus_angle_deg, "rlnOpticsGroup": 1})
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
+                           "rlnAmplitudeContrast": [0.1], "rlnImagePixelSize": [PIXEL_A]})
+    return write_particle_stack(tmp_path / "particles.star", imgs, particles, optics)
+
+
+def test_reconstruct_stack_streams_batches(shared_data, tmp_path):
+    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+    imgs, eul, rots, origins_A, ctf, _ = _ctf_dataset(vol, 300, seed=8)
+    stack = _write_stack(tmp_path, imgs, eul, origins_A, ctf)
+    streamed = reconstruct_stack(stack, ctf=True, batch_size=64)
+    bp = BackProjector(64)
+    bp.insert_images(imgs, rots, ctf=ctf, shifts_px=origins_A / PIXEL_A, pixel_size_A=PIXEL_A)
+    np.testing.assert_allclose(streamed, bp.reconstruct(), atol=1e-4 * abs(streamed).max())
+
+
+@pytest.mark.relion
+def test_matches_relion_reconstruct_with_ctf(shared_data, tmp_path):
+    exe = shutil.which("relion_reconstruct")
+    if exe is None:
+        pytest.skip("relion_reconstruct is not on PATH")
+    mrcfile = pytest.importorskip("mrcfile")
+    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+    imgs, eul, _, origins_A, ctf, _ = _ctf_dataset(vol, 2000, seed=3, snr=0.05)
+    stack = _write_stack(tmp_path, imgs, eul, origins_A, ctf)
+    t0 = time.perf_counter()
+    subprocess.run([exe, "--i", "particles.star", "--o", "relion.mrc", "--ctf"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=300)
+    t1 = time.perf_counter()
+    ours = reconstruct_stack(stack, ctf=True)
+    t2 = time.perf_counter()
+    theirs = mrcfile.read(tmp_path / "relion.mrc").astype(np.float32)
+    f_ours, f_theirs, f_both = fsc(ours, vol), fsc(theirs, vol), fsc(ours, theirs)
+    below = np.flatnonzero((f_ours < 0.143) | (f_theirs < 0.143))
+    top = int(below[0]) if below.size else 33
+    print(f"relion_reconstruct {t1 - t0:.1f} s, ours {t2 - t1:.1f} s; 0.143 at shell {top}; "
+          f"min FSC(ours, relion) to there {f_both[:top].min():.3f}")
+    assert top >= 10
+    assert f_both[:top].min() >= 0.95, f_both
+    assert np.all(f_ours[:top] >= f_theirs[:top] - 0.03)
+
+
+# ------------------------------------------------------------------ 2D
+
+def _rotate_real(image, psi_deg):
+    """Spline rotation ``r(x) = ref(A.T x)``, ``A`` the 2D block of ``euler_to_matrix(0, 0, psi)``."""
+    n = image.shape[-1]
+    a = euler_to_matrix(0.0, 0.0, psi_deg)[:2, :2]
+    y, x = np.mgrid[:n, :n].astype(float) - n // 2
+    src = a.T @ np.stack([x.ravel(), y.ravel()])  # (x, y) of the source pixel
+    coords = np.stack([src[1], src[0]]) + n // 2
+    return ndimage.map_coordinates(image, coords, order=3, mode="constant").reshape(n, n)
+
+
+@pytest.mark.parametrize("n", [48, 49])
+def test_back_rotation_recovers_the_image(n):
+    """Rotated copies ``r(x) = ref(A.T x)`` (spline, real space) back-rotated give the image."""
+    from cryolab.fourier import lowpass
+    from cryolab.validation import soft_circle_mask
+    rng = np.random.default_rng(n)
+    cut = 0.7  # band limit, fraction of Nyquist (spline rotation is accurate below it)
+    image = lowpass(rng.normal(size=(n, n)).astype(np.float32), 2 * PIXEL_A / cut, PIXEL_A)
+    image *= soft_circle_mask(n, n / 2 - 6, 3)
+    psi = np.arange(0, 360, 5.0)
+    rotated = np.stack([_rotate_real(image, p) for p in psi])
+    bp = BackProjector2D(n)
+    bp.insert(rfft2c(rotated), None, psi)
+    rec = bp.reconstruct()
+    frc = fsc(rec, image, ndim=2)
+    assert frc[: _shell_upto(n, cut) + 1].min() >= 0.99, frc
+    assert np.corrcoef(rec.ravel(), image.ravel())[0, 1] > 0.999
+    wrong = BackProjector2D(n)  # the opposite rotation sense does not recover it
+    wrong.insert(rfft2c(rotated), None, -psi)
+    assert np.corrcoef(wrong.reconstruct().ravel(), image.ravel())[0, 1] < 0.5
