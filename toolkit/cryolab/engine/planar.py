@@ -1,0 +1,63 @@
+"""In-plane orientation sampling for 2D classification: references rotated in Fourier space.
+
+Orientation parameters are psi angles in degrees (RELION's 2D convention: a reference
+rotated by psi is compared with the image; see :class:`cryolab.projection.FourierRotator2D`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..projection import FourierRotator2D
+from .estep import FourierPixels, gather, scatter
+from .expectation import SampleSet
+from .sampling import fine_psi, psi_grid, shift_ramps, translation_grid
+
+__all__ = ["PlanarSampler"]
+
+
+class PlanarSampler:
+    """Projects 2D references ``[K, N, N]`` at psi angles onto the likelihood pixels ``pix``.
+
+    ``coarse()`` is the full coarse sample set (all classes x psi grid x translations);
+    ``children`` / ``project`` serve the oversampled pass.
+    """
+
+    def __init__(self, refs, pix: FourierPixels, psi_step_deg: float, offset_range_px: float,
+                 offset_step_px: float, pad: int = 2):
+        self.pix = pix
+        self.K = refs.shape[0]
+        self.psi_step_deg = float(psi_step_deg)
+        self.offset_step_px = float(offset_step_px)
+        self.rotators = [FourierRotator2D(refs[k], pad=pad, max_shell=pix.max_shell) for k in range(self.K)]
+        self.trans = translation_grid(offset_range_px, offset_step_px)
+        self.xp = self.rotators[0].xp
+
+    def coarse(self) -> SampleSet:
+        psi = psi_grid(self.psi_step_deg)
+        classes = np.repeat(np.arange(self.K), psi.size)
+        orients = np.tile(psi, self.K)
+        P = self.project(classes, orients)
+        ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, self.trans, self.xp)
+        return SampleSet(classes, orients, P, self.trans, ramps)
+
+    @staticmethod
+    def n_children(oversampling: int) -> int:
+        return 2 ** oversampling
+
+    def children(self, orients, classes, oversampling: int):
+        fo = fine_psi(orients, self.psi_step_deg, oversampling)
+        return fo.ravel(), np.repeat(classes, fo.shape[1])
+
+    def project(self, classes, orients):
+        """``[J, M]`` projections for (class, psi) pairs, in the given order."""
+        xp = self.xp
+        out = xp.zeros((len(classes), self.pix.size), dtype=xp.complex64)
+        for k in np.unique(classes):
+            sel = np.flatnonzero(classes == k)
+            ft = self.rotators[int(k)].rotate_ft(orients[sel], max_shell=self.pix.max_shell)[0]
+            out[xp.asarray(sel)] = gather(ft, self.pix)
+        return out
+
+    def insert(self, backprojector, orients, D, W):
+        """Add sums ``D``, ``W`` ``[J, M]`` at psi angles ``orients`` to a 2D back-projector."""
+        backprojector.insert(scatter(D, self.pix), scatter(W, self.pix), orients)

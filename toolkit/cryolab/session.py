@@ -1,0 +1,442 @@
+"""The steppable refinement Session: state between iterations, the engine does the math.
+
+A :class:`Session` holds the current references, noise spectrum, priors and per-particle
+assignments; :meth:`Session.step` runs one iteration (E-step over all particles in
+batches, then M-step) and returns an immutable :class:`IterationResult`. A notebook can
+step, inspect (``posterior(i)``, ``history``), steer (``set(tau2_fudge=...)``,
+``select_classes``) and save/resume between iterations. Checkpoints are plain files.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .backend import get_xp, resolve_backend, to_numpy
+from .engine.estep import fourier_pixels
+from .engine.expectation import expectation_batch
+from .engine.images import prepare_batch
+from .engine.mstep import shell_sums, sigma2_from_residuals, tau2_from_power
+from .engine.planar import PlanarSampler
+from .fourier import radial_average, rfft2c, shell_index
+from .reconstruction import BackProjector2D
+from .validation import soft_circle_mask
+
+__all__ = ["Settings", "IterationResult", "Session"]
+
+MODES = ("map", "ml", "maxcc")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parameters of a classification run; names and defaults follow relion_refine.
+
+    ``offset_range_px``/``offset_step_px`` in pixels, ``particle_diameter_A`` and
+    ``resolution_limit_A``/``ini_high_A`` in Angstrom, ``psi_step_deg`` in degrees.
+    ``mode``: ``map`` (RELION's regularised likelihood), ``ml`` (white-noise maximum
+    likelihood, no regularisation) or ``maxcc`` (projection matching).
+    """
+    K: int = 4
+    n_iter: int = 25
+    mode: str = "map"
+    tau2_fudge: float = 2.0
+    psi_step_deg: float = 10.0
+    offset_range_px: float = 5.0
+    offset_step_px: float = 1.0
+    oversampling: int = 1
+    adaptive_fraction: float = 0.999
+    particle_diameter_A: float | None = None
+    ctf: bool = True
+    resolution_limit_A: float | None = None
+    ini_high_A: float | None = None
+    center_classes: bool = True
+    seed: int = 0
+    backend: str = "numpy"
+    batch_size: int = 64
+
+    def __post_init__(self):
+        from .errors import CryolabInputError
+        if self.mode not in MODES:
+            raise CryolabInputError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
+        if self.K < 1:
+            raise CryolabInputError(f"K must be >= 1, got {self.K}", field="K")
+        for name in ("tau2_fudge", "psi_step_deg", "offset_step_px", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise CryolabInputError(f"{name} must be > 0, got {getattr(self, name)}", field=name)
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    """What one iteration did. ``class_distribution`` sums to 1; resolutions in Angstrom."""
+    iteration: int
+    loglik: float
+    class_distribution: tuple
+    mean_pmax: float
+    changed_assignments: float
+    mean_psi_change_deg: float
+    mean_offset_change_px: float
+    resolution_A: tuple
+    ssnr: tuple            # per class, spectral SNR per shell (``data_vs_prior``)
+    sigma2: tuple          # noise power per shell
+    max_shell: int
+    sigma_offset_px: float
+    time_s: float
+
+
+@dataclass
+class _Pending:
+    """Accumulators of an E-step waiting for its M-step."""
+    bps: list
+    w_shell: np.ndarray
+    resid: object
+    offset_moment: float
+    class_weight: np.ndarray
+    n: int
+    pix: object
+
+
+class Session:
+    """A 2D classification (and, later, 3D) run that can be stepped.
+
+    >>> # s = Session(stack, K=8, mode="map"); s.step(); s.posterior(0)["classes"].sum() == 1
+    """
+
+    def __init__(self, particles, settings: Settings | None = None, references=None, **kw):
+        from .io import ParticleStack
+        if not isinstance(particles, ParticleStack):
+            particles = ParticleStack.from_star(particles)
+        self.particles = particles
+        self.settings = replace(settings or Settings(), **kw)
+        self.xp = resolve_backend(self.settings.backend)
+        self.n = particles.box_size
+        self.pixel_size_A = float(particles.pixel_size_A)
+        self.iteration = 0
+        self.history: list[IterationResult] = []
+        self._observers = []
+        self._pause = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: _Pending | None = None
+        N = len(particles)
+        K = self.settings.K
+        origins = particles.origins_A()
+        self.offsets_px = (np.zeros((N, 2)) if origins is None else np.asarray(origins, float) / self.pixel_size_A)
+        self.classes = np.full(N, -1)
+        self.psi = np.zeros(N)
+        self.pmax = np.zeros(N)
+        self.n_significant = np.zeros(N, int)
+        self.loglik = np.zeros(N)
+        self.class_posterior = np.full((N, K), 1.0 / K)
+        self.top_samples: list = [None] * N
+        self.pdf_class = np.full(K, 1.0 / K)
+        self.sigma_offset_px = max(self.settings.offset_range_px, 1.0)
+        diameter_px = (self.settings.particle_diameter_A or 0.9 * self.n * self.pixel_size_A) / self.pixel_size_A
+        self.mask = soft_circle_mask(self.n, diameter_px / 2, edge_px=max(2.0, self.n / 32), xp=self.xp)
+        self.sigma2 = self._initial_sigma2()
+        self.references = (self._initial_references() if references is None
+                           else np.asarray(references, dtype=np.float32).copy())
+        if self.references.shape != (K, self.n, self.n):
+            from .errors import CryolabInputError
+            raise CryolabInputError(f"references must have shape {(K, self.n, self.n)}, got "
+                                    f"{self.references.shape}", field="references")
+        ini = self.settings.ini_high_A
+        self.max_shell = (self._shell_of(ini) if ini else max(4, self.n // 4))
+        self.max_shell = min(self.max_shell, self._shell_limit())
+
+    # ------------------------------------------------------------------ set-up
+    def _shell_of(self, resolution_A: float) -> int:
+        return int(np.floor(self.n * self.pixel_size_A / resolution_A))
+
+    def _shell_limit(self) -> int:
+        lim = self.n // 2 - 1
+        if self.settings.resolution_limit_A:
+            lim = min(lim, self._shell_of(self.settings.resolution_limit_A))
+        return max(lim, 2)
+
+    def _read(self, idx):
+        images = self.xp.asarray(self.particles.read(idx))
+        ctf = self.particles.ctf(idx) if self.settings.ctf else None
+        return images, ctf
+
+    def _initial_sigma2(self) -> np.ndarray:
+        """Noise power per shell: half the mean power spectrum of (masked) images, minus the mean image's."""
+        rng = np.random.default_rng(self.settings.seed)
+        idx = np.sort(rng.choice(len(self.particles), size=min(len(self.particles), 500), replace=False))
+        images, _ = self._read(idx)
+        ft = rfft2c(images * self.mask)
+        mean_ft = ft.mean(axis=0)
+        power = radial_average(abs(ft) ** 2, self.n).mean(axis=0) - radial_average(abs(mean_ft) ** 2, self.n)
+        return np.maximum(to_numpy(power) / 2.0, 1e-12)
+
+    def _initial_references(self) -> np.ndarray:
+        """Reference-free start (as RELION): class k = CTF-weighted average of a random subset,
+        each particle inserted at a random in-plane angle."""
+        rng = np.random.default_rng(self.settings.seed + 1)
+        K, N = self.settings.K, len(self.particles)
+        subset = rng.integers(0, K, size=N)
+        psi = rng.uniform(0, 360, size=N)
+        pix = fourier_pixels(self.n, self.n // 2, self.xp)
+        bps = [BackProjector2D(self.n, pad=2, xp=self.xp) for _ in range(K)]
+        for start in range(0, N, self.settings.batch_size):
+            idx = np.arange(start, min(N, start + self.settings.batch_size))
+            images, ctf = self._read(idx)
+            X, C = prepare_batch(images, pix, self.mask, self.offsets_px[idx], ctf, self.pixel_size_A)
+            C = self.xp.ones(X.shape, self.xp.float32) if C is None else C
+            from .engine.estep import scatter
+            for k in range(K):
+                sel = np.flatnonzero(subset[idx] == k)
+                if sel.size:
+                    s = self.xp.asarray(sel)
+                    bps[k].insert(scatter(X[s] * C[s], pix), scatter(C[s] ** 2, pix), psi[idx][sel])
+        return np.stack([to_numpy(bp.reconstruct(method="plain")) for bp in bps]).astype(np.float32)
+
+    # ------------------------------------------------------------------ stepping
+    def estep(self, progress: bool = False) -> None:
+        """E-step over all particles (in batches); accumulates the sums the M-step needs."""
+        s, xp = self.settings, self.xp
+        K, N = s.K, len(self.particles)
+        pix = fourier_pixels(self.n, self.max_shell, xp)
+        sampler = PlanarSampler(xp.asarray(self.references), pix, s.psi_step_deg, s.offset_range_px,
+                                s.offset_step_px)
+        coarse = sampler.coarse()
+        n_shells = self.n // 2 + 1
+        sigma2 = self._sigma2_for_mode()
+        inv_s2 = xp.asarray(1.0 / sigma2[to_numpy(pix.shell)], dtype=xp.float32)
+        bps = [BackProjector2D(self.n, pad=2, xp=xp) for _ in range(K)]
+        w_shell = np.zeros((K, n_shells))
+
+        def accumulate(k, orients, D, W):
+            sampler.insert(bps[k], orients, D, W)
+            w_shell[k] += to_numpy(shell_sums(W.sum(axis=0), pix.shell, n_shells))
+
+        log_pdf = xp.asarray(np.log(np.maximum(self.pdf_class, 1e-30)), dtype=xp.float32)
+        resid, off2, cw = 0.0, 0.0, np.zeros(K)
+        new = dict(classes=self.classes.copy(), psi=self.psi.copy(), offsets=self.offsets_px.copy())
+        batches = range(0, N, s.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(batches, desc=f"iteration {self.iteration + 1} E-step", unit="batch")
+        for start in batches:
+            if self._stop.is_set():
+                return
+            idx = np.arange(start, min(N, start + s.batch_size))
+            images, ctf = self._read(idx)
+            X, C = prepare_batch(images, pix, self.mask, self.offsets_px[idx], ctf, self.pixel_size_A)
+            a = 0.5 * (xp.abs(X) ** 2 * inv_s2).sum(axis=1)
+            res, extra = expectation_batch(
+                X, C, inv_s2, a, coarse, sampler, pix, log_pdf_class=log_pdf,
+                offsets_px=self.offsets_px[idx], sigma_offset_px=self.sigma_offset_px, mode=s.mode,
+                oversampling=s.oversampling, adaptive_fraction=s.adaptive_fraction,
+                translation_step_px=s.offset_step_px, accumulate=accumulate)
+            resid = resid + extra["residual"]
+            off2 += extra["offset_moment"]
+            cw += res.class_posterior.sum(axis=0)
+            new["classes"][idx] = res.best_class
+            new["psi"][idx] = res.best_orient
+            new["offsets"][idx] = self.offsets_px[idx] + res.best_trans
+            self.pmax[idx], self.n_significant[idx], self.loglik[idx] = res.pmax, res.n_significant, res.loglik
+            self.class_posterior[idx] = res.class_posterior
+            for i, b in enumerate(idx):
+                self.top_samples[b] = res.top_samples[i]
+        self._changes = self._assignment_changes(new)
+        self.classes, self.psi, self.offsets_px = new["classes"], new["psi"], new["offsets"]
+        self._pending = _Pending(bps, w_shell, resid, off2, cw, N, pix)
+
+    def _sigma2_for_mode(self) -> np.ndarray:
+        if self.settings.mode == "maxcc":
+            return np.ones_like(self.sigma2)
+        if self.settings.mode == "ml":   # white noise: one sigma for all frequencies
+            npix = np.bincount(shell_index(self.n).ravel(), minlength=self.n)[: self.sigma2.size]
+            return np.full_like(self.sigma2, (self.sigma2 * npix).sum() / npix.sum())
+        return self.sigma2
+
+    def _assignment_changes(self, new) -> dict:
+        had = self.classes >= 0
+        changed = float(np.mean(new["classes"][had] != self.classes[had])) if had.any() else 1.0
+        dpsi = np.abs((new["psi"] - self.psi + 180) % 360 - 180)
+        doff = np.linalg.norm(new["offsets"] - self.offsets_px, axis=1)
+        return dict(changed=changed, dpsi=float(dpsi.mean()), doff=float(doff.mean()))
+
+    def mstep(self) -> IterationResult:
+        """M-step: new references (MAP/ML/average), noise spectrum, class priors, offset prior."""
+        if self._pending is None:
+            raise RuntimeError("mstep() needs a completed estep() first")
+        t0 = time.perf_counter()
+        p, s = self._pending, self.settings
+        n_shells = self.n // 2 + 1
+        npix = np.bincount(to_numpy(p.pix.shell), minlength=n_shells)[:n_shells]
+        new_refs, ssnr = [], []
+        for k, bp in enumerate(p.bps):
+            if s.mode == "map":
+                ref_power = radial_average(abs(rfft2c(self.references[k])) ** 2, self.n)
+                tau2 = s.tau2_fudge * tau2_from_power(ref_power)
+                ref = bp.reconstruct(method="wiener", tau2=tau2)
+                dvp = p.w_shell[k] / np.maximum(npix, 1) * tau2
+            else:
+                ref = bp.reconstruct(method="plain")
+                dvp = np.zeros(n_shells)
+            ref = to_numpy(ref).astype(np.float32)
+            if s.center_classes and p.class_weight[k] > 0:
+                ref = _centre_of_mass_shift(ref)
+            new_refs.append(ref if p.class_weight[k] > 0 else self.references[k])
+            ssnr.append(dvp)
+        self.references = np.stack(new_refs)
+        self.pdf_class = np.maximum(p.class_weight / max(p.n, 1), 1e-8)
+        self.pdf_class /= self.pdf_class.sum()
+        if s.mode != "maxcc":
+            resid_shell = to_numpy(shell_sums(p.resid, p.pix.shell, n_shells)) if np.ndim(p.resid) else None
+            if resid_shell is not None:
+                new = sigma2_from_residuals(resid_shell, p.n, npix, previous=self.sigma2)
+                self.sigma2 = np.where(npix > 0, new, self.sigma2)
+        self.sigma_offset_px = float(np.sqrt(max(p.offset_moment / (2 * max(p.n, 1)), 0.25)))
+        res_shells = [_last_shell_above(d, 1.0) for d in ssnr]
+        resolution = tuple(float(self.n * self.pixel_size_A / r) if r > 0 else float("inf") for r in res_shells)
+        if s.mode == "map":
+            self.max_shell = int(min(self._shell_limit(), max(max(res_shells) + max(3, self.n // 10), 4)))
+        else:
+            self.max_shell = self._shell_limit()
+        self.iteration += 1
+        ch = self._changes
+        result = IterationResult(
+            iteration=self.iteration, loglik=float(self.loglik.sum()),
+            class_distribution=tuple(float(x) for x in self.pdf_class), mean_pmax=float(self.pmax.mean()),
+            changed_assignments=ch["changed"], mean_psi_change_deg=ch["dpsi"],
+            mean_offset_change_px=ch["doff"], resolution_A=resolution,
+            ssnr=tuple(tuple(float(v) for v in d) for d in ssnr), sigma2=tuple(float(v) for v in self.sigma2),
+            max_shell=int(p.pix.max_shell), sigma_offset_px=self.sigma_offset_px,
+            time_s=time.perf_counter() - t0 + getattr(self, "_estep_time", 0.0))
+        self.history.append(result)
+        self._pending = None
+        for fn in list(self._observers):
+            fn(self, result)
+        return result
+
+    def step(self, progress: bool = False) -> IterationResult:
+        """One iteration: E-step then M-step. Returns its :class:`IterationResult`."""
+        with self._lock:
+            t0 = time.perf_counter()
+            self.estep(progress=progress)
+            if self._pending is None:
+                raise InterruptedError("stopped during the E-step")
+            self._estep_time = time.perf_counter() - t0
+            return self.mstep()
+
+    def run(self, n_iter: int | None = None, callback=None, progress: bool = True):
+        """Run ``n_iter`` iterations (default: the remaining ``settings.n_iter``); returns the history."""
+        n_iter = max(self.settings.n_iter - self.iteration, 0) if n_iter is None else n_iter
+        self._stop.clear()
+        for _ in range(n_iter):
+            while self._pause.is_set() and not self._stop.is_set():
+                time.sleep(0.05)
+            if self._stop.is_set():
+                break
+            try:
+                result = self.step(progress=progress)
+            except InterruptedError:
+                break
+            if callback is not None:
+                callback(self, result)
+        return self.history
+
+    def run_async(self, n_iter: int | None = None, callback=None) -> threading.Thread:
+        """Run in a background thread so a notebook stays responsive; returns the thread."""
+        th = threading.Thread(target=self.run, kwargs=dict(n_iter=n_iter, callback=callback, progress=False),
+                              daemon=True)
+        self._thread = th
+        th.start()
+        return th
+
+    def pause(self) -> None:
+        """Pause a running ``run``/``run_async`` after the current iteration."""
+        self._pause.set()
+
+    def resume_running(self) -> None:
+        """Continue after :meth:`pause`."""
+        self._pause.clear()
+
+    def stop(self) -> None:
+        """Stop a running ``run``/``run_async`` (the current E-step is abandoned)."""
+        self._stop.set()
+        self._pause.clear()
+
+    def on_iteration(self, fn) -> None:
+        """Call ``fn(session, result)`` after every iteration (widgets use this)."""
+        self._observers.append(fn)
+
+    # ------------------------------------------------------------------ steering and inspection
+    def set(self, **changes) -> None:
+        """Change settings between iterations, e.g. ``set(tau2_fudge=4, resolution_limit_A=12)``."""
+        with self._lock:
+            self.settings = replace(self.settings, **changes)
+            self.max_shell = min(self.max_shell, self._shell_limit())
+
+    def posterior(self, i: int) -> dict:
+        """Posterior of particle ``i`` from the last E-step.
+
+        ``classes``: probability per class (sums to 1); ``samples``: the most probable
+        (class, psi, offset) samples with their probabilities; ``pmax``.
+        """
+        top = self.top_samples[i]
+        out = {"classes": self.class_posterior[i].copy(), "pmax": float(self.pmax[i]),
+               "n_significant": int(self.n_significant[i])}
+        if top is not None:
+            k, psi, off, prob = top
+            out["samples"] = {"class": np.asarray(k) + 1, "psi_deg": np.asarray(psi),
+                              "origin_x_px": off[:, 0], "origin_y_px": off[:, 1], "probability": prob}
+        return out
+
+    def class_members(self, classes) -> np.ndarray:
+        """Indices of particles whose best class (1-based numbers) is in ``classes``."""
+        return np.flatnonzero(np.isin(self.classes + 1, np.asarray(classes)))
+
+    def select_classes(self, classes):
+        """A new ParticleStack of the particles in the kept classes (1-based class numbers)."""
+        from .session_io import data_table
+        return self.particles.with_table(data_table(self)).subset(self.class_members(classes))
+
+    def split_class(self, k: int, seed: int | None = None) -> None:
+        """Split class ``k`` (1-based) into two: the larger class's reference is copied into the
+        smallest class with a little noise; the next iteration separates them."""
+        rng = np.random.default_rng(self.settings.seed + 7 if seed is None else seed)
+        target = int(np.argmin(self.pdf_class))
+        ref = self.references[k - 1]
+        self.references[target] = ref + rng.normal(scale=0.05 * ref.std(), size=ref.shape).astype(np.float32)
+        share = (self.pdf_class[k - 1] + self.pdf_class[target]) / 2
+        self.pdf_class[k - 1] = self.pdf_class[target] = share
+
+    def save(self, directory, prefix: str = "run") -> str:
+        """Write RELION-named outputs of the current iteration; see :mod:`cryolab.session_io`."""
+        from .session_io import save
+        return save(self, directory, prefix)
+
+    @classmethod
+    def resume(cls, directory, iteration: int | None = None, prefix: str = "run") -> "Session":
+        """Re-create a Session from files written by :meth:`save` and continue from there."""
+        from .session_io import resume
+        return resume(cls, directory, iteration, prefix)
+
+    def report(self, path=None):
+        from .report import session_report
+        return session_report(self, path)
+
+
+def _last_shell_above(values, threshold: float) -> int:
+    """Highest shell index before ``values`` first drops below ``threshold`` (0 when shell 1 is below)."""
+    v = np.asarray(values)
+    below = np.flatnonzero(v[1:] < threshold)
+    return int(below[0]) if below.size else int(v.size - 1)
+
+
+def _centre_of_mass_shift(image):
+    """Shift an image (integer pixels, periodic) so the centre of mass of its positive part is the box centre."""
+    pos = np.clip(image, 0, None)
+    tot = pos.sum()
+    if tot <= 0:
+        return image
+    n = image.shape[-1]
+    y, x = np.indices(image.shape)
+    cy, cx = (pos * y).sum() / tot, (pos * x).sum() / tot
+    dy, dx = int(round(n // 2 - cy)), int(round(n // 2 - cx))
+    return np.roll(image, (dy, dx), axis=(0, 1))

@@ -1,0 +1,160 @@
+"""Session checkpoints in RELION's names: ``run_itNNN_data.star``, ``_model.star``,
+``_classes.mrcs`` and ``_optimiser.json`` + ``_state.npz`` (plain files, never pickle).
+
+``Session.resume(dir)`` reads the optimiser/state files of the last (or a given)
+iteration and continues exactly where the run stopped: the E-step is deterministic
+given the saved state, so a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import CryolabInputError
+from .io import read_mrc, write_mrc, write_particles, write_star
+from .io._files import atomic_path
+
+__all__ = ["data_table", "model_blocks", "save", "resume"]
+
+_STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "psi", "pmax",
+                 "n_significant", "loglik", "class_posterior")
+
+
+def data_table(session) -> pd.DataFrame:
+    """The particle table with this iteration's assignments under RELION labels (1-based classes)."""
+    df = session.particles.table.copy()
+    pix = session.pixel_size_A
+    df["rlnAnglePsi"] = session.psi
+    df["rlnOriginXAngst"] = session.offsets_px[:, 0] * pix
+    df["rlnOriginYAngst"] = session.offsets_px[:, 1] * pix
+    df["rlnClassNumber"] = session.classes + 1
+    df["rlnNormCorrection"] = 1.0
+    df["rlnLogLikeliContribution"] = session.loglik
+    df["rlnMaxValueProbDistribution"] = session.pmax
+    df["rlnNrOfSignificantSamples"] = session.n_significant
+    return df
+
+
+def model_blocks(session) -> dict:
+    """``model_general``, ``model_classes``, ``model_class_N``, ``model_optics_group_1`` tables."""
+    n, pix = session.n, session.pixel_size_A
+    last = session.history[-1] if session.history else None
+    K = session.settings.K
+    shells = np.arange(n // 2 + 1)
+    res = np.where(shells > 0, 1.0 / np.maximum(shells, 1) * n * pix, 999.0)
+    general = pd.DataFrame([{
+        "rlnReferenceDimensionality": 2, "rlnDataDimensionality": 2, "rlnOriginalImageSize": n,
+        "rlnCurrentResolution": min(last.resolution_A) if last else 999.0,
+        "rlnCurrentImageSize": 2 * session.max_shell, "rlnPixelSize": pix, "rlnNrClasses": K,
+        "rlnNrGroups": 1, "rlnTau2FudgeFactor": session.settings.tau2_fudge,
+        "rlnLogLikelihood": last.loglik if last else 0.0,
+        "rlnSigmaOffsetsAngst": session.sigma_offset_px * pix,
+    }])
+    classes = pd.DataFrame({
+        "rlnReferenceImage": [f"{k + 1:06d}@{session._classes_name}" for k in range(K)],
+        "rlnClassDistribution": session.pdf_class,
+        "rlnAccuracyRotations": 999.0, "rlnAccuracyTranslationsAngst": 999.0,
+        "rlnEstimatedResolution": list(last.resolution_A) if last else [999.0] * K,
+    })
+    blocks = {"model_general": general, "model_classes": classes}
+    for k in range(K):
+        ssnr = np.asarray(last.ssnr[k]) if last else np.zeros(shells.size)
+        blocks[f"model_class_{k + 1}"] = pd.DataFrame({
+            "rlnSpectralIndex": shells, "rlnResolution": np.where(shells > 0, shells / (n * pix), 0.0),
+            "rlnAngstromResolution": res, "rlnSsnrMap": ssnr,
+            "rlnReferenceSigma2": session.sigma2, "rlnReferenceTau2": _tau2(session, k)})
+    blocks["model_optics_group_1"] = pd.DataFrame({
+        "rlnSpectralIndex": shells, "rlnResolution": np.where(shells > 0, shells / (n * pix), 0.0),
+        "rlnSigma2Noise": session.sigma2})
+    return blocks
+
+
+def _tau2(session, k):
+    from .fourier import radial_average, rfft2c
+    return 0.5 * radial_average(abs(rfft2c(session.references[k])) ** 2, session.n)
+
+
+def save(session, directory, prefix: str = "run") -> str:
+    """Write ``<prefix>_itNNN_{data.star,model.star,classes.mrcs,optimiser.json,state.npz}``; returns the stem."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    stem = f"{prefix}_it{session.iteration:03d}"
+    session._classes_name = f"{stem}_classes.mrcs"
+    write_mrc(d / session._classes_name, session.references, session.pixel_size_A)
+    table = data_table(session)
+    optics = session.particles.optics
+    write_particles(d / f"{stem}_data.star", _relative_images(table, session.particles, d), optics)
+    write_star(d / f"{stem}_model.star", model_blocks(session))
+    arrays = {name: np.asarray(getattr(session, name)) for name in _STATE_ARRAYS}
+    with atomic_path(d / f"{stem}_state.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    state = {
+        "cryolab_version": __version__, "iteration": session.iteration, "max_shell": session.max_shell,
+        "sigma_offset_px": session.sigma_offset_px, "settings": asdict(session.settings),
+        "particles_star": str(Path(session.particles.star_path).resolve()) if session.particles.star_path else None,
+        "history": [asdict(h) for h in session.history],
+    }
+    with atomic_path(d / f"{stem}_optimiser.json") as tmp:
+        Path(tmp).write_text(json.dumps(state, indent=1))
+    return str(d / stem)
+
+
+def _relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
+    """Rewrite ``_rlnImageName`` so the stack paths resolve from ``out_dir``."""
+    if "rlnImageName" not in table or particles.star_path is None:
+        return table
+    import os
+    base = Path(particles.star_path).resolve().parent
+
+    def fix(name):
+        idx, path = name.split("@", 1)
+        p = Path(path) if Path(path).is_absolute() else (base / path)
+        if not p.exists():
+            return name
+        return f"{idx}@{os.path.relpath(p.resolve(), out_dir.resolve())}"
+
+    table = table.copy()
+    table["rlnImageName"] = [fix(v) for v in table["rlnImageName"]]
+    return table
+
+
+def resume(cls, directory, iteration=None, prefix: str = "run"):
+    """Rebuild a Session from its checkpoint files (last iteration unless given)."""
+    from .io import ParticleStack
+    from .session import IterationResult, Settings
+    d = Path(directory)
+    if iteration is None:
+        its = sorted(int(m.group(1)) for f in d.glob(f"{prefix}_it*_optimiser.json")
+                     if (m := re.search(r"_it(\d+)_optimiser", f.name)))
+        if not its:
+            raise CryolabInputError("no checkpoint (<prefix>_itNNN_optimiser.json) found", path=d)
+        iteration = its[-1]
+    stem = d / f"{prefix}_it{iteration:03d}"
+    try:
+        state = json.loads(Path(f"{stem}_optimiser.json").read_text())
+    except FileNotFoundError:
+        raise CryolabInputError("checkpoint file missing", path=f"{stem}_optimiser.json") from None
+    arrays = np.load(f"{stem}_state.npz", allow_pickle=False)
+    particles = ParticleStack.from_star(state["particles_star"])
+    settings = Settings(**state["settings"])
+    s = cls.__new__(cls)
+    cls.__init__(s, particles, settings, references=arrays["references"])
+    for name in _STATE_ARRAYS:
+        setattr(s, name, np.array(arrays[name]))
+    s.iteration = state["iteration"]
+    s.max_shell = state["max_shell"]
+    s.sigma_offset_px = state["sigma_offset_px"]
+    s.history = [IterationResult(**{k: tuple(map(_tup, v)) if isinstance(v, list) else v
+                                    for k, v in h.items()}) for h in state["history"]]
+    return s
+
+
+def _tup(v):
+    return tuple(v) if isinstance(v, list) else v
