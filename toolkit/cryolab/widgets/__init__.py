@@ -1,0 +1,17 @@
+"""Jupyter widgets for teaching and inspecting cryo-EM processing.
+
+* :class:`ProjectionSliceExplorer` - projection vs central slice (projection-slice theorem);
+* :class:`CTFExplorer` - the CTF, its effect on an image, phase flipping, several defoci;
+* :class:`MapViewer` - isosurface (nglview) or orthogonal slices of a map;
+* :class:`FSCViewer` - FSC curves with the 0.143 / 0.5 thresholds and resolutions;
+* :func:`example_map` / :func:`phantom_volume` - maps for the course notebooks.
+
+Widgets only read arrays and call public cryolab functions; they render figures as PNG in an
+``ipywidgets.Image``, so they display with any matplotlib backend and in a headless browser.
+"""
+from .demo import example_map, phantom_volume
+from .teaching import CTFExplorer, ProjectionSliceExplorer
+from .viewers import FSCViewer, MapViewer
+
+__all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer",
+           "example_map", "phantom_volume"]
