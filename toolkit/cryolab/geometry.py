@@ -303,7 +303,7 @@ def orientation_prior_weights(prior_euler, eulers_grid, sigma_deg: float, sigma_
 # nside .. 3 nside (equatorial belt) hold 4 nside pixels at z = 4/3 - 2i / (3 nside),
 # every other ring shifted by half a pixel in phi; the south cap mirrors the north.
 
-# The 12 base faces: ring (in units of nside) just below a face's southern corner, and the
+# The 12 base faces: ring index (in units of nside) of a face's southern corner, and the
 # longitude of the face centre in units of pi/4 (north faces 0-3, equator 4-7, south 8-11).
 _FACE_RING = np.array([2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4])
 _FACE_PHI = np.array([1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7])
@@ -414,7 +414,7 @@ def _in_asymmetric_unit(rot, tilt, dirs, sym):
     for p, q, r in ((a, b, c), (b, c, a), (c, a, b)):
         normal = np.cross(p, q)
         normal *= np.sign(normal @ r)                      # points into the triangle
-        keep &= dirs @ normal >= 0.0
+        keep &= dirs @ normal >= 0.0                       # exact sign test, as RELION's
     return keep
 
 
@@ -438,7 +438,8 @@ def healpix_directions(order: int, sym=None, nest: bool = True):
     pixels in NESTED order (``nest=False``: RING order). With ``sym`` only
     directions in RELION's asymmetric unit are kept (its geometric unit, then
     directions whose symmetry mate lies within half the HEALPix pixel radius of
-    an already kept one are dropped, when fewer than 4000 remain).
+    an already kept one are dropped, when fewer than 4000 remain). The result
+    equals RELION 3.1's list, in order; for I at orders 0-1 it is empty.
 
     >>> rot, tilt = healpix_directions(0)
     >>> len(rot)
