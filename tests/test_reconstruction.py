@@ -21,7 +21,6 @@ Measured when these tests were written (numpy, pad 2, 2 shared CPU cores):
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import ndimage
+
+from conftest import requires_relion
 
 from cryolab.ctf import CTFParams
 from cryolab.fourier import power_spectrum, rfft2c, rfft_grid
@@ -128,6 +129,25 @@ def test_identity_slice_lands_on_the_grid():
     np.testing.assert_allclose(got, s[0][keep], rtol=1e-12)
     np.testing.assert_allclose(bp.weight[m // 2, m // 2 + 2 * ky[keep], 2 * kx[keep]], 1.0)
     assert np.isclose(bp.weight.sum(), keep.sum())
+
+
+def test_weight_spectrum_matches_sampling_density():
+    """Uniform random poses, unit weights: each shell ``s`` of the half transform gets ``R pi s``
+    samples on ``2 pi s^2`` voxels (3D), i.e. ``R / (2 s)`` per voxel; ``R`` per pixel in 2D."""
+    count = 500
+    _, rots = _random_rotations(count, seed=9)
+    for n in (32, 33):
+        bp = BackProjector(n)
+        bp.insert(np.zeros((count, n, n // 2 + 1), complex), None, rots)
+        s = np.arange(2, n // 2)
+        np.testing.assert_allclose(bp.weight_spectrum()[s], count / (2 * s), rtol=0.05)
+    bp2 = BackProjector2D(32)
+    bp2.insert(np.zeros((count, 32, 17), complex), None, np.linspace(0, 360, count, endpoint=False))
+    np.testing.assert_allclose(bp2.weight_spectrum()[2:16], count, rtol=0.05)
+    small = BackProjector(32, max_shell=10)  # only shells <= 10 are inserted
+    small.insert(np.zeros((count, 32, 17), complex), None, rots)
+    spec = small.weight_spectrum()
+    assert spec[12:].max() == 0 and spec[9] > 0
 
 
 # ------------------------------------------------------------------ noise-free 3D
@@ -265,9 +285,7 @@ def test_reconstruct_stack_streams_batches(shared_data, tmp_path):
 
 @pytest.mark.relion
 def test_matches_relion_reconstruct_with_ctf(shared_data, tmp_path):
-    exe = shutil.which("relion_reconstruct")
-    if exe is None:
-        pytest.skip("relion_reconstruct is not on PATH")
+    exe = requires_relion("relion_reconstruct")
     mrcfile = pytest.importorskip("mrcfile")
     vol = _read_map(shared_data, "ribosome70S_64.mrc")
     imgs, eul, _, origins_A, ctf, _ = _ctf_dataset(vol, 2000, seed=3, snr=0.05)

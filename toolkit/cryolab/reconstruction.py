@@ -101,6 +101,13 @@ def _host(a):
     return np.asarray(to_numpy(a), dtype=np.float64)
 
 
+def _plain_ratio(data, weight, eps: float):
+    """``data / (weight + eps * <weight>)``, ``<weight>`` the mean over voxels with weight > 0."""
+    pos = weight > 0
+    mean_w = float(weight[pos].mean()) if bool(pos.any()) else 1.0
+    return data / (weight + eps * mean_w)
+
+
 def _mirror_index(m: int, xp):
     """Index of frequency ``-f`` for each index of a centred axis of length ``M``."""
     return (2 * (m // 2) - xp.arange(m)) % m
@@ -127,11 +134,11 @@ class _FourierAccumulator:
 
     ndim = 3
 
-    def __init__(self, n: int, pad: float = 2, xp=np, dtype=np.float64):
+    def __init__(self, n: int, pad: float = 2, xp=np, dtype=np.float64, max_shell=None):
         self.n, self.xp = int(n), xp
         self.m = m = _padded_size(self.n, pad)
         self.pad = m / self.n  # effective oversampling (M / N)
-        self.r_max = self.n // 2
+        self.r_max = self.n // 2 if max_shell is None else min(int(max_shell), self.n // 2)
         rdt = np.dtype(dtype)
         shape = (m,) * (self.ndim - 1) + (m // 2 + 1,)
         self.data = xp.zeros(shape, dtype=np.result_type(rdt, np.complex64))
@@ -230,42 +237,45 @@ class _FourierAccumulator:
 
     def _shell_mean(self, values, shells, inside):
         xp = self.xp
-        nb = self.r_max + 1
+        nb = self.n // 2 + 1
         idx = shells[inside]
         cnt = xp.bincount(idx, minlength=nb)[:nb].astype(xp.float64)
         tot = xp.bincount(idx, weights=values[inside].astype(xp.float64), minlength=nb)[:nb]
         return tot / xp.maximum(cnt, 1)
 
     def weight_spectrum(self, weight=None):
-        """Mean weight per image shell ``0 .. N//2``, scaled by ``(M/N)^ndim`` to un-padded voxels.
+        """Mean weight per image shell ``0 .. N//2``, scaled by ``(M/N)^ndim`` to un-padded voxels
+        (Friedel mates on the ``kx = 0`` plane summed, as in :meth:`reconstruct`).
 
         With ``sigma2``-normalised weights (``sum C^2 / sigma2``) this is the inverse noise power
         of the reconstruction per shell (RELION's ``1 / sigma2`` of the map); the engine uses it
         for the SSNR and ``tau2`` (:func:`tau2_from_fsc`).
         """
-        w = self.weight if weight is None else weight
+        w = self._friedel_sum(self.weight) if weight is None else weight
         r, shells = self._shells()
-        inside = r <= self.pad * self.r_max
+        inside = r <= self.pad * (self.n // 2)
         return self._shell_mean(w, shells, inside) * self.pad ** self.ndim
 
     # ------------------------------------------------------------------ reconstruction
-    def _hermitian_sums(self):
-        """float64 copies of the accumulators with Friedel mates on the ``kx = 0`` plane summed."""
+    def _friedel_sum(self, arr):
+        """float64/complex128 copy of an accumulator with Friedel mates on the ``kx = 0`` plane
+        summed (each holds ``a(g) + conj(a(-g))``; self-mates are left as they are)."""
         xp, m = self.xp, self.m
-        data = self.data.astype(xp.complex128)
-        weight = self.weight.astype(xp.float64)
+        out = arr.astype(xp.complex128 if xp.iscomplexobj(arr) else xp.float64)
         mir = _mirror_index(m, xp)
-        d0, w0 = data[..., 0], weight[..., 0]
-        dm, wm = d0, w0
+        a0 = out[..., 0]
+        am = a0
         for ax in range(self.ndim - 1):
-            dm, wm = xp.take(dm, mir, axis=ax), xp.take(wm, mir, axis=ax)
+            am = xp.take(am, mir, axis=ax)
         grids = xp.meshgrid(*([xp.arange(m)] * (self.ndim - 1)), indexing="ij")
-        self_mate = xp.ones(d0.shape, dtype=bool)
+        self_mate = xp.ones(a0.shape, dtype=bool)
         for g in grids:
             self_mate &= mir[g] == g
-        data[..., 0] = xp.where(self_mate, d0, d0 + dm.conj())
-        weight[..., 0] = xp.where(self_mate, w0, w0 + wm)
-        return data, weight
+        out[..., 0] = xp.where(self_mate, a0, a0 + am.conj())
+        return out
+
+    def _hermitian_sums(self):
+        return self._friedel_sum(self.data), self._friedel_sum(self.weight)
 
     def _symmetrise(self, data, weight, sym):
         return data, weight
@@ -293,15 +303,13 @@ class _FourierAccumulator:
         shell_max = self.r_max if max_shell is None else min(float(max_shell), self.r_max)
         inside = r <= self.pad * shell_max
         if method == "plain":
-            pos = weight > 0
-            mean_w = float(weight[pos].mean()) if bool(pos.any()) else 1.0
-            ft = data / (weight + eps * mean_w)
+            ft = _plain_ratio(data, weight, eps)
         elif method in ("wiener", "map"):
             if tau2 is None:
-                tau2 = self._estimate_tau2(data, weight, fsc, sym)
-            t2 = xp.asarray(to_device(np.asarray(tau2, dtype=np.float64), xp))
-            t2 = xp.concatenate([t2, xp.full(max(0, self.r_max + 1 - t2.size), t2[-1])])
-            t2 = xp.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300)
+                tau2 = self._estimate_tau2(data, weight, fsc)
+            t2 = _host(tau2).reshape(-1)
+            t2 = np.concatenate([t2, np.full(max(0, self.n // 2 + 1 - t2.size), t2[-1])])
+            t2 = to_device(np.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300), xp)
             ft = data / (weight + 1.0 / t2[xp.minimum(shells, t2.size - 1)])
             self.tau2 = tau2
         else:
@@ -317,22 +325,17 @@ class _FourierAccumulator:
         bg = (out_w * x).sum() / max(float(out_w.sum()), 1e-12)
         return (x * mask + bg * out_w).astype(self.xp.float32)
 
-    def _estimate_tau2(self, data, weight, fsc, sym):
+    def _estimate_tau2(self, data, weight, fsc):
         wspec = _host(self.weight_spectrum(weight))
         if fsc is not None:
             return tau2_from_fsc(fsc, wspec)
-        plain = self._reconstruct_plain(data, weight)
+        r, _ = self._shells()
+        plain = self._to_real(self.xp.where(r <= self.pad * self.r_max,
+                                            _plain_ratio(data, weight, 1e-3), 0))
         rfft = rfft3c if self.ndim == 3 else rfft2c
         power = _host(radial_average(abs(rfft(plain)) ** 2, self.n, self.ndim))
         noise = np.where(wspec > 0, 1.0 / np.maximum(wspec, 1e-300), np.inf)
         return np.maximum(power - noise, 1e-3 * power)
-
-    def _reconstruct_plain(self, data, weight, eps=1e-3):
-        pos = weight > 0
-        mean_w = float(weight[pos].mean()) if bool(pos.any()) else 1.0
-        r, _ = self._shells()
-        return self._to_real(self.xp.where(r <= self.pad * self.r_max,
-                                           data / (weight + eps * mean_w), 0))
 
     def _to_real(self, ft):
         """Inverse transform of the padded grid, central crop, gridding correction -> float32."""
@@ -354,7 +357,9 @@ class BackProjector(_FourierAccumulator):
 
     ``n``: box size of the images and map (odd or even); ``pad``: oversampling of the
     accumulators (padded box ``M = round(pad * n)`` rounded up to even); ``xp``: numpy or cupy
-    (where the accumulators live); ``dtype``: real dtype of the accumulators (float64 default).
+    (where the accumulators live); ``dtype``: real dtype of the accumulators (float64 default;
+    ``24 M^3 / 2`` bytes, float32 halves it); ``max_shell``: largest image shell inserted
+    (default ``N // 2``; the M-step's current size).
     """
 
     ndim = 3
