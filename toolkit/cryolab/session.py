@@ -52,6 +52,7 @@ class Settings:
     resolution_limit_A: float | None = None
     ini_high_A: float | None = None
     center_classes: bool = True
+    reseed_empty_classes: bool = True
     seed: int = 0
     backend: str = "numpy"
     batch_size: int = 64
@@ -285,6 +286,9 @@ class Session:
         self.references = np.stack(new_refs)
         self.pdf_class = np.maximum(p.class_weight / max(p.n, 1), 1e-8)
         self.pdf_class /= self.pdf_class.sum()
+        if s.reseed_empty_classes and s.K > 1:
+            for k in np.flatnonzero(self.pdf_class < 0.2 / s.K):
+                self._reseed(k)
         if s.mode != "maxcc":
             resid_shell = to_numpy(shell_sums(p.resid, p.pix.shell, n_shells)) if np.ndim(p.resid) else None
             if resid_shell is not None:
@@ -396,15 +400,21 @@ class Session:
         from .session_io import data_table
         return self.particles.with_table(data_table(self)).subset(self.class_members(classes))
 
-    def split_class(self, k: int, seed: int | None = None) -> None:
-        """Split class ``k`` (1-based) into two: the larger class's reference is copied into the
-        smallest class with a little noise; the next iteration separates them."""
-        rng = np.random.default_rng(self.settings.seed + 7 if seed is None else seed)
-        target = int(np.argmin(self.pdf_class))
+    def split_class(self, k: int, into: int | None = None) -> None:
+        """Split class ``k`` (1-based) in two: its reference, slightly perturbed, replaces class
+        ``into`` (1-based; default the smallest class); the next iteration separates them."""
+        target = int(np.argmin(self.pdf_class)) if into is None else into - 1
+        if target == k - 1:
+            return
+        rng = np.random.default_rng([self.settings.seed, self.iteration, k, target])
         ref = self.references[k - 1]
-        self.references[target] = ref + rng.normal(scale=0.05 * ref.std(), size=ref.shape).astype(np.float32)
+        self.references[target] = ref + rng.normal(scale=0.1 * ref.std(), size=ref.shape).astype(np.float32)
         share = (self.pdf_class[k - 1] + self.pdf_class[target]) / 2
         self.pdf_class[k - 1] = self.pdf_class[target] = share
+
+    def _reseed(self, k: int) -> None:
+        """An (almost) empty class takes over half of the largest class (see ``reseed_empty_classes``)."""
+        self.split_class(int(np.argmax(self.pdf_class)) + 1, into=k + 1)
 
     def save(self, directory, prefix: str = "run") -> str:
         """Write RELION-named outputs of the current iteration; see :mod:`cryolab.session_io`."""

@@ -25,7 +25,7 @@ from ..backend import get_xp
 from ..fourier import rfft_grid
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
-           "score", "normalise", "significant_mask"]
+           "image_terms", "score", "normalise", "significant_mask"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,34 @@ def split_complex(z):
     return xp.concatenate([z.real, z.imag], axis=-1).astype(xp.float32, copy=False)
 
 
-def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map"):
+def image_terms(X, ctf, weight, ramps):
+    """``Yc [B*T, 2M]`` float32: ``[Re Z, Im Z] * weight`` with ``Z = C X S_t`` (shifted, CTF-weighted images).
+
+    ``cross = Yc @ [Re P, Im P].T`` is ``Re sum conj(X S) C P w``; the M-step reuses ``Yc``
+    (``sum_bt w Z = (w.T @ Yc) / weight``). Built image by image into one buffer to stay
+    in cache and avoid complex temporaries.
+    """
+    xp = get_xp(X)
+    B, M = X.shape
+    T = ramps.shape[0]
+    cw = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
+    cw = cw * weight.astype(xp.float32)[None, :]
+    sr, si = ramps.real.astype(xp.float32), ramps.imag.astype(xp.float32)
+    xr, xi = (X.real * cw).astype(xp.float32), (X.imag * cw).astype(xp.float32)
+    out = xp.empty((B, T, 2 * M), dtype=xp.float32)
+    tmp = xp.empty((T, M), dtype=xp.float32)
+    for b in range(B):
+        re, im = out[b, :, :M], out[b, :, M:]
+        xp.multiply(sr, xr[b], out=re)
+        xp.multiply(si, xi[b], out=tmp)
+        re -= tmp
+        xp.multiply(si, xr[b], out=im)
+        xp.multiply(sr, xi[b], out=tmp)
+        im += tmp
+    return out.reshape(B * T, 2 * M)
+
+
+def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_terms: bool = False):
     """Scores ``[B, T, J]`` (larger = better) of images against references x translations.
 
     ``X``: ``[B, M]`` complex images; ``ctf``: ``[B, M]`` real (or None = 1);
@@ -85,24 +112,27 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map"):
 
     ``mode="map"``/``"ml"`` returns ``-(diff2 - A_b)`` = ``cross - Q`` (add log priors,
     then normalise); ``mode="maxcc"`` returns the cross-correlation
-    ``Re<X_t, C P> / (|X| |C P|)`` (with ``sigma2`` = 1).
+    ``Re<X_t, C P> / (|X| |C P|)`` (with ``sigma2`` = 1). With ``return_terms``
+    also returns ``Yc`` from :func:`image_terms` (reused by the M-step).
     """
     xp = get_xp(X)
     B, M = X.shape
     T = ramps.shape[0]
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
     w = xp.ones(M, xp.float32) if mode == "maxcc" else inv_sigma2.astype(xp.float32)
-    Y = xp.conj(X[:, None, :] * ramps[None, :, :]) * (c * w)[:, None, :]           # [B, T, M]
-    Yc = xp.concatenate([Y.real, -Y.imag], axis=-1).reshape(B * T, 2 * M)
-    Pc = split_complex(P)                                                          # [J, 2M]
-    cross = (Yc.astype(xp.float32, copy=False) @ Pc.T).reshape(B, T, -1)
+    if Yc is None:
+        Yc = image_terms(X, c, w, ramps)
+    cross = (Yc @ split_complex(P).T).reshape(B, T, -1)                            # the GEMM
     P2 = (P.real ** 2 + P.imag ** 2).astype(xp.float32)                            # [J, M]
     if mode == "maxcc":
         norm_cp = xp.sqrt(xp.maximum((c * c) @ P2.T, 1e-30))                       # [B, J]
         norm_x = xp.sqrt(xp.sum(xp.abs(X) ** 2, axis=1))                            # [B]
-        return cross / (norm_cp[:, None, :] * xp.maximum(norm_x, 1e-30)[:, None, None])
-    Q = (c * c * (0.5 * w)) @ P2.T                                                  # [B, J]
-    return cross - Q[:, None, :]
+        out = cross / (norm_cp[:, None, :] * xp.maximum(norm_x, 1e-30)[:, None, None])
+    else:
+        Q = (c * c * (0.5 * w)) @ P2.T                                              # [B, J]
+        cross -= Q[:, None, :]
+        out = cross
+    return (out, Yc) if return_terms else out
 
 
 def normalise(logw, axis=None):

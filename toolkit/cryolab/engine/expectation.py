@@ -82,7 +82,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     trans_all = lambda tr: offsets_px[:, None, :] + tr[None, :, :]  # noqa: E731
     lpt = lambda tr: -(trans_all(tr) ** 2).sum(-1) / (2 * sigma_offset_px ** 2)  # noqa: E731
 
-    s = score(X, ctf, inv_sigma2, coarse.P, coarse.ramps, mode=mode)
+    s, Yc = score(X, ctf, inv_sigma2, coarse.P, coarse.ramps, mode=mode, return_terms=True)
     lpo = sampler.log_prior(coarse.orients, B) if hasattr(sampler, "log_prior") else None
     if mode == "maxcc":
         logw = s
@@ -90,7 +90,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
         logw = s + _log_priors(log_pdf_class, coarse.classes, lpo,
                                xp.asarray(lpt(coarse.trans), dtype=xp.float32))
     if mode == "maxcc" or oversampling == 0:
-        return _finish(logw, X, ctf, inv_sigma2, a_const, coarse, [np.arange(B)], [coarse], [None],
+        return _finish(logw, X, ctf, inv_sigma2, a_const, coarse, [np.arange(B)], [coarse], [Yc],
                        offsets_px, K, mode, n_top, accumulate, adaptive_fraction)
 
     w, _ = normalise(logw)
@@ -122,19 +122,22 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
         allowed = np.repeat(np.repeat(allowed, nt_child, axis=1), no_child, axis=2)
         sets.append(fine)
         masks.append(xp.asarray(allowed))
-    logws = []
+    del Yc
+    logws, terms = [], []
     for g, fine, allowed in zip(groups, sets, masks):
-        sg = score(X[g], None if ctf is None else ctf[g], inv_sigma2, fine.P, fine.ramps, mode=mode)
+        sg, yc = score(X[g], None if ctf is None else ctf[g], inv_sigma2, fine.P, fine.ramps, mode=mode,
+                       return_terms=True)
+        terms.append(yc)
         lpo = sampler.log_prior(fine.orients, len(g)) if hasattr(sampler, "log_prior") else None
         tr = xp.asarray(-((offsets_px[g][:, None, :] + fine.trans[None]) ** 2).sum(-1)
                         / (2 * sigma_offset_px ** 2), dtype=xp.float32)
         lw = sg + _log_priors(log_pdf_class, fine.classes, lpo, tr)
         logws.append(xp.where(allowed, lw, NEG))
-    return _finish(logws, X, ctf, inv_sigma2, a_const, None, groups, sets, [None] * len(groups),
+    return _finish(logws, X, ctf, inv_sigma2, a_const, None, groups, sets, terms,
                    offsets_px, K, mode, n_top, accumulate, adaptive_fraction)
 
 
-def _finish(logws, X, ctf, inv_sigma2, a_const, coarse, groups, sets, _unused, offsets_px, K, mode,
+def _finish(logws, X, ctf, inv_sigma2, a_const, coarse, groups, sets, terms, offsets_px, K, mode,
             n_top, accumulate, adaptive_fraction):
     xp = get_xp(X)
     if not isinstance(logws, list):
@@ -146,7 +149,7 @@ def _finish(logws, X, ctf, inv_sigma2, a_const, coarse, groups, sets, _unused, o
     tops = [None] * B
     resid = 0.0
     off2 = 0.0
-    for g, ss, lw in zip(groups, sets, logws):
+    for g, ss, lw, yc in zip(groups, sets, logws, terms):
         if mode == "maxcc":
             flat = lw.reshape(len(g), -1)
             best = flat.argmax(axis=1)
@@ -180,7 +183,9 @@ def _finish(logws, X, ctf, inv_sigma2, a_const, coarse, groups, sets, _unused, o
         tot = offsets_px[g][:, None, :] + ss.trans[None, :, :]
         off2 += float((np.asarray(wt.get() if hasattr(wt, "get") else wt) * (tot ** 2).sum(-1)).sum())
         if accumulate is not None:
-            D, W, _ = weighted_sums(w, X[g], None if ctf is None else ctf[g], ss.ramps, min_weight=1e-6)
+            wpix = xp.ones_like(inv_sigma2) if mode == "maxcc" else inv_sigma2
+            D, W, _ = weighted_sums(w, X[g], None if ctf is None else ctf[g], ss.ramps, min_weight=1e-6,
+                                    Yc=yc, weight=wpix)
             resid = resid + residual_power(X[g], D, W, ss.P) if mode != "maxcc" else resid
             for k in np.unique(ss.classes):
                 sel = np.flatnonzero(ss.classes == k)

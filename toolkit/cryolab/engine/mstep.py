@@ -16,32 +16,38 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
-from .estep import split_complex
+from .estep import image_terms
 
 __all__ = ["weighted_sums", "residual_power", "shell_sums", "sigma2_from_residuals",
            "tau2_from_power"]
 
 
-def weighted_sums(weights, X, ctf, ramps, min_weight: float = 0.0):
+def weighted_sums(weights, X, ctf, ramps, min_weight: float = 0.0, Yc=None, weight=None):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` for weights ``[B, T, J]``.
 
+    ``Yc``/``weight``: the image terms of :func:`.estep.image_terms` (built with per-pixel
+    ``weight``) when the E-step already has them; else they are built here with weight 1.
     Columns ``j`` whose weights are all ``<= min_weight`` get zeros (skipped in the GEMM).
     """
     xp = get_xp(X)
     B, T, J = weights.shape
     M = X.shape[1]
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
+    if Yc is None:
+        weight = xp.ones(M, xp.float32)
+        Yc = image_terms(X, c, weight, ramps)
     wsum = weights.sum(axis=(0, 1))
-    cols = xp.flatnonzero(weights.reshape(B * T, J).max(axis=0) > min_weight)
+    flat = weights.reshape(B * T, J)
+    cols = xp.flatnonzero(flat.max(axis=0) > min_weight)
     D = xp.zeros((J, M), xp.complex64)
     W = xp.zeros((J, M), xp.float32)
     if cols.size == 0:
         return D, W, wsum
-    w = weights[:, :, cols]
-    Z = (X[:, None, :] * ramps[None, :, :]) * c[:, None, :]                       # [B, T, M]
-    Dc = w.reshape(B * T, -1).T @ split_complex(Z.reshape(B * T, M))              # [J', 2M]
-    D[cols] = Dc[:, :M] + 1j * Dc[:, M:]
-    W[cols] = w.sum(axis=1).T @ (c * c)                                            # [J', M]
+    w = flat[:, cols] if cols.size < J else flat
+    Dc = w.T @ Yc                                                                  # the GEMM [J', 2M]
+    inv = (1.0 / weight.astype(xp.float32))
+    D[cols] = Dc[:, :M] * inv + 1j * (Dc[:, M:] * inv)
+    W[cols] = weights[:, :, cols].sum(axis=1).T @ (c * c)                          # [J', M]
     return D, W, wsum
 
 
