@@ -46,9 +46,9 @@ class ProjectionSliceExplorer(W.VBox):
         self.pixel_size_A = float(pixel_size_A)
         self.n = self.volume.shape[-1]
         self.projector = FourierProjector(self.volume)
-        self.rot = slider("rot (°)", rot_deg, -180, 180, 1)
-        self.tilt = slider("tilt (°)", tilt_deg, 0, 180, 1)
-        self.psi = slider("psi (°)", psi_deg, -180, 180, 1)
+        self.rot = slider("rot (°)", rot_deg, -180, 180, 1, fmt=".0f")
+        self.tilt = slider("tilt (°)", tilt_deg, 0, 180, 1, fmt=".0f")
+        self.psi = slider("psi (°)", psi_deg, -180, 180, 1, fmt=".0f")
         self.caption = W.HTML()
         self.panel = ImagePanel(dpi=dpi)
         super().__init__([W.HBox([self.rot, self.tilt, self.psi]), self.caption, self.panel])
@@ -117,15 +117,15 @@ class CTFExplorer(W.VBox):
         self.freq_per_A = np.linspace(0.0, 0.5 / self.pixel_size_A, 1500)
         self.defocus = slider("defocus (µm)", defocus_um, 0.1, 5.0, 0.05, fmt=".2f")
         self.astigmatism = slider("astigmatism (µm)", 0.0, 0.0, 1.0, 0.01, fmt=".2f")
-        self.angle = slider("astig. angle (°)", 0.0, 0.0, 180.0, 1)
+        self.angle = slider("astig. angle (°)", 0.0, 0.0, 180.0, 1, fmt=".0f")
         self.voltage = W.SelectionSlider(description="voltage (kV)", options=[80, 100, 120, 200, 300],
                                          value=300, continuous_update=False,
                                          style={"description_width": "initial"},
                                          layout=W.Layout(width="320px"))
         self.cs = slider("Cs (mm)", 2.7, 0.0, 5.0, 0.1, fmt=".1f")
         self.amplitude_contrast = slider("amplitude contrast", 0.1, 0.0, 0.5, 0.01, fmt=".2f")
-        self.bfactor = slider("B-factor (Å²)", 0.0, 0.0, 400.0, 5)
-        self.phase_shift = slider("phase shift (°)", 0.0, 0.0, 180.0, 5)
+        self.bfactor = slider("B-factor (Å²)", 0.0, 0.0, 400.0, 5, fmt=".0f")
+        self.phase_shift = slider("phase shift (°)", 0.0, 0.0, 180.0, 5, fmt=".0f")
         self.n_defoci = slider("number of defoci", 3, 1, 8, 1, integer=True)
         self.defocus_step = slider("defocus step (µm)", 0.3, 0.05, 1.0, 0.05, fmt=".2f")
         controls = [self.defocus, self.astigmatism, self.angle, self.voltage, self.cs,

@@ -86,11 +86,12 @@ class MapViewer(W.VBox):
         if self.view is not None:
             if self._component is not None:
                 self.view.remove_component(self._component)
-            comp = self._component = self.view.add_component(io.BytesIO(_mrc_bytes(self.volume, self.pixel_size_A)),
-                                           ext="mrc", defaultRepresentation=False)
-            comp.add_surface(isolevelType="sigma", isolevel=self.threshold_sigma,
-                             color="#4a90c2", opacity=0.9)
-            self.view.center()
+            # NGL's default representation of a map is a surface and frames the camera on it;
+            # restyle it rather than adding our own (a new one is not framed)
+            self._component = self.view.add_component(
+                io.BytesIO(_mrc_bytes(self.volume, self.pixel_size_A)), ext="mrc")
+            self.view.update_representation(component=0, repr_index=0, isolevelType="sigma",
+                                            isolevel=self.threshold_sigma, color="#4a90c2")
         self._show()
 
     def _changed(self, _change=None):

@@ -1,0 +1,178 @@
+"""Widgets render in a real browser: JupyterLab + headless Chromium, driven by Playwright.
+
+Starts JupyterLab on a free localhost port (random token) serving a temporary copy of the course
+notebooks, runs notebook 02 (projection-slice explorer), waits for the sliders and the figure,
+presses an arrow key on a slider (browser -> kernel -> browser) and checks that the figure
+changed; then runs notebook 01 and checks that the 3D map viewer draws (a canvas, when nglview is
+installed). Fails on browser console errors about widget modules. Screenshots go to
+``test-artifacts/`` (or ``$CRYOLAB_TEST_ARTIFACTS``). Skipped when playwright, jupyterlab or a
+Chromium binary (``$CHROME``, ``chromium``, ``chromium-browser``) is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jupyterlab")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROME = next((p for p in (os.environ.get("CHROME"), shutil.which("chromium"),
+                           shutil.which("chromium-browser")) if p), None)
+pytestmark = pytest.mark.skipif(CHROME is None, reason="no Chromium binary (set $CHROME)")
+
+WIDGET_ERROR = re.compile(r"widget|module|nglview|jupyter-widgets|Could not create", re.IGNORECASE)
+KERNEL_IDLE_JS = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle'; }"""
+ALL_RUN_JS = """() => { const w = window.jupyterapp.shell.currentWidget;
+  const k = w.sessionContext.session.kernel;
+  const cells = [...w.content.model.cells].filter(c => c.type === 'code');
+  return k.status === 'idle' && cells.every(c => c.executionCount !== null); }"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _copy_notebooks(dest: Path) -> None:
+    quick = re.compile(r'"QUICK\s*=\s*\w+')
+    for nb in ("01_image_formation.ipynb", "02_projection_slice_theorem.ipynb"):
+        text = (ROOT / "notebooks" / nb).read_text()
+        (dest / nb).write_text(quick.sub('"QUICK = True', text))
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """``(base_url, token)`` of a JupyterLab serving a copy of notebooks 01 and 02."""
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    _copy_notebooks(nb_dir)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nb_dir}",
+           "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "lab.log", "w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=nb_dir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if server.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start within 60 s")
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+        yield base, token
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _artifacts() -> Path:
+    path = Path(os.environ.get("CRYOLAB_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run_notebook(page, base, token, name):
+    page.goto(f"{base}/lab/tree/{name}?token={token}&reset")
+    page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_timeout(500)
+    page.wait_for_function(ALL_RUN_JS, timeout=60_000, polling=250)
+
+
+def _image_src(page) -> str:
+    return page.locator(".jp-OutputArea img.widget-image").first.get_attribute("src") or ""
+
+
+@pytest.mark.timeout(150)
+def test_widgets_render_and_respond_in_jupyterlab(lab):
+    base, token = lab
+    t0 = time.monotonic()
+    shots = _artifacts()
+    logs = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROME, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: logs.append(f"error: {e}"))
+
+            _run_notebook(page, base, token, "02_projection_slice_theorem.ipynb")
+            page.wait_for_selector(".jp-OutputArea .widget-slider", timeout=30_000)
+            page.wait_for_selector(".jp-OutputArea img.widget-image", timeout=30_000)
+            assert page.locator(".jp-OutputArea .jupyter-widgets").count() > 3
+            readouts = page.locator(".jp-OutputArea .widget-slider .widget-readout")
+            assert readouts.first.inner_text().strip() == "30"  # rot of the explorer
+            before = _image_src(page)
+            assert before.startswith("blob:") or before.startswith("data:")
+            page.locator(".jp-OutputArea .widget-slider .noUi-handle").first.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(
+                "() => document.querySelector('.jp-OutputArea .widget-slider .widget-readout').innerText.trim() === '31'",
+                timeout=20_000)
+            page.wait_for_function(
+                "(src) => document.querySelector('.jp-OutputArea img.widget-image').getAttribute('src') !== src",
+                arg=before, timeout=20_000)
+            page.screenshot(path=str(shots / "browser-02-projection-slice.png"), full_page=True)
+
+            _run_notebook(page, base, token, "01_image_formation.ipynb")
+            viewer = page.locator(".jp-OutputArea canvas" if _has_nglview()
+                                  else ".jp-OutputArea img.widget-image").first
+            viewer.wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)  # let the isosurface draw
+            drawn = viewer.screenshot()
+            page.locator(".jp-OutputArea .widget-slider .noUi-handle").first.focus()
+            for _ in range(10):  # threshold +1 sigma: the surface (or contours) must change
+                page.keyboard.press("ArrowRight")
+            for _ in range(40):
+                page.wait_for_timeout(250)
+                if viewer.screenshot() != drawn:
+                    break
+            else:
+                pytest.fail("the map view did not change with the threshold slider")
+            page.screenshot(path=str(shots / "browser-01-map-viewer.png"), full_page=True)
+        finally:
+            browser.close()
+    (shots / "browser-console.json").write_text(json.dumps(logs, indent=1))
+    widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
+    assert not widget_errors, widget_errors[:5]
+    assert time.monotonic() - t0 < 90
+
+
+def _has_nglview() -> bool:
+    try:
+        import nglview  # noqa: F401
+    except ImportError:
+        return False
+    return True
