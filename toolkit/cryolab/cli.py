@@ -1,11 +1,13 @@
 """The ``cryolab`` command line.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input (one-line
-message on stderr, no traceback, no partial output).
+message on stderr, no traceback, no partial output). ``CRYOLAB_DEBUG=1`` shows
+the traceback of a runtime failure. Command reference: ``docs/cli.md``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -34,14 +36,21 @@ def _cmd_info(args) -> int:
     lines.append(f"GPU       {'available (cupy)' if cupy_available() else 'not available'}")
     relion = shutil.which("relion_refine")
     lines.append(f"relion    {relion or 'not on PATH'}")
-    import os
     lines.append(f"backend   {os.environ.get('CRYOLAB_BACKEND', 'numpy')}")
     print("\n".join(lines))
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (and exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cryolab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="cryolab", description="cryolab: single-particle cryo-EM analysis with "
+                     "RELION conventions. Exit codes: 0 success, 1 failure, 2 bad usage or input.")
     parser.add_argument("--version", action="version", version=f"cryolab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="versions, array backend, GPU and RELION availability")
@@ -51,19 +60,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads(n) -> None:
+    """Limit BLAS/OpenMP threads (takes effect when numpy is not yet imported)."""
+    if n:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(n)
+
+
 def main(argv=None) -> int:
+    from . import commands
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors (2)
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = argv
+    commands.forget_created()
+    _set_threads(getattr(args, "j", None))
     try:
         return int(args.func(args) or 0)
-    except CryolabInputError as err:
-        print(f"cryolab {args.command}: error: {err}", file=sys.stderr)
+    except (CryolabInputError, FileNotFoundError, IsADirectoryError) as err:
+        commands.remove_created()
+        msg = " ".join(str(err).split())
+        print(f"cryolab {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        return 1
+    except Exception as err:  # runtime failure: one line, traceback only when debugging
+        if os.environ.get("CRYOLAB_DEBUG"):
+            raise
+        print(f"cryolab {args.command}: failed: {type(err).__name__}: {err}".splitlines()[0],
+              file=sys.stderr)
         return 1
 
 

@@ -1,12 +1,319 @@
-"""Processing sub-commands of the ``cryolab`` CLI (one small function per command)."""
+"""Processing sub-commands of the ``cryolab`` CLI: shared helpers, ``class2d``, ``select``, ``report``.
+
+Every command validates all inputs before it creates any output (bad input: exit 2, nothing
+written), then writes RELION-named files and a provenance record (``run.json``, see
+:mod:`cryolab.provenance`). Map commands live in :mod:`cryolab.commands_maps`, the demo in
+:mod:`cryolab.commands_demo`. Nothing here computes: the library does.
+"""
 from __future__ import annotations
 
+import argparse
+import re
+from pathlib import Path
 
-def _cmd_demo(args) -> int:
-    print("cryolab demo: not yet available in this version")
+from .errors import CryolabInputError
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _number(kind, low=None, strict=True, text=""):
+    def parse(value):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {text or kind.__name__}") from None
+        if low is not None and (v <= low if strict else v < low):
+            raise argparse.ArgumentTypeError(f"{value!r} must be {'>' if strict else '>='} {low}")
+        return v
+    return parse
+
+
+positive_int = _number(int, 0, text="an integer")
+nonneg_int = _number(int, 0, strict=False, text="an integer")
+positive_float = _number(float, 0.0, text="a number")
+nonneg_float = _number(float, 0.0, strict=False, text="a number")
+
+
+def int_list(value: str) -> list[int]:
+    """``"1,3"`` -> ``[1, 3]`` (class numbers, 1-based)."""
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: class numbers start at 1")
+    return out
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+def say(args, *lines) -> None:
+    """Print unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        for line in lines:
+            print(line, flush=True)
+
+
+def require_input(path, what: str = "input file") -> Path:
+    """The path of an existing input file, else a CryolabInputError (exit 2)."""
+    from .io._files import require_file
+    return require_file(path, what)
+
+
+def check_output(path, folder: bool = False) -> Path:
+    """Check (without creating anything) that ``path`` can be written: its parent is, or can
+    become, a folder. ``folder=True``: ``path`` itself is the output folder."""
+    p = Path(path)
+    target = p if folder else p.parent
+    for q in [target, *target.parents]:
+        if q.exists():
+            if not q.is_dir():
+                raise CryolabInputError("cannot create the output folder: a file is in the way", path=q)
+            break
+    if not folder and p.is_dir():
+        raise CryolabInputError("output file is an existing folder", path=p)
+    return p
+
+
+_CREATED: list[Path] = []
+
+
+def make_folder(path) -> Path:
+    """Create an output folder (after validation); remembers the top folder it created."""
+    p = Path(path)
+    new = [q for q in [p, *p.parents] if not q.exists()]
+    p.mkdir(parents=True, exist_ok=True)
+    if new:
+        _CREATED.append(new[-1])
+    return p
+
+
+def forget_created() -> None:
+    """Start of a command: folders made by earlier commands are never removed."""
+    _CREATED.clear()
+
+
+def remove_created() -> None:
+    """Remove the folders this command created (after bad input found late: no partial output)."""
+    import shutil
+    while _CREATED:
+        shutil.rmtree(_CREATED.pop(), ignore_errors=True)
+
+
+def record(command: str, args, inputs=(), backend: str = "numpy"):
+    """A :class:`cryolab.provenance.RunRecord` of the parsed arguments."""
+    from .provenance import RunRecord
+    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
+    return RunRecord(command, params, inputs=inputs, argv=getattr(args, "argv", None),
+                     seed=params.get("seed"), backend=backend)
+
+
+def add_common(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+
+
+def load_particles(path, need_images: bool = True):
+    """A ParticleStack from a STAR file (CryolabInputError for a bad file or missing images)."""
+    from .io import ParticleStack
+    require_input(path, "STAR file")
+    return ParticleStack.from_star(path)
+
+
+# --------------------------------------------------------------------------- class2d
+
+#: (flag, Settings field, type, default, help) of ``cryolab class2d``, in relion_refine's names
+CLASS2D_FLAGS = [
+    ("--K", "K", positive_int, 10, "number of classes"),
+    ("--iter", "n_iter", nonneg_int, 25, "number of iterations (total, also with --continue)"),
+    ("--tau2_fudge", "tau2_fudge", positive_float, 2.0,
+     "regularisation parameter T (> 1 puts more weight on the data)"),
+    ("--particle_diameter", "particle_diameter_A", positive_float, None,
+     "diameter of the circular mask, in Angstrom (default: 90%% of the box)"),
+    ("--psi_step", "psi_step_deg", positive_float, 10.0, "in-plane angular step, in degrees"),
+    ("--offset_range", "offset_range_px", nonneg_float, 5.0, "offset search range, in pixels"),
+    ("--offset_step", "offset_step_px", positive_float, 1.0, "offset search step, in pixels"),
+    ("--oversampling", "oversampling", nonneg_int, 1, "adaptive oversampling order (0: off)"),
+    ("--ini_high", "ini_high_A", positive_float, None,
+     "low-pass the initial references to this resolution, in Angstrom"),
+    ("--strict_highres_exp", "resolution_limit_A", positive_float, None,
+     "never use data beyond this resolution, in Angstrom"),
+    ("--seed", "seed", int, 0, "random seed (same seed, same result)"),
+    ("--batch_size", "batch_size", positive_int, 64, "particles per E-step batch (memory)"),
+]
+
+
+_UNITS = {"_A": "ANGSTROM", "_deg": "DEGREES", "_px": "PIXELS"}
+
+
+def class2d_command(settings, star, out: str = "Class2D/run") -> str:
+    """The ``cryolab class2d`` command line that runs ``settings`` on ``star``."""
+    import shlex
+    from dataclasses import asdict
+    s = asdict(settings)
+    parts = ["cryolab", "class2d", "--i", str(star), "--o", out]
+    for flag, name, _, default, _ in CLASS2D_FLAGS:
+        if s.get(name) is not None and s[name] != default:
+            parts += [flag, str(s[name])]
+    if s.get("mode", "map") != "map":
+        parts += ["--mode", s["mode"]]
+    if s.get("ctf"):
+        parts.append("--ctf")
+    if s.get("backend") == "cupy":
+        parts.append("--gpu")
+    return shlex.join(parts)
+
+
+def _continue_point(path):
+    """``(folder, prefix, iteration)`` of ``prefix_itNNN_optimiser.json``."""
+    p = require_input(path, "checkpoint file")
+    m = re.fullmatch(r"(.+)_it(\d+)_optimiser\.json", p.name)
+    if not m:
+        raise CryolabInputError("expected a file named <prefix>_itNNN_optimiser.json", path=p)
+    return p.parent, m.group(1), int(m.group(2))
+
+
+def _cmd_class2d(args) -> int:
+    from .session import Settings
+    out = check_output(args.o)
+    folder, prefix = out.parent, out.name
+    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in CLASS2D_FLAGS}
+    kw.update(mode=args.mode, ctf=args.ctf, backend="cupy" if args.gpu else "numpy")
+    if args.gpu:
+        from .backend import cupy_available
+        if not cupy_available():
+            raise CryolabInputError("--gpu: no GPU available (CuPy missing or no device)")
+    if getattr(args, "continue_from", None):
+        from .session import Session
+        ck_dir, ck_prefix, ck_it = _continue_point(args.continue_from)
+        session = Session.resume(ck_dir, ck_it, ck_prefix)
+        session.set(n_iter=args.iter)
+        stack, inputs = session.particles, [args.continue_from]
+    else:
+        if args.i is None:
+            raise CryolabInputError("--i particles.star is required (or --continue)")
+        stack = load_particles(args.i)
+        Settings(**kw)  # validates every value before anything is written
+        session, inputs = None, [args.i, *map(str, stack.stack_paths)]
+    if not args.ctf and session is None and not args.quiet:
+        print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
+    make_folder(folder)
+    rec = record("class2d", args, inputs, backend=kw["backend"])
+    run_json = _provenance_name(folder, prefix)
+
+    def after(s, result):
+        stem = s.save(folder, prefix)
+        rec.add_iteration(result.iteration, result.time_s, loglik=result.loglik,
+                          class_distribution=list(result.class_distribution),
+                          mean_pmax=result.mean_pmax, changed_assignments=result.changed_assignments)
+        rec.outputs = [f"{Path(stem).name}_{x}" for x in ("data.star", "model.star", "classes.mrcs",
+                                                           "optimiser.json")]
+        rec.write(run_json)
+        say(args, f"iteration {result.iteration:3d}: log-likelihood {result.loglik:.6g}, "
+                  f"mean Pmax {result.mean_pmax:.3f}, changed {100 * result.changed_assignments:.1f}%, "
+                  f"{result.time_s:.1f} s")
+
+    progress = not args.quiet
+    if session is None:
+        from .methods import class2d
+        kw.pop("n_iter")
+        session = class2d(stack, iterations=args.iter, progress=progress, callback=after, **kw)
+    else:
+        session.run(max(args.iter - session.iteration, 0), callback=after, progress=progress)
+    if not session.history:
+        session.save(folder, prefix)
+    import numpy as np
+    counts = np.bincount(session.classes[session.classes >= 0], minlength=session.settings.K)
+    rec.results = {"class_sizes": counts.tolist(), "iterations_run": session.iteration}
+    rec.write(run_json)
+    say(args, f"done: {session.iteration} iterations; class sizes {counts.tolist()}",
+        f"outputs: {folder / prefix}_it{session.iteration:03d}_*  (report: cryolab report {folder})")
     return 0
 
 
+def _provenance_name(folder, prefix):
+    from .provenance import provenance_path
+    return provenance_path(folder, prefix)
+
+
+# --------------------------------------------------------------------------- select
+
+def _cmd_select(args) -> int:
+    import numpy as np
+    stack = load_particles(args.i)
+    out = check_output(args.o)
+    if "rlnClassNumber" not in stack.table.columns:
+        raise CryolabInputError("no class assignments in this file", path=args.i, field="_rlnClassNumber")
+    classes = stack.table["rlnClassNumber"].to_numpy()
+    keep = np.flatnonzero(np.isin(classes, args.classes))
+    if keep.size == 0:
+        raise CryolabInputError(f"no particle is in classes {args.classes}", path=args.i,
+                                field="_rlnClassNumber")
+    make_folder(out.parent)
+    rec = record("select", args, [args.i])
+    stack.subset(keep).write_star(out)
+    rec.outputs = [out.name]
+    rec.results = {"selected": int(keep.size), "of": len(stack)}
+    rec.write(_provenance_name(out.parent, out.stem))
+    say(args, f"selected {keep.size} of {len(stack)} particles (classes {args.classes}) -> {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+
+def _cmd_report(args) -> int:
+    from .report import directory_report
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CryolabInputError("not a folder", path=folder)
+    out = check_output(args.o or folder / "report.html")
+    path = directory_report(folder, out)
+    say(args, f"report: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- registration
+
+def _register_class2d(sub) -> None:
+    p = sub.add_parser("class2d", help="reference-free 2D classification (as relion_refine, 2D)",
+                       description="Reference-free 2D classification. Writes <o>_itNNN_data.star, "
+                       "_model.star, _classes.mrcs, _optimiser.json every iteration, and run.json.")
+    p.add_argument("--i", metavar="STAR", help="particles (RELION STAR file with images)")
+    p.add_argument("--o", required=True, metavar="PREFIX", help="output prefix, e.g. Class2D/job001/run")
+    for flag, name, typ, default, text in CLASS2D_FLAGS:
+        extra = ["--random_seed"] if flag == "--seed" else []
+        unit = next((u for sfx, u in _UNITS.items() if name.endswith(sfx)), None)
+        p.add_argument(flag, *extra, type=typ, default=default, dest=flag[2:], metavar=unit,
+                       help=text if default is None else f"{text} (default: {default:g})")
+    p.add_argument("--mode", choices=("map", "ml", "maxcc"), default="map",
+                   help="map: regularised likelihood (RELION); ml: white-noise maximum likelihood; "
+                        "maxcc: projection matching (default: map)")
+    p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
+    p.add_argument("--j", type=positive_int, default=None, help="number of CPU threads")
+    p.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy)")
+    p.add_argument("--continue", dest="continue_from", metavar="OPTIMISER_JSON",
+                   help="continue from <prefix>_itNNN_optimiser.json (settings from the checkpoint)")
+    add_common(p)
+    p.set_defaults(func=_cmd_class2d)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the lecture's workflow on the embedded dataset")
-    p.set_defaults(func=_cmd_demo)
+    """Add every processing command to the ``cryolab`` sub-parsers."""
+    from . import commands_demo, commands_maps
+    _register_class2d(sub)
+    commands_maps.register(sub)
+    p = sub.add_parser("select", help="keep the particles of some classes",
+                       description="Write the particles of the given classes to a new STAR file "
+                       "(image paths made relative to its folder).")
+    p.add_argument("--i", required=True, metavar="STAR", help="a run_itNNN_data.star")
+    p.add_argument("--classes", required=True, type=int_list, help="class numbers (1-based), e.g. 1,3")
+    p.add_argument("--o", required=True, metavar="STAR", help="output STAR file")
+    add_common(p)
+    p.set_defaults(func=_cmd_select)
+    p = sub.add_parser("report", help="an HTML report of a run folder",
+                       description="Rebuild one self-contained HTML report from the files in DIR "
+                       "(run.json, the last run_itNNN_* files, post-processing results).")
+    p.add_argument("dir", metavar="DIR", help="a run folder")
+    p.add_argument("--o", metavar="HTML", help="output file (default: DIR/report.html)")
+    add_common(p)
+    p.set_defaults(func=_cmd_report)
+    commands_demo.register(sub)

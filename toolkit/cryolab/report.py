@@ -1,0 +1,401 @@
+"""One self-contained HTML report of a run (figures embedded as base64 PNG, matplotlib Agg).
+
+Sections: summary/results, parameters, class averages (2D) or central slices (3D maps),
+class distribution and log-likelihood across iterations, Pmax histogram, angular
+distribution (psi histogram in 2D, rot/tilt scatter in 3D), FSC curves with the 0.143 line
+and the resolution, the exact command to reproduce, the environment and input checksums.
+
+* :func:`directory_report` rebuilds it from files: ``run.json`` (or ``*_run.json``), the
+  last ``<prefix>_itNNN_*`` files (``model.star`` tables of every iteration for the history;
+  ``data.star``; ``classes.mrcs`` or ``classNNN.mrc``) and ``*postprocess*.star`` files
+  (FSC tables) with their maps, in the folder and its sub-folders. RELION job folders work too.
+* :func:`session_report` reports a live :class:`cryolab.session.Session` (``Session.report``).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ReportData", "collect_directory", "collect_session", "render_html",
+           "directory_report", "session_report"]
+
+_IT_DATA = re.compile(r"(.+)_it(\d{3,})_data\.star$")
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows; every field is optional (empty sections are left out)."""
+    title: str = "cryolab report"
+    run: dict = field(default_factory=dict)          # run.json content
+    parameters: dict = field(default_factory=dict)
+    command: str = ""
+    history: list = field(default_factory=list)      # dicts: iteration, loglik, class_distribution, time_s
+    class_images: np.ndarray | None = None           # [K, N, N] 2D class averages
+    maps: dict = field(default_factory=dict)         # name -> [N, N, N] (3D classes, post-processed maps)
+    pmax: np.ndarray | None = None
+    psi: np.ndarray | None = None
+    rot: np.ndarray | None = None
+    tilt: np.ndarray | None = None
+    classes: np.ndarray | None = None                # 1-based class numbers per particle
+    fsc: list = field(default_factory=list)          # dicts: name, freq_per_A, fsc, resolution_A
+    results: dict = field(default_factory=dict)
+    sources: list = field(default_factory=list)      # files the report was built from
+
+
+# --------------------------------------------------------------------------- collecting
+
+def _col(table, name):
+    return table[name].to_numpy(dtype=float) if name in table.columns else None
+
+
+def _latest_classification(folder: Path):
+    """``(folder, prefix, iteration)`` of the newest ``<prefix>_itNNN_data.star`` in ``folder``
+    (preferred) or a sub-folder; None when there is none."""
+    for level in ("", "*/"):
+        found = []
+        for p in sorted(folder.glob(f"{level}*_it[0-9][0-9][0-9]*_data.star")):
+            m = _IT_DATA.match(p.name)
+            if m:
+                found.append((p.parent, m.group(1), int(m.group(2))))
+        if found:
+            first = found[0][:2]
+            return max((f for f in found if f[:2] == first), key=lambda f: f[2])
+    return None
+
+
+def _read_history(folder: Path, prefix: str) -> list:
+    from .io import read_star
+    out = []
+    for p in sorted(folder.glob(f"{prefix}_it[0-9][0-9][0-9]*_model.star")):
+        m = re.search(r"_it(\d+)_model\.star$", p.name)
+        blocks = read_star(p)
+        general, classes = blocks.get("model_general"), blocks.get("model_classes")
+        if general is None or classes is None:
+            continue
+        out.append({"iteration": int(m.group(1)),
+                    "loglik": float(general["rlnLogLikelihood"].iloc[0]) if "rlnLogLikelihood" in general else np.nan,
+                    "class_distribution": classes["rlnClassDistribution"].to_numpy(float).tolist()})
+    return [h for h in out if h["iteration"] > 0]
+
+
+def _add_gold_standard_fsc(data, blocks, n, px):
+    for name, block in blocks.items():
+        if name.startswith("model_class_") and "rlnGoldStandardFsc" in block.columns:
+            curve = block["rlnGoldStandardFsc"].to_numpy(float)
+            if np.any(curve != 0):
+                from .validation import resolution_at
+                data.fsc.append({"name": f"class {name.rsplit('_', 1)[1]} (gold standard)",
+                                 "freq_per_A": block["rlnResolution"].to_numpy(float), "fsc": curve,
+                                 "resolution_A": resolution_at(curve, 0.143, n, px)})
+
+
+def _collect_classification(data: ReportData, folder: Path, prefix: str, it: int) -> None:
+    from .io import read_mrc, read_particles, read_star
+    stem = folder / f"{prefix}_it{it:03d}"
+    table, _ = read_particles(f"{stem}_data.star")
+    data.pmax = _col(table, "rlnMaxValueProbDistribution")
+    data.psi, data.rot, data.tilt = (_col(table, f"rlnAngle{a}") for a in ("Psi", "Rot", "Tilt"))
+    cls = _col(table, "rlnClassNumber")
+    data.classes = None if cls is None else cls.astype(int)
+    data.history = _read_history(folder, prefix)
+    data.sources += [f"{stem.name}_data.star", f"{prefix}_itNNN_model.star"]
+    model = Path(f"{stem}_model.star")
+    blocks = read_star(model) if model.is_file() else {}
+    general = blocks.get("model_general")
+    dim = int(general["rlnReferenceDimensionality"].iloc[0]) if general is not None and \
+        "rlnReferenceDimensionality" in general else 2
+    if dim == 2 and Path(f"{stem}_classes.mrcs").is_file():
+        data.class_images = read_mrc(f"{stem}_classes.mrcs")[0]
+        data.sources.append(f"{stem.name}_classes.mrcs")
+        data.rot = data.tilt = None
+    for p in sorted(folder.glob(f"{stem.name}_class[0-9][0-9][0-9].mrc")):
+        data.maps[f"class {int(p.stem[-3:])}"] = read_mrc(p)[0]
+        data.sources.append(p.name)
+    if general is not None:
+        n, px = int(general["rlnOriginalImageSize"].iloc[0]), float(general["rlnPixelSize"].iloc[0])
+        _add_gold_standard_fsc(data, blocks, n, px)
+        if not data.parameters:
+            data.parameters = {k: v for k, v in general.iloc[0].items()}
+
+
+def _collect_postprocess(data: ReportData, folder: Path) -> None:
+    from .io import read_mrc, read_star
+    for star in sorted(folder.rglob("*postprocess*.star")):
+        blocks = read_star(star)
+        fsc_t, general = blocks.get("fsc"), blocks.get("general")
+        if fsc_t is None or "rlnFourierShellCorrelationCorrected" not in fsc_t:
+            continue
+        rel = star.relative_to(folder)
+        name = rel.parent.name if star.stem == "postprocess" and rel.parent.parts else rel.stem
+        res = float(general["rlnFinalResolution"].iloc[0]) if general is not None and \
+            "rlnFinalResolution" in general else float("nan")
+        data.fsc.append({"name": name, "freq_per_A": fsc_t["rlnResolution"].to_numpy(float),
+                         "fsc": fsc_t["rlnFourierShellCorrelationCorrected"].to_numpy(float),
+                         "resolution_A": res})
+        sharpened = star.with_suffix(".mrc")
+        if sharpened.is_file():
+            data.maps[name] = read_mrc(sharpened)[0]
+        data.sources.append(rel.as_posix())
+
+
+def collect_directory(folder) -> ReportData:
+    """Read a run folder into a :class:`ReportData` (see the module text for what is read)."""
+    from .errors import CryolabInputError
+    from .provenance import read_run
+    folder = Path(folder)
+    run = read_run(folder)
+    data = ReportData(title=f"cryolab {run.get('command', 'run')}: {folder.resolve().name}", run=run,
+                      parameters=dict(run.get("parameters", {})), results=dict(run.get("results", {})))
+    data.parameters.pop("argv", None)
+    if run:
+        data.command = f"cd {run.get('cwd', '.')}\n{run.get('command_line', '')}"
+        data.sources.append("run.json")
+    latest = _latest_classification(folder)
+    if latest:
+        _collect_classification(data, *latest)
+        if not data.history and run.get("iterations"):
+            data.history = run["iterations"]
+        _merge_times(data.history, run.get("iterations", []))
+    _collect_postprocess(data, folder)
+    if not (run or latest or data.fsc):
+        raise CryolabInputError("nothing to report: no run.json, <prefix>_itNNN_data.star or "
+                                "postprocess.star here", path=folder)
+    return data
+
+
+def _merge_times(history, iterations):
+    times = {it["iteration"]: it.get("time_s") for it in iterations}
+    for h in history:
+        if h.get("time_s") is None and h["iteration"] in times:
+            h["time_s"] = times[h["iteration"]]
+
+
+def collect_session(session) -> ReportData:
+    """A live Session (2D classification) as :class:`ReportData`."""
+    from .commands import class2d_command
+    from .provenance import environment
+    s = session.settings
+    star = session.particles.star_path or "particles.star"
+    return ReportData(
+        title=f"cryolab session: {s.K} classes, iteration {session.iteration}",
+        run={**environment(), "backend": s.backend}, parameters=asdict(s),
+        command=class2d_command(s, star, "Class2D/run"),
+        history=[{"iteration": h.iteration, "loglik": h.loglik, "time_s": h.time_s,
+                  "class_distribution": list(h.class_distribution)} for h in session.history],
+        class_images=np.asarray(session.references), pmax=np.asarray(session.pmax),
+        psi=np.asarray(session.psi), classes=np.asarray(session.classes) + 1,
+        results={"class_sizes": np.bincount(session.classes[session.classes >= 0],
+                                            minlength=s.K).tolist()})
+
+
+# --------------------------------------------------------------------------- figures
+
+def _png(fig) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(w, h):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(w, h))
+
+
+def _gallery(images, labels, ncols=8, size=1.4, rows_of=None):
+    k = len(images)
+    ncols = min(ncols, k) if rows_of is None else rows_of
+    nrows = -(-k // ncols)
+    fig = _figure(size * ncols, size * nrows + 0.3)
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(img, cmap="gray", origin="lower")
+        ax.set_title(lab, fontsize=8)
+        ax.axis("off")
+    return _png(fig)
+
+
+def fig_class_averages(images, distribution=None) -> str:
+    labels = [f"{k + 1}" + (f": {100 * distribution[k]:.1f}%" if distribution is not None else "")
+              for k in range(len(images))]
+    return _gallery(images, labels)
+
+
+def fig_central_slices(maps: dict) -> str:
+    images, labels = [], []
+    for name, vol in maps.items():
+        c = vol.shape[0] // 2
+        for plane, img in (("xy", vol[c]), ("xz", vol[:, c]), ("yz", vol[:, :, c])):
+            images.append(img)
+            labels.append(f"{name} {plane}")
+    return _gallery(images, labels, size=1.8, rows_of=3)
+
+
+def fig_history(history) -> str:
+    its = [h["iteration"] for h in history]
+    dist = np.array([h["class_distribution"] for h in history])
+    times = [h.get("time_s") for h in history]
+    has_time = all(t is not None for t in times)
+    fig = _figure(4.2 * (3 if has_time else 2), 3.2)
+    ax = fig.add_subplot(1, 3 if has_time else 2, 1)
+    for k in range(dist.shape[1]):
+        ax.plot(its, dist[:, k], marker=".", label=str(k + 1))
+    ax.set(xlabel="iteration", ylabel="class distribution", title="class sizes")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if dist.shape[1] <= 12:
+        ax.legend(fontsize=6, ncol=2, title="class", title_fontsize=6)
+    ax = fig.add_subplot(1, 3 if has_time else 2, 2)
+    ax.plot(its, [h["loglik"] for h in history], marker="o")
+    ax.set(xlabel="iteration", ylabel="log-likelihood", title="log-likelihood")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if has_time:
+        ax = fig.add_subplot(1, 3, 3)
+        ax.bar(its, times)
+        ax.set(xlabel="iteration", ylabel="seconds", title="time per iteration")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_histogram(values, xlabel, title, bins=36, range_=None) -> str:
+    fig = _figure(4.2, 3.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.hist(values[np.isfinite(values)], bins=bins, range=range_, color="tab:blue")
+    ax.set(xlabel=xlabel, ylabel="particles", title=title)
+    return _png(fig)
+
+
+def fig_rot_tilt(rot, tilt) -> str:
+    fig = _figure(5.0, 3.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(rot, tilt, s=2, alpha=0.4)
+    ax.set(xlabel="rot (degrees)", ylabel="tilt (degrees)", title="angular distribution",
+           xlim=(-180, 180), ylim=(0, 180))
+    return _png(fig)
+
+
+def fig_fsc(curves) -> str:
+    fig = _figure(5.6, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    for c in curves:
+        res = c.get("resolution_A", float("nan"))
+        label = f"{c['name']}: {res:.1f} A" if np.isfinite(res) else c["name"]
+        ax.plot(c["freq_per_A"], c["fsc"], label=label)
+    ax.axhline(0.143, color="gray", ls="--", lw=1)
+    ax.text(0.0, 0.16, "0.143", color="gray", fontsize=7)
+    ax.axhline(0.0, color="black", lw=0.5)
+    from matplotlib.ticker import FuncFormatter
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{1 / x:.3g}" if x > 0 else ""))
+    ax.set(xlabel="resolution (A), linear in spatial frequency", ylabel="FSC",
+           title="Fourier shell correlation", ylim=(-0.1, 1.05))
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.5em}
+table{border-collapse:collapse;font-size:.85em;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 8px;
+text-align:left;vertical-align:top}pre{background:#f4f4f4;padding:.6em;overflow-x:auto;white-space:pre-wrap}
+img{max-width:100%}.muted{color:#777;font-size:.85em}"""
+
+
+def _value(v) -> str:
+    """A JSON-like value as HTML (dicts and lists of dicts become tables)."""
+    if isinstance(v, dict):
+        return _table(v.items())
+    if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        cols = list(dict.fromkeys(k for x in v for k in x))
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+        rows = "".join("<tr>" + "".join(f"<td>{_value(x.get(c, ''))}</td>" for c in cols) + "</tr>" for x in v)
+        return f"<table><tr>{head}</tr>{rows}</table>"
+    if isinstance(v, (list, tuple)):
+        return html.escape(", ".join(_fmt(x) for x in v))
+    return html.escape(_fmt(v))
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _table(items) -> str:
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_value(v)}</td></tr>" for k, v in items)
+    return f"<table>{rows}</table>"
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
+
+
+def _sections(d: ReportData):
+    """``(title, html)`` pairs in report order."""
+    if d.results:
+        yield "Results", _value(d.results)
+    if d.parameters:
+        yield "Parameters", _table(d.parameters.items())
+    if d.class_images is not None:
+        dist = d.history[-1]["class_distribution"] if d.history else None
+        yield "Class averages", _img(fig_class_averages(d.class_images, dist), "class averages")
+    if d.maps:
+        yield "Maps: central slices (3D classes, post-processed maps)", _img(fig_central_slices(d.maps), "central slices")
+    if d.history:
+        yield "Convergence", _img(fig_history(d.history), "class distribution and log-likelihood")
+    if d.pmax is not None:
+        yield "Pmax", _img(fig_histogram(d.pmax, "Pmax (max. posterior probability)",
+                                         "Pmax histogram", 25, (0, 1)), "Pmax histogram")
+    if d.rot is not None and d.tilt is not None and np.ptp(d.tilt) > 0:
+        yield "Angular distribution", _img(fig_rot_tilt(d.rot, d.tilt), "rot/tilt scatter")
+    elif d.psi is not None:
+        yield "Angular distribution", _img(fig_histogram(d.psi % 360, "psi (degrees)", "in-plane angle",
+                                                         36, (0, 360)), "psi histogram")
+    if d.fsc:
+        res = {c["name"]: f"{c['resolution_A']:.2f} A" for c in d.fsc}
+        yield "FSC", _img(fig_fsc(d.fsc), "FSC curves") + _table(res.items())
+    if d.command:
+        yield "Reproduce", f"<pre>{html.escape(d.command)}</pre>"
+    env = {k: d.run[k] for k in ("cryolab_version", "backend", "host", "platform", "python", "numpy",
+                                 "started", "wall_time_s", "steps_s") if k in d.run}
+    if env:
+        yield "Environment", _table(env.items())
+    if d.run.get("inputs_sha256"):
+        yield "Inputs (sha256)", _table(d.run["inputs_sha256"].items())
+
+
+def render_html(data: ReportData) -> str:
+    """The report as one HTML string (no external files)."""
+    from . import __version__
+    body = "".join(f"<h2>{html.escape(t)}</h2>\n{h}\n" for t, h in _sections(data))
+    src = f"<p class='muted'>built from: {html.escape(', '.join(data.sources))}</p>" if data.sources else ""
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(data.title)}</h1>{src}\n{body}"
+            f"<p class='muted'>cryolab {__version__}</p></body></html>\n")
+
+
+def _write(text: str, path) -> Path:
+    from .io._files import atomic_path
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+    return path
+
+
+def directory_report(folder, path=None) -> Path:
+    """Write the report of a run folder (default ``folder/report.html``); returns its path."""
+    return _write(render_html(collect_directory(folder)), path or Path(folder) / "report.html")
+
+
+def session_report(session, path=None):
+    """Report of a live Session: written to ``path`` (returns the path), or returned as an HTML
+    string when ``path`` is None (``IPython.display.HTML(session.report())``)."""
+    text = render_html(collect_session(session))
+    return text if path is None else _write(text, path)
