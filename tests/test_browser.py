@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from cryolab.widgets.viewers import have_nglview
+
 pytest.importorskip("jupyterlab")
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -168,11 +170,3 @@ def test_widgets_render_and_respond_in_jupyterlab(lab):
     widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
     assert not widget_errors, widget_errors[:5]
     assert time.monotonic() - t0 < 90
-
-
-def _has_nglview() -> bool:
-    try:
-        import nglview  # noqa: F401
-    except ImportError:
-        return False
-    return True
