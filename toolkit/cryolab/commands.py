@@ -112,7 +112,7 @@ def add_common(p) -> None:
     p.add_argument("--quiet", action="store_true", help="print only errors")
 
 
-def load_particles(path, need_images: bool = True):
+def load_particles(path):
     """A ParticleStack from a STAR file (CryolabInputError for a bad file or missing images)."""
     from .io import ParticleStack
     require_input(path, "STAR file")
@@ -173,6 +173,8 @@ def _continue_point(path):
 
 
 def _cmd_class2d(args) -> int:
+    from dataclasses import asdict
+
     from .session import Settings
     out = check_output(args.o)
     folder, prefix = out.parent, out.name
@@ -201,6 +203,7 @@ def _cmd_class2d(args) -> int:
     run_json = _provenance_name(folder, prefix)
 
     def after(s, result):
+        rec.params["settings"] = asdict(s.settings)
         stem = s.save(folder, prefix)
         rec.add_iteration(result.iteration, result.time_s, loglik=result.loglik,
                           class_distribution=list(result.class_distribution),

@@ -60,7 +60,7 @@ def _state_maps(stack, truth, state, folder: Path, px, seed, rec) -> dict:
     import numpy as np
     from .io import write_mrc
     from .reconstruction import reconstruct_stack
-    from .validation import fsc, postprocess, random_halves, resolution_at, soft_sphere_mask
+    from .validation import postprocess, random_halves, soft_sphere_mask
     from .commands_maps import write_postprocess
     idx = np.flatnonzero(truth["class_name"].to_numpy() == state)
     halves = random_halves(len(idx), seed=seed)
