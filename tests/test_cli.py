@@ -158,6 +158,10 @@ def test_reconstruct_postprocess_project(sim, work):
     proj = ParticleStack.from_star(out.with_suffix(".star"))
     assert len(proj) == N_PARTICLES and proj.read([0, 1]).shape == (2, 32, 32)
     assert np.isfinite(proj.read([0])).all() and proj.read([0]).std() > 0
+    assert run("simulate", "--ref", f"{maps / 'half1.mrc'},{maps / 'half2.mrc'}", "--n", 20,
+               "--o", work / "simref", "--quiet") == 0
+    rec = json.loads((work / "simref" / "run.json").read_text())
+    assert rec["results"]["classes"] == ["half1", "half2"] and len(rec["inputs_sha256"]) == 2
 
 
 def test_report_of_class2d_folder(c2d):

@@ -199,9 +199,10 @@ def _simulation_maps(args):
         raise CryolabInputError("give either --ref map.mrc[,map2.mrc] or --demo STATE[,STATE]")
     if args.ref:
         maps, pxs = {}, []
-        for path in args.ref.split(","):
+        for k, path in enumerate(args.ref.split(",")):
             vol, px = read_map(path, args.angpix)
-            maps[Path(path).stem] = vol
+            name = Path(path).stem
+            maps[f"{name}_{k + 1}" if name in maps else name] = vol
             pxs.append(px)
         if len({v.shape for v in maps.values()}) != 1:
             raise CryolabInputError("the maps differ in size", path=args.ref)
