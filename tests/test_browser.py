@@ -149,7 +149,7 @@ def test_widgets_render_and_respond_in_jupyterlab(lab):
             page.screenshot(path=str(shots / "browser-02-projection-slice.png"), full_page=True)
 
             _run_notebook(page, base, token, "01_image_formation.ipynb")
-            viewer = page.locator(".jp-OutputArea canvas" if _has_nglview()
+            viewer = page.locator(".jp-OutputArea canvas" if have_nglview()
                                   else ".jp-OutputArea img.widget-image").first
             viewer.wait_for(timeout=30_000)
             page.wait_for_timeout(1500)  # let the isosurface draw
