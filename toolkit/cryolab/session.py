@@ -20,8 +20,10 @@ from .engine.expectation import expectation_batch
 from .engine.images import prepare_batch
 from .engine.mstep import shell_sums, sigma2_from_residuals, tau2_from_power
 from .engine.planar import PlanarSampler
-from .fourier import radial_average, rfft2c, shell_index
-from .reconstruction import BackProjector2D
+from .engine.spherical import SphericalSampler
+from .fourier import radial_average, rfft2c, rfft3c, shell_index
+from .geometry import healpix_step_deg
+from .reconstruction import BackProjector, BackProjector2D
 from .validation import soft_circle_mask
 
 __all__ = ["Settings", "IterationResult", "Session"]
@@ -53,6 +55,8 @@ class Settings:
     ini_high_A: float | None = None
     center_classes: bool = True
     reseed_empty_classes: bool = True
+    healpix_order: int = 2
+    sym: str = "C1"
     seed: int = 0
     backend: str = "numpy"
     batch_size: int = 64
@@ -76,7 +80,7 @@ class IterationResult:
     class_distribution: tuple
     mean_pmax: float
     changed_assignments: float
-    mean_psi_change_deg: float
+    mean_angle_change_deg: float
     mean_offset_change_px: float
     resolution_A: tuple
     ssnr: tuple            # per class, spectral SNR per shell (``data_vs_prior``)
@@ -99,7 +103,10 @@ class _Pending:
 
 
 class Session:
-    """A 2D classification (and, later, 3D) run that can be stepped.
+    """A 2D or 3D classification run that can be stepped.
+
+    2D (reference-free or with references ``[K, N, N]``) samples in-plane angles;
+    3D (references ``[K, N, N, N]``, required) samples HEALPix directions x psi.
 
     >>> # s = Session(stack, K=8, mode="map"); s.step(); s.posterior(0)["classes"].sum() == 1
     """
@@ -125,7 +132,7 @@ class Session:
         origins = particles.origins_A()
         self.offsets_px = (np.zeros((N, 2)) if origins is None else np.asarray(origins, float) / self.pixel_size_A)
         self.classes = np.full(N, -1)
-        self.psi = np.zeros(N)
+        self.eulers = np.zeros((N, 3))                 # rot, tilt, psi (deg); 2D: psi only
         self.pmax = np.zeros(N)
         self.n_significant = np.zeros(N, int)
         self.loglik = np.zeros(N)
@@ -138,13 +145,29 @@ class Session:
         self.sigma2 = self._initial_sigma2()
         self.references = (self._initial_references() if references is None
                            else np.asarray(references, dtype=np.float32).copy())
-        if self.references.shape != (K, self.n, self.n):
+        self.dim = self.references.ndim - 1
+        if self.references.shape != (K,) + (self.n,) * self.dim:
             from .errors import CryolabInputError
-            raise CryolabInputError(f"references must have shape {(K, self.n, self.n)}, got "
-                                    f"{self.references.shape}", field="references")
+            raise CryolabInputError(f"references must have shape {(K,) + (self.n,) * 2} (2D) or "
+                                    f"{(K,) + (self.n,) * 3} (3D), got {self.references.shape}",
+                                    field="references")
+        if self.dim == 3:
+            e = particles.eulers()
+            if e is not None:
+                self.eulers = np.asarray(e, float).copy()
         ini = self.settings.ini_high_A
+        self.ini_high_A = ini
         self.max_shell = (self._shell_of(ini) if ini else max(4, self.n // 4))
         self.max_shell = min(self.max_shell, self._shell_limit())
+
+    @property
+    def psi(self) -> np.ndarray:
+        """In-plane angle of each particle's best orientation (degrees)."""
+        return self.eulers[:, 2]
+
+    @psi.setter
+    def psi(self, value) -> None:
+        self.eulers[:, 2] = value
 
     # ------------------------------------------------------------------ set-up
     def _shell_of(self, resolution_A: float) -> int:
@@ -199,13 +222,17 @@ class Session:
         s, xp = self.settings, self.xp
         K, N = s.K, len(self.particles)
         pix = fourier_pixels(self.n, self.max_shell, xp)
-        sampler = PlanarSampler(xp.asarray(self.references), pix, s.psi_step_deg, s.offset_range_px,
-                                s.offset_step_px)
-        coarse = sampler.coarse()
+        refs = xp.asarray(self.references)
+        if self.dim == 2:
+            sampler = PlanarSampler(refs, pix, s.psi_step_deg, s.offset_range_px, s.offset_step_px)
+            bps = [BackProjector2D(self.n, pad=2, xp=xp) for _ in range(K)]
+        else:
+            sampler = SphericalSampler(refs, pix, s.healpix_order, s.offset_range_px, s.offset_step_px)
+            bps = [BackProjector(self.n, pad=2, xp=xp) for _ in range(K)]
+        coarse = sampler.coarse(self._coarse_pixels(pix))
         n_shells = self.n // 2 + 1
         sigma2 = self._sigma2_for_mode()
         inv_s2 = xp.asarray(1.0 / sigma2[to_numpy(pix.shell)], dtype=xp.float32)
-        bps = [BackProjector2D(self.n, pad=2, xp=xp) for _ in range(K)]
         w_shell = np.zeros((K, n_shells))
 
         def accumulate(k, orients, D, W):
@@ -214,7 +241,7 @@ class Session:
 
         log_pdf = xp.asarray(np.log(np.maximum(self.pdf_class, 1e-30)), dtype=xp.float32)
         resid, off2, cw = 0.0, 0.0, np.zeros(K)
-        new = dict(classes=self.classes.copy(), psi=self.psi.copy(), offsets=self.offsets_px.copy())
+        new = dict(classes=self.classes.copy(), eulers=self.eulers.copy(), offsets=self.offsets_px.copy())
         batches = range(0, N, s.batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -235,15 +262,30 @@ class Session:
             off2 += extra["offset_moment"]
             cw += res.class_posterior.sum(axis=0)
             new["classes"][idx] = res.best_class
-            new["psi"][idx] = res.best_orient
+            if self.dim == 2:
+                new["eulers"][idx, 2] = res.best_orient
+            else:
+                new["eulers"][idx] = res.best_orient[:, :3]
             new["offsets"][idx] = self.offsets_px[idx] + res.best_trans
             self.pmax[idx], self.n_significant[idx], self.loglik[idx] = res.pmax, res.n_significant, res.loglik
             self.class_posterior[idx] = res.class_posterior
             for i, b in enumerate(idx):
                 self.top_samples[b] = res.top_samples[i]
         self._changes = self._assignment_changes(new)
-        self.classes, self.psi, self.offsets_px = new["classes"], new["psi"], new["offsets"]
+        self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
         self._pending = _Pending(bps, w_shell, resid, off2, cw, N, pix)
+
+    def _coarse_pixels(self, pix) -> int | None:
+        """Pixels of the coarse pass (RELION's coarse image size): the resolution at which the
+        coarse angular step moves the particle's edge by less than a pixel, with a safety factor."""
+        s = self.settings
+        if s.oversampling == 0 or s.mode == "maxcc":
+            return None
+        step = s.psi_step_deg if self.dim == 2 else healpix_step_deg(s.healpix_order)
+        diameter_A = s.particle_diameter_A or 0.9 * self.n * self.pixel_size_A
+        coarse_res_A = step / 360.0 * np.pi * diameter_A / (1.5 if self.dim == 2 else 1.2)
+        shell = max(int(np.ceil(self.n * self.pixel_size_A / coarse_res_A)), 4)
+        return None if shell >= pix.max_shell else pix.count_within(shell)
 
     def _sigma2_for_mode(self) -> np.ndarray:
         if self.settings.mode == "maxcc":
@@ -256,9 +298,13 @@ class Session:
     def _assignment_changes(self, new) -> dict:
         had = self.classes >= 0
         changed = float(np.mean(new["classes"][had] != self.classes[had])) if had.any() else 1.0
-        dpsi = np.abs((new["psi"] - self.psi + 180) % 360 - 180)
+        if self.dim == 2:
+            dpsi = np.abs((new["eulers"][:, 2] - self.eulers[:, 2] + 180) % 360 - 180)
+        else:
+            from .geometry import angular_distance
+            dpsi = angular_distance(new["eulers"], self.eulers)
         doff = np.linalg.norm(new["offsets"] - self.offsets_px, axis=1)
-        return dict(changed=changed, dpsi=float(dpsi.mean()), doff=float(doff.mean()))
+        return dict(changed=changed, dangle=float(np.mean(dpsi)), doff=float(doff.mean()))
 
     def mstep(self) -> IterationResult:
         """M-step: new references (MAP/ML/average), noise spectrum, class priors, offset prior."""
@@ -270,16 +316,18 @@ class Session:
         npix = np.bincount(to_numpy(p.pix.shell), minlength=n_shells)[:n_shells]
         new_refs, ssnr = [], []
         for k, bp in enumerate(p.bps):
+            sym = {} if self.dim == 2 else {"sym": s.sym}
             if s.mode == "map":
-                ref_power = radial_average(abs(rfft2c(self.references[k])) ** 2, self.n)
+                ft = (rfft2c if self.dim == 2 else rfft3c)(self.references[k])
+                ref_power = radial_average(abs(ft) ** 2, self.n, ndim=self.dim)
                 tau2 = s.tau2_fudge * tau2_from_power(ref_power)
-                ref = bp.reconstruct(method="wiener", tau2=tau2)
+                ref = bp.reconstruct(method="wiener", tau2=tau2, **sym)
                 dvp = p.w_shell[k] / np.maximum(npix, 1) * tau2
             else:
-                ref = bp.reconstruct(method="plain")
+                ref = bp.reconstruct(method="plain", **sym)
                 dvp = np.zeros(n_shells)
             ref = to_numpy(ref).astype(np.float32)
-            if s.center_classes and p.class_weight[k] > 0:
+            if self.dim == 2 and s.center_classes and p.class_weight[k] > 0:
                 ref = _centre_of_mass_shift(ref)
             new_refs.append(ref if p.class_weight[k] > 0 else self.references[k])
             ssnr.append(dvp)
@@ -306,7 +354,7 @@ class Session:
         result = IterationResult(
             iteration=self.iteration, loglik=float(self.loglik.sum()),
             class_distribution=tuple(float(x) for x in self.pdf_class), mean_pmax=float(self.pmax.mean()),
-            changed_assignments=ch["changed"], mean_psi_change_deg=ch["dpsi"],
+            changed_assignments=ch["changed"], mean_angle_change_deg=ch["dangle"],
             mean_offset_change_px=ch["doff"], resolution_A=resolution,
             ssnr=tuple(tuple(float(v) for v in d) for d in ssnr), sigma2=tuple(float(v) for v in self.sigma2),
             max_shell=int(p.pix.max_shell), sigma_offset_px=self.sigma_offset_px,

@@ -22,7 +22,7 @@ from .io._files import atomic_path
 
 __all__ = ["data_table", "model_blocks", "save", "resume"]
 
-_STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "psi", "pmax",
+_STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "eulers", "pmax",
                  "n_significant", "loglik", "class_posterior")
 
 
@@ -30,6 +30,9 @@ def data_table(session) -> pd.DataFrame:
     """The particle table with this iteration's assignments under RELION labels (1-based classes)."""
     df = session.particles.table.copy()
     pix = session.pixel_size_A
+    if session.dim == 3:
+        df["rlnAngleRot"] = session.eulers[:, 0]
+        df["rlnAngleTilt"] = session.eulers[:, 1]
     df["rlnAnglePsi"] = session.psi
     df["rlnOriginXAngst"] = session.offsets_px[:, 0] * pix
     df["rlnOriginYAngst"] = session.offsets_px[:, 1] * pix
@@ -49,7 +52,7 @@ def model_blocks(session) -> dict:
     shells = np.arange(n // 2 + 1)
     res = np.where(shells > 0, 1.0 / np.maximum(shells, 1) * n * pix, 999.0)
     general = pd.DataFrame([{
-        "rlnReferenceDimensionality": 2, "rlnDataDimensionality": 2, "rlnOriginalImageSize": n,
+        "rlnReferenceDimensionality": session.dim, "rlnDataDimensionality": 2, "rlnOriginalImageSize": n,
         "rlnCurrentResolution": min(last.resolution_A) if last else 999.0,
         "rlnCurrentImageSize": 2 * session.max_shell, "rlnPixelSize": pix, "rlnNrClasses": K,
         "rlnNrGroups": 1, "rlnTau2FudgeFactor": session.settings.tau2_fudge,
@@ -57,7 +60,7 @@ def model_blocks(session) -> dict:
         "rlnSigmaOffsetsAngst": session.sigma_offset_px * pix,
     }])
     classes = pd.DataFrame({
-        "rlnReferenceImage": [f"{k + 1:06d}@{session._classes_name}" for k in range(K)],
+        "rlnReferenceImage": session._class_names,
         "rlnClassDistribution": session.pdf_class,
         "rlnAccuracyRotations": 999.0, "rlnAccuracyTranslationsAngst": 999.0,
         "rlnEstimatedResolution": list(last.resolution_A) if last else [999.0] * K,
@@ -76,8 +79,9 @@ def model_blocks(session) -> dict:
 
 
 def _tau2(session, k):
-    from .fourier import radial_average, rfft2c
-    return 0.5 * radial_average(abs(rfft2c(session.references[k])) ** 2, session.n)
+    from .fourier import radial_average, rfft2c, rfft3c
+    ft = (rfft2c if session.dim == 2 else rfft3c)(session.references[k])
+    return session.settings.tau2_fudge * 0.5 * radial_average(abs(ft) ** 2, session.n, ndim=session.dim)
 
 
 def save(session, directory, prefix: str = "run") -> str:
@@ -85,8 +89,14 @@ def save(session, directory, prefix: str = "run") -> str:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     stem = f"{prefix}_it{session.iteration:03d}"
-    session._classes_name = f"{stem}_classes.mrcs"
-    write_mrc(d / session._classes_name, session.references, session.pixel_size_A)
+    if session.dim == 2:
+        name = f"{stem}_classes.mrcs"
+        write_mrc(d / name, session.references, session.pixel_size_A)
+        session._class_names = [f"{k + 1:06d}@{name}" for k in range(session.settings.K)]
+    else:
+        session._class_names = [f"{stem}_class{k + 1:03d}.mrc" for k in range(session.settings.K)]
+        for k, name in enumerate(session._class_names):
+            write_mrc(d / name, session.references[k], session.pixel_size_A)
     table = data_table(session)
     optics = session.particles.optics
     write_particles(d / f"{stem}_data.star", _relative_images(table, session.particles, d), optics)

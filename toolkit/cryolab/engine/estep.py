@@ -46,12 +46,22 @@ class FourierPixels:
     def size(self) -> int:
         return int(self.index.shape[0])
 
+    def count_within(self, shell: int) -> int:
+        """Number of leading pixels with shell index ``<= shell``."""
+        return int((self.shell <= shell).sum())
+
 
 def fourier_pixels(n: int, max_shell: int, xp=np) -> FourierPixels:
-    """Pixels of the centred half grid of box ``n`` inside shell ``max_shell`` (DC included)."""
+    """Pixels of the centred half grid of box ``n`` inside shell ``max_shell`` (DC included).
+
+    Pixels are ordered by shell, so the pixels up to a smaller shell are a prefix
+    (:meth:`FourierPixels.count_within`): the coarse pass of adaptive oversampling
+    scores at lower resolution on ``X[:, :m]``.
+    """
     ky, kx = rfft_grid(n, 2, np)
     r = np.rint(np.sqrt(kx.astype(float) ** 2 + ky ** 2)).astype(np.int64)
     keep = np.flatnonzero((r <= max_shell).ravel())
+    keep = keep[np.argsort(r.ravel()[keep], kind="stable")]
     return FourierPixels(n, int(max_shell), xp.asarray(keep), xp.asarray(kx.ravel()[keep], dtype=xp.float32),
                          xp.asarray(ky.ravel()[keep], dtype=xp.float32), xp.asarray(r.ravel()[keep]))
 

@@ -67,12 +67,15 @@ def _log_priors(log_pdf_class, classes, log_prior_orient, log_prior_trans):
 def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, pix, *,
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
-                      n_top=10, group_budget=3e7, accumulate=None):
+                      n_top=10, group_budget=3e7, accumulate=None, orient_log_prior=None):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
-    ``ctf [B, M]``; ``a_const [B]`` = ``sum |X|^2 / (2 sigma2)``. ``accumulate`` is a
-    callback ``(k, orients, D, W)`` receiving per-class sums (``D``, ``W`` divided by sigma2).
+    ``ctf [B, M]``; ``a_const [B]`` = ``sum |X|^2 / (2 sigma2)``. The coarse pass uses the
+    first ``m = coarse.P.shape[1]`` pixels (lower resolution, as RELION's coarse image
+    size); with ``oversampling=0`` it must be all ``M``. ``accumulate`` is a callback
+    ``(k, orients, D, W)`` receiving per-class sums (``D``, ``W`` divided by sigma2).
+    ``orient_log_prior(orients) -> [B or 1, J]`` adds an orientation prior (local searches).
     Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
@@ -82,8 +85,12 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     trans_all = lambda tr: offsets_px[:, None, :] + tr[None, :, :]  # noqa: E731
     lpt = lambda tr: -(trans_all(tr) ** 2).sum(-1) / (2 * sigma_offset_px ** 2)  # noqa: E731
 
-    s, Yc = score(X, ctf, inv_sigma2, coarse.P, coarse.ramps, mode=mode, return_terms=True)
-    lpo = sampler.log_prior(coarse.orients, B) if hasattr(sampler, "log_prior") else None
+    mc = coarse.P.shape[1]
+    if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
+        raise ValueError("a coarse pass at lower resolution needs oversampling > 0")
+    s, Yc = score(X[:, :mc], None if ctf is None else ctf[:, :mc], inv_sigma2[:mc], coarse.P,
+                  coarse.ramps, mode=mode, return_terms=True)
+    lpo = None if orient_log_prior is None else orient_log_prior(coarse.orients)
     if mode == "maxcc":
         logw = s
     else:
@@ -128,7 +135,9 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
         sg, yc = score(X[g], None if ctf is None else ctf[g], inv_sigma2, fine.P, fine.ramps, mode=mode,
                        return_terms=True)
         terms.append(yc)
-        lpo = sampler.log_prior(fine.orients, len(g)) if hasattr(sampler, "log_prior") else None
+        lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
+        if lpo is not None and lpo.shape[0] > 1:
+            lpo = lpo[g]
         tr = xp.asarray(-((offsets_px[g][:, None, :] + fine.trans[None]) ** 2).sum(-1)
                         / (2 * sigma_offset_px ** 2), dtype=xp.float32)
         lw = sg + _log_priors(log_pdf_class, fine.classes, lpo, tr)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..projection import FourierRotator2D
-from .estep import FourierPixels, gather, scatter
+from .estep import FourierPixels, scatter
 from .expectation import SampleSet
-from .sampling import fine_psi, psi_grid, shift_ramps, translation_grid
+from ..geometry import psi_angles
+from .sampling import fine_psi, shift_ramps, translation_grid
 
 __all__ = ["PlanarSampler"]
 
@@ -32,13 +33,13 @@ class PlanarSampler:
         self.trans = translation_grid(offset_range_px, offset_step_px)
         self.xp = self.rotators[0].xp
 
-    def coarse(self) -> SampleSet:
-        psi = psi_grid(self.psi_step_deg)
+    def coarse(self, m_coarse: int | None = None) -> SampleSet:
+        psi = psi_angles(self.psi_step_deg)
         classes = np.repeat(np.arange(self.K), psi.size)
         orients = np.tile(psi, self.K)
-        P = self.project(classes, orients)
+        P = self.project(classes, orients, m_coarse)
         ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, self.trans, self.xp)
-        return SampleSet(classes, orients, P, self.trans, ramps)
+        return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
 
     @staticmethod
     def n_children(oversampling: int) -> int:
@@ -48,14 +49,15 @@ class PlanarSampler:
         fo = fine_psi(orients, self.psi_step_deg, oversampling)
         return fo.ravel(), np.repeat(classes, fo.shape[1])
 
-    def project(self, classes, orients):
-        """``[J, M]`` projections for (class, psi) pairs, in the given order."""
+    def project(self, classes, orients, m: int | None = None):
+        """``[J, M]`` (or ``[J, m]``) projections for (class, psi) pairs, in the given order."""
         xp = self.xp
-        out = xp.zeros((len(classes), self.pix.size), dtype=xp.complex64)
+        idx = self.pix.index[:m] if m else self.pix.index
+        out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
         for k in np.unique(classes):
             sel = np.flatnonzero(classes == k)
             ft = self.rotators[int(k)].rotate_ft(orients[sel], max_shell=self.pix.max_shell)[0]
-            out[xp.asarray(sel)] = gather(ft, self.pix)
+            out[xp.asarray(sel)] = ft.reshape(len(sel), -1)[:, idx]
         return out
 
     def insert(self, backprojector, orients, D, W):

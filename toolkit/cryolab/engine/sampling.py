@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["psi_grid", "translation_grid", "fine_psi", "fine_translations", "shift_ramps"]
-
-
-def psi_grid(step_deg: float) -> np.ndarray:
-    """In-plane angles ``0, step, 2 step, ... < 360`` in degrees (RELION's 2D psi sampling)."""
-    n = max(1, int(round(360.0 / step_deg)))
-    return np.arange(n) * (360.0 / n)
+__all__ = ["translation_grid", "fine_psi", "fine_translations", "shift_ramps"]
 
 
 def translation_grid(range_px: float, step_px: float) -> np.ndarray:

@@ -1,0 +1,96 @@
+"""3D orientation sampling for 3D classification and refinement: HEALPix directions x psi.
+
+Orientation parameters are rows ``(rot, tilt, psi, pixel, order)``: RELION Euler
+angles in degrees plus the direction's NESTED HEALPix pixel index at ``order`` (so a
+coarse sample knows its finer children: pixels ``4**o * pixel + 0 .. 4**o - 1`` at
+``order + o``). References are projected with :class:`cryolab.projection.FourierProjector`
+and sums go back through :class:`cryolab.reconstruction.BackProjector`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
+from ..projection import FourierProjector
+from .estep import FourierPixels, gather, scatter
+from .expectation import SampleSet
+from .sampling import fine_psi, shift_ramps, translation_grid
+
+__all__ = ["SphericalSampler", "healpix_orientations"]
+
+
+def healpix_orientations(order: int, psi_step_deg: float | None = None, pixels=None) -> np.ndarray:
+    """Orientation rows ``(rot, tilt, psi, pixel, order)`` for NESTED HEALPix ``pixels`` (default all)."""
+    nside = 2 ** order
+    pix = np.arange(12 * nside * nside) if pixels is None else np.asarray(pixels, dtype=np.int64)
+    theta, phi = healpix_pix2ang(nside, pix, nest=True)
+    rot = (np.degrees(phi) + 180.0) % 360.0 - 180.0
+    psi = psi_angles(healpix_step_deg(order) if psi_step_deg is None else psi_step_deg)
+    n = len(psi)
+    return np.stack([np.repeat(rot, n), np.repeat(np.degrees(theta), n), np.tile(psi, len(pix)),
+                     np.repeat(pix, n).astype(float), np.full(len(pix) * n, float(order))], axis=-1)
+
+
+class SphericalSampler:
+    """Projects 3D references ``[K, N, N, N]`` at orientation rows onto the likelihood pixels."""
+
+    def __init__(self, refs, pix: FourierPixels, healpix_order: int, offset_range_px: float,
+                 offset_step_px: float, psi_step_deg: float | None = None, pad: int = 2,
+                 orientations=None):
+        self.pix = pix
+        self.K = refs.shape[0]
+        self.order = int(healpix_order)
+        self.psi_step_deg = healpix_step_deg(self.order) if psi_step_deg is None else float(psi_step_deg)
+        self.offset_step_px = float(offset_step_px)
+        self.projectors = [FourierProjector(refs[k], pad=pad, max_shell=pix.max_shell) for k in range(self.K)]
+        self.xp = self.projectors[0].xp
+        self.trans = translation_grid(offset_range_px, offset_step_px)
+        self.orientations = (healpix_orientations(self.order, self.psi_step_deg)
+                             if orientations is None else np.asarray(orientations, float))
+
+    def coarse(self, m_coarse: int | None = None) -> SampleSet:
+        o = self.orientations
+        classes = np.repeat(np.arange(self.K), len(o))
+        orients = np.tile(o, (self.K, 1))
+        P = self.project(classes, orients, m_coarse)
+        ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, self.trans, self.xp)
+        return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
+
+    @staticmethod
+    def n_children(oversampling: int) -> int:
+        return 8 ** oversampling        # 4**o directions x 2**o psi
+
+    def children(self, orients, classes, oversampling: int):
+        """Finer orientations of coarse rows: HEALPix children x psi children (direction-major)."""
+        nd, npsi = 4 ** oversampling, 2 ** oversampling
+        out = []
+        for row in orients:
+            order = int(row[4]) + oversampling
+            pix = int(row[3]) * nd + np.arange(nd)
+            theta, phi = healpix_pix2ang(2 ** order, pix, nest=True)
+            rot = (np.degrees(phi) + 180.0) % 360.0 - 180.0
+            psis = fine_psi(np.array([row[2]]), self.psi_step_deg, oversampling)[0]
+            out.append(np.stack([np.repeat(rot, npsi), np.repeat(np.degrees(theta), npsi),
+                                 np.tile(psis, nd), np.repeat(pix, npsi).astype(float),
+                                 np.full(nd * npsi, float(order))], axis=-1))
+        return np.concatenate(out), np.repeat(classes, nd * npsi)
+
+    def project(self, classes, orients, m: int | None = None):
+        """``[J, M]`` (or ``[J, m]``) projections for (class, orientation row) pairs, in order."""
+        xp = self.xp
+        idx = self.pix.index[:m] if m else self.pix.index
+        out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
+        for k in np.unique(classes):
+            sel = np.flatnonzero(classes == k)
+            rots = euler_to_matrix(orients[sel, 0], orients[sel, 1], orients[sel, 2])
+            for start in range(0, sel.size, 4096):
+                part = sel[start:start + 4096]
+                ft = self.projectors[int(k)].project_ft(xp.asarray(rots[start:start + 4096]),
+                                                        max_shell=self.pix.max_shell)
+                out[xp.asarray(part)] = ft.reshape(len(part), -1)[:, idx]
+        return out
+
+    def insert(self, backprojector, orients, D, W):
+        """Add sums ``D``, ``W`` ``[J, M]`` at orientation rows to a 3D back-projector."""
+        rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
+        backprojector.insert(scatter(D, self.pix), scatter(W, self.pix), self.xp.asarray(rots))
