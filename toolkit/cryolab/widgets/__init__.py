@@ -4,14 +4,17 @@
 * :class:`CTFExplorer` - the CTF, its effect on an image, phase flipping, several defoci;
 * :class:`MapViewer` - isosurface (nglview) or orthogonal slices of a map;
 * :class:`FSCViewer` - FSC curves with the 0.143 / 0.5 thresholds and resolutions;
+* :class:`SessionDashboard`, :class:`PosteriorExplorer`, :class:`ClassGallery` - steer a live
+  classification :class:`cryolab.session.Session`, read posteriors, keep/discard classes;
 * :func:`example_map` / :func:`phantom_volume` - maps for the course notebooks.
 
 Widgets only read arrays and call public cryolab functions; they render figures as PNG in an
 ``ipywidgets.Image``, so they display with any matplotlib backend and in a headless browser.
 """
 from .demo import example_map, phantom_volume
+from .session import ClassGallery, PosteriorExplorer, SessionDashboard
 from .teaching import CTFExplorer, ProjectionSliceExplorer
 from .viewers import FSCViewer, MapViewer
 
 __all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer",
-           "example_map", "phantom_volume"]
+           "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]
