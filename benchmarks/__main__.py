@@ -1,0 +1,49 @@
+"""Run every benchmark and print their ratios: ``python -m benchmarks [--quick] [--no-relion]``.
+
+The full suite takes about 10 minutes on two cores (most of it relion_refine); ``--quick``
+runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
+Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from . import class2d, gemm, imaging
+
+PARTS = ("gemm", "class2d", "imaging")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke run, < 2 min)")
+    ap.add_argument("--no-relion", action="store_true", help="skip every RELION comparison")
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    ap.add_argument("--n", type=int, default=None, help="particles for gemm and class2d (default 400)")
+    ap.add_argument("--iter", type=int, default=None, help="class2d iterations (default 10)")
+    ap.add_argument("--out", default=None, help="folder for the results JSON")
+    a = ap.parse_args(argv)
+    parts = [p.strip() for p in a.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    save = not a.quick or a.out is not None
+    relion = not a.no_relion
+    t0 = time.perf_counter()
+    results = {}
+    if "gemm" in parts:
+        results["gemm"] = gemm.run(a.quick, a.n, a.out, save)
+    if "class2d" in parts:
+        results["class2d"] = class2d.run(a.quick, a.n, a.iter, relion=relion, out=a.out, save=save)
+    if "imaging" in parts:
+        results["imaging"] = imaging.run(a.quick, relion, a.out, save)
+    print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")
+    for part in results.values():
+        for r in part["ratios"]:
+            goal = f"  target {r['target']}" if r["target"] else ""
+            print(f"RATIO {r['name']} = {r['value']:.3g}{goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Smoke test of the benchmark suite: it runs end to end and prints its ratio lines.
+
+Timings are not checked (they belong to ``python -m benchmarks``, not to tests).
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the benchmarks package lives at the repository root, not installed
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.mark.timeout(120)
+def test_quick_suite_prints_ratios(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-relion", "--n", "24",
+                           "--iter", "1", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = re.findall(r"^RATIO (\S+) = (\S+)", done.stdout, flags=re.M)
+    names = {name for name, _ in lines}
+    for expected in ("gemm.score_over_peak", "gemm.weighted_sums_over_peak", "gemm.step_effective_over_peak",
+                     "class2d.cryolab_accuracy", "imaging.project_numpy_over_cryolab",
+                     "imaging.reconstruct_numpy_over_cryolab"):
+        assert expected in names, done.stdout
+    assert all(np.isfinite(float(value)) for _, value in lines)
+    assert not any(name.startswith(("class2d.relion", "imaging.project_relion")) for name in names)
+    saved = list(tmp_path.glob("*.json"))
+    assert len(saved) == 1
+    assert {"machine", "gemm", "class2d", "imaging"} <= set(json.loads(saved[0].read_text()))
+
+
+def test_matched_accuracy_uses_the_best_one_to_one_matching():
+    from benchmarks.class2d import matched_accuracy
+    truth = np.array([0, 0, 1, 1, 2, 2])
+    assert matched_accuracy([2, 2, 0, 0, 1, 1], truth) == 1.0
+    assert matched_accuracy([0, 0, 0, 0, 1, 1], truth) == pytest.approx(4 / 6)
+
+
+def test_gemm_flops_count():
+    from benchmarks import estep_gemm_flops
+    assert estep_gemm_flops(B=2, T=3, M=5, J=7) == 2 * 2 * 3 * 10 * 7 + 2 * 2 * 5 * 7
