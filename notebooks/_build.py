@@ -601,10 +601,10 @@ NOTEBOOKS = {
 }
 
 
-def build(out_dir: Path = HERE) -> list[Path]:
-    """Write the notebooks (no outputs) and return their paths."""
+def build(out_dir: Path = HERE, notebooks: dict | None = None) -> list[Path]:
+    """Write the notebooks (``{file name: cells}``, default ``NOTEBOOKS``; no outputs) and return their paths."""
     paths = []
-    for name, cells in NOTEBOOKS.items():
+    for name, cells in (NOTEBOOKS if notebooks is None else notebooks).items():
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "language_info": {"name": "python"}})
