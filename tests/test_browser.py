@@ -4,7 +4,8 @@ Starts JupyterLab on a free localhost port (random token) serving a temporary co
 notebooks, runs notebook 02 (projection-slice explorer), waits for the sliders and the figure,
 presses an arrow key on a slider (browser -> kernel -> browser) and checks that the figure
 changed; then runs notebook 01 and checks that the 3D map viewer draws (a canvas, when nglview is
-installed). Fails on browser console errors about widget modules. Screenshots go to
+installed). A second test clicks Step on a SessionDashboard: the iteration runs in a background
+thread of the kernel and its status line and panels must reach the browser. Fails on browser console errors about widget modules. Screenshots go to
 ``test-artifacts/`` (or ``$CRYOLAB_TEST_ARTIFACTS``). Skipped when playwright, jupyterlab or a
 Chromium binary (``$CHROME``, ``chromium``, ``chromium-browser``) is missing.
 """
@@ -170,3 +171,52 @@ def test_widgets_render_and_respond_in_jupyterlab(lab):
     widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
     assert not widget_errors, widget_errors[:5]
     assert time.monotonic() - t0 < 90
+
+
+DASHBOARD_NB = """\
+import tempfile
+from cryolab.data import load_demo
+from cryolab.fourier import rescale
+from cryolab.session import Session
+from cryolab.simulate import simulate_views_2d
+from cryolab.widgets import SessionDashboard
+demo = load_demo()
+sim = simulate_views_2d(rescale(demo.volumes["80S"], 32, ndim=3), 100, 2 * demo.pixel_size_A,
+                        view_eulers=[[0, 0], [0, 90]], snr=0.5, seed=3, out_dir=tempfile.mkdtemp(), name="v")
+SessionDashboard(Session(sim.star_path, K=2, mode="map", seed=0))
+"""
+
+
+@pytest.mark.timeout(150)
+def test_session_dashboard_steps_in_jupyterlab(lab, tmp_path):
+    """Step clicked in the browser runs an iteration in the kernel's background thread; the
+    status line and the panels it redraws reach the browser."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    base, token = lab
+    nbformat.write(new_notebook(cells=[new_code_cell(DASHBOARD_NB)],
+                                metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}),
+                   tmp_path / "notebooks" / "dashboard.ipynb")
+    t0 = time.monotonic()
+    logs = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROME, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: logs.append(f"error: {e}"))
+            _run_notebook(page, base, token, "dashboard.ipynb")
+            status = page.locator(".jp-OutputArea .widget-html", has_text="iteration 0")
+            status.wait_for(timeout=30_000)
+            page.wait_for_selector(".jp-OutputArea img.widget-image", timeout=30_000)
+            before = _image_src(page)
+            page.locator(".jp-OutputArea button.widget-button", has_text="Step").click()
+            page.locator(".jp-OutputArea .widget-html", has_text="iteration 1").filter(
+                has_text="idle").wait_for(timeout=60_000)
+            assert _image_src(page) != before
+            page.screenshot(path=str(_artifacts() / "browser-session-dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
+    assert not widget_errors, widget_errors[:5]
+    assert time.monotonic() - t0 < 100

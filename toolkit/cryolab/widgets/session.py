@@ -72,10 +72,13 @@ def _class_colours(K: int):
     return [cmap(k % cmap.N) for k in range(K)]
 
 
-def _integer_ticks(*axes) -> None:
+def _iteration_axes(history, *axes) -> None:
+    """Integer iteration ticks from 1 to the last iteration."""
     from matplotlib.ticker import MaxNLocator
+    last = history[-1].iteration if history else 1
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def draw_class_grid(session, columns: int = 5, size_in: float = 1.6):
@@ -139,7 +142,8 @@ class SessionDashboard(W.VBox):
         super().__init__([
             W.HBox([self.step_button, self.run_button, self.iterations, self.pause_button, self.stop_button]),
             W.HBox([self.tau2_fudge, self.resolution_limit_A, self.psi_step_deg]),
-            self.status, self.panels["curves"], W.HBox([self.panels["classes"], self.panels["spectra"]])])
+            self.status, self.panels["curves"],
+            W.HBox([self.panels["classes"], self.panels["spectra"]], layout=W.Layout(align_items="flex-start"))])
         self.step_button.on_click(self.step)
         self.run_button.on_click(self.run)
         self.pause_button.on_click(self.toggle_pause)
@@ -271,7 +275,7 @@ class SessionDashboard(W.VBox):
         ax_pm.set(xlabel="Pmax", ylabel="particles", xlim=(0, 1), title="Pmax (last iteration)")
         for ax in (ax_ll, ax_cd, ax_pm):
             ax.title.set_fontsize(9)
-        _integer_ticks(ax_ll, ax_cd)
+        _iteration_axes(hist, ax_ll, ax_cd)
         return fig
 
     def _draw_spectra(self):
@@ -299,7 +303,7 @@ class SessionDashboard(W.VBox):
         ax_ssnr.set(xlabel="spatial frequency (1/Å)", title="spectral SNR")
         for ax in (ax_res, ax_ssnr):
             ax.title.set_fontsize(9)
-        _integer_ticks(ax_res)
+        _iteration_axes(hist, ax_res)
         return fig
 
 
