@@ -39,6 +39,8 @@ class Settings:
     ``resolution_limit_A``/``ini_high_A`` in Angstrom, ``psi_step_deg`` in degrees.
     ``mode``: ``map`` (RELION's regularised likelihood), ``ml`` (white-noise maximum
     likelihood, no regularisation) or ``maxcc`` (projection matching).
+    ``firstiter_cc``: run the first iteration as projection matching (RELION's
+    ``--firstiter_cc``), which puts an external reference on the data's grey scale.
     """
     K: int = 4
     n_iter: int = 25
@@ -57,6 +59,7 @@ class Settings:
     reseed_empty_classes: bool = True
     healpix_order: int = 2
     sym: str = "C1"
+    firstiter_cc: bool = False
     seed: int = 0
     backend: str = "numpy"
     batch_size: int = 64
@@ -255,7 +258,7 @@ class Session:
             a = 0.5 * (xp.abs(X) ** 2 * inv_s2).sum(axis=1)
             res, extra = expectation_batch(
                 X, C, inv_s2, a, coarse, sampler, pix, log_pdf_class=log_pdf,
-                offsets_px=self.offsets_px[idx], sigma_offset_px=self.sigma_offset_px, mode=s.mode,
+                offsets_px=self.offsets_px[idx], sigma_offset_px=self.sigma_offset_px, mode=self.mode_now,
                 oversampling=s.oversampling, adaptive_fraction=s.adaptive_fraction,
                 translation_step_px=s.offset_step_px, accumulate=accumulate)
             resid = resid + extra["residual"]
@@ -275,11 +278,16 @@ class Session:
         self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
         self._pending = _Pending(bps, w_shell, resid, off2, cw, N, pix)
 
+    @property
+    def mode_now(self) -> str:
+        """The mode of the coming iteration (``maxcc`` for the first one with ``firstiter_cc``)."""
+        return "maxcc" if (self.settings.firstiter_cc and self.iteration == 0) else self.settings.mode
+
     def _coarse_pixels(self, pix) -> int | None:
         """Pixels of the coarse pass (RELION's coarse image size): the resolution at which the
         coarse angular step moves the particle's edge by less than a pixel, with a safety factor."""
         s = self.settings
-        if s.oversampling == 0 or s.mode == "maxcc":
+        if s.oversampling == 0 or self.mode_now == "maxcc":
             return None
         step = s.psi_step_deg if self.dim == 2 else healpix_step_deg(s.healpix_order)
         diameter_A = s.particle_diameter_A or 0.9 * self.n * self.pixel_size_A
@@ -288,9 +296,9 @@ class Session:
         return None if shell >= pix.max_shell else pix.count_within(shell)
 
     def _sigma2_for_mode(self) -> np.ndarray:
-        if self.settings.mode == "maxcc":
+        if self.mode_now == "maxcc":
             return np.ones_like(self.sigma2)
-        if self.settings.mode == "ml":   # white noise: one sigma for all frequencies
+        if self.mode_now == "ml":   # white noise: one sigma for all frequencies
             npix = np.bincount(shell_index(self.n).ravel(), minlength=self.n)[: self.sigma2.size]
             return np.full_like(self.sigma2, (self.sigma2 * npix).sum() / npix.sum())
         return self.sigma2
@@ -317,7 +325,7 @@ class Session:
         new_refs, ssnr = [], []
         for k, bp in enumerate(p.bps):
             sym = {} if self.dim == 2 else {"sym": s.sym}
-            if s.mode == "map":
+            if self.mode_now == "map":
                 ft = (rfft2c if self.dim == 2 else rfft3c)(self.references[k])
                 ref_power = radial_average(abs(ft) ** 2, self.n, ndim=self.dim)
                 tau2 = s.tau2_fudge * tau2_from_power(ref_power)
@@ -337,7 +345,7 @@ class Session:
         if s.reseed_empty_classes and s.K > 1:
             for k in np.flatnonzero(self.pdf_class < 0.2 / s.K):
                 self._reseed(k)
-        if s.mode != "maxcc":
+        if self.mode_now != "maxcc":
             resid_shell = to_numpy(shell_sums(p.resid, p.pix.shell, n_shells)) if np.ndim(p.resid) else None
             if resid_shell is not None:
                 new = sigma2_from_residuals(resid_shell, p.n, npix, previous=self.sigma2)
@@ -345,10 +353,10 @@ class Session:
         self.sigma_offset_px = float(np.sqrt(max(p.offset_moment / (2 * max(p.n, 1)), 0.25)))
         res_shells = [_last_shell_above(d, 1.0) for d in ssnr]
         resolution = tuple(float(self.n * self.pixel_size_A / r) if r > 0 else float("inf") for r in res_shells)
-        if s.mode == "map":
+        if self.mode_now == "map":
             self.max_shell = int(min(self._shell_limit(), max(max(res_shells) + max(3, self.n // 10), 4)))
-        else:
-            self.max_shell = self._shell_limit()
+        elif s.mode != "map":
+            self.max_shell = self._shell_limit()     # ml / maxcc: all frequencies up to the limit
         self.iteration += 1
         ch = self._changes
         result = IterationResult(
