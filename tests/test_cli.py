@@ -55,7 +55,8 @@ def monkeypatch_module():
 
 
 def test_help_of_every_command_names_units(capsys):
-    for cmd, unit in [("class2d", "Angstrom"), ("class2d", "pixels"), ("reconstruct", "Angstrom"),
+    for cmd, unit in [("class2d", "Angstrom"), ("class2d", "pixels"), ("class3d", "HEALPix"),
+                      ("class3d", "Angstrom"), ("reconstruct", "Angstrom"),
                       ("postprocess", "Angstrom"), ("simulate", "Angstrom"), ("project", "degrees"),
                       ("select", "1-based"), ("report", "DIR"), ("demo", "DIR"), ("info", "")]:
         assert run(cmd, "--help") == 0
@@ -233,3 +234,71 @@ def test_runtime_failure_exits_1_with_one_line(sim, work, capsys, monkeypatch):
     assert run("reconstruct", "--i", sim / "particles.star", "--o", work / "rt" / "m.mrc") == 1
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == ["cryolab reconstruct: failed: RuntimeError: out of memory"]
+
+
+# --------------------------------------------------------------------------- class3d
+
+@pytest.fixture(scope="module")
+def sim3d(work):
+    """150 particles of 80S and 60S (demo maps cropped to 24 px), SNR 1, and the 80S map as reference."""
+    from cryolab.data import load_demo
+    from cryolab.fourier import fourier_crop
+    out = work / "sim3d"
+    assert run("simulate", "--demo", "80S,60S", "--box", 24, "--n", N_PARTICLES, "--snr", 1, "--o", out,
+               "--seed", 2, "--quiet") == 0
+    demo = load_demo("ribosome")
+    px = demo.pixel_size_A * demo.box_size / 24
+    write_mrc(out / "ref.mrc", fourier_crop(demo.volumes["80S"], 24, ndim=3), px)
+    write_mrc(out / "ref32.mrc", fourier_crop(demo.volumes["80S"], 32, ndim=3), px * 24 / 32)
+    write_mrc(out / "image.mrc", np.ones((24, 24), np.float32), px)
+    return out
+
+
+def test_class3d_writes_relion_outputs_and_report(sim3d, work):
+    from test_report import count_embedded_images
+    out = work / "c3d"
+    assert run("class3d", "--i", sim3d / "particles.star", "--ref", sim3d / "ref.mrc", "--o", out / "run",
+               "--K", 2, "--iter", 2, "--healpix_order", 1, "--offset_range", 2, "--ini_high", 50,
+               "--ctf", "--seed", 0, "--quiet") == 0
+    for it in (1, 2):
+        for suffix in ("data.star", "model.star", "optimiser.json", "class001.mrc", "class002.mrc"):
+            assert (out / f"run_it{it:03d}_{suffix}").is_file()
+    table, _ = read_particles(out / "run_it002_data.star")
+    assert len(table) == N_PARTICLES and set(table["rlnClassNumber"]) <= {1, 2}
+    for label in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"):
+        assert np.isfinite(table[label]).all()
+    assert table["rlnAngleTilt"].std() > 10                     # views from all over the sphere
+    model = read_star(out / "run_it002_model.star")
+    assert int(model["model_general"]["rlnReferenceDimensionality"].iloc[0]) == 3
+    assert read_mrc(out / "run_it002_class001.mrc")[0].shape == (24, 24, 24)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["command"] == "class3d" and rec["parameters"]["healpix_order"] == 1
+    assert rec["command_line"].startswith("cryolab class3d --i")
+    assert any(k.endswith("ref.mrc") for k in rec["inputs_sha256"])
+    assert "run_it002_class002.mrc" in rec["outputs"]
+    assert run("report", out, "--quiet") == 0
+    text = (out / "report.html").read_text()
+    assert count_embedded_images(text) >= 4 and "rot/tilt scatter" in text and "central slices" in text
+    assert run("class2d", "--continue", out / "run_it001_optimiser.json", "--o", work / "c3d_as_2d" / "run",
+               "--quiet") == 2
+
+
+BAD_3D = {
+    "missing ref": ("{sim}/nope.mrc", [], "nope.mrc"),
+    "wrong box": ("{sim}/ref32.mrc", [], "--ref"),
+    "not a map": ("{sim}/image.mrc", [], "cubic 3D map"),
+    "bad sym": ("{sim}/ref.mrc", ["--sym", "Q5"], "Q5"),
+    "bad order": ("{sim}/ref.mrc", ["--healpix_order", "-1"], "--healpix_order"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_3D))
+def test_class3d_bad_reference_exits_2_and_writes_nothing(case, sim3d, work, capsys):
+    ref, extra, needle = BAD_3D[case]
+    out = work / f"bad3d_{case.replace(' ', '_')}"
+    rc = run("class3d", "--i", sim3d / "particles.star", "--ref", ref.format(sim=sim3d), "--o", out / "run",
+             "--iter", 1, *extra)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and "error" in err and needle in err, err
+    assert not out.exists()

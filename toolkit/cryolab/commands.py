@@ -1,4 +1,5 @@
-"""Processing sub-commands of the ``cryolab`` CLI: shared helpers, ``class2d``, ``select``, ``report``.
+"""Processing sub-commands of the ``cryolab`` CLI: shared helpers, ``class2d``, ``class3d``, ``select``,
+``report``.
 
 Every command validates all inputs before it creates any output (bad input: exit 2, nothing
 written), then writes RELION-named files and a provenance record (``run.json``, see
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from functools import partial
 from pathlib import Path
 
 from .errors import CryolabInputError
@@ -119,21 +121,26 @@ def load_particles(path):
     return ParticleStack.from_star(path)
 
 
-# --------------------------------------------------------------------------- class2d
+# --------------------------------------------------------------------------- class2d, class3d
 
-#: (flag, Settings field, type, default, help) of ``cryolab class2d``, in relion_refine's names
-CLASS2D_FLAGS = [
-    ("--K", "K", positive_int, 10, "number of classes"),
+#: (flag, Settings field, type, default, help) of the classification commands, in relion_refine's
+#: names. A default given as ``{command: value}`` differs between the commands; a command missing
+#: from that dict has no such flag.
+_CLASSIFY_TABLE = [
+    ("--K", "K", positive_int, {"class2d": 10, "class3d": 2}, "number of classes"),
     ("--iter", "n_iter", nonneg_int, 25, "number of iterations (total, also with --continue)"),
-    ("--tau2_fudge", "tau2_fudge", positive_float, 2.0,
+    ("--tau2_fudge", "tau2_fudge", positive_float, {"class2d": 2.0, "class3d": 4.0},
      "regularisation parameter T (> 1 puts more weight on the data)"),
     ("--particle_diameter", "particle_diameter_A", positive_float, None,
      "diameter of the circular mask, in Angstrom (default: 90%% of the box)"),
-    ("--psi_step", "psi_step_deg", positive_float, 10.0, "in-plane angular step, in degrees"),
+    ("--psi_step", "psi_step_deg", positive_float, {"class2d": 10.0}, "in-plane angular step, in degrees"),
+    ("--healpix_order", "healpix_order", nonneg_int, {"class3d": 2},
+     "angular sampling: HEALPix order N, a step of 60/2^N degrees (2: 15 degrees)"),
+    ("--sym", "sym", str, {"class3d": "C1"}, "point-group symmetry of the classes (Cn, Dn, T, O, I)"),
     ("--offset_range", "offset_range_px", nonneg_float, 5.0, "offset search range, in pixels"),
     ("--offset_step", "offset_step_px", positive_float, 1.0, "offset search step, in pixels"),
     ("--oversampling", "oversampling", nonneg_int, 1, "adaptive oversampling order (0: off)"),
-    ("--ini_high", "ini_high_A", positive_float, None,
+    ("--ini_high", "ini_high_A", positive_float, {"class2d": None, "class3d": 60.0},
      "low-pass the initial references to this resolution, in Angstrom"),
     ("--strict_highres_exp", "resolution_limit_A", positive_float, None,
      "never use data beyond this resolution, in Angstrom"),
@@ -142,16 +149,36 @@ CLASS2D_FLAGS = [
 ]
 
 
+def _flags_of(kind: str) -> list:
+    out = []
+    for flag, name, typ, default, text in _CLASSIFY_TABLE:
+        if isinstance(default, dict):
+            if kind not in default:
+                continue
+            default = default[kind]
+        out.append((flag, name, typ, default, text))
+    return out
+
+
+#: ``{command: [(flag, Settings field, type, default, help), ...]}``
+CLASSIFY_FLAGS = {kind: _flags_of(kind) for kind in ("class2d", "class3d")}
+CLASS2D_FLAGS = CLASSIFY_FLAGS["class2d"]
+CLASS3D_FLAGS = CLASSIFY_FLAGS["class3d"]
+
 _UNITS = {"_A": "ANGSTROM", "_deg": "DEGREES", "_px": "PIXELS"}
 
 
-def class2d_command(settings, star, out: str = "Class2D/run") -> str:
-    """The ``cryolab class2d`` command line that runs ``settings`` on ``star``."""
+def classify_command(kind: str, settings, star, out: str, ref=None) -> str:
+    """The ``cryolab class2d|class3d`` command line that runs ``settings`` on ``star``
+    (``ref``: the reference map of ``class3d``)."""
     import shlex
     from dataclasses import asdict
     s = asdict(settings)
-    parts = ["cryolab", "class2d", "--i", str(star), "--o", out]
-    for flag, name, _, default, _ in CLASS2D_FLAGS:
+    parts = ["cryolab", kind, "--i", str(star)]
+    if kind == "class3d":
+        parts += ["--ref", str(ref or "reference.mrc")]
+    parts += ["--o", out]
+    for flag, name, _, default, _ in CLASSIFY_FLAGS[kind]:
         if s.get(name) is not None and s[name] != default:
             parts += [flag, str(s[name])]
     if s.get("mode", "map") != "map":
@@ -163,6 +190,11 @@ def class2d_command(settings, star, out: str = "Class2D/run") -> str:
     return shlex.join(parts)
 
 
+def class2d_command(settings, star, out: str = "Class2D/run") -> str:
+    """The ``cryolab class2d`` command line that runs ``settings`` on ``star``."""
+    return classify_command("class2d", settings, star, out)
+
+
 def _continue_point(path):
     """``(folder, prefix, iteration)`` of ``prefix_itNNN_optimiser.json``."""
     p = require_input(path, "checkpoint file")
@@ -172,22 +204,44 @@ def _continue_point(path):
     return p.parent, m.group(1), int(m.group(2))
 
 
-def _cmd_class2d(args) -> int:
+def _reference_map(path, stack):
+    """The ``--ref`` map of class3d, checked against the particles (box size, pixel size)."""
+    from .commands_maps import read_map
+    vol, px = read_map(path, what="reference map", default_px=stack.pixel_size_A)
+    if vol.shape[0] != stack.box_size:
+        raise CryolabInputError(f"the reference box ({vol.shape[0]} px) differs from the particles' "
+                                f"({stack.box_size} px): resample the map first", path=path, field="--ref")
+    if abs(px - stack.pixel_size_A) > 0.01 * stack.pixel_size_A:
+        print(f"warning: the reference's pixel size ({px:g} A) differs from the particles' "
+              f"({stack.pixel_size_A:g} A); it is used on the particles' grid as it is")
+    return vol
+
+
+def _class_files(kind: str, K: int) -> list[str]:
+    return ["classes.mrcs"] if kind == "class2d" else [f"class{k + 1:03d}.mrc" for k in range(K)]
+
+
+def _cmd_classify(args, kind: str) -> int:
+    """``cryolab class2d`` and ``cryolab class3d``: validate, then run and save every iteration."""
     from dataclasses import asdict
 
     from .session import Settings
     out = check_output(args.o)
     folder, prefix = out.parent, out.name
-    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in CLASS2D_FLAGS}
+    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in CLASSIFY_FLAGS[kind]}
     kw.update(mode=args.mode, ctf=args.ctf, backend="cupy" if args.gpu else "numpy")
     if args.gpu:
         from .backend import cupy_available
         if not cupy_available():
             raise CryolabInputError("--gpu: no GPU available (CuPy missing or no device)")
+    dim = 2 if kind == "class2d" else 3
     if getattr(args, "continue_from", None):
         from .session import Session
         ck_dir, ck_prefix, ck_it = _continue_point(args.continue_from)
         session = Session.resume(ck_dir, ck_it, ck_prefix)
+        if session.dim != dim:
+            raise CryolabInputError(f"this checkpoint is a {session.dim}D run: continue it with "
+                                    f"cryolab class{session.dim}d", path=args.continue_from)
         session.set(n_iter=args.iter)
         stack, inputs = session.particles, [args.continue_from]
     else:
@@ -196,10 +250,17 @@ def _cmd_class2d(args) -> int:
         stack = load_particles(args.i)
         Settings(**kw)  # validates every value before anything is written
         session, inputs = None, [args.i, *map(str, stack.stack_paths)]
+        if dim == 3:
+            if args.ref is None:
+                raise CryolabInputError("--ref map.mrc is required (or --continue)")
+            from .geometry import symmetry_operators
+            symmetry_operators(args.sym)
+            reference = _reference_map(args.ref, stack)
+            inputs.insert(1, args.ref)
     if not args.ctf and session is None and not args.quiet:
         print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
-    rec = record("class2d", args, inputs, backend=kw["backend"])
+    rec = record(kind, args, inputs, backend=kw["backend"])
     run_json = _provenance_name(folder, prefix)
 
     def after(s, result):
@@ -208,8 +269,8 @@ def _cmd_class2d(args) -> int:
         rec.add_iteration(result.iteration, result.time_s, loglik=result.loglik,
                           class_distribution=list(result.class_distribution),
                           mean_pmax=result.mean_pmax, changed_assignments=result.changed_assignments)
-        rec.outputs = [f"{Path(stem).name}_{x}" for x in ("data.star", "model.star", "classes.mrcs",
-                                                           "optimiser.json")]
+        rec.outputs = [f"{Path(stem).name}_{x}" for x in ("data.star", "model.star", "optimiser.json",
+                                                           *_class_files(kind, s.settings.K))]
         rec.write(run_json)
         say(args, f"iteration {result.iteration:3d}: log-likelihood {result.loglik:.6g}, "
                   f"mean Pmax {result.mean_pmax:.3f}, changed {100 * result.changed_assignments:.1f}%, "
@@ -217,9 +278,10 @@ def _cmd_class2d(args) -> int:
 
     progress = not args.quiet
     if session is None:
-        from .methods import class2d
+        from . import methods
         kw.pop("n_iter")
-        session = class2d(stack, iterations=args.iter, progress=progress, callback=after, **kw)
+        start = methods.class2d if dim == 2 else partial(methods.class3d, reference=reference)
+        session = start(stack, iterations=args.iter, progress=progress, callback=after, **kw)
     else:
         session.run(max(args.iter - session.iteration, 0), callback=after, progress=progress)
     if not session.history:
@@ -276,17 +338,31 @@ def _cmd_report(args) -> int:
 
 # --------------------------------------------------------------------------- registration
 
-def _register_class2d(sub) -> None:
-    p = sub.add_parser("class2d", help="reference-free 2D classification (as relion_refine, 2D)",
-                       description="Reference-free 2D classification. Writes <o>_itNNN_data.star, "
-                       "_model.star, _classes.mrcs, _optimiser.json every iteration, and run.json.")
+_CLASSIFY_HELP = {
+    "class2d": ("reference-free 2D classification (as relion_refine, 2D)",
+                "Reference-free 2D classification. Writes <o>_itNNN_data.star, _model.star, "
+                "_classes.mrcs, _optimiser.json every iteration, and run.json."),
+    "class3d": ("3D classification against a reference map (as relion_refine --ref, 3D)",
+                "3D classification: K class maps seeded from one reference (low-pass filtered to "
+                "--ini_high, each refined once on a random subset). Writes <o>_itNNN_data.star (with "
+                "rlnAngleRot/Tilt/Psi), _model.star, _classNNN.mrc, _optimiser.json every iteration, "
+                "and run.json."),
+}
+
+
+def _register_classify(sub, kind: str) -> None:
+    text, description = _CLASSIFY_HELP[kind]
+    p = sub.add_parser(kind, help=text, description=description)
     p.add_argument("--i", metavar="STAR", help="particles (RELION STAR file with images)")
-    p.add_argument("--o", required=True, metavar="PREFIX", help="output prefix, e.g. Class2D/job001/run")
-    for flag, name, typ, default, text in CLASS2D_FLAGS:
+    if kind == "class3d":
+        p.add_argument("--ref", metavar="MRC", help="initial reference map (same box as the particles)")
+    p.add_argument("--o", required=True, metavar="PREFIX", help=f"output prefix, e.g. {kind.title()}/job001/run")
+    for flag, name, typ, default, text in CLASSIFY_FLAGS[kind]:
         extra = ["--random_seed"] if flag == "--seed" else []
         unit = next((u for sfx, u in _UNITS.items() if name.endswith(sfx)), None)
+        shown = f"{default:g}" if isinstance(default, (int, float)) else default
         p.add_argument(flag, *extra, type=typ, default=default, dest=flag[2:], metavar=unit,
-                       help=text if default is None else f"{text} (default: {default:g})")
+                       help=text if default is None else f"{text} (default: {shown})")
     p.add_argument("--mode", choices=("map", "ml", "maxcc"), default="map",
                    help="map: regularised likelihood (RELION); ml: white-noise maximum likelihood; "
                         "maxcc: projection matching (default: map)")
@@ -296,13 +372,14 @@ def _register_class2d(sub) -> None:
     p.add_argument("--continue", dest="continue_from", metavar="OPTIMISER_JSON",
                    help="continue from <prefix>_itNNN_optimiser.json (settings from the checkpoint)")
     add_common(p)
-    p.set_defaults(func=_cmd_class2d)
+    p.set_defaults(func=partial(_cmd_classify, kind=kind))
 
 
 def register(sub) -> None:
     """Add every processing command to the ``cryolab`` sub-parsers."""
     from . import commands_demo, commands_maps
-    _register_class2d(sub)
+    for kind in CLASSIFY_FLAGS:
+        _register_classify(sub, kind)
     commands_maps.register(sub)
     p = sub.add_parser("select", help="keep the particles of some classes",
                        description="Write the particles of the given classes to a new STAR file "

@@ -18,13 +18,14 @@ def _provenance(out: Path):
     return provenance_path(out.parent, out.stem)
 
 
-def read_map(path, angpix=None, what: str = "map"):
-    """``(volume [N,N,N], pixel size A)`` of an MRC file; ``angpix`` overrides the header."""
+def read_map(path, angpix=None, what: str = "map", default_px=None):
+    """``(volume [N,N,N], pixel size A)`` of an MRC file; ``angpix`` overrides the header,
+    ``default_px`` stands in for a header without a pixel size."""
     from .io import read_mrc
     vol, px = read_mrc(require_input(path, what))
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
         raise CryolabInputError(f"expected a cubic 3D map, got shape {vol.shape}", path=path)
-    px = angpix or px
+    px = angpix or px or default_px
     if not px:
         raise CryolabInputError("the pixel size is not in the header: give --angpix", path=path)
     return vol, float(px)

@@ -177,19 +177,24 @@ def _merge_times(history, iterations):
 
 
 def collect_session(session) -> ReportData:
-    """A live Session (2D classification) as :class:`ReportData`."""
-    from .commands import class2d_command
+    """A live Session (2D or 3D classification) as :class:`ReportData`."""
+    from .commands import classify_command
     from .provenance import environment
     s = session.settings
     star = session.particles.star_path or "particles.star"
+    refs = np.asarray(session.references)
+    three_d = session.dim == 3
     return ReportData(
         title=f"cryolab session: {s.K} classes, iteration {session.iteration}",
         run={**environment(), "backend": s.backend}, parameters=asdict(s),
-        command=class2d_command(s, star, "Class2D/run"),
+        command=classify_command("class3d" if three_d else "class2d", s, star,
+                                 "Class3D/run" if three_d else "Class2D/run"),
         history=[{"iteration": h.iteration, "loglik": h.loglik, "time_s": h.time_s,
                   "class_distribution": list(h.class_distribution)} for h in session.history],
-        class_images=np.asarray(session.references), pmax=np.asarray(session.pmax),
-        psi=np.asarray(session.psi), classes=np.asarray(session.classes) + 1,
+        class_images=None if three_d else refs,
+        maps={f"class {k + 1}": r for k, r in enumerate(refs)} if three_d else {},
+        pmax=np.asarray(session.pmax), psi=np.asarray(session.psi), classes=np.asarray(session.classes) + 1,
+        rot=session.eulers[:, 0].copy() if three_d else None, tilt=session.eulers[:, 1].copy() if three_d else None,
         results={"class_sizes": np.bincount(session.classes[session.classes >= 0],
                                             minlength=s.K).tolist()})
 
