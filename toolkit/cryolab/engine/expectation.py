@@ -1,16 +1,18 @@
 """One batch of the E-step with adaptive oversampling, and its M-step sums.
 
 A *sample* is (class ``k``, orientation ``o``, translation ``t``). Orientations are
-given by an :class:`OrientationSampler` (in-plane angles for 2D, Euler triples
-for 3D) that also projects references and back-projects sums, so this module
-is the same for 2D and 3D.
+given by a sampler (:class:`.planar.PlanarSampler` for in-plane angles,
+:class:`.spherical.SphericalSampler` for HEALPix x psi) that also projects references
+and keys orientations, so this module is the same for 2D and 3D.
 
-Adaptive oversampling (RELION): score every coarse sample, keep per image the
-smallest set holding ``adaptive_fraction`` of the weight, replace each kept
-sample by its ``2**o`` finer orientations x ``4**o`` finer translations, score
-those, and normalise over them. Per group of images, the fine pass is one GEMM
-over the union of the group's kept orientations and translations, with the
-samples an image did not keep masked out.
+Adaptive oversampling (RELION): score every coarse sample for the whole batch in one
+GEMM (at the coarse pass's lower resolution), keep per image the smallest set holding
+``adaptive_fraction`` of the weight, replace each kept sample by its finer orientations
+x finer translations, and score those at full resolution. The fine pass is one GEMM
+over the union of the batch's kept orientations x translations when the images' kept
+sets overlap (early iterations), otherwise one small GEMM per image over its own kept
+set; fine samples whose coarse parent was not kept are masked out. M-step sums of all
+images are added per orientation (by the sampler's keys) and back-projected once a batch.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, to_numpy
 from .estep import normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations, shift_ramps
@@ -56,18 +58,19 @@ class BatchResult:
     top_samples: list = field(default_factory=list)  # per image: (class, orient, trans, prob) arrays
 
 
-def _log_priors(log_pdf_class, classes, log_prior_orient, log_prior_trans):
-    """``[B or 1, T, J]`` log prior from class, orientation ``[B or 1, J]`` and translation ``[B, T]`` terms."""
-    lp = log_pdf_class[classes][None, None, :]
-    if log_prior_orient is not None:
-        lp = lp + log_prior_orient[:, None, :]
-    return lp + log_prior_trans[:, :, None]
+def _log_prior(log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px):
+    """``[b, T, J]`` log prior: class + orientation ``lpo [b or 1, J]`` + Gaussian offset prior."""
+    xp = get_xp(log_pdf_class)
+    tot = offsets_px[:, None, :] + trans[None, :, :]
+    lpt = xp.asarray(-(tot ** 2).sum(-1) / (2 * sigma_offset_px ** 2), dtype=xp.float32)
+    lp = log_pdf_class[xp.asarray(classes)][None, None, :] + lpt[:, :, None]
+    return lp if lpo is None else lp + lpo[:, None, :]
 
 
 def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, pix, *,
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
-                      n_top=10, group_budget=3e7, accumulate=None, orient_log_prior=None):
+                      n_top=10, accumulate=None, orient_log_prior=None):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
@@ -79,126 +82,148 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
-    xp = get_xp(X)
     B = X.shape[0]
-    K = log_pdf_class.shape[0]
-    trans_all = lambda tr: offsets_px[:, None, :] + tr[None, :, :]  # noqa: E731
-    lpt = lambda tr: -(trans_all(tr) ** 2).sum(-1) / (2 * sigma_offset_px ** 2)  # noqa: E731
-
     mc = coarse.P.shape[1]
     if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
         raise ValueError("a coarse pass at lower resolution needs oversampling > 0")
-    s, Yc = score(X[:, :mc], None if ctf is None else ctf[:, :mc], inv_sigma2[:mc], coarse.P,
-                  coarse.ramps, mode=mode, return_terms=True)
+    cut = (lambda a: None if a is None else a[:, :mc])  # noqa: E731
+    s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True)
     lpo = None if orient_log_prior is None else orient_log_prior(coarse.orients)
-    if mode == "maxcc":
-        logw = s
-    else:
-        logw = s + _log_priors(log_pdf_class, coarse.classes, lpo,
-                               xp.asarray(lpt(coarse.trans), dtype=xp.float32))
+    if mode != "maxcc":
+        s += _log_prior(log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
+    acc = _Accumulator(sampler, accumulate, inv_sigma2, mode)
     if mode == "maxcc" or oversampling == 0:
-        return _finish(logw, X, ctf, inv_sigma2, a_const, coarse, [np.arange(B)], [coarse], [Yc],
-                       offsets_px, K, mode, n_top, accumulate, adaptive_fraction)
-
-    w, _ = normalise(logw)
-    sig, _ = significant_mask(w, adaptive_fraction)                  # [B, T, J]
-    sig_np = np.asarray(sig.get() if hasattr(sig, "get") else sig)
-    groups, sets, masks = [], [], []
-    t_used = sig_np.any(axis=2)                                     # [B, T]
-    j_used = sig_np.any(axis=1)                                     # [B, J]
+        return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,
+                       log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
+    w, _ = normalise(s)
+    sig = to_numpy(significant_mask(w, adaptive_fraction)[0])          # [B, T, J]
+    del s, Yc, w
     nt_child, no_child = 4 ** oversampling, sampler.n_children(oversampling)
-    start = 0
-    while start < B:                      # greedy groups with a bounded union size
-        stop = start + 1
-        while stop < B:
-            nt = t_used[start:stop + 1].any(0).sum() * nt_child
-            nj = j_used[start:stop + 1].any(0).sum() * no_child
-            if (stop + 1 - start) * nt * nj > group_budget:
-                break
-            stop += 1
-        groups.append(np.arange(start, stop))
-        start = stop
+    t_used, j_used = sig.any(axis=2), sig.any(axis=1)                 # [B, T], [B, J]
+    own = float((t_used.sum(1) * j_used.sum(1)).sum())
+    union = float(B * t_used.any(0).sum() * j_used.any(0).sum())
+    # one GEMM over the batch's union when the kept sets overlap (early iterations), else per image
+    groups = [np.arange(B)] if union <= 2 * own else [np.array([b]) for b in range(B)]
+    parts = []
     for g in groups:
-        ti = np.flatnonzero(t_used[g].any(0))
-        ji = np.flatnonzero(j_used[g].any(0))
+        ti = np.flatnonzero(t_used[g].any(axis=0))
+        ji = np.flatnonzero(j_used[g].any(axis=0))
         ft = fine_translations(coarse.trans[ti], translation_step_px, oversampling).reshape(-1, 2)
         fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
-        P = sampler.project(fk, fo)
-        fine = SampleSet(fk, fo, P, ft, shift_ramps(pix.kx, pix.ky, pix.n, ft, xp))
-        allowed = sig_np[g][:, ti][:, :, ji]                           # [b, t, j] coarse parents
-        allowed = np.repeat(np.repeat(allowed, nt_child, axis=1), no_child, axis=2)
-        sets.append(fine)
-        masks.append(xp.asarray(allowed))
-    del Yc
-    logws, terms = [], []
-    for g, fine, allowed in zip(groups, sets, masks):
-        sg, yc = score(X[g], None if ctf is None else ctf[g], inv_sigma2, fine.P, fine.ramps, mode=mode,
+        fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, shift_ramps(pix.kx, pix.ky, pix.n, ft, get_xp(X)))
+        allowed = np.repeat(np.repeat(sig[g][:, ti][:, :, ji], nt_child, axis=1), no_child, axis=2)
+        gi = get_xp(X).asarray(g)
+        sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
                        return_terms=True)
-        terms.append(yc)
         lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
         if lpo is not None and lpo.shape[0] > 1:
             lpo = lpo[g]
-        tr = xp.asarray(-((offsets_px[g][:, None, :] + fine.trans[None]) ** 2).sum(-1)
-                        / (2 * sigma_offset_px ** 2), dtype=xp.float32)
-        lw = sg + _log_priors(log_pdf_class, fine.classes, lpo, tr)
-        logws.append(xp.where(allowed, lw, NEG))
-    return _finish(logws, X, ctf, inv_sigma2, a_const, None, groups, sets, terms,
-                   offsets_px, K, mode, n_top, accumulate, adaptive_fraction)
+        sg += _log_prior(log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
+        xp = get_xp(sg)
+        parts.append((g, fine, xp.where(xp.asarray(allowed), sg, NEG), yc))
+    return _finish(parts, X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
+                   adaptive_fraction)
 
 
-def _finish(logws, X, ctf, inv_sigma2, a_const, coarse, groups, sets, terms, offsets_px, K, mode,
-            n_top, accumulate, adaptive_fraction):
+class _Accumulator:
+    """Adds M-step sums of many small sample sets per orientation key; flushes once a batch."""
+
+    def __init__(self, sampler, callback, inv_sigma2, mode):
+        self.sampler, self.callback, self.mode = sampler, callback, mode
+        self.inv_sigma2 = inv_sigma2
+        self.items = []
+        self.resid = 0.0
+
+    def add(self, w, X, ctf, ss: SampleSet, yc):
+        if self.callback is None:
+            return
+        xp = get_xp(X)
+        wpix = xp.ones_like(self.inv_sigma2) if self.mode == "maxcc" else self.inv_sigma2
+        D, W, _ = weighted_sums(w, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
+        if self.mode != "maxcc":
+            self.resid = self.resid + residual_power(X, D, W, ss.P)
+        used = to_numpy(xp.flatnonzero(W.sum(axis=1) > 0))
+        if used.size:
+            self.items.append((ss.classes[used], ss.orients[used], D[xp.asarray(used)], W[xp.asarray(used)]))
+
+    def flush(self):
+        if self.callback is None or not self.items:
+            return
+        classes = np.concatenate([c for c, *_ in self.items])
+        orients = np.concatenate([o for _, o, *_ in self.items])
+        xp = get_xp(self.items[0][2])
+        D = xp.concatenate([d for *_, d, _ in self.items])
+        W = xp.concatenate([w for *_, w in self.items])
+        keys = self.sampler.keys(classes, orients)
+        ukeys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(ukeys.size))
+        oi = xp.asarray(order)
+        Ds = _segment_sum(D[oi], starts, xp)
+        Ws = _segment_sum(W[oi], starts, xp)
+        for k in np.unique(classes[first]):
+            sel = np.flatnonzero(classes[first] == k)
+            s = xp.asarray(sel)
+            self.callback(int(k), orients[first][sel], Ds[s] * self.inv_sigma2, Ws[s] * self.inv_sigma2)
+        self.items = []
+
+
+def _segment_sum(a, starts, xp):
+    """Sums of consecutive row segments of ``a`` beginning at ``starts``."""
+    if xp is np:
+        if a.dtype.kind == "c":
+            return np.add.reduceat(a.real, starts, axis=0) + 1j * np.add.reduceat(a.imag, starts, axis=0)
+        return np.add.reduceat(a, starts, axis=0)
+    c = xp.cumsum(a, axis=0)
+    ends = xp.asarray(np.append(starts[1:], a.shape[0]) - 1)
+    out = c[ends]
+    out[1:] -= c[xp.asarray(starts[1:] - 1)]
+    return out
+
+
+def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction):
+    """Normalise each part's log weights; per-image results; M-step sums into ``acc``."""
     xp = get_xp(X)
-    if not isinstance(logws, list):
-        logws = [logws]
     B = X.shape[0]
     out = dict(best_class=np.zeros(B, int), best_orient=[None] * B, best_trans=np.zeros((B, 2)),
                pmax=np.zeros(B), n_significant=np.zeros(B, int), loglik=np.zeros(B),
                class_posterior=np.zeros((B, K)))
     tops = [None] * B
-    resid = 0.0
     off2 = 0.0
-    for g, ss, lw, yc in zip(groups, sets, logws, terms):
+    for g, ss, lw, yc in parts:
+        nb = len(g)
+        T, J = lw.shape[1], lw.shape[2]
         if mode == "maxcc":
-            flat = lw.reshape(len(g), -1)
+            flat = lw.reshape(nb, -1)
             best = flat.argmax(axis=1)
             w = xp.zeros_like(flat)
-            w[xp.arange(len(g)), best] = 1.0
+            w[xp.arange(nb), best] = 1.0
             w = w.reshape(lw.shape)
             lse = flat.max(axis=1)
         else:
             w, lse = normalise(lw)
-        _, nsig = significant_mask(w, adaptive_fraction)
-        T, J = w.shape[1], w.shape[2]
-        flat_np = np.asarray(w.reshape(len(g), -1).get() if hasattr(w, "get") else w.reshape(len(g), -1))
+        nsig = significant_mask(w, adaptive_fraction)[1]
+        flat_np = to_numpy(w.reshape(nb, -1))
         best = flat_np.argmax(axis=1)
         bt, bj = np.unravel_index(best, (T, J))
         out["best_class"][g] = ss.classes[bj]
         for i, b in enumerate(g):
             out["best_orient"][b] = ss.orients[bj[i]]
         out["best_trans"][g] = ss.trans[bt]
-        out["pmax"][g] = flat_np[np.arange(len(g)), best]
-        out["n_significant"][g] = np.asarray(nsig.get() if hasattr(nsig, "get") else nsig)
-        a = np.asarray(a_const[g].get() if hasattr(a_const, "get") else a_const[g])
-        out["loglik"][g] = np.asarray(lse.get() if hasattr(lse, "get") else lse) - a
-        wj = flat_np.reshape(len(g), T, J).sum(axis=1)
+        out["pmax"][g] = flat_np[np.arange(nb), best]
+        out["n_significant"][g] = to_numpy(nsig)
+        out["loglik"][g] = to_numpy(lse) - to_numpy(a_const[xp.asarray(g)])
+        wj = flat_np.reshape(nb, T, J).sum(axis=1)
         for k in range(K):
             out["class_posterior"][g, k] = wj[:, ss.classes == k].sum(axis=1)
         top = np.argsort(-flat_np, axis=1)[:, :n_top]
         for i, b in enumerate(g):
             tt, jj = np.unravel_index(top[i], (T, J))
             tops[b] = (ss.classes[jj], ss.orients[jj], ss.trans[tt] + offsets_px[b], flat_np[i, top[i]])
-        wt = w.sum(axis=2)                                   # [b, T]
         tot = offsets_px[g][:, None, :] + ss.trans[None, :, :]
-        off2 += float((np.asarray(wt.get() if hasattr(wt, "get") else wt) * (tot ** 2).sum(-1)).sum())
-        if accumulate is not None:
-            wpix = xp.ones_like(inv_sigma2) if mode == "maxcc" else inv_sigma2
-            D, W, _ = weighted_sums(w, X[g], None if ctf is None else ctf[g], ss.ramps, min_weight=1e-6,
-                                    Yc=yc, weight=wpix)
-            resid = resid + residual_power(X[g], D, W, ss.P) if mode != "maxcc" else resid
-            for k in np.unique(ss.classes):
-                sel = np.flatnonzero(ss.classes == k)
-                accumulate(int(k), ss.orients[sel], D[sel] * inv_sigma2, W[sel] * inv_sigma2)
+        off2 += float((flat_np.reshape(nb, T, J).sum(axis=2) * (tot ** 2).sum(-1)).sum())
+        gi = xp.asarray(g)
+        acc.add(w, X[gi], None if ctf is None else ctf[gi], ss, yc)
+    acc.flush()
     out["best_orient"] = np.asarray(out["best_orient"])
-    res = BatchResult(**out, top_samples=tops)
-    return res, {"residual": resid, "offset_moment": off2}
+    return BatchResult(**out, top_samples=tops), {"residual": acc.resid, "offset_moment": off2}

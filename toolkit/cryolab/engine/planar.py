@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..projection import FourierRotator2D
+from .cache import CachedProjections
 from .estep import FourierPixels, scatter
 from .expectation import SampleSet
 from ..geometry import psi_angles
@@ -16,7 +17,7 @@ from .sampling import fine_psi, shift_ramps, translation_grid
 __all__ = ["PlanarSampler"]
 
 
-class PlanarSampler:
+class PlanarSampler(CachedProjections):
     """Projects 2D references ``[K, N, N]`` at psi angles onto the likelihood pixels ``pix``.
 
     ``coarse()`` is the full coarse sample set (all classes x psi grid x translations);
@@ -32,6 +33,7 @@ class PlanarSampler:
         self.rotators = [FourierRotator2D(refs[k], pad=pad, max_shell=pix.max_shell) for k in range(self.K)]
         self.trans = translation_grid(offset_range_px, offset_step_px)
         self.xp = self.rotators[0].xp
+        self._init_cache()
 
     def coarse(self, m_coarse: int | None = None) -> SampleSet:
         psi = psi_angles(self.psi_step_deg)
@@ -42,6 +44,12 @@ class PlanarSampler:
         return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
 
     @staticmethod
+    def keys(classes, orients):
+        """One int64 per (class, psi in 1/100 degree): identifies a sample's orientation."""
+        psi = np.rint(np.mod(np.asarray(orients, float), 360.0) * 100).astype(np.int64)
+        return (np.asarray(classes, np.int64) << 32) + psi
+
+    @staticmethod
     def n_children(oversampling: int) -> int:
         return 2 ** oversampling
 
@@ -49,8 +57,8 @@ class PlanarSampler:
         fo = fine_psi(orients, self.psi_step_deg, oversampling)
         return fo.ravel(), np.repeat(classes, fo.shape[1])
 
-    def project(self, classes, orients, m: int | None = None):
-        """``[J, M]`` (or ``[J, m]``) projections for (class, psi) pairs, in the given order."""
+    def _project(self, classes, orients, m: int | None = None):
+        """``[J, M]`` (or ``[J, m]``) projections for (class, psi) pairs, computed (not cached)."""
         xp = self.xp
         idx = self.pix.index[:m] if m else self.pix.index
         out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)

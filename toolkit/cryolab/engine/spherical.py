@@ -12,7 +12,8 @@ import numpy as np
 
 from ..geometry import euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
 from ..projection import FourierProjector
-from .estep import FourierPixels, gather, scatter
+from .cache import CachedProjections
+from .estep import FourierPixels, scatter
 from .expectation import SampleSet
 from .sampling import fine_psi, shift_ramps, translation_grid
 
@@ -31,7 +32,7 @@ def healpix_orientations(order: int, psi_step_deg: float | None = None, pixels=N
                      np.repeat(pix, n).astype(float), np.full(len(pix) * n, float(order))], axis=-1)
 
 
-class SphericalSampler:
+class SphericalSampler(CachedProjections):
     """Projects 3D references ``[K, N, N, N]`` at orientation rows onto the likelihood pixels."""
 
     def __init__(self, refs, pix: FourierPixels, healpix_order: int, offset_range_px: float,
@@ -47,9 +48,7 @@ class SphericalSampler:
         self.trans = translation_grid(offset_range_px, offset_step_px)
         self.orientations = (healpix_orientations(self.order, self.psi_step_deg)
                              if orientations is None else np.asarray(orientations, float))
-        self._cache_keys = np.zeros(0, np.int64)       # sorted keys of cached full-M projections
-        self._cache_rows = self.xp.zeros((0, pix.size), self.xp.complex64)
-        self.cache_bytes = 1 << 30
+        self._init_cache()
 
     def coarse(self, m_coarse: int | None = None) -> SampleSet:
         o = self.orientations
@@ -79,41 +78,14 @@ class SphericalSampler:
         return np.concatenate(out), np.repeat(classes, nd * npsi)
 
     @staticmethod
-    def _keys(classes, orients):
+    def keys(classes, orients):
         """One int64 per (class, order, pixel, psi in 1/100 degree)."""
         psi = np.rint(np.mod(orients[:, 2], 360.0) * 100).astype(np.int64)
         return (((np.asarray(classes, np.int64) * 16 + orients[:, 4].astype(np.int64)) << 40)
                 + (orients[:, 3].astype(np.int64) << 16) + psi)
 
-    def project(self, classes, orients, m: int | None = None):
-        """``[J, M]`` (or ``[J, m]``) projections for (class, orientation row) pairs, in order.
-
-        Full-resolution projections are cached (up to ``cache_bytes``), since the fine passes
-        of neighbouring image groups ask for many of the same orientations.
-        """
-        if m:
-            return self._project(classes, orients, m)
-        xp = self.xp
-        keys = self._keys(classes, orients)
-        pos = np.searchsorted(self._cache_keys, keys)
-        hit = np.zeros(keys.size, bool)
-        if self._cache_keys.size:
-            hit = (pos < self._cache_keys.size) & (self._cache_keys[np.minimum(pos, self._cache_keys.size - 1)] == keys)
-        miss = np.flatnonzero(~hit)
-        if miss.size:
-            ukeys, first = np.unique(keys[miss], return_index=True)
-            rows = self._project(classes[miss[first]], orients[miss[first]])
-            if (self._cache_keys.size + ukeys.size) * self.pix.size * 8 > self.cache_bytes:
-                self._cache_keys = np.zeros(0, np.int64)
-                self._cache_rows = xp.zeros((0, self.pix.size), xp.complex64)
-            allk = np.concatenate([self._cache_keys, ukeys])
-            order = np.argsort(allk, kind="stable")
-            self._cache_keys = allk[order]
-            self._cache_rows = xp.concatenate([self._cache_rows, rows])[xp.asarray(order)]
-            pos = np.searchsorted(self._cache_keys, keys)
-        return self._cache_rows[xp.asarray(pos)]
-
     def _project(self, classes, orients, m: int | None = None):
+        """Projections at orientation rows, computed (not cached)."""
         xp = self.xp
         idx = self.pix.index[:m] if m else self.pix.index
         out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
