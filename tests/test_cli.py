@@ -182,7 +182,12 @@ def test_demo_quick(work, capsys):
     assert all(np.isfinite(s["resolution_A"]) for s in rec["results"]["states"])
     for state in ("80S", "60S"):
         assert (out / "states" / state / "postprocess.star").is_file()
-    assert count_embedded_images((out / "report.html").read_text()) >= 6
+    c3 = rec["results"]["class3d"]
+    assert "3D classification 80S vs 60S" in printed and sum(c3["class_sizes"]) == c3["particles"]
+    assert c3["accuracy"] >= 0.7, c3                  # 32 px, SNR 1: the two states separate
+    assert (out / "class3d" / "run_it006_class002.mrc").is_file()
+    text = (out / "report.html").read_text()
+    assert count_embedded_images(text) >= 6 and "class3d/run_it006_class001.mrc" in text
 
 
 # --------------------------------------------------------------------------- bad input

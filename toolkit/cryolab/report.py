@@ -9,6 +9,7 @@ and the resolution, the exact command to reproduce, the environment and input ch
   last ``<prefix>_itNNN_*`` files (``model.star`` tables of every iteration for the history;
   ``data.star``; ``classes.mrcs`` or ``classNNN.mrc``) and ``*postprocess*.star`` files
   (FSC tables) with their maps, in the folder and its sub-folders. RELION job folders work too.
+  Further runs beside the first (another prefix or sub-folder) add their last 3D class maps.
 * :func:`session_report` reports a live :class:`cryolab.session.Session` (``Session.report``).
 """
 from __future__ import annotations
@@ -54,19 +55,44 @@ def _col(table, name):
     return table[name].to_numpy(dtype=float) if name in table.columns else None
 
 
+def _classifications(folder: Path, level: str) -> list:
+    """``(folder, prefix, last iteration)`` of every run with ``<prefix>_itNNN_data.star`` files
+    in ``folder`` (``level=""``) or its sub-folders (``"*/"``), in name order."""
+    last = {}
+    for p in sorted(folder.glob(f"{level}*_it[0-9][0-9][0-9]*_data.star")):
+        m = _IT_DATA.match(p.name)
+        if m:
+            key = (p.parent, m.group(1))
+            last[key] = max(last.get(key, 0), int(m.group(2)))
+    return [(*key, it) for key, it in last.items()]
+
+
 def _latest_classification(folder: Path):
     """``(folder, prefix, iteration)`` of the newest ``<prefix>_itNNN_data.star`` in ``folder``
     (preferred) or a sub-folder; None when there is none."""
     for level in ("", "*/"):
-        found = []
-        for p in sorted(folder.glob(f"{level}*_it[0-9][0-9][0-9]*_data.star")):
-            m = _IT_DATA.match(p.name)
-            if m:
-                found.append((p.parent, m.group(1), int(m.group(2))))
+        found = _classifications(folder, level)
         if found:
-            first = found[0][:2]
-            return max((f for f in found if f[:2] == first), key=lambda f: f[2])
+            return found[0]
     return None
+
+
+def _class_maps(data: ReportData, folder: Path, prefix: str, it: int, root: Path | None = None,
+                label: str = "") -> None:
+    """The 3D class maps ``<prefix>_itNNN_classNNN.mrc`` into ``data.maps`` (sources relative to ``root``)."""
+    from .io import read_mrc
+    for p in sorted(folder.glob(f"{prefix}_it{it:03d}_class[0-9][0-9][0-9].mrc")):
+        data.maps[f"{label}class {int(p.stem[-3:])}"] = read_mrc(p)[0]
+        data.sources.append(p.relative_to(root or folder).as_posix())
+
+
+def _other_class_maps(data: ReportData, folder: Path, shown) -> None:
+    """The last 3D class maps of every other run in ``folder`` and its sub-folders (e.g. the
+    demo's ``class3d/`` beside ``class2d/``), labelled with their folder."""
+    for sub, prefix, it in _classifications(folder, "") + _classifications(folder, "*/"):
+        if (sub, prefix, it) != shown:
+            label = f"{prefix}: " if sub == folder else f"{sub.relative_to(folder).as_posix()}: "
+            _class_maps(data, sub, prefix, it, root=folder, label=label)
 
 
 def _read_history(folder: Path, prefix: str) -> list:
@@ -114,9 +140,7 @@ def _collect_classification(data: ReportData, folder: Path, prefix: str, it: int
         data.class_images = read_mrc(f"{stem}_classes.mrcs")[0]
         data.sources.append(f"{stem.name}_classes.mrcs")
         data.rot = data.tilt = None
-    for p in sorted(folder.glob(f"{stem.name}_class[0-9][0-9][0-9].mrc")):
-        data.maps[f"class {int(p.stem[-3:])}"] = read_mrc(p)[0]
-        data.sources.append(p.name)
+    _class_maps(data, folder, prefix, it)
     if general is not None:
         n, px = int(general["rlnOriginalImageSize"].iloc[0]), float(general["rlnPixelSize"].iloc[0])
         _add_gold_standard_fsc(data, blocks, n, px)
@@ -162,6 +186,7 @@ def collect_directory(folder) -> ReportData:
         if not data.history and run.get("iterations"):
             data.history = run["iterations"]
         _merge_times(data.history, run.get("iterations", []))
+        _other_class_maps(data, folder, latest)
     _collect_postprocess(data, folder)
     if not (run or latest or data.fsc):
         raise CryolabInputError("nothing to report: no run.json, <prefix>_itNNN_data.star or "

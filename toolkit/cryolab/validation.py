@@ -39,6 +39,7 @@ __all__ = [
     "soft_sphere_mask", "soft_circle_mask", "auto_mask",
     "phase_randomize", "corrected_fsc", "masked_fsc", "noise_substitution_test",
     "guinier", "fit_bfactor", "sharpen", "fsc_weight", "postprocess", "PostprocessResult",
+    "match_classes", "class_accuracy",
 ]
 
 _RFFT = {2: rfft2c, 3: rfft3c}
@@ -121,6 +122,35 @@ def random_halves(n: int, seed: int = 0) -> np.ndarray:
     halves = np.full(n, 2, dtype=np.int64)
     halves[np.random.default_rng(seed).permutation(n)[: (n + 1) // 2]] = 1
     return halves
+
+
+def match_classes(classes, truth) -> np.ndarray:
+    """Match classes one-to-one to true labels (both 0-based ints): ``mapping[k]`` is the label
+    of class ``k`` (-1: left over when there are more classes than labels), chosen so that the
+    matched pairs share as many particles as possible (Hungarian algorithm). Class numbers are
+    arbitrary, so simulated sets are scored this way.
+
+    >>> match_classes([1, 1, 0, 2], [0, 0, 1, 1]).tolist()
+    [1, 0, -1]
+    """
+    from scipy.optimize import linear_sum_assignment
+    classes, truth = np.asarray(classes, int), np.asarray(truth, int)
+    counts = np.zeros((classes.max() + 1, truth.max() + 1))
+    np.add.at(counts, (classes, truth), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    mapping = np.full(counts.shape[0], -1)
+    mapping[rows] = cols
+    return mapping
+
+
+def class_accuracy(classes, truth) -> float:
+    """Fraction of particles in the class matched to their true label (:func:`match_classes`).
+
+    >>> class_accuracy([1, 1, 0, 2], [0, 0, 1, 1])
+    0.75
+    """
+    classes = np.asarray(classes, int)
+    return float(np.mean(match_classes(classes, truth)[classes] == np.asarray(truth)))
 
 
 # --------------------------------------------------------------------------- masks
