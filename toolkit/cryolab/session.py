@@ -383,8 +383,19 @@ class Session:
             self._estep_time = time.perf_counter() - t0
             return self.mstep()
 
-    def run(self, n_iter: int | None = None, callback=None, progress: bool = True):
-        """Run ``n_iter`` iterations (default: the remaining ``settings.n_iter``); returns the history."""
+    def run(self, n_iter: int | None = None, callback=None, progress: bool = True, out_dir=None):
+        """Run ``n_iter`` iterations (default: the remaining ``settings.n_iter``); returns the history.
+
+        With ``out_dir`` the RELION-named files are written after every iteration (before
+        ``callback(session, result)`` is called).
+        """
+        if out_dir is not None:
+            user_callback = callback
+
+            def callback(s, result):
+                s.save(out_dir)
+                if user_callback is not None:
+                    user_callback(s, result)
         n_iter = max(self.settings.n_iter - self.iteration, 0) if n_iter is None else n_iter
         self._stop.clear()
         for _ in range(n_iter):

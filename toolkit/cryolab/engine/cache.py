@@ -1,4 +1,4 @@
-"""A cache of full-resolution reference projections, keyed by the samplers' orientation keys."""
+"""What the orientation samplers share: projecting per class, and a cache of projections."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,11 +7,12 @@ __all__ = ["CachedProjections"]
 
 
 class CachedProjections:
-    """Mixin for samplers: ``project(classes, orients)`` served from a key-sorted cache.
+    """Base of the samplers: ``project(classes, orients)`` served from a key-sorted cache.
 
-    A sampler provides ``keys(classes, orients) -> int64[J]``, ``_project(classes, orients, m)``,
-    ``pix`` and ``xp``. The fine passes of different images ask for many of the same
-    orientations within an iteration; each is projected once (up to ``cache_bytes``).
+    A sampler provides ``keys(classes, orients) -> int64[J]``, ``_project_class(k, orients)
+    -> [n, N, N//2+1]`` (one class's centred half transforms), ``pix`` and ``xp``. The fine
+    passes of different images ask for many of the same orientations within an iteration;
+    each is projected once (up to ``cache_bytes``).
     """
 
     cache_bytes = 1 << 30
@@ -19,6 +20,19 @@ class CachedProjections:
     def _init_cache(self):
         self._cache_keys = np.zeros(0, np.int64)
         self._cache_rows = self.xp.zeros((0, self.pix.size), self.xp.complex64)
+
+    def _project(self, classes, orients, m: int | None = None, chunk: int = 4096):
+        """``[J, M]`` (or ``[J, m]``) projections, computed class by class in chunks (not cached)."""
+        xp = self.xp
+        idx = self.pix.index[:m] if m else self.pix.index
+        out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
+        for k in np.unique(classes):
+            sel = np.flatnonzero(classes == k)
+            for start in range(0, sel.size, chunk):
+                part = sel[start:start + chunk]
+                ft = self._project_class(int(k), orients[part])
+                out[xp.asarray(part)] = ft.reshape(len(part), -1)[:, idx]
+        return out
 
     def project(self, classes, orients, m: int | None = None):
         """``[J, M]`` (or ``[J, m]``, uncached) projections for (class, orientation) pairs, in order."""

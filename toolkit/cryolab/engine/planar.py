@@ -57,16 +57,8 @@ class PlanarSampler(CachedProjections):
         fo = fine_psi(orients, self.psi_step_deg, oversampling)
         return fo.ravel(), np.repeat(classes, fo.shape[1])
 
-    def _project(self, classes, orients, m: int | None = None):
-        """``[J, M]`` (or ``[J, m]``) projections for (class, psi) pairs, computed (not cached)."""
-        xp = self.xp
-        idx = self.pix.index[:m] if m else self.pix.index
-        out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
-        for k in np.unique(classes):
-            sel = np.flatnonzero(classes == k)
-            ft = self.rotators[int(k)].rotate_ft(orients[sel], max_shell=self.pix.max_shell)[0]
-            out[xp.asarray(sel)] = ft.reshape(len(sel), -1)[:, idx]
-        return out
+    def _project_class(self, k: int, psi_deg):
+        return self.rotators[k].rotate_ft(psi_deg, max_shell=self.pix.max_shell)[0]
 
     def insert(self, backprojector, orients, D, W):
         """Add sums ``D``, ``W`` ``[J, M]`` at psi angles ``orients`` to a 2D back-projector."""

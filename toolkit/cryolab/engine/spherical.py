@@ -84,20 +84,9 @@ class SphericalSampler(CachedProjections):
         return (((np.asarray(classes, np.int64) * 16 + orients[:, 4].astype(np.int64)) << 40)
                 + (orients[:, 3].astype(np.int64) << 16) + psi)
 
-    def _project(self, classes, orients, m: int | None = None):
-        """Projections at orientation rows, computed (not cached)."""
-        xp = self.xp
-        idx = self.pix.index[:m] if m else self.pix.index
-        out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
-        for k in np.unique(classes):
-            sel = np.flatnonzero(classes == k)
-            rots = euler_to_matrix(orients[sel, 0], orients[sel, 1], orients[sel, 2])
-            for start in range(0, sel.size, 4096):
-                part = sel[start:start + 4096]
-                ft = self.projectors[int(k)].project_ft(xp.asarray(rots[start:start + 4096]),
-                                                        max_shell=self.pix.max_shell)
-                out[xp.asarray(part)] = ft.reshape(len(part), -1)[:, idx]
-        return out
+    def _project_class(self, k: int, orients):
+        rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
+        return self.projectors[k].project_ft(self.xp.asarray(rots), max_shell=self.pix.max_shell)
 
     def insert(self, backprojector, orients, D, W):
         """Add sums ``D``, ``W`` ``[J, M]`` at orientation rows to a 3D back-projector."""

@@ -23,12 +23,5 @@ def class2d(particles, K: int = 10, iterations: int = 25, *, mode: str = "map", 
                         offset_range_px=offset_range_px, offset_step_px=offset_step_px,
                         particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed, backend=backend, **kw)
     session = Session(particles, settings)
-
-    def after(s, result):
-        if out_dir is not None:
-            s.save(out_dir)
-        if callback is not None:
-            callback(s, result)
-
-    session.run(iterations, callback=after, progress=progress)
+    session.run(iterations, callback=callback, progress=progress, out_dir=out_dir)
     return session

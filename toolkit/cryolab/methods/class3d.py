@@ -64,12 +64,5 @@ def class3d(particles, reference, K: int = 2, iterations: int = 25, *, tau2_fudg
         ref = lowpass(reference, ini_high_A, particles.pixel_size_A, ndim=3)
         refs = np.repeat(ref[None], K, axis=0)
     session = Session(particles, settings, references=refs)
-
-    def after(s, result):
-        if out_dir is not None:
-            s.save(out_dir)
-        if callback is not None:
-            callback(s, result)
-
-    session.run(iterations, callback=after, progress=progress)
+    session.run(iterations, callback=callback, progress=progress, out_dir=out_dir)
     return session
