@@ -146,6 +146,8 @@ _CLASSIFY_TABLE = [
      "never use data beyond this resolution, in Angstrom"),
     ("--seed", "seed", int, 0, "random seed (same seed, same result)"),
     ("--batch_size", "batch_size", positive_int, 64, "particles per E-step batch (memory)"),
+    ("--scheduler", "scheduler", str, None, "run E-steps on a dask cluster: local:N (N local workers) "
+     "or a scheduler address tcp://host:port"),
 ]
 
 

@@ -16,14 +16,11 @@ import numpy as np
 
 from .backend import get_xp, resolve_backend, to_numpy
 from .engine.estep import fourier_pixels
-from .engine.expectation import expectation_batch
 from .engine.images import prepare_batch
 from .engine.mstep import shell_sums, sigma2_from_residuals, tau2_from_power
-from .engine.planar import PlanarSampler
-from .engine.spherical import SphericalSampler
 from .fourier import radial_average, rfft2c, rfft3c, shell_index
 from .geometry import healpix_step_deg
-from .reconstruction import BackProjector, BackProjector2D
+from .reconstruction import BackProjector2D
 from .validation import soft_circle_mask
 
 __all__ = ["Settings", "IterationResult", "Session"]
@@ -41,6 +38,8 @@ class Settings:
     likelihood, no regularisation) or ``maxcc`` (projection matching).
     ``firstiter_cc``: run the first iteration as projection matching (RELION's
     ``--firstiter_cc``), which puts an external reference on the data's grey scale.
+    ``scheduler``: where E-steps run: None (this process), ``"local:N"`` (N local worker
+    processes) or a dask scheduler address ``"tcp://host:8786"`` (see :mod:`cryolab.distributed`).
     """
     K: int = 4
     n_iter: int = 25
@@ -63,9 +62,15 @@ class Settings:
     seed: int = 0
     backend: str = "numpy"
     batch_size: int = 64
+    scheduler: str | None = None
 
     def __post_init__(self):
+        from .distributed import check_scheduler
         from .errors import CryolabInputError
+        try:
+            check_scheduler(self.scheduler)
+        except ValueError as exc:
+            raise CryolabInputError(str(exc), field="scheduler") from None
         if self.mode not in MODES:
             raise CryolabInputError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
         if self.K < 1:
@@ -183,9 +188,8 @@ class Session:
         return max(lim, 2)
 
     def _read(self, idx):
-        images = self.xp.asarray(self.particles.read(idx))
-        ctf = self.particles.ctf(idx) if self.settings.ctf else None
-        return images, ctf
+        from .distributed import read_batch
+        return read_batch(self.particles, idx, self.xp, self.settings.ctf)
 
     def _initial_sigma2(self) -> np.ndarray:
         """Noise power per shell: half the mean power spectrum of (masked) images, minus the mean image's."""
@@ -221,62 +225,60 @@ class Session:
 
     # ------------------------------------------------------------------ stepping
     def estep(self, progress: bool = False) -> None:
-        """E-step over all particles (in batches); accumulates the sums the M-step needs."""
-        s, xp = self.settings, self.xp
-        K, N = s.K, len(self.particles)
-        pix = fourier_pixels(self.n, self.max_shell, xp)
-        refs = xp.asarray(self.references)
-        if self.dim == 2:
-            sampler = PlanarSampler(refs, pix, s.psi_step_deg, s.offset_range_px, s.offset_step_px)
-            bps = [BackProjector2D(self.n, pad=2, xp=xp) for _ in range(K)]
-        else:
-            sampler = SphericalSampler(refs, pix, s.healpix_order, s.offset_range_px, s.offset_step_px)
-            bps = [BackProjector(self.n, pad=2, xp=xp) for _ in range(K)]
-        coarse = sampler.coarse(self._coarse_pixels(pix))
-        n_shells = self.n // 2 + 1
-        sigma2 = self._sigma2_for_mode()
-        inv_s2 = xp.asarray(1.0 / sigma2[to_numpy(pix.shell)], dtype=xp.float32)
-        w_shell = np.zeros((K, n_shells))
+        """E-step over all particles (in batches); accumulates the sums the M-step needs.
 
-        def accumulate(k, orients, D, W):
-            sampler.insert(bps[k], orients, D, W)
-            w_shell[k] += to_numpy(shell_sums(W.sum(axis=0), pix.shell, n_shells))
-
-        log_pdf = xp.asarray(np.log(np.maximum(self.pdf_class, 1e-30)), dtype=xp.float32)
-        resid, off2, cw = 0.0, 0.0, np.zeros(K)
+        The work is :func:`cryolab.distributed.estep_chunk`'s: in-process on consecutive
+        batches, or, with ``settings.scheduler``, in chunks on a dask cluster (see
+        :mod:`cryolab.distributed`); the sums are then added up and the M-step is the same.
+        """
+        from .distributed import EStepWorker, estep_on_cluster
+        s, N = self.settings, len(self.particles)
+        pix = fourier_pixels(self.n, self.max_shell, self.xp)
+        inputs = self.estep_inputs(pix)
         new = dict(classes=self.classes.copy(), eulers=self.eulers.copy(), offsets=self.offsets_px.copy())
-        batches = range(0, N, s.batch_size)
+
+        def store(idx, r):
+            new["classes"][idx], new["eulers"][idx], new["offsets"][idx] = r.classes, r.eulers, r.offsets
+            self.pmax[idx], self.n_significant[idx], self.loglik[idx] = r.pmax, r.n_significant, r.loglik
+            self.class_posterior[idx] = r.class_posterior
+            for i, b in enumerate(idx):
+                self.top_samples[b] = r.top_samples[i]
+
+        bar = None
         if progress:
             from tqdm.auto import tqdm
-            batches = tqdm(batches, desc=f"iteration {self.iteration + 1} E-step", unit="batch")
-        for start in batches:
-            if self._stop.is_set():
-                return
-            idx = np.arange(start, min(N, start + s.batch_size))
-            images, ctf = self._read(idx)
-            X, C = prepare_batch(images, pix, self.mask, self.offsets_px[idx], ctf, self.pixel_size_A)
-            a = 0.5 * (xp.abs(X) ** 2 * inv_s2).sum(axis=1)
-            res, extra = expectation_batch(
-                X, C, inv_s2, a, coarse, sampler, pix, log_pdf_class=log_pdf,
-                offsets_px=self.offsets_px[idx], sigma_offset_px=self.sigma_offset_px, mode=self.mode_now,
-                oversampling=s.oversampling, adaptive_fraction=s.adaptive_fraction,
-                translation_step_px=s.offset_step_px, accumulate=accumulate)
-            resid = resid + extra["residual"]
-            off2 += extra["offset_moment"]
-            cw += res.class_posterior.sum(axis=0)
-            new["classes"][idx] = res.best_class
-            if self.dim == 2:
-                new["eulers"][idx, 2] = res.best_orient
-            else:
-                new["eulers"][idx] = res.best_orient[:, :3]
-            new["offsets"][idx] = self.offsets_px[idx] + res.best_trans
-            self.pmax[idx], self.n_significant[idx], self.loglik[idx] = res.pmax, res.n_significant, res.loglik
-            self.class_posterior[idx] = res.class_posterior
-            for i, b in enumerate(idx):
-                self.top_samples[b] = res.top_samples[i]
+            bar = tqdm(total=-(-N // s.batch_size), desc=f"iteration {self.iteration + 1} E-step",
+                       unit="chunk" if s.scheduler else "batch")
+        if s.scheduler:
+            sums = estep_on_cluster(s.scheduler, inputs, self.particles, self.offsets_px, self.eulers, store,
+                                    stop=self._stop, progress=bar)
+        else:
+            worker = EStepWorker(inputs, self.particles, pix)
+            sums = worker.sums
+            for start in range(0, N, s.batch_size):
+                if self._stop.is_set():
+                    sums = None
+                    break
+                idx = np.arange(start, min(N, start + s.batch_size))
+                store(idx, worker.run(idx, self.offsets_px[idx], self.eulers[idx]))
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        if sums is None:
+            return
         self._changes = self._assignment_changes(new)
         self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
-        self._pending = _Pending(bps, w_shell, resid, off2, cw, N, pix)
+        self._pending = _Pending(sums.bps, sums.w_shell, sums.residual, sums.offset_moment, sums.class_weight,
+                                 N, pix)
+
+    def estep_inputs(self, pix=None):
+        """The plain inputs (:class:`cryolab.distributed.EStepInputs`) of the coming E-step."""
+        from .distributed import EStepInputs
+        pix = fourier_pixels(self.n, self.max_shell, self.xp) if pix is None else pix
+        return EStepInputs(self.settings, self.references, self._sigma2_for_mode(), self.pdf_class,
+                           self.sigma_offset_px, self.max_shell, self.mode_now, self._coarse_pixels(pix),
+                           to_numpy(self.mask), self.pixel_size_A)
 
     @property
     def mode_now(self) -> str:

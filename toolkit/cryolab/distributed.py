@@ -1,0 +1,340 @@
+"""The E-step over a chunk of particles as one function of plain inputs, run in-process or on a cluster.
+
+:func:`estep_chunk` takes what an iteration's E-step needs (:class:`EStepInputs`: settings,
+references, noise spectrum, class priors, offset prior, current resolution), the particles
+(a :class:`~cryolab.io.ParticleStack`, a STAR path, or a :class:`StackRows`) and the current
+offsets/angles of the chunk's particles, and returns plain outputs: a :class:`ChunkResult`
+(per-particle assignments) and the M-step accumulators (:class:`EStepSums`). Sums of
+several chunks are reduced with :meth:`EStepSums.add`, so the M-step is the same whether
+the chunks ran one after the other in the notebook's process or on many workers.
+
+:class:`cryolab.session.Session` uses an :class:`EStepWorker` (the function's engine) on
+consecutive batches in-process; with ``Settings.scheduler`` it hands chunks to a
+`dask.distributed <https://distributed.dask.org>`_ cluster (:func:`estep_on_cluster`):
+
+* ``"local:N"``: a ``LocalCluster`` of ``N`` worker processes (one thread each) on this machine;
+* ``"tcp://host:8786"``: an existing cluster's scheduler (e.g. started by dask-jobqueue's
+  ``SLURMCluster`` or dask-kubernetes); its workers must see the particle files at the same path.
+
+Workers read the images themselves (memory maps of the stack files named in the STAR file):
+only metadata rows, references and the resulting sums travel over the network.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend import resolve_backend, to_numpy
+
+__all__ = ["EStepInputs", "ChunkResult", "EStepSums", "EStepWorker", "StackRows", "estep_chunk",
+           "estep_on_cluster", "get_client", "read_batch", "check_scheduler"]
+
+
+@dataclass
+class EStepInputs:
+    """Everything an E-step of one iteration needs besides the particles (NumPy arrays, picklable).
+
+    ``sigma2``: the noise power per shell the likelihood uses (already adapted to ``mode``);
+    ``mode``: the mode of this iteration (``maxcc`` for a ``firstiter_cc`` first iteration);
+    ``coarse_pixels``: pixels of the coarse pass (None: all); ``mask``: the real-space mask.
+    """
+    settings: object
+    references: np.ndarray
+    sigma2: np.ndarray
+    pdf_class: np.ndarray
+    sigma_offset_px: float
+    max_shell: int
+    mode: str
+    coarse_pixels: int | None
+    mask: np.ndarray
+    pixel_size_A: float
+
+
+@dataclass
+class ChunkResult:
+    """Per-particle results of a chunk, in the order of its rows (NumPy arrays of length B).
+
+    ``eulers [B, 3]`` and ``offsets [B, 2]`` are the new best angles and offsets (pixels).
+    """
+    classes: np.ndarray
+    eulers: np.ndarray
+    offsets: np.ndarray
+    pmax: np.ndarray
+    n_significant: np.ndarray
+    loglik: np.ndarray
+    class_posterior: np.ndarray
+    top_samples: list = field(default_factory=list)
+
+    @classmethod
+    def concat(cls, parts) -> "ChunkResult":
+        """One result of consecutive parts."""
+        names = ("classes", "eulers", "offsets", "pmax", "n_significant", "loglik", "class_posterior")
+        out = {n: np.concatenate([getattr(p, n) for p in parts]) for n in names}
+        return cls(**out, top_samples=[t for p in parts for t in p.top_samples])
+
+
+@dataclass
+class EStepSums:
+    """M-step accumulators: per-class back-projectors, per-class weight per shell ``[K, shells]``,
+    residual power per pixel, offset second moment, class weights ``[K]`` and particle count."""
+    bps: list
+    w_shell: np.ndarray
+    residual: object
+    offset_moment: float
+    class_weight: np.ndarray
+    n: int
+
+    def add(self, other: "EStepSums") -> "EStepSums":
+        """Add another chunk's sums to these; returns ``self``."""
+        for bp, o in zip(self.bps, other.bps):
+            bp.add(o)
+        self.w_shell = self.w_shell + other.w_shell
+        self.residual = self.residual + other.residual
+        self.offset_moment += other.offset_moment
+        self.class_weight = self.class_weight + other.class_weight
+        self.n += other.n
+        return self
+
+    def __getstate__(self):
+        # back-projectors hold their array module: send their arrays only (as NumPy)
+        state = dict(self.__dict__)
+        state["bps"] = [(type(bp), {k: _host(v) for k, v in vars(bp).items() if k != "xp"})
+                        for bp in self.bps]
+        state["residual"] = _host(self.residual)
+        return state
+
+    def __setstate__(self, state):
+        bps = []
+        for kind, attrs in state["bps"]:
+            bp = kind.__new__(kind)
+            bp.__dict__.update(attrs, xp=np)
+            bps.append(bp)
+        self.__dict__.update(state, bps=bps)
+
+
+def _host(value):
+    return to_numpy(value) if type(value).__module__.startswith("cupy") else value
+
+
+@dataclass
+class StackRows:
+    """Rows of a particle table, to be opened where the work runs (no images: they are read there).
+
+    Image names are relative to the (absolute) STAR file's folder, as
+    :meth:`~cryolab.io.ParticleStack.image_names_for` writes them.
+    """
+    star_path: str
+    table: object
+    optics: object
+
+    @classmethod
+    def of(cls, stack, rows, names=None) -> "StackRows":
+        """The rows ``rows`` of ``stack`` (``names``: its image names for its folder, if known)."""
+        star = Path(stack.star_path).resolve()
+        if names is None:
+            names = np.asarray(stack.image_names_for(star.parent), dtype=object)
+        table = stack.table.iloc[rows].copy()
+        table["rlnImageName"] = names[rows]
+        return cls(str(star), table, stack.optics)
+
+    def open(self):
+        from .io import ParticleStack
+        return ParticleStack(self.table, self.optics, self.star_path)
+
+
+def _open(particles):
+    from .io import ParticleStack
+    if isinstance(particles, ParticleStack):
+        return particles
+    if isinstance(particles, StackRows):
+        return particles.open()
+    return ParticleStack.from_star(particles)
+
+
+def read_batch(stack, rows, xp, ctf: bool = True):
+    """``(images [B, N, N] on xp, CTFParams or None)`` of rows ``rows`` of a ParticleStack."""
+    return xp.asarray(stack.read(rows)), (stack.ctf(rows) if ctf else None)
+
+
+class EStepWorker:
+    """The engine of :func:`estep_chunk`: samplers and accumulators of one iteration's E-step.
+
+    ``run(rows, offsets_px, eulers)`` processes one batch (at most ``batch_size`` rows of
+    ``particles``) and adds its M-step sums to ``self.sums``. Projections of the references
+    are computed once per worker and cached across its batches.
+    """
+
+    def __init__(self, inputs: EStepInputs, particles, pix=None):
+        from .engine.estep import fourier_pixels
+        from .engine.mstep import shell_sums
+        from .engine.planar import PlanarSampler
+        from .engine.spherical import SphericalSampler
+        from .reconstruction import BackProjector, BackProjector2D
+        s = self.settings = inputs.settings
+        self.inputs = inputs
+        self.particles = _open(particles)
+        xp = self.xp = resolve_backend(s.backend)
+        K, n = inputs.references.shape[0], inputs.references.shape[-1]
+        self.dim = inputs.references.ndim - 1
+        self.pix = pix = fourier_pixels(n, inputs.max_shell, xp) if pix is None else pix
+        refs = xp.asarray(inputs.references)
+        if self.dim == 2:
+            sampler = PlanarSampler(refs, pix, s.psi_step_deg, s.offset_range_px, s.offset_step_px)
+            bps = [BackProjector2D(n, pad=2, xp=xp) for _ in range(K)]
+        else:
+            sampler = SphericalSampler(refs, pix, s.healpix_order, s.offset_range_px, s.offset_step_px)
+            bps = [BackProjector(n, pad=2, xp=xp) for _ in range(K)]
+        self.sampler = sampler
+        self.coarse = sampler.coarse(inputs.coarse_pixels)
+        n_shells = n // 2 + 1
+        self.inv_s2 = xp.asarray(1.0 / inputs.sigma2[to_numpy(pix.shell)], dtype=xp.float32)
+        self.log_pdf = xp.asarray(np.log(np.maximum(inputs.pdf_class, 1e-30)), dtype=xp.float32)
+        self.mask = xp.asarray(inputs.mask)
+        self.sums = EStepSums(bps, np.zeros((K, n_shells)), 0.0, 0.0, np.zeros(K), 0)
+        w_shell = self.sums.w_shell
+
+        def accumulate(k, orients, D, W):
+            sampler.insert(bps[k], orients, D, W)
+            w_shell[k] += to_numpy(shell_sums(W.sum(axis=0), pix.shell, n_shells))
+
+        self._accumulate = accumulate
+
+    def run(self, rows, offsets_px, eulers) -> ChunkResult:
+        """E-step of one batch: rows of ``particles``, their offsets ``[B, 2]`` (px) and angles ``[B, 3]``."""
+        from .engine.expectation import expectation_batch
+        from .engine.images import prepare_batch
+        s, xp, inp, sums = self.settings, self.xp, self.inputs, self.sums
+        images, ctf = read_batch(self.particles, rows, xp, s.ctf)
+        X, C = prepare_batch(images, self.pix, self.mask, offsets_px, ctf, inp.pixel_size_A)
+        a = 0.5 * (xp.abs(X) ** 2 * self.inv_s2).sum(axis=1)
+        res, extra = expectation_batch(
+            X, C, self.inv_s2, a, self.coarse, self.sampler, self.pix, log_pdf_class=self.log_pdf,
+            offsets_px=offsets_px, sigma_offset_px=inp.sigma_offset_px, mode=inp.mode,
+            oversampling=s.oversampling, adaptive_fraction=s.adaptive_fraction,
+            translation_step_px=s.offset_step_px, accumulate=self._accumulate)
+        sums.residual = sums.residual + extra["residual"]
+        sums.offset_moment += extra["offset_moment"]
+        sums.class_weight += res.class_posterior.sum(axis=0)
+        sums.n += len(rows)
+        new_eulers = np.array(eulers, dtype=float, copy=True)
+        if self.dim == 2:
+            new_eulers[:, 2] = res.best_orient
+        else:
+            new_eulers[:] = res.best_orient[:, :3]
+        return ChunkResult(res.best_class, new_eulers, offsets_px + res.best_trans, res.pmax,
+                           res.n_significant, res.loglik, res.class_posterior, list(res.top_samples))
+
+
+def estep_chunk(inputs: EStepInputs, particles, rows, offsets_px, eulers):
+    """E-step of the particles ``rows`` (None: all rows) of ``particles`` (ParticleStack, STAR
+    path or :class:`StackRows`), in batches of ``settings.batch_size``.
+
+    ``offsets_px [B, 2]`` and ``eulers [B, 3]``: the particles' current offsets and angles.
+    Returns ``(ChunkResult, EStepSums)``.
+    """
+    worker = EStepWorker(inputs, particles)
+    rows = np.arange(len(worker.particles)) if rows is None else np.asarray(rows)
+    offsets_px, eulers = np.asarray(offsets_px, float), np.asarray(eulers, float)
+    step = inputs.settings.batch_size
+    parts = [worker.run(rows[i:i + step], offsets_px[i:i + step], eulers[i:i + step])
+             for i in range(0, len(rows), step)]
+    return ChunkResult.concat(parts), worker.sums
+
+
+# --------------------------------------------------------------------------- clusters
+
+_CLIENTS: dict = {}
+
+
+def check_scheduler(scheduler) -> None:
+    """Raise ValueError unless ``scheduler`` is None, ``"local:N"`` (N >= 1) or an address ``proto://...``."""
+    if scheduler is None:
+        return
+    text = str(scheduler)
+    if text.startswith("local:"):
+        n = text[len("local:"):]
+        if n.isdigit() and int(n) >= 1:
+            return
+    elif "://" in text:
+        return
+    raise ValueError(f"scheduler must be 'local:N' (N workers) or a scheduler address such as "
+                     f"'tcp://host:8786', got {scheduler!r}")
+
+
+def get_client(scheduler: str):
+    """A dask.distributed Client for ``"local:N"`` (a LocalCluster started once per process) or
+    a scheduler address; clients are kept for the next iteration."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ImportError("a scheduler needs dask.distributed: pip install 'cryolab[dask]'") from None
+    check_scheduler(scheduler)
+    client = _CLIENTS.get(scheduler)
+    if client is not None and client.status == "running":
+        return client
+    if scheduler.startswith("local:"):
+        cluster = LocalCluster(n_workers=int(scheduler[len("local:"):]), threads_per_worker=1,
+                               processes=True, dashboard_address=":0")
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    _CLIENTS[scheduler] = client
+    return client
+
+
+def close_clients() -> None:
+    """Close the clients (and local clusters) started by :func:`get_client`."""
+    while _CLIENTS:
+        _, client = _CLIENTS.popitem()
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def chunk_rows(n: int, batch_size: int, n_chunks: int) -> list:
+    """``n`` rows cut into at most ``n_chunks`` consecutive chunks of whole batches."""
+    batches = math.ceil(n / batch_size)
+    per = math.ceil(batches / max(1, min(n_chunks, batches))) * batch_size
+    return [np.arange(i, min(n, i + per)) for i in range(0, n, per)]
+
+
+def estep_on_cluster(scheduler: str, inputs: EStepInputs, stack, offsets_px, eulers, on_chunk,
+                     stop=None, progress=None):
+    """Run the E-step of all particles of ``stack`` on a cluster; returns the reduced EStepSums
+    (None when ``stop`` (a threading.Event) was set).
+
+    The particles are cut into about four chunks per worker; each runs :func:`estep_chunk` on a
+    worker, which reads its own images. ``on_chunk(rows, ChunkResult)`` is called in order of
+    the rows, and the sums are added in that order (the result does not depend on which worker
+    finished first). ``progress``: a tqdm-like bar advanced per chunk.
+    """
+    client = get_client(scheduler)
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    chunks = chunk_rows(len(stack), inputs.settings.batch_size, 4 * n_workers)
+    names = np.asarray(stack.image_names_for(Path(stack.star_path).resolve().parent), dtype=object)
+    shared = client.scatter(inputs, broadcast=True, hash=False)
+    futures = [client.submit(estep_chunk, shared, StackRows.of(stack, rows, names), None,
+                             offsets_px[rows], eulers[rows], pure=False) for rows in chunks]
+    if progress is not None:
+        progress.reset(total=len(chunks))
+    total = None
+    try:
+        for rows, fut in zip(chunks, futures):
+            while not fut.done():
+                if stop is not None and stop.is_set():
+                    return None
+                time.sleep(0.02)
+            part, sums = fut.result()
+            fut.release()
+            on_chunk(rows, part)
+            total = sums if total is None else total.add(sums)
+            if progress is not None:
+                progress.update(1)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+    return total
