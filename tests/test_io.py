@@ -315,3 +315,16 @@ def test_relion_reconstruct_accepts_our_star(relion_set):
     info = mrc_header_info(folder / "x.mrc")
     assert info["shape"] == (32, 32, 32) and info["pixel_size_A"] == pytest.approx(3.0)
     assert np.isfinite(read_mrc(folder / "x.mrc")[0]).all()
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """Files written through a temporary name are readable like any new file (umask applies)."""
+    import os
+    import numpy as np
+    from cryolab.io import write_mrc
+    old = os.umask(0o022)
+    try:
+        p = write_mrc(tmp_path / "m.mrc", np.zeros((4, 4, 4), np.float32), 1.0)
+    finally:
+        os.umask(old)
+    assert os.stat(p).st_mode & 0o777 == 0o644
