@@ -9,13 +9,13 @@ from pathlib import Path
 from ..errors import CryolabInputError
 
 
-@contextlib.contextmanager
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+@contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
