@@ -189,7 +189,8 @@ class EStepWorker:
             sampler = SphericalSampler(refs, pix, s.healpix_order, s.offset_range_px, s.offset_step_px)
             bps = [BackProjector(n, pad=2, xp=xp) for _ in range(K)]
         self.sampler = sampler
-        self.coarse = sampler.coarse(inputs.coarse_pixels)
+        fixed = self.dim == 3 and s.skip_align
+        self.coarse = None if fixed else sampler.coarse(inputs.coarse_pixels)
         n_shells = n // 2 + 1
         self.inv_s2 = xp.asarray(1.0 / inputs.sigma2[to_numpy(pix.shell)], dtype=xp.float32)
         self.log_pdf = xp.asarray(np.log(np.maximum(inputs.pdf_class, 1e-30)), dtype=xp.float32)
@@ -211,11 +212,17 @@ class EStepWorker:
         images, ctf = read_batch(self.particles, rows, xp, s.ctf)
         X, C = prepare_batch(images, self.pix, self.mask, offsets_px, ctf, inp.pixel_size_A)
         a = 0.5 * (xp.abs(X) ** 2 * self.inv_s2).sum(axis=1)
+        coarse, prior, oversampling = self.coarse, None, s.oversampling
+        if self.dim == 3 and s.skip_align:
+            coarse, prior = self._fixed(eulers)
+            oversampling = 0
+        elif self.dim == 3 and s.sigma_ang_deg:
+            coarse, prior = self._local(eulers)
         res, extra = expectation_batch(
-            X, C, self.inv_s2, a, self.coarse, self.sampler, self.pix, log_pdf_class=self.log_pdf,
+            X, C, self.inv_s2, a, coarse, self.sampler, self.pix, log_pdf_class=self.log_pdf,
             offsets_px=offsets_px, sigma_offset_px=inp.sigma_offset_px, mode=inp.mode,
-            oversampling=s.oversampling, adaptive_fraction=s.adaptive_fraction,
-            translation_step_px=s.offset_step_px, accumulate=self._accumulate)
+            oversampling=oversampling, adaptive_fraction=s.adaptive_fraction,
+            translation_step_px=s.offset_step_px, accumulate=self._accumulate, orient_log_prior=prior)
         sums.residual = sums.residual + extra["residual"]
         sums.offset_moment += extra["offset_moment"]
         sums.class_weight += res.class_posterior.sum(axis=0)
@@ -227,6 +234,41 @@ class EStepWorker:
             new_eulers[:] = res.best_orient[:, :3]
         return ChunkResult(res.best_class, new_eulers, offsets_px + res.best_trans, res.pmax,
                            res.n_significant, res.loglik, res.class_posterior, list(res.top_samples))
+
+
+    def _local(self, eulers):
+        """Local searches: the coarse samples within ``3 sigma_ang`` of any particle of the batch,
+        and the per-particle Gaussian log prior (``-inf`` outside each particle's own neighbourhood)."""
+        from .engine.expectation import NEG, SampleSet
+        from .engine.spherical import local_log_prior
+        xp, c, s = self.xp, self.coarse, self.settings
+        priors = np.asarray(eulers, float)
+
+        def prior(orients):
+            lp = local_log_prior(priors, orients, s.sigma_ang_deg, s.sym)
+            return xp.asarray(np.where(np.isfinite(lp), lp, NEG), dtype=xp.float32)
+
+        keep = np.flatnonzero(np.isfinite(local_log_prior(priors, c.orients, s.sigma_ang_deg, s.sym)).any(axis=0))
+        return SampleSet(c.classes[keep], c.orients[keep], c.P[xp.asarray(keep)], c.trans, c.ramps), prior
+
+    def _fixed(self, eulers):
+        """``skip_align``: each particle is compared, at its own angles and offset, with every class."""
+        from .engine.expectation import NEG, SampleSet
+        from .engine.sampling import shift_ramps
+        from .engine.spherical import fixed_orientations
+        xp, K = self.xp, self.inputs.references.shape[0]
+        rows = fixed_orientations(eulers)
+        B = len(rows)
+        orients, classes = np.tile(rows, (K, 1)), np.repeat(np.arange(K), B)
+        P = self.sampler._project(classes, orients)          # uncached: keys repeat across batches
+        trans = np.zeros((1, 2))
+        ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, trans, xp)
+        own = np.where(np.arange(B)[:, None] == np.tile(np.arange(B), K)[None, :], 0.0, NEG)
+        own = xp.asarray(own, dtype=xp.float32)
+
+        def prior(o):
+            return own
+        return SampleSet(classes, orients, P, trans, ramps), prior
 
 
 def estep_chunk(inputs: EStepInputs, particles, rows, offsets_px, eulers):

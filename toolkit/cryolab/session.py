@@ -40,6 +40,11 @@ class Settings:
     ``--firstiter_cc``), which puts an external reference on the data's grey scale.
     ``scheduler``: where E-steps run: None (this process), ``"local:N"`` (N local worker
     processes) or a dask scheduler address ``"tcp://host:8786"`` (see :mod:`cryolab.distributed`).
+    ``sigma_ang_deg`` (3D, RELION's ``--sigma_ang``): local searches; each particle's orientation
+    prior is a Gaussian of this sigma around its current angles (viewing direction and psi) and
+    only orientations within 3 sigma are visited. ``skip_align`` (3D, ``--skip_align``): keep each
+    particle's angles and offset, classify only. ``reference_mask``: a soft mask (MRC path or
+    array ``[N, N, N]``) multiplying the references before projection (focused classification).
     """
     K: int = 4
     n_iter: int = 25
@@ -63,6 +68,9 @@ class Settings:
     backend: str = "numpy"
     batch_size: int = 64
     scheduler: str | None = None
+    sigma_ang_deg: float | None = None
+    skip_align: bool = False
+    reference_mask: object = None
 
     def __post_init__(self):
         from .distributed import check_scheduler
@@ -75,6 +83,8 @@ class Settings:
             raise CryolabInputError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
         if self.K < 1:
             raise CryolabInputError(f"K must be >= 1, got {self.K}", field="K")
+        if self.sigma_ang_deg is not None and self.sigma_ang_deg <= 0:
+            raise CryolabInputError(f"sigma_ang_deg must be > 0, got {self.sigma_ang_deg}", field="sigma_ang_deg")
         for name in ("tau2_fudge", "psi_step_deg", "offset_step_px", "batch_size"):
             if getattr(self, name) <= 0:
                 raise CryolabInputError(f"{name} must be > 0, got {getattr(self, name)}", field=name)
@@ -159,6 +169,12 @@ class Session:
             raise CryolabInputError(f"references must have shape {(K,) + (self.n,) * 2} (2D) or "
                                     f"{(K,) + (self.n,) * 3} (3D), got {self.references.shape}",
                                     field="references")
+        if self.dim == 2 and (self.settings.skip_align or self.settings.sigma_ang_deg
+                              or self.settings.reference_mask is not None):
+            from .errors import CryolabInputError
+            raise CryolabInputError("skip_align, sigma_ang_deg and reference_mask need 3D references",
+                                    field="references")
+        self.tau2 = None       # per-class signal power for the M-step (None: from the reference power)
         if self.dim == 3:
             e = particles.eulers()
             if e is not None:
@@ -255,11 +271,12 @@ class Session:
         else:
             worker = EStepWorker(inputs, self.particles, pix)
             sums = worker.sums
-            for start in range(0, N, s.batch_size):
+            order, size = self._batch_order()
+            for start in range(0, N, size):
                 if self._stop.is_set():
                     sums = None
                     break
-                idx = np.arange(start, min(N, start + s.batch_size))
+                idx = order[start:start + size]
                 store(idx, worker.run(idx, self.offsets_px[idx], self.eulers[idx]))
                 if bar is not None:
                     bar.update(1)
@@ -272,13 +289,49 @@ class Session:
         self._pending = _Pending(sums.bps, sums.w_shell, sums.residual, sums.offset_moment, sums.class_weight,
                                  N, pix)
 
+    def _batch_order(self):
+        """Order of the particles in the E-step and the batch size. Local searches visit only
+        the union of a batch's neighbourhoods: batches are then small and made of particles with
+        nearby orientations (sorted by nearest HEALPix direction at order 2, nested, then psi)."""
+        N, s = len(self.particles), self.settings
+        if self.dim != 3 or not s.sigma_ang_deg or s.skip_align:
+            return np.arange(N), s.batch_size
+        from .geometry import euler_to_direction, healpix_pix2ang
+        theta, phi = healpix_pix2ang(4, np.arange(192), nest=True)
+        grid = np.stack([np.cos(phi) * np.sin(theta), np.sin(phi) * np.sin(theta), np.cos(theta)], axis=-1)
+        nearest = np.argmax(euler_to_direction(self.eulers[:, 0], self.eulers[:, 1]) @ grid.T, axis=1)
+        return np.lexsort((np.mod(self.eulers[:, 2], 360.0), nearest)), min(s.batch_size, 16)
+
     def estep_inputs(self, pix=None):
         """The plain inputs (:class:`cryolab.distributed.EStepInputs`) of the coming E-step."""
         from .distributed import EStepInputs
         pix = fourier_pixels(self.n, self.max_shell, self.xp) if pix is None else pix
-        return EStepInputs(self.settings, self.references, self._sigma2_for_mode(), self.pdf_class,
+        return EStepInputs(self.settings, self._masked_references(), self._sigma2_for_mode(), self.pdf_class,
                            self.sigma_offset_px, self.max_shell, self.mode_now, self._coarse_pixels(pix),
                            to_numpy(self.mask), self.pixel_size_A)
+
+    def reference_mask_array(self):
+        """The ``reference_mask`` as an array ``[N, N, N]`` (None without one)."""
+        m = self.settings.reference_mask
+        if m is None:
+            return None
+        if getattr(self, "_mask_source", None) is not m:
+            if isinstance(m, (str, bytes)) or hasattr(m, "__fspath__"):
+                from .io import read_mrc
+                arr = read_mrc(m)[0]
+            else:
+                arr = m
+            arr = np.asarray(arr, np.float32)
+            if arr.shape != (self.n,) * 3:
+                from .errors import CryolabInputError
+                raise CryolabInputError(f"reference_mask must have shape {(self.n,) * 3}, got {arr.shape}",
+                                        field="reference_mask")
+            self._mask_source, self._mask_array = m, arr
+        return self._mask_array
+
+    def _masked_references(self):
+        mask = self.reference_mask_array()
+        return self.references if mask is None else self.references * mask
 
     @property
     def mode_now(self) -> str:
@@ -289,7 +342,7 @@ class Session:
         """Pixels of the coarse pass (RELION's coarse image size): the resolution at which the
         coarse angular step moves the particle's edge by less than a pixel, with a safety factor."""
         s = self.settings
-        if s.oversampling == 0 or self.mode_now == "maxcc":
+        if s.oversampling == 0 or self.mode_now == "maxcc" or (self.dim == 3 and s.skip_align):
             return None
         step = s.psi_step_deg if self.dim == 2 else healpix_step_deg(s.healpix_order)
         diameter_A = s.particle_diameter_A or 0.9 * self.n * self.pixel_size_A
@@ -328,9 +381,12 @@ class Session:
         for k, bp in enumerate(p.bps):
             sym = {} if self.dim == 2 else {"sym": s.sym}
             if self.mode_now == "map":
-                ft = (rfft2c if self.dim == 2 else rfft3c)(self.references[k])
-                ref_power = radial_average(abs(ft) ** 2, self.n, ndim=self.dim)
-                tau2 = s.tau2_fudge * tau2_from_power(ref_power)
+                if self.tau2 is not None:
+                    tau2 = s.tau2_fudge * np.asarray(self.tau2[k], float)
+                else:
+                    ft = (rfft2c if self.dim == 2 else rfft3c)(self.references[k])
+                    ref_power = radial_average(abs(ft) ** 2, self.n, ndim=self.dim)
+                    tau2 = s.tau2_fudge * tau2_from_power(ref_power)
                 ref = bp.reconstruct(method="wiener", tau2=tau2, **sym)
                 dvp = p.w_shell[k] / np.maximum(npix, 1) * tau2
             else:
@@ -487,8 +543,22 @@ class Session:
 
     def save(self, directory, prefix: str = "run") -> str:
         """Write RELION-named outputs of the current iteration; see :mod:`cryolab.session_io`."""
+        from pathlib import Path
+
         from .session_io import save
-        return save(self, directory, prefix)
+        mask = self.settings.reference_mask
+        if mask is None or isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
+            return save(self, directory, prefix)
+        from .io import write_mrc     # an array mask is saved beside the run and named in the settings
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        path = Path(directory).resolve() / f"{prefix}_reference_mask.mrc"
+        write_mrc(path, np.asarray(mask, np.float32), self.pixel_size_A)
+        settings = self.settings
+        self.settings = replace(settings, reference_mask=str(path))
+        try:
+            return save(self, directory, prefix)
+        finally:
+            self.settings = settings
 
     @classmethod
     def resume(cls, directory, iteration: int | None = None, prefix: str = "run") -> "Session":

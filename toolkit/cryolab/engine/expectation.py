@@ -91,6 +91,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     lpo = None if orient_log_prior is None else orient_log_prior(coarse.orients)
     if mode != "maxcc":
         s += _log_prior(log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
+    elif lpo is not None:       # projection matching: the prior only restricts the search
+        s = get_xp(s).where((lpo > NEG / 2)[:, None, :], s, NEG)
     acc = _Accumulator(sampler, accumulate, inv_sigma2, mode)
     if mode == "maxcc" or oversampling == 0:
         return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,

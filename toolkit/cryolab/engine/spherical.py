@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
+from ..geometry import direction_distance, euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
 from ..projection import FourierProjector
 from .cache import CachedProjections
 from .estep import FourierPixels, scatter
 from .expectation import SampleSet
 from .sampling import fine_psi, shift_ramps, translation_grid
 
-__all__ = ["SphericalSampler", "healpix_orientations"]
+__all__ = ["SphericalSampler", "healpix_orientations", "local_log_prior", "fixed_orientations"]
 
 
 def healpix_orientations(order: int, psi_step_deg: float | None = None, pixels=None) -> np.ndarray:
@@ -30,6 +30,38 @@ def healpix_orientations(order: int, psi_step_deg: float | None = None, pixels=N
     n = len(psi)
     return np.stack([np.repeat(rot, n), np.repeat(np.degrees(theta), n), np.tile(psi, len(pix)),
                      np.repeat(pix, n).astype(float), np.full(len(pix) * n, float(order))], axis=-1)
+
+
+def local_log_prior(priors, orients, sigma_deg: float, sym=None, cutoff_sigmas: float = 3.0):
+    """Log orientation prior ``[B, J]`` of local searches (RELION's ``--sigma_ang``).
+
+    For each particle's prior angles ``priors [B, 3]`` and orientation rows ``orients [J, >=3]``:
+    ``-d_dir^2 / 2 sigma^2 - d_psi^2 / 2 sigma^2`` (the formula of
+    :func:`cryolab.geometry.orientation_prior_weights`, unnormalised, vectorised over the batch)
+    where both distances are below ``cutoff_sigmas * sigma``, ``-inf`` elsewhere. A particle
+    with no orientation inside keeps its nearest one (log prior 0).
+    """
+    priors = np.asarray(priors, float).reshape(-1, 3)
+    o = np.asarray(orients, float)
+    if o.shape[0] == 0:
+        return np.zeros((priors.shape[0], 0))
+    sym = None if sym is None or str(sym).upper() == "C1" else sym
+    d = direction_distance(priors[:, None, :2], o[None, :, :2], sym)
+    dpsi = np.abs((o[None, :, 2] - priors[:, None, 2] + 180.0) % 360.0 - 180.0)
+    lp = -0.5 * (d / sigma_deg) ** 2 - 0.5 * (dpsi / sigma_deg) ** 2
+    inside = (d < cutoff_sigmas * sigma_deg) & (dpsi < cutoff_sigmas * sigma_deg)
+    out = np.where(inside, lp, -np.inf)
+    empty = np.flatnonzero(~inside.any(axis=1))
+    if empty.size:
+        out[empty, np.argmax(lp[empty], axis=1)] = 0.0
+    return out
+
+
+def fixed_orientations(eulers) -> np.ndarray:
+    """Orientation rows for given angles ``[B, 3]`` (``--skip_align``): pixel = row number and
+    order 15 (outside any HEALPix grid used), so keys differ between rows of one batch."""
+    e = np.asarray(eulers, float).reshape(-1, 3)
+    return np.concatenate([e, np.arange(len(e), dtype=float)[:, None], np.full((len(e), 1), 15.0)], axis=1)
 
 
 class SphericalSampler(CachedProjections):
