@@ -307,3 +307,24 @@ def test_class3d_bad_reference_exits_2_and_writes_nothing(case, sim3d, work, cap
     assert rc == 2
     assert len(err.splitlines()) == 1 and "error" in err and needle in err, err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- refine
+
+def test_refine_writes_gold_standard_outputs(sim3d, work, capsys):
+    out = work / "r3d"
+    assert run("refine", "--i", sim3d / "particles.star", "--ref", sim3d / "ref.mrc", "--o", out / "run",
+               "--healpix_order", 1, "--offset_range", 2, "--ini_high", 50, "--max_iter", 3, "--ctf",
+               "--seed", 1, "--quiet") == 0
+    for name in ("run_half1_class001_unfil.mrc", "run_half2_class001_unfil.mrc", "run_class001.mrc",
+                 "run_data.star", "run_model.star", "run_it003_half2_class001.mrc", "postprocess.star"):
+        assert (out / name).is_file(), name
+    table, _ = read_particles(out / "run_data.star")
+    assert len(table) == N_PARTICLES and sorted(set(table["rlnRandomSubset"])) == [1, 2]
+    assert "rlnGoldStandardFsc" in read_star(out / "run_model.star")["model_class_1"].columns
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["command"] == "refine" and rec["parameters"]["healpix_order"] == 1
+    assert rec["results"]["iterations_run"] == 3 and rec["results"]["resolution_A"] > 0
+    assert run("refine", "--i", sim3d / "particles.star", "--o", work / "r3d_bad" / "run", "--quiet") == 2
+    assert "--ref" in capsys.readouterr().err
+    assert not (work / "r3d_bad").exists()

@@ -128,23 +128,28 @@ def load_particles(path):
 #: from that dict has no such flag.
 _CLASSIFY_TABLE = [
     ("--K", "K", positive_int, {"class2d": 10, "class3d": 2}, "number of classes"),
-    ("--iter", "n_iter", nonneg_int, 25, "number of iterations (total, also with --continue)"),
+    ("--iter", "n_iter", nonneg_int, {"class2d": 25, "class3d": 25},
+     "number of iterations (total, also with --continue)"),
     ("--tau2_fudge", "tau2_fudge", positive_float, {"class2d": 2.0, "class3d": 4.0},
      "regularisation parameter T (> 1 puts more weight on the data)"),
     ("--particle_diameter", "particle_diameter_A", positive_float, None,
      "diameter of the circular mask, in Angstrom (default: 90%% of the box)"),
     ("--psi_step", "psi_step_deg", positive_float, {"class2d": 10.0}, "in-plane angular step, in degrees"),
-    ("--healpix_order", "healpix_order", nonneg_int, {"class3d": 2},
+    ("--healpix_order", "healpix_order", nonneg_int, {"class3d": 2, "refine": 2},
      "angular sampling: HEALPix order N, a step of 60/2^N degrees (2: 15 degrees)"),
-    ("--sym", "sym", str, {"class3d": "C1"}, "point-group symmetry of the classes (Cn, Dn, T, O, I)"),
+    ("--sym", "sym", str, {"class3d": "C1", "refine": "C1"},
+     "point-group symmetry of the maps (Cn, Dn, T, O, I)"),
     ("--offset_range", "offset_range_px", nonneg_float, 5.0, "offset search range, in pixels"),
     ("--offset_step", "offset_step_px", positive_float, 1.0, "offset search step, in pixels"),
     ("--oversampling", "oversampling", nonneg_int, 1, "adaptive oversampling order (0: off)"),
-    ("--ini_high", "ini_high_A", positive_float, {"class2d": None, "class3d": 60.0},
+    ("--ini_high", "ini_high_A", positive_float, {"class2d": None, "class3d": 60.0, "refine": 60.0},
      "low-pass the initial references to this resolution, in Angstrom"),
     ("--strict_highres_exp", "resolution_limit_A", positive_float, None,
      "never use data beyond this resolution, in Angstrom"),
-    ("--seed", "seed", int, 0, "random seed (same seed, same result)"),
+    ("--auto_local_healpix_order", "local_healpix_order", nonneg_int, {"refine": 4},
+     "search locally (Gaussian prior around each particle's angles) from this HEALPix order on"),
+    ("--max_iter", "max_iter", positive_int, {"refine": 25}, "stop after this many iterations if not converged"),
+    ("--seed", "seed", int, 0, "random seed (same seed, same result; also the random halves)"),
     ("--batch_size", "batch_size", positive_int, 64, "particles per E-step batch (memory)"),
     ("--scheduler", "scheduler", str, None, "run E-steps on a dask cluster: local:N (N local workers) "
      "or a scheduler address tcp://host:port"),
@@ -163,7 +168,7 @@ def _flags_of(kind: str) -> list:
 
 
 #: ``{command: [(flag, Settings field, type, default, help), ...]}``
-CLASSIFY_FLAGS = {kind: _flags_of(kind) for kind in ("class2d", "class3d")}
+CLASSIFY_FLAGS = {kind: _flags_of(kind) for kind in ("class2d", "class3d", "refine")}
 CLASS2D_FLAGS = CLASSIFY_FLAGS["class2d"]
 CLASS3D_FLAGS = CLASSIFY_FLAGS["class3d"]
 
@@ -297,6 +302,53 @@ def _cmd_classify(args, kind: str) -> int:
     return 0
 
 
+def _cmd_refine(args) -> int:
+    """``cryolab refine``: gold-standard auto-refinement (as relion_refine --auto_refine)."""
+    from dataclasses import fields
+
+    from .session import Settings
+    out = check_output(args.o)
+    folder, prefix = out.parent, out.name
+    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in CLASSIFY_FLAGS["refine"]}
+    kw.update(ctf=args.ctf, backend="cupy" if args.gpu else "numpy")
+    if args.gpu:
+        from .backend import cupy_available
+        if not cupy_available():
+            raise CryolabInputError("--gpu: no GPU available (CuPy missing or no device)")
+    if args.i is None or args.ref is None:
+        raise CryolabInputError("--i particles.star and --ref map.mrc are required")
+    stack = load_particles(args.i)
+    Settings(**{k: v for k, v in kw.items() if k in {f.name for f in fields(Settings)}})  # validates
+    from .geometry import symmetry_operators
+    symmetry_operators(args.sym)
+    reference = _reference_map(args.ref, stack)
+    if not args.ctf and not args.quiet:
+        print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
+    make_folder(folder)
+    rec = record("refine", args, [args.i, args.ref, *map(str, stack.stack_paths)], backend=kw["backend"])
+    run_json = _provenance_name(folder, prefix)
+
+    def after(r, it):
+        rec.add_iteration(it.iteration, it.time_s, resolution_A=it.resolution_A, healpix_order=it.healpix_order,
+                          sigma_ang_deg=it.sigma_ang_deg, mean_angle_change_deg=it.mean_angle_change_deg)
+        rec.write(run_json)
+        say(args, f"iteration {it.iteration:3d}: resolution {it.resolution_A:.2f} A, HEALPix order "
+                  f"{it.healpix_order}{' (local)' if it.sigma_ang_deg else ''}, angular change "
+                  f"{it.mean_angle_change_deg:.2f} deg, {it.time_s:.1f} s")
+
+    from . import methods
+    r = methods.refine(stack, reference, progress=not args.quiet, callback=after, out_dir=folder, prefix=prefix, **kw)
+    names = [f"{prefix}_{x}" for x in ("half1_class001_unfil.mrc", "half2_class001_unfil.mrc", "class001.mrc",
+                                        "data.star", "model.star")]
+    rec.outputs = [n for n in names if (folder / n).exists()]
+    rec.results = {"resolution_A": r.resolution_A, "converged": r.converged, "iterations_run": r.iteration,
+                   "postprocess_resolution_A": r.postprocess.resolution_A if r.postprocess else None}
+    rec.write(run_json)
+    say(args, f"done: {r.iteration} iterations, resolution {r.resolution_A:.2f} A "
+              f"({'converged' if r.converged else 'not converged'})", f"outputs: {folder / prefix}_*")
+    return 0
+
+
 def _provenance_name(folder, prefix):
     from .provenance import provenance_path
     return provenance_path(folder, prefix)
@@ -349,6 +401,12 @@ _CLASSIFY_HELP = {
                 "--ini_high, each refined once on a random subset). Writes <o>_itNNN_data.star (with "
                 "rlnAngleRot/Tilt/Psi), _model.star, _classNNN.mrc, _optimiser.json every iteration, "
                 "and run.json."),
+    "refine": ("gold-standard 3D auto-refinement (as relion_refine --auto_refine --split_random_halves)",
+               "Refines random half-sets independently from one reference (low-pass filtered to --ini_high), "
+               "increasing the angular sampling and switching to local searches until convergence. Writes "
+               "<o>_itNNN_half1/2_class001.mrc, _data.star, _model.star every iteration, and at the end "
+               "<o>_half1/2_class001_unfil.mrc, <o>_class001.mrc, <o>_data.star (with rlnRandomSubset), "
+               "<o>_model.star, postprocess.mrc/.star and run.json."),
 }
 
 
@@ -356,7 +414,7 @@ def _register_classify(sub, kind: str) -> None:
     text, description = _CLASSIFY_HELP[kind]
     p = sub.add_parser(kind, help=text, description=description)
     p.add_argument("--i", metavar="STAR", help="particles (RELION STAR file with images)")
-    if kind == "class3d":
+    if kind != "class2d":
         p.add_argument("--ref", metavar="MRC", help="initial reference map (same box as the particles)")
     p.add_argument("--o", required=True, metavar="PREFIX", help=f"output prefix, e.g. {kind.title()}/job001/run")
     for flag, name, typ, default, text in CLASSIFY_FLAGS[kind]:
@@ -365,6 +423,12 @@ def _register_classify(sub, kind: str) -> None:
         shown = f"{default:g}" if isinstance(default, (int, float)) else default
         p.add_argument(flag, *extra, type=typ, default=default, dest=flag[2:], metavar=unit,
                        help=text if default is None else f"{text} (default: {shown})")
+    if kind == "refine":
+        p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
+        p.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy)")
+        add_common(p)
+        p.set_defaults(func=_cmd_refine)
+        return
     p.add_argument("--mode", choices=("map", "ml", "maxcc"), default="map",
                    help="map: regularised likelihood (RELION); ml: white-noise maximum likelihood; "
                         "maxcc: projection matching (default: map)")

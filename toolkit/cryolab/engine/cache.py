@@ -18,8 +18,23 @@ class CachedProjections:
     cache_bytes = 1 << 30
 
     def _init_cache(self):
-        self._cache_keys = np.zeros(0, np.int64)
+        self._cache_keys = np.zeros(0, np.int64)       # sorted keys
+        self._cache_pos = np.zeros(0, np.int64)        # their rows in the buffer
         self._cache_rows = self.xp.zeros((0, self.pix.size), self.xp.complex64)
+        self._cache_used = 0
+
+    def _cache_append(self, rows) -> np.ndarray:
+        """Store ``rows`` in the buffer (capacity doubled when full); returns their positions."""
+        xp, n = self.xp, rows.shape[0]
+        need = self._cache_used + n
+        if need > self._cache_rows.shape[0]:
+            grown = xp.zeros((max(need, 2 * self._cache_rows.shape[0]), self.pix.size), xp.complex64)
+            grown[:self._cache_used] = self._cache_rows[:self._cache_used]
+            self._cache_rows = grown
+        self._cache_rows[self._cache_used:need] = rows
+        pos = np.arange(self._cache_used, need)
+        self._cache_used = need
+        return pos
 
     def _project(self, classes, orients, m: int | None = None, chunk: int = 4096):
         """``[J, M]`` (or ``[J, m]``) projections, computed class by class in chunks (not cached)."""
@@ -51,8 +66,8 @@ class CachedProjections:
             if (self._cache_keys.size + ukeys.size) * self.pix.size * 8 > self.cache_bytes:
                 self._init_cache()
             allk = np.concatenate([self._cache_keys, ukeys])
+            allp = np.concatenate([self._cache_pos, self._cache_append(rows)])
             order = np.argsort(allk, kind="stable")
-            self._cache_keys = allk[order]
-            self._cache_rows = xp.concatenate([self._cache_rows, rows])[xp.asarray(order)]
+            self._cache_keys, self._cache_pos = allk[order], allp[order]
             pos = np.searchsorted(self._cache_keys, keys)
-        return self._cache_rows[xp.asarray(pos)]
+        return self._cache_rows[xp.asarray(self._cache_pos[pos])]

@@ -1,0 +1,311 @@
+"""Gold-standard 3D auto-refinement (RELION's ``relion_refine --auto_refine --split_random_halves``).
+
+The particles are split into random halves (``_rlnRandomSubset``), each refined against its
+own map by a K=1 :class:`~cryolab.session.Session`. After every E-step:
+
+1. the unregularised half maps give the gold-standard FSC and the resolution (FSC 0.143);
+2. the halves' Fourier sums are joined below ``join_halves_A`` (40 A), so both halves keep
+   the same low-resolution frame;
+3. each half's MAP reconstruction uses ``tau2`` from the FSC (``SSNR = FSC / (1 - FSC)``,
+   ``tau2_fudge`` 1), and the next iteration looks at frequencies a few shells beyond the
+   resolution.
+
+Automatic sampling (RELION's rules): an iteration *without resolution gain* is one whose
+resolution is not better than the best so far; one *without large changes* is one whose mean
+angular change is not below 3/4 of the smallest so far (or below a tenth of the angular step). When both have happened, the angular
+sampling is refined (HEALPix order + 1, offset step and range halved) unless it is already
+fine enough for the resolution (the step moves the particle's edge by less than half the
+resolution); from ``local_healpix_order`` on, searches are local (``sigma_ang`` = 2 x the
+fine angular step). Converged = fine enough sampling and both counters reached: one last
+iteration uses all frequencies, the halves give the final FSC and resolution, and the
+average is post-processed (:func:`cryolab.validation.postprocess`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..backend import to_numpy
+from ..fourier import lowpass
+from ..geometry import healpix_step_deg
+from ..reconstruction import tau2_from_fsc
+from ..session import Session, Settings
+from ..validation import fsc, postprocess, random_halves, resolution_at, resolution_shell_at, soft_sphere_mask
+
+__all__ = ["refine", "AutoRefine", "RefineIteration"]
+
+
+@dataclass(frozen=True)
+class RefineIteration:
+    """One auto-refine iteration: resolution (A, FSC 0.143 of the half maps), the FSC curve,
+    the sampling used (HEALPix order, offset step/range in pixels, sigma_ang or None), the mean
+    angular (deg) and offset (px) changes, and whether it was the final iteration."""
+    iteration: int
+    resolution_A: float
+    fsc: tuple
+    healpix_order: int
+    offset_step_px: float
+    offset_range_px: float
+    sigma_ang_deg: float | None
+    mean_angle_change_deg: float
+    mean_offset_change_px: float
+    max_shell: int
+    final: bool
+    time_s: float
+
+
+class AutoRefine:
+    """A gold-standard auto-refinement that can be stepped (see the module text).
+
+    ``halves``: the two K=1 Sessions; ``subset``: 1/2 per particle; ``eulers``, ``offsets_px``
+    of all particles (input order); ``history``: :class:`RefineIteration` per iteration;
+    after convergence ``half_maps`` (unregularised), ``map`` (the joined MAP map),
+    ``fsc_curve``, ``resolution_A`` and ``postprocess`` (a PostprocessResult).
+    """
+
+    def __init__(self, particles, reference, *, ini_high_A: float = 60.0, healpix_order: int = 2,
+                 offset_range_px: float = 5.0, offset_step_px: float = 1.0, sym: str = "C1",
+                 particle_diameter_A: float | None = None, ctf: bool = True, seed: int = 0,
+                 oversampling: int = 1, local_healpix_order: int = 4, join_halves_A: float = 40.0,
+                 firstiter_cc: bool = True, max_healpix_order: int = 8, **kw):
+        from ..io import ParticleStack
+        if not isinstance(particles, ParticleStack):
+            particles = ParticleStack.from_star(particles)
+        self.particles = particles
+        self.n, self.pixel_size_A = particles.box_size, float(particles.pixel_size_A)
+        self.subset = random_halves(len(particles), seed)
+        self.rows = [np.flatnonzero(self.subset == h) for h in (1, 2)]
+        ref = lowpass(np.asarray(reference, np.float32), ini_high_A, self.pixel_size_A, ndim=3)
+        settings = Settings(K=1, mode="map", tau2_fudge=1.0, healpix_order=healpix_order,
+                            offset_range_px=offset_range_px, offset_step_px=offset_step_px, sym=sym,
+                            particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed,
+                            oversampling=oversampling, ini_high_A=ini_high_A, firstiter_cc=firstiter_cc,
+                            reseed_empty_classes=False, **kw)
+        self.halves = [Session(particles.subset(r), settings, references=ref[None]) for r in self.rows]
+        self.sym, self.join_halves_A = sym, join_halves_A
+        self.local_healpix_order, self.max_healpix_order = local_healpix_order, max_healpix_order
+        self.diameter_A = particle_diameter_A or 0.9 * self.n * self.pixel_size_A
+        self.history: list[RefineIteration] = []
+        self.iteration = 0
+        self.best_resolution_A = np.inf
+        self.smallest_angle_change = np.inf
+        self.iter_wo_resol_gain = self.iter_wo_large_changes = 0
+        self.converged = False
+        self._final_next = False
+        self.half_maps = self.map = self.fsc_curve = self.postprocess = None
+        self.resolution_A = np.inf
+
+    # ------------------------------------------------------------------ merged per-particle state
+    def _merged(self, name):
+        first = getattr(self.halves[0], name)
+        out = np.zeros((len(self.particles),) + first.shape[1:], first.dtype)
+        for h, r in zip(self.halves, self.rows):
+            out[r] = getattr(h, name)
+        return out
+
+    @property
+    def eulers(self) -> np.ndarray:
+        return self._merged("eulers")
+
+    @property
+    def offsets_px(self) -> np.ndarray:
+        return self._merged("offsets_px")
+
+    @property
+    def settings(self) -> Settings:
+        return self.halves[0].settings
+
+    @property
+    def references(self) -> np.ndarray:
+        """The current map ``[1, N, N, N]`` (the final MAP map once converged, else the halves' mean)."""
+        if self.map is not None:
+            return self.map[None]
+        return 0.5 * (self.halves[0].references + self.halves[1].references)
+
+    # ------------------------------------------------------------------ one iteration
+    def fine_step_deg(self) -> float:
+        """The finest angular step searched (HEALPix step at order + oversampling)."""
+        return healpix_step_deg(self.settings.healpix_order + self.settings.oversampling)
+
+    def step(self, progress: bool = False) -> RefineIteration:
+        t0 = time.perf_counter()
+        final = self._final_next
+        if final:
+            for h in self.halves:
+                h.max_shell = h._shell_limit()          # the last iteration uses all frequencies
+        for h in self.halves:
+            h.estep(progress=progress)
+            if h._pending is None:
+                raise InterruptedError("stopped during the E-step")
+        bps = [h._pending.bps[0] for h in self.halves]
+        unfil = [to_numpy(bp.reconstruct(method="plain", sym=self.sym, mask_outside=False)) for bp in bps]
+        curve = to_numpy(fsc(unfil[0], unfil[1]))
+        curve[self.halves[0]._pending.pix.max_shell + 1:] = 0.0     # beyond the frequencies used
+        res = resolution_at(curve, 0.143, self.n, self.pixel_size_A)
+        self._join_low_resolution(bps)
+        for h, bp in zip(self.halves, bps):
+            h.tau2 = [tau2_from_fsc(curve, to_numpy(bp.weight_spectrum()))]
+            h._estep_time = 0.0
+            h.mstep()
+        s = self.settings
+        changes = [h.history[-1] for h in self.halves]
+        w = [len(r) for r in self.rows]
+        dang = float(np.average([c.mean_angle_change_deg for c in changes], weights=w))
+        doff = float(np.average([c.mean_offset_change_px for c in changes], weights=w))
+        shell = resolution_shell_at(curve, 0.143)
+        for h in self.halves:
+            h.max_shell = int(min(h._shell_limit(), max(int(shell) + max(3, self.n // 10), 4)))
+        self.iteration += 1
+        result = RefineIteration(self.iteration, res, tuple(float(v) for v in curve), s.healpix_order,
+                                 s.offset_step_px, s.offset_range_px, s.sigma_ang_deg, dang, doff,
+                                 int(changes[0].max_shell), final, time.perf_counter() - t0)
+        self.history.append(result)
+        self.fsc_curve, self.resolution_A, self.half_maps = curve, res, unfil
+        if final:
+            self._finish(bps, curve)
+        else:
+            self._update_sampling(res, dang)
+        return result
+
+    def _join_low_resolution(self, bps) -> None:
+        """Sum the halves' Fourier accumulators below ``join_halves_A`` into both (RELION's
+        joining of the half-sets at low resolution)."""
+        shell = self.n * self.pixel_size_A / self.join_halves_A
+        _, shells = bps[0]._shells()
+        low = shells <= shell
+        for name in ("data", "weight"):
+            a, b = getattr(bps[0], name), getattr(bps[1], name)
+            tot = a[low] + b[low]
+            a[low] = tot
+            b[low] = tot
+
+    def _update_sampling(self, res: float, dang: float) -> None:
+        if res < self.best_resolution_A - 1e-6:
+            self.best_resolution_A, self.iter_wo_resol_gain = res, 0
+        else:
+            self.iter_wo_resol_gain += 1
+        small = dang < 0.1 * self.fine_step_deg()          # negligible next to the sampling
+        if self.iteration > 1 and dang < 0.75 * self.smallest_angle_change and not small:
+            self.iter_wo_large_changes = 0
+        elif self.iteration > 1:
+            self.iter_wo_large_changes += 1
+        self.smallest_angle_change = min(self.smallest_angle_change, dang) if self.iteration > 1 else np.inf
+        if self.iter_wo_resol_gain < 1 or self.iter_wo_large_changes < 1:
+            return
+        if self.fine_enough(res):
+            self.converged = self._final_next = True
+            return
+        s = self.settings
+        order = s.healpix_order + 1
+        step = s.offset_step_px / 2
+        changes = dict(healpix_order=order, offset_step_px=step, offset_range_px=max(s.offset_range_px / 2, 2 * step))
+        if order >= self.local_healpix_order:
+            changes["sigma_ang_deg"] = 2.0 * healpix_step_deg(order + s.oversampling)
+        for h in self.halves:
+            h.set(**changes)
+        self.iter_wo_resol_gain = self.iter_wo_large_changes = 0
+        self.smallest_angle_change = np.inf
+
+    def fine_enough(self, res_A: float) -> bool:
+        """True when the fine angular step moves the particle's edge by less than half the
+        resolution, or the HEALPix order is at its maximum."""
+        needed = np.degrees(res_A / self.diameter_A)
+        return self.fine_step_deg() <= needed or self.settings.healpix_order >= self.max_healpix_order
+
+    def _finish(self, bps, curve) -> None:
+        joined = bps[0].__class__(self.n, pad=2, xp=bps[0].xp)
+        joined.add(bps[0]).add(bps[1])
+        # the low frequencies were joined into both halves: count them once
+        _, shells = joined._shells()
+        low = shells <= self.n * self.pixel_size_A / self.join_halves_A
+        joined.data[low] *= 0.5
+        joined.weight[low] *= 0.5
+        tau2 = tau2_from_fsc(curve, to_numpy(joined.weight_spectrum()), whole_map=True)
+        self.map = to_numpy(joined.reconstruct(method="wiener", tau2=tau2, sym=self.sym)).astype(np.float32)
+        mask = soft_sphere_mask(self.n, self.diameter_A / self.pixel_size_A / 2, edge_px=3.0)
+        self.postprocess = postprocess(self.half_maps[0], self.half_maps[1], to_numpy(mask), self.pixel_size_A)
+        self._final_next = False
+
+    def run(self, max_iter: int = 25, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
+        """Iterate until converged (plus the final iteration) or ``max_iter``; returns the history.
+        With ``out_dir`` the RELION-named files are written after every iteration."""
+        while self.iteration < max_iter and self.map is None:
+            if self.iteration == max_iter - 1 and not self._final_next:
+                self._final_next = True                 # out of iterations: make this one final
+            result = self.step(progress=progress)
+            if out_dir is not None:
+                self.save(out_dir, prefix)
+            if callback is not None:
+                callback(self, result)
+        return self.history
+
+    # ------------------------------------------------------------------ files
+    def data_table(self) -> pd.DataFrame:
+        """The particle table (input order) with angles, origins and ``_rlnRandomSubset``."""
+        from ..session_io import data_table
+        parts = [data_table(h) for h in self.halves]
+        table = self.particles.table.copy()
+        for col in parts[0].columns:
+            if col not in table.columns or col.startswith(("rlnAngle", "rlnOrigin", "rlnClass", "rlnLog",
+                                                            "rlnMax", "rlnNr", "rlnNorm")):
+                vals = np.empty(len(table), dtype=parts[0][col].dtype)
+                for p, r in zip(parts, self.rows):
+                    vals[r] = p[col].to_numpy()
+                table[col] = vals
+        table["rlnRandomSubset"] = self.subset
+        return table
+
+    def model_blocks(self, reference_name: str) -> dict:
+        from ..session_io import model_blocks
+        h = self.halves[0]
+        h._class_names = [reference_name]
+        blocks = model_blocks(h)
+        blocks["model_general"]["rlnCurrentResolution"] = self.resolution_A
+        blocks["model_classes"]["rlnEstimatedResolution"] = self.resolution_A
+        blocks["model_class_1"]["rlnGoldStandardFsc"] = np.asarray(self.fsc_curve)
+        c = np.clip(np.asarray(self.fsc_curve), 0.001, 0.999)
+        blocks["model_class_1"]["rlnSsnrMap"] = c / (1 - c)
+        return blocks
+
+    def save(self, directory, prefix: str = "run") -> str:
+        """``<prefix>_itNNN_half{1,2}_class001.mrc``, ``_itNNN_data.star``, ``_itNNN_model.star``;
+        once converged also ``<prefix>_half{1,2}_class001_unfil.mrc``, ``<prefix>_class001.mrc``,
+        ``<prefix>_data.star``, ``<prefix>_model.star`` and ``postprocess{.mrc,_masked.mrc,.star}``."""
+        from ..commands_maps import write_postprocess
+        from ..io import write_mrc, write_particles, write_star
+        from ..session_io import _relative_images
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        stem = f"{prefix}_it{self.iteration:03d}"
+        for i, h in enumerate(self.halves):
+            write_mrc(d / f"{stem}_half{i + 1}_class001.mrc", h.references[0], self.pixel_size_A)
+        table = _relative_images(self.data_table(), self.particles, d)
+        write_particles(d / f"{stem}_data.star", table, self.particles.optics)
+        write_star(d / f"{stem}_model.star", self.model_blocks(f"{stem}_half1_class001.mrc"))
+        if self.map is not None:
+            for i, m in enumerate(self.half_maps):
+                write_mrc(d / f"{prefix}_half{i + 1}_class001_unfil.mrc", m, self.pixel_size_A)
+            write_mrc(d / f"{prefix}_class001.mrc", self.map, self.pixel_size_A)
+            write_particles(d / f"{prefix}_data.star", table, self.particles.optics)
+            write_star(d / f"{prefix}_model.star", self.model_blocks(f"{prefix}_class001.mrc"))
+            write_postprocess(self.postprocess, d / "postprocess")
+        return str(d / stem)
+
+
+def refine(particles, reference, *, ini_high_A: float = 60.0, healpix_order: int = 2,
+           offset_range_px: float = 5.0, offset_step_px: float = 1.0, sym: str = "C1",
+           particle_diameter_A: float | None = None, max_iter: int = 25, seed: int = 0, ctf: bool = True,
+           out_dir=None, prefix: str = "run", progress: bool = True, callback=None, **kw) -> AutoRefine:
+    """Gold-standard auto-refinement of ``particles`` from ``reference`` ``[N, N, N]`` (low-pass
+    filtered to ``ini_high_A``); returns the :class:`AutoRefine` after convergence (or
+    ``max_iter`` iterations). Other keywords (``oversampling``, ``local_healpix_order``,
+    ``join_halves_A``, ``firstiter_cc``, Settings fields) are passed on."""
+    r = AutoRefine(particles, reference, ini_high_A=ini_high_A, healpix_order=healpix_order,
+                   offset_range_px=offset_range_px, offset_step_px=offset_step_px, sym=sym,
+                   particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed, **kw)
+    r.run(max_iter, progress=progress, callback=callback, out_dir=out_dir, prefix=prefix)
+    return r
