@@ -190,7 +190,8 @@ class EStepWorker:
             bps = [BackProjector(n, pad=2, xp=xp) for _ in range(K)]
         self.sampler = sampler
         fixed = self.dim == 3 and s.skip_align
-        self.coarse = None if fixed else sampler.coarse(inputs.coarse_pixels)
+        self.local = self.dim == 3 and not fixed and bool(s.sigma_ang_deg)
+        self.coarse = None if (fixed or self.local) else sampler.coarse(inputs.coarse_pixels)
         n_shells = n // 2 + 1
         self.inv_s2 = xp.asarray(1.0 / inputs.sigma2[to_numpy(pix.shell)], dtype=xp.float32)
         self.log_pdf = xp.asarray(np.log(np.maximum(inputs.pdf_class, 1e-30)), dtype=xp.float32)
@@ -239,17 +240,17 @@ class EStepWorker:
     def _local(self, eulers):
         """Local searches: the coarse samples within ``3 sigma_ang`` of any particle of the batch,
         and the per-particle Gaussian log prior (``-inf`` outside each particle's own neighbourhood)."""
-        from .engine.expectation import NEG, SampleSet
+        from .engine.expectation import NEG
         from .engine.spherical import local_log_prior
-        xp, c, s = self.xp, self.coarse, self.settings
+        xp, s, grid = self.xp, self.settings, self.sampler.orientations
         priors = np.asarray(eulers, float)
 
         def prior(orients):
             lp = local_log_prior(priors, orients, s.sigma_ang_deg, s.sym)
             return xp.asarray(np.where(np.isfinite(lp), lp, NEG), dtype=xp.float32)
 
-        keep = np.flatnonzero(np.isfinite(local_log_prior(priors, c.orients, s.sigma_ang_deg, s.sym)).any(axis=0))
-        return SampleSet(c.classes[keep], c.orients[keep], c.P[xp.asarray(keep)], c.trans, c.ramps), prior
+        keep = np.isfinite(local_log_prior(priors, grid, s.sigma_ang_deg, s.sym)).any(axis=0)
+        return self.sampler.coarse(self.inputs.coarse_pixels, orientations=grid[keep]), prior
 
     def _fixed(self, eulers):
         """``skip_align``: each particle is compared, at its own angles and offset, with every class."""

@@ -82,11 +82,17 @@ class SphericalSampler(CachedProjections):
                              if orientations is None else np.asarray(orientations, float))
         self._init_cache()
 
-    def coarse(self, m_coarse: int | None = None) -> SampleSet:
-        o = self.orientations
+    def coarse(self, m_coarse: int | None = None, orientations=None) -> SampleSet:
+        """Coarse samples: every class at every grid orientation, or at the given ``orientations``
+        (rows of the grid; their projections are cached at full size, for local searches)."""
+        o = self.orientations if orientations is None else orientations
         classes = np.repeat(np.arange(self.K), len(o))
         orients = np.tile(o, (self.K, 1))
-        P = self.project(classes, orients, m_coarse)
+        if orientations is None:
+            P = self.project(classes, orients, m_coarse)
+        else:
+            P = self.project(classes, orients)
+            P = P[:, :m_coarse] if m_coarse else P
         ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, self.trans, self.xp)
         return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
 
