@@ -106,13 +106,18 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     union = float(B * t_used.any(0).sum() * j_used.any(0).sum())
     # one GEMM over the batch's union when the kept sets overlap (early iterations), else per image
     groups = [np.arange(B)] if union <= 2 * own else [np.array([b]) for b in range(B)]
+    # every coarse translation's children and their phase ramps, made once for the batch
+    T = coarse.trans.shape[0]
+    all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
+    all_ramps = shift_ramps(pix.kx, pix.ky, pix.n, all_ft.reshape(-1, 2), get_xp(X)).reshape(T, nt_child, -1)
     parts = []
     for g in groups:
         ti = np.flatnonzero(t_used[g].any(axis=0))
         ji = np.flatnonzero(j_used[g].any(axis=0))
-        ft = fine_translations(coarse.trans[ti], translation_step_px, oversampling).reshape(-1, 2)
+        ft = all_ft[ti].reshape(-1, 2)
+        ramps = all_ramps[get_xp(X).asarray(ti)].reshape(ft.shape[0], -1)
         fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
-        fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, shift_ramps(pix.kx, pix.ky, pix.n, ft, get_xp(X)))
+        fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, ramps)
         allowed = np.repeat(np.repeat(sig[g][:, ti][:, :, ji], nt_child, axis=1), no_child, axis=2)
         gi = get_xp(X).asarray(g)
         sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
