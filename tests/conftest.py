@@ -33,3 +33,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("reference data folder shared/data is not present")
     return SHARED_DATA
+
+
+def read_shared_map(folder: Path, name: str):
+    """A map (float32) from the shared reference data folder; skips when the file is missing."""
+    import mrcfile
+    import numpy as np
+    path = folder / name
+    if not path.exists():
+        pytest.skip(f"shared test data {name} not found")
+    return mrcfile.read(path).astype(np.float32)

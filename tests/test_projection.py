@@ -29,6 +29,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import read_shared_map
+
 from cryolab.backend import cupy_available
 from cryolab.ctf import CTFParams, ctf_2d
 from cryolab.fourier import irfft2c, rfft2c, rfft_grid
@@ -39,13 +41,7 @@ from cryolab.projection import (FourierProjector, FourierRotator2D, as_rotation_
 PIXEL_A = 5.0
 
 
-def _read_map(folder: Path, name: str):
-    """A map from the shared reference data (``shared_data`` fixture of conftest.py)."""
-    mrcfile = pytest.importorskip("mrcfile")
-    path = folder / name
-    if not path.exists():
-        pytest.skip(f"shared test data {name} not found")
-    return mrcfile.read(path).astype(np.float32)
+_read_map = read_shared_map
 
 
 def _phantom(n, seed=0):

@@ -30,7 +30,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from conftest import requires_relion
+from conftest import read_shared_map, requires_relion
 
 from cryolab.ctf import CTFParams
 from cryolab.fourier import power_spectrum, rfft2c, rfft_grid
@@ -42,12 +42,7 @@ from cryolab.validation import fsc
 PIXEL_A = 5.0
 
 
-def _read_map(folder: Path, name: str):
-    mrcfile = pytest.importorskip("mrcfile")
-    path = folder / name
-    if not path.exists():
-        pytest.skip(f"shared test data {name} not found")
-    return mrcfile.read(path).astype(np.float32)
+_read_map = read_shared_map
 
 
 def _random_rotations(count, seed):
