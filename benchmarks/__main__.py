@@ -1,6 +1,6 @@
 """Run every benchmark and print their ratios: ``python -m benchmarks [--quick] [--no-relion]``.
 
-The full suite takes about 10 minutes on two cores (most of it relion_refine); ``--quick``
+The full suite takes about 20 minutes on two cores (most of it relion_refine); ``--quick``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, gemm, imaging
+from . import class2d, class3d, gemm, imaging
 
-PARTS = ("gemm", "class2d", "imaging")
+PARTS = ("gemm", "class2d", "class3d", "imaging")
 
 
 def main(argv=None) -> int:
@@ -19,8 +19,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run, < 2 min)")
     ap.add_argument("--no-relion", action="store_true", help="skip every RELION comparison")
     ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    ap.add_argument("--n", type=int, default=None, help="particles for gemm and class2d (default 400)")
-    ap.add_argument("--iter", type=int, default=None, help="class2d iterations (default 10)")
+    ap.add_argument("--n", type=int, default=None,
+                    help="particles for gemm, class2d (default 400) and class3d (default 200)")
+    ap.add_argument("--iter", type=int, default=None,
+                    help="iterations of class2d (default 10) and class3d (default 5)")
+    ap.add_argument("--box", type=int, default=None, help="class3d box in pixels (default 64)")
     ap.add_argument("--out", default=None, help="folder for the results JSON")
     a = ap.parse_args(argv)
     parts = [p.strip() for p in a.only.split(",") if p.strip()]
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
         results["gemm"] = gemm.run(a.quick, a.n, a.out, save)
     if "class2d" in parts:
         results["class2d"] = class2d.run(a.quick, a.n, a.iter, relion=relion, out=a.out, save=save)
+    if "class3d" in parts:
+        results["class3d"] = class3d.run(a.quick, a.n, a.iter, box=a.box, relion=relion, out=a.out, save=save)
     if "imaging" in parts:
         results["imaging"] = imaging.run(a.quick, relion, a.out, save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")

@@ -74,15 +74,15 @@ def run_cryolab(star_path, K: int, iterations: int, diameter_A: float) -> dict:
             "labels": session.classes.copy(), "load_before": load}
 
 
-def run_relion(folder: Path, star_name: str, K: int, iterations: int, diameter_A: float,
-               threads: int = 2) -> dict:
+def run_relion(folder: Path, command: list[str], iterations: int, threads: int = 2) -> dict:
+    """Run ``command`` (a ``relion_refine`` call writing ``relion/run``) from ``folder``; per-iteration
+    times from the file times of its ``run_itNNN_data.star``, labels from the last one."""
     from cryolab.io import read_particles
     (folder / "relion").mkdir(exist_ok=True)
     load = load_now()
     t0 = time.time()
     with open(folder / "relion" / "log.txt", "w") as log:
-        subprocess.run(relion_command(star_name, K, iterations, diameter_A, threads), cwd=folder,
-                       stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
     wall = time.time() - t0
     stamps = [(folder / "relion" / f"run_it{i:03d}_data.star").stat().st_mtime for i in range(iterations + 1)]
     particles, _ = read_particles(folder / "relion" / f"run_it{iterations:03d}_data.star")
@@ -92,6 +92,20 @@ def run_relion(folder: Path, star_name: str, K: int, iterations: int, diameter_A
     return {"wall_s": wall, "setup_s": stamps[0] - t0, "iterations_s": stamps[-1] - stamps[0],
             "steps": [{"iteration": i + 1, "step_s": b - a} for i, (a, b) in enumerate(zip(stamps, stamps[1:]))],
             "labels": labels, "load_before": load, "threads": threads}
+
+
+def summarize_runs(res: dict, n: int, iterations: int, truth) -> dict:
+    """Time per particle per iteration and matched accuracy of each run (``labels`` replaced by
+    ``accuracy``), printed one line per run."""
+    rows = {}
+    for name, r in res.items():
+        r["per_particle_iteration_s"] = r["iterations_s"] / (n * iterations)
+        r["accuracy"] = matched_accuracy(r.pop("labels"), truth)
+        rows[name] = r
+        print(f"  {name:8s} {r['per_particle_iteration_s'] * 1e3:7.2f} ms per particle per iteration "
+              f"(iterations {r['iterations_s']:.1f} s, set-up {r['setup_s']:.1f} s, load before "
+              f"{r['load_before']:.1f}), accuracy {r['accuracy']:.3f}")
+    return rows
 
 
 def run(quick: bool = False, n: int | None = None, iterations: int | None = None, views: int = 8,
@@ -112,15 +126,9 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
         diameter_A = 0.9 * 64 * sim.pixel_size_A
         res = {"cryolab": run_cryolab(sim.star_path, K, iterations, diameter_A)}
         if have_relion:
-            res["relion"] = run_relion(folder, sim.star_path.name, K, iterations, diameter_A)
-    rows = {}
-    for name, r in res.items():
-        r["per_particle_iteration_s"] = r["iterations_s"] / (n * iterations)
-        r["accuracy"] = matched_accuracy(r.pop("labels"), truth)
-        rows[name] = r
-        print(f"  {name:8s} {r['per_particle_iteration_s'] * 1e3:7.2f} ms per particle per iteration "
-              f"(iterations {r['iterations_s']:.1f} s, set-up {r['setup_s']:.1f} s, load before "
-              f"{r['load_before']:.1f}), accuracy {r['accuracy']:.3f}")
+            res["relion"] = run_relion(folder, relion_command(sim.star_path.name, K, iterations, diameter_A),
+                                       iterations)
+    rows = summarize_runs(res, n, iterations, truth)
     c = rows["cryolab"]
     flops = sum(s["gemm_flops"] for s in c["steps"])
     print(f"  cryolab GEMM work: {flops / (n * iterations) / 1e6:.0f} MFLOP per particle per iteration, "
