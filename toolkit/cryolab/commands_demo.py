@@ -3,18 +3,22 @@
 1. simulate a heterogeneous particle set (three states of the 80S ribosome, random views,
    CTF, noise) with :func:`cryolab.simulate.simulate_particles`;
 2. 2D classification of (part of) it with :func:`cryolab.methods.class2d`;
-3. per state, reconstruct two random half-sets with the known angles
-   (:func:`cryolab.reconstruction.reconstruct_stack`) and post-process them
-   (:func:`cryolab.validation.postprocess`): gold-standard FSC and resolution;
-4. 3D classification (:func:`cryolab.methods.class3d`, K = 2) of a second, small and
+3. 3D classification (:func:`cryolab.methods.class3d`, K = 2) of a second, small and
    cleaner set of the 80S ribosome and its 60S subunit alone, from the 80S map as the one
    reference; the classes are scored against the true states;
-5. ``report.html`` (:mod:`cryolab.report`) and ``run.json``.
+4. gold-standard auto-refinement (:func:`cryolab.methods.refine`) of the particles in the
+   3D class of the 80S state, from the 80S map low-pass filtered to 60 A: half-map FSC,
+   resolution, post-processing and the mean angular error against the simulated angles;
+5. for the other states of step 1, two random half-sets reconstructed with the known angles
+   (:func:`cryolab.reconstruction.reconstruct_stack`) and post-processed
+   (:func:`cryolab.validation.postprocess`): gold-standard FSC and resolution;
+6. ``report.html`` (:mod:`cryolab.report`) and ``run.json``.
 
 Layout of the output folder: ``particles/`` (STAR, stack, truth.csv), ``class2d/``
-(``run_itNNN_*``), ``states/<state>/`` (half maps, mask, ``postprocess.star/.mrc``),
-``class3d/`` (``particles/`` and ``run_itNNN_*`` with ``_classNNN.mrc``), ``run.json``,
-``report.html``. ``run_demo`` does the same from Python.
+(``run_itNNN_*``), ``class3d/`` (``particles/`` and ``run_itNNN_*`` with ``_classNNN.mrc``),
+``states/80S/`` (the auto-refinement: ``run_itNNN_*``, ``run_*``, ``postprocess.star/.mrc``),
+``states/<state>/`` of the other states (half maps, mask, ``postprocess.star/.mrc``),
+``run.json``, ``report.html``. ``run_demo`` does the same from Python.
 """
 from __future__ import annotations
 
@@ -29,15 +33,19 @@ from .commands import add_common, check_output, make_folder, say
 SIZES = {
     "full": dict(box=64, n=3000, n_class2d=1200, K=6, iterations=6, psi_step_deg=15.0,
                  offset_range_px=3.0, snr=0.05,
-                 class3d=dict(box=32, n=600, snr=0.5, iterations=8, healpix_order=1)),
+                 class3d=dict(box=32, n=600, snr=0.5, iterations=8, healpix_order=1),
+                 refine=dict(max_iter=16)),
     "quick": dict(box=32, n=300, n_class2d=200, K=3, iterations=2, psi_step_deg=20.0,
                   offset_range_px=2.0, snr=0.1,
-                  class3d=dict(box=32, n=300, snr=1.0, iterations=6, healpix_order=1)),
+                  class3d=dict(box=32, n=300, snr=1.0, iterations=6, healpix_order=1),
+                  refine=dict(max_iter=8)),
 }
 STATES = {"80S": 0.4, "80S_noRACK1": 0.3, "60S": 0.3}
 #: the two states of the 3D classification (equal populations) and the one reference
 STATES_3D = ("80S", "60S")
 REFERENCE_3D = "80S"
+#: the state whose 3D class is auto-refined (the others get half maps from the known angles)
+REFINED_STATE = "80S"
 
 
 def _maps(box, states=tuple(STATES)):
@@ -87,11 +95,46 @@ def _class3d(out: Path, sizes: dict, seed: int, progress: bool, log, rec) -> dic
         session = class3d(sim.star_path, maps[REFERENCE_3D], K=len(STATES_3D), iterations=sizes["iterations"],
                           healpix_order=sizes["healpix_order"], offset_range_px=2, oversampling=0,
                           ini_high_A=50, seed=seed, out_dir=out, progress=progress, callback=after)
-    return {"accuracy": round(class_accuracy(session.classes, truth), 3),
+    summary = {"accuracy": round(class_accuracy(session.classes, truth), 3),
             "class_sizes": np.bincount(session.classes, minlength=len(STATES_3D)).tolist(),
             "classes_vs_true_states": _classes_vs_states(session, sim.truth, STATES_3D),
             "reference": f"{REFERENCE_3D}, low-pass filtered to 50 A", "snr": sizes["snr"],
             "box": sizes["box"], "particles": sizes["n"]}
+    return summary, session, sim, maps[REFINED_STATE]
+
+
+def _refine_state(session, sim, reference, folder: Path, sizes: dict, seed: int, progress: bool, log,
+                  rec) -> dict:
+    """Gold-standard auto-refinement of the particles in the 3D class holding most particles of
+    ``REFINED_STATE``, from ``reference`` low-pass filtered to 60 A; returns a summary row."""
+    import numpy as np
+    from .geometry import angular_distance
+    from .io import ParticleStack
+    from .methods import refine
+    names = sim.truth["class_name"].to_numpy()
+    k = int(np.bincount(session.classes[names == REFINED_STATE], minlength=session.settings.K).argmax())
+    idx = np.flatnonzero(session.classes == k)
+    stack = ParticleStack.from_star(sim.star_path).subset(idx)
+    log(f"    3D class {k + 1}: {len(idx)} particles ({100 * np.mean(names[idx] == REFINED_STATE):.0f}% "
+        f"{REFINED_STATE}), max. {sizes['max_iter']} iterations")
+
+    def after(r, it):
+        log(f"    iteration {it.iteration}: resolution {it.resolution_A:.1f} A, HEALPix order {it.healpix_order}, "
+            f"mean angular change {it.mean_angle_change_deg:.1f} deg ({it.time_s:.1f} s)"
+            + (" (final)" if it.final else ""))
+
+    with rec.timed("refine"):
+        r = refine(stack, reference, ini_high_A=60, healpix_order=1, offset_range_px=3, offset_step_px=1,
+                   max_iter=sizes["max_iter"], local_healpix_order=3, max_healpix_order=3, seed=seed,
+                   out_dir=make_folder(folder), progress=progress, callback=after)
+    truth = sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()[idx]
+    err = float(np.mean(angular_distance(r.eulers, truth)))
+    return {"state": REFINED_STATE, "particles": int(len(idx)), "resolution_A": round(r.postprocess.resolution_A, 2),
+            "bfactor_A2": round(r.postprocess.bfactor_A2, 1), "mask": "soft sphere",
+            "angles": f"auto-refine of 3D class {k + 1} from {REFINED_STATE} low-passed to 60 A",
+            "half_map_resolution_A": round(float(r.resolution_A), 2),
+            "mean_angular_error_deg": round(err, 2), "fine_angular_step_deg": round(r.fine_step_deg(), 2),
+            "iterations": r.iteration, "converged": bool(r.converged)}
 
 
 def _state_maps(stack, truth, state, folder: Path, px, seed, rec) -> dict:
@@ -114,7 +157,7 @@ def _state_maps(stack, truth, state, folder: Path, px, seed, rec) -> dict:
         result = postprocess(h1, h2, mask, px)
     write_postprocess(result, folder / "postprocess")
     return {"state": state, "particles": int(len(idx)), "resolution_A": round(result.resolution_A, 2),
-            "bfactor_A2": round(result.bfactor_A2, 1), "mask": "soft sphere"}
+            "bfactor_A2": round(result.bfactor_A2, 1), "mask": "soft sphere", "angles": "known"}
 
 
 def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = True, log=print,
@@ -132,13 +175,13 @@ def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = Tr
     make_folder(out)
     rec = RunRecord("demo", {"quick": quick, "states": STATES, **sizes}, argv=argv, seed=seed)
     maps, px = _maps(sizes["box"])
-    log(f"1/5 simulating {sizes['n']} particles of {', '.join(STATES)} ({sizes['box']} px, {px:g} A/px, "
+    log(f"1/6 simulating {sizes['n']} particles of {', '.join(STATES)} ({sizes['box']} px, {px:g} A/px, "
         f"SNR {sizes['snr']:g})")
     with rec.timed("simulate"):
         sim = simulate_particles(maps, sizes["n"], px, fractions=list(STATES.values()), snr=sizes["snr"],
                                  seed=seed, out_dir=make_folder(out / "particles"))
     stack = ParticleStack.from_star(sim.star_path)
-    log(f"2/5 2D classification: {sizes['n_class2d']} particles, K={sizes['K']}, "
+    log(f"2/6 2D classification: {sizes['n_class2d']} particles, K={sizes['K']}, "
         f"{sizes['iterations']} iterations")
 
     def after(s, result):
@@ -153,13 +196,19 @@ def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = Tr
                           iterations=sizes["iterations"], psi_step_deg=sizes["psi_step_deg"],
                           offset_range_px=sizes["offset_range_px"], ctf=True, seed=seed,
                           progress=progress, callback=after)
-    log("3/5 half maps of each state from its particles with the true angles; gold-standard FSC")
-    truth_stack = _with_truth(stack, sim.truth)
-    states = [_state_maps(truth_stack, sim.truth, s, out / "states" / s, px, seed, rec) for s in STATES]
     c3 = sizes["class3d"]
-    log(f"4/5 3D classification of {' vs '.join(STATES_3D)} from the {REFERENCE_3D} map: {c3['n']} new "
+    log(f"3/6 3D classification of {' vs '.join(STATES_3D)} from the {REFERENCE_3D} map: {c3['n']} new "
         f"particles ({c3['box']} px, SNR {c3['snr']:g}), K={len(STATES_3D)}, {c3['iterations']} iterations")
-    class3d = _class3d(out / "class3d", c3, seed, progress, log, rec)
+    class3d, session3d, sim3d, ref3d = _class3d(out / "class3d", c3, seed, progress, log, rec)
+    log(f"4/6 gold-standard auto-refinement of the {REFINED_STATE} class from the {REFINED_STATE} map "
+        f"low-pass filtered to 60 A")
+    refined = _refine_state(session3d, sim3d, ref3d, out / "states" / REFINED_STATE, sizes["refine"], seed,
+                            progress, log, rec)
+    others = [s for s in STATES if s != REFINED_STATE]
+    log(f"5/6 half maps of {', '.join(others)} from their particles with the true angles; gold-standard FSC")
+    truth_stack = _with_truth(stack, sim.truth)
+    known = {s: _state_maps(truth_stack, sim.truth, s, out / "states" / s, px, seed, rec) for s in others}
+    states = [refined if s == REFINED_STATE else known[s] for s in STATES]
     rec.results = {
         "class2d": {"class_sizes": np.bincount(session.classes, minlength=sizes["K"]).tolist(),
                     "classes_vs_true_states": _classes_vs_states(session, sim.truth)},
@@ -168,7 +217,7 @@ def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = Tr
     }
     rec.outputs = ["particles/", "class2d/", "states/", "class3d/", "report.html"]
     rec.write(out / "run.json")
-    log("5/5 report")
+    log("6/6 report")
     with rec.timed("report"):
         report = directory_report(out)
     rec.write(out / "run.json")
@@ -184,6 +233,9 @@ def _cmd_demo(args) -> int:
     say(args, f"done in {res['time_s']:.0f} s. Report: {res['report']}",
         f"2D class sizes: {res['class2d']['class_sizes']}",
         *(f"state {s['state']}: {s['particles']} particles, resolution {s['resolution_A']:.1f} A (FSC 0.143)"
+          + (f"; {s['angles']}: mean angular error {s['mean_angular_error_deg']:.1f} deg "
+             f"(fine step {s['fine_angular_step_deg']:.1f} deg), {s['iterations']} iterations"
+             if "mean_angular_error_deg" in s else ", known angles")
           for s in res["states"]),
         f"3D classification {' vs '.join(STATES_3D)}: {100 * res['class3d']['accuracy']:.0f}% of the particles "
         f"in the class of their state; class sizes {res['class3d']['class_sizes']}")
@@ -193,8 +245,9 @@ def _cmd_demo(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the lecture's workflow on the embedded dataset, with a report",
                        description="Simulate a heterogeneous ribosome data set, classify it in 2D, "
-                       "reconstruct and validate each state (gold-standard FSC), classify a small "
-                       "80S/60S set in 3D, write report.html. "
+                       "classify a small 80S/60S set in 3D, auto-refine the 80S class (gold-standard "
+                       "FSC), reconstruct and validate the other states from the known angles, "
+                       "write report.html. "
                        "Full: a few minutes on 2 cores; --quick: under a minute.")
     p.add_argument("--o", default="demo", metavar="DIR", help="output folder (default: demo)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (32 px, 300 particles) for tests")
