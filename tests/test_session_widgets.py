@@ -13,9 +13,9 @@ pytest.importorskip("ipywidgets")
 from cryolab.data import load_demo  # noqa: E402
 from cryolab.fourier import rescale  # noqa: E402
 from cryolab.session import Session  # noqa: E402
-from cryolab.simulate import simulate_views_2d  # noqa: E402
+from cryolab.simulate import simulate_particles, simulate_views_2d  # noqa: E402
 from cryolab.widgets import ClassGallery, PosteriorExplorer, SessionDashboard  # noqa: E402
-from cryolab.widgets.session import top_orientations  # noqa: E402
+from cryolab.widgets.session import top_orientations, viewing_directions  # noqa: E402
 
 WAIT_S = 60
 
@@ -102,6 +102,37 @@ def test_posterior_explorer_follows_the_slider(stepped):
         assert ex.top[1] == top_orientations(m.posterior(i))
         assert len(ex.top[1]) == 1 and ex.top[1][0][2] == pytest.approx(1.0)
         assert ex.posteriors[1]["pmax"] == pytest.approx(1.0)
+
+
+def test_posterior_explorer_3d_shows_viewing_directions(tmp_path):
+    d = load_demo()
+    vol = rescale(d.volumes["80S"], 24, ndim=3)
+    sim = simulate_particles(vol, 40, d.pixel_size_A * d.box_size / 24, snr=0.5, seed=5, out_dir=tmp_path, name="p3d")
+    refs = np.stack([vol, vol[::-1]]).astype(np.float32)
+    s = Session(sim.star_path, K=2, references=refs, healpix_order=1, offset_range_px=1, oversampling=0, seed=0)
+    s.step()
+    ex = PosteriorExplorer(s)
+    png = ex.panel.value
+    for i in (3, 17):
+        ex.index.value = i
+        post = s.posterior(i)
+        np.testing.assert_allclose(ex.class_probabilities, post["classes"])
+        assert ex.class_probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        assert ex.panel.value != png
+        png = ex.panel.value
+        samples = post["samples"]
+        np.testing.assert_array_equal(samples["rot_deg"], s.top_samples[i][1][:, 0])
+        np.testing.assert_array_equal(samples["tilt_deg"], s.top_samples[i][1][:, 1])
+        np.testing.assert_array_equal(samples["psi_deg"], s.top_samples[i][1][:, 2])
+        np.testing.assert_array_equal(ex.directions[0], viewing_directions(post))
+        rot, tilt, p = ex.directions[0].T
+        assert len(p) >= 1 and np.all(np.diff(p) <= 1e-12) and p.sum() <= 1 + 1e-5
+        assert np.all((tilt >= 0) & (tilt <= 180))
+        assert 1 <= len(ex.top[0]) <= 3
+        k, (r, t, psi), p0 = ex.top[0][0]
+        assert 1 <= k <= 2 and p0 == pytest.approx(max(q for _, _, q in top_orientations(post, 100)))
+        assert f"particle {i}" in ex.caption.value
+    assert not ex.errors
 
 
 def test_top_orientations_sum_over_offsets():

@@ -505,15 +505,19 @@ class Session:
         """Posterior of particle ``i`` from the last E-step.
 
         ``classes``: probability per class (sums to 1); ``samples``: the most probable
-        (class, psi, offset) samples with their probabilities; ``pmax``.
+        (class, psi, offset) samples with their probabilities (3D: also ``rot_deg``, ``tilt_deg``);
+        ``pmax``.
         """
         top = self.top_samples[i]
         out = {"classes": self.class_posterior[i].copy(), "pmax": float(self.pmax[i]),
                "n_significant": int(self.n_significant[i])}
         if top is not None:
-            k, psi, off, prob = top
-            out["samples"] = {"class": np.asarray(k) + 1, "psi_deg": np.asarray(psi),
+            k, orient, off, prob = top
+            orient = np.asarray(orient)
+            out["samples"] = {"class": np.asarray(k) + 1, "psi_deg": orient if orient.ndim == 1 else orient[:, 2],
                               "origin_x_px": off[:, 0], "origin_y_px": off[:, 1], "probability": prob}
+            if orient.ndim == 2:   # 3D: orientation rows (rot, tilt, psi, pixel, order)
+                out["samples"].update(rot_deg=orient[:, 0], tilt_deg=orient[:, 1])
         return out
 
     def class_members(self, classes) -> np.ndarray:
