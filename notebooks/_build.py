@@ -17,6 +17,25 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).resolve().parent
 
 
+# Code shared by the 3D notebooks' set-up cells: central sections of maps, map correlation.
+MAP_HELPERS = """
+    def show_slices(maps, title=""):
+        \"\"\"The central xy, xz and yz sections of each map in ``{name: volume}``, one row per map.\"\"\"
+        fig, axes = plt.subplots(len(maps), 3, figsize=(6, 2 * len(maps)), squeeze=False)
+        for row, (name, vol) in zip(axes, maps.items()):
+            c = vol.shape[0] // 2
+            for ax, (plane, img) in zip(row, [("xy", vol[c]), ("xz", vol[:, c]), ("yz", vol[:, :, c])]):
+                ax.imshow(img, cmap="gray", origin="lower"); ax.axis("off")
+                ax.set_title(f"{name} {plane}", fontsize=8)
+        fig.suptitle(title, fontsize=10); plt.tight_layout(); plt.show()
+
+
+    def cc(a, b):
+        \"\"\"Real-space correlation coefficient of two maps.\"\"\"
+        return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+    """
+
+
 def md(text: str):
     return new_markdown_cell(textwrap.dedent(text).strip())
 

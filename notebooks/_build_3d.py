@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _build import HERE, SETUP, build, code, md, quick_flag
+from _build import HERE, MAP_HELPERS, SETUP, build, code, md, quick_flag
 
 # --------------------------------------------------------------------------- 07
 NB07 = [
@@ -52,22 +52,7 @@ NB07 = [
     from cryolab.validation import class_accuracy, match_classes
     from cryolab.widgets import MapViewer
 
-
-    def show_slices(maps, title=""):
-        \"\"\"The central xy, xz and yz sections of each map in ``{name: volume}``, one row per map.\"\"\"
-        fig, axes = plt.subplots(len(maps), 3, figsize=(6, 2 * len(maps)), squeeze=False)
-        for row, (name, vol) in zip(axes, maps.items()):
-            c = vol.shape[0] // 2
-            for ax, (plane, img) in zip(row, [("xy", vol[c]), ("xz", vol[:, c]), ("yz", vol[:, :, c])]):
-                ax.imshow(img, cmap="gray", origin="lower"); ax.axis("off")
-                ax.set_title(f"{name} {plane}", fontsize=8)
-        fig.suptitle(title, fontsize=10); plt.tight_layout(); plt.show()
-
-
-    def cc(a, b):
-        \"\"\"Real-space correlation coefficient of two maps.\"\"\"
-        return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
-    """),
+    """ + MAP_HELPERS),
     md("""
     ## Two states and their particles
 
