@@ -11,6 +11,7 @@ Chromium binary (``$CHROME``, ``chromium``, ``chromium-browser``) is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -114,6 +115,24 @@ def _run_notebook(page, base, token, name):
     page.wait_for_function(ALL_RUN_JS, timeout=60_000, polling=250)
 
 
+@contextlib.contextmanager
+def _lab_page(height: int):
+    """A headless Chromium page with its console collected into ``logs``; on leaving, asserts
+    that no console error mentions a widget module (a frontend/backend version mismatch)."""
+    logs = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROME, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: logs.append(f"error: {e}"))
+            yield page, logs
+        finally:
+            browser.close()
+    widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
+    assert not widget_errors, widget_errors[:5]
+
+
 def _image_src(page) -> str:
     return page.locator(".jp-OutputArea img.widget-image").first.get_attribute("src") or ""
 
@@ -123,53 +142,42 @@ def test_widgets_render_and_respond_in_jupyterlab(lab):
     base, token = lab
     t0 = time.monotonic()
     shots = _artifacts()
-    logs = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROME, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: logs.append(f"error: {e}"))
+    with _lab_page(2400) as (page, logs):
+        _run_notebook(page, base, token, "02_projection_slice_theorem.ipynb")
+        page.wait_for_selector(".jp-OutputArea .widget-slider", timeout=30_000)
+        page.wait_for_selector(".jp-OutputArea img.widget-image", timeout=30_000)
+        assert page.locator(".jp-OutputArea .jupyter-widgets").count() > 3
+        readouts = page.locator(".jp-OutputArea .widget-slider .widget-readout")
+        assert readouts.first.inner_text().strip() == "30"  # rot of the explorer
+        before = _image_src(page)
+        assert before.startswith("blob:") or before.startswith("data:")
+        page.locator(".jp-OutputArea .widget-slider .noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "() => document.querySelector('.jp-OutputArea .widget-slider .widget-readout').innerText.trim() === '31'",
+            timeout=20_000)
+        page.wait_for_function(
+            "(src) => document.querySelector('.jp-OutputArea img.widget-image').getAttribute('src') !== src",
+            arg=before, timeout=20_000)
+        page.screenshot(path=str(shots / "browser-02-projection-slice.png"), full_page=True)
 
-            _run_notebook(page, base, token, "02_projection_slice_theorem.ipynb")
-            page.wait_for_selector(".jp-OutputArea .widget-slider", timeout=30_000)
-            page.wait_for_selector(".jp-OutputArea img.widget-image", timeout=30_000)
-            assert page.locator(".jp-OutputArea .jupyter-widgets").count() > 3
-            readouts = page.locator(".jp-OutputArea .widget-slider .widget-readout")
-            assert readouts.first.inner_text().strip() == "30"  # rot of the explorer
-            before = _image_src(page)
-            assert before.startswith("blob:") or before.startswith("data:")
-            page.locator(".jp-OutputArea .widget-slider .noUi-handle").first.focus()
+        _run_notebook(page, base, token, "01_image_formation.ipynb")
+        viewer = page.locator(".jp-OutputArea canvas" if have_nglview()
+                              else ".jp-OutputArea img.widget-image").first
+        viewer.wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)  # let the isosurface draw
+        drawn = viewer.screenshot()
+        page.locator(".jp-OutputArea .widget-slider .noUi-handle").first.focus()
+        for _ in range(10):  # threshold +1 sigma: the surface (or contours) must change
             page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                "() => document.querySelector('.jp-OutputArea .widget-slider .widget-readout').innerText.trim() === '31'",
-                timeout=20_000)
-            page.wait_for_function(
-                "(src) => document.querySelector('.jp-OutputArea img.widget-image').getAttribute('src') !== src",
-                arg=before, timeout=20_000)
-            page.screenshot(path=str(shots / "browser-02-projection-slice.png"), full_page=True)
-
-            _run_notebook(page, base, token, "01_image_formation.ipynb")
-            viewer = page.locator(".jp-OutputArea canvas" if have_nglview()
-                                  else ".jp-OutputArea img.widget-image").first
-            viewer.wait_for(timeout=30_000)
-            page.wait_for_timeout(1500)  # let the isosurface draw
-            drawn = viewer.screenshot()
-            page.locator(".jp-OutputArea .widget-slider .noUi-handle").first.focus()
-            for _ in range(10):  # threshold +1 sigma: the surface (or contours) must change
-                page.keyboard.press("ArrowRight")
-            for _ in range(40):
-                page.wait_for_timeout(250)
-                if viewer.screenshot() != drawn:
-                    break
-            else:
-                pytest.fail("the map view did not change with the threshold slider")
-            page.screenshot(path=str(shots / "browser-01-map-viewer.png"), full_page=True)
-        finally:
-            browser.close()
-    (shots / "browser-console.json").write_text(json.dumps(logs, indent=1))
-    widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
-    assert not widget_errors, widget_errors[:5]
+        for _ in range(40):
+            page.wait_for_timeout(250)
+            if viewer.screenshot() != drawn:
+                break
+        else:
+            pytest.fail("the map view did not change with the threshold slider")
+        page.screenshot(path=str(shots / "browser-01-map-viewer.png"), full_page=True)
+        (shots / "browser-console.json").write_text(json.dumps(logs, indent=1))
     assert time.monotonic() - t0 < 90
 
 
@@ -198,25 +206,15 @@ def test_session_dashboard_steps_in_jupyterlab(lab, tmp_path):
                                 metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}),
                    tmp_path / "notebooks" / "dashboard.ipynb")
     t0 = time.monotonic()
-    logs = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROME, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: logs.append(f"error: {e}"))
-            _run_notebook(page, base, token, "dashboard.ipynb")
-            status = page.locator(".jp-OutputArea .widget-html", has_text="iteration 0")
-            status.wait_for(timeout=30_000)
-            page.wait_for_selector(".jp-OutputArea img.widget-image", timeout=30_000)
-            before = _image_src(page)
-            page.locator(".jp-OutputArea button.widget-button", has_text="Step").click()
-            page.locator(".jp-OutputArea .widget-html", has_text="iteration 1").filter(
-                has_text="idle").wait_for(timeout=60_000)
-            assert _image_src(page) != before
-            page.screenshot(path=str(_artifacts() / "browser-session-dashboard.png"), full_page=True)
-        finally:
-            browser.close()
-    widget_errors = [line for line in logs if line.startswith("error") and WIDGET_ERROR.search(line)]
-    assert not widget_errors, widget_errors[:5]
+    with _lab_page(2000) as (page, logs):
+        _run_notebook(page, base, token, "dashboard.ipynb")
+        status = page.locator(".jp-OutputArea .widget-html", has_text="iteration 0")
+        status.wait_for(timeout=30_000)
+        page.wait_for_selector(".jp-OutputArea img.widget-image", timeout=30_000)
+        before = _image_src(page)
+        page.locator(".jp-OutputArea button.widget-button", has_text="Step").click()
+        page.locator(".jp-OutputArea .widget-html", has_text="iteration 1").filter(
+            has_text="idle").wait_for(timeout=60_000)
+        assert _image_src(page) != before
+        page.screenshot(path=str(_artifacts() / "browser-session-dashboard.png"), full_page=True)
     assert time.monotonic() - t0 < 100
