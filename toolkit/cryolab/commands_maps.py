@@ -123,27 +123,9 @@ def _cmd_postprocess(args) -> int:
 
 # --------------------------------------------------------------------------- project
 
-def ctf_from_table(table, path):
-    """CTF parameters from a particle table without images (as ParticleStack.ctf reads them)."""
-    from .ctf import CTFParams
-    missing = [c for c in ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration",
-                           "rlnAmplitudeContrast") if c not in table.columns]
-    if missing:
-        raise CryolabInputError("--ctf needs this label", path=path, field=f"_{missing[0]}")
-    col = table.get
-    dfu = table["rlnDefocusU"].to_numpy(float)
-    opt = {"defocus_v_A": "rlnDefocusV", "defocus_angle_deg": "rlnDefocusAngle",
-           "phase_shift_deg": "rlnPhaseShift", "bfactor_A2": "rlnCtfBfactor", "scale": "rlnCtfScalefactor"}
-    kw = {k: col(c).to_numpy(float) for k, c in opt.items() if c in table.columns}
-    kw.setdefault("defocus_v_A", dfu)
-    return CTFParams(defocus_u_A=dfu, voltage_kV=table["rlnVoltage"].to_numpy(float),
-                     cs_mm=table["rlnSphericalAberration"].to_numpy(float),
-                     amplitude_contrast=table["rlnAmplitudeContrast"].to_numpy(float), **kw)
-
-
 def _cmd_project(args) -> int:
     import numpy as np
-    from .io import read_particles
+    from .io import ctf_from_table, read_particles
     from .projection import FourierProjector
     vol, px = read_map(args.i, args.angpix)
     require_input(args.ang, "angles STAR file")

@@ -9,10 +9,11 @@ input; every writer writes atomically (temporary file, then rename)::
     volume, pixel_size_A = read_mrc("map.mrc")
 """
 from .mrc import mrc_header_info, read_mrc, write_mrc
-from .stack import ParticleStack, write_particle_stack
+from .stack import ParticleStack, ctf_from_table, write_particle_stack
 from .star import optics_from_particles, read_particles, read_star, write_particles, write_star
 
 __all__ = [
+    "ctf_from_table",
     "read_star", "write_star", "read_particles", "write_particles", "optics_from_particles",
     "read_mrc", "write_mrc", "mrc_header_info",
     "ParticleStack", "write_particle_stack",

@@ -26,7 +26,7 @@ from .mrc import check_finite, mrc_header_info, open_mrc_data, write_mrc
 from .star import (GROUP, label, show, merge_optics, optics_from_particles, particle_blocks,
                    read_particles, write_star as _write_star_blocks)
 
-__all__ = ["ParticleStack", "write_particle_stack"]
+__all__ = ["ParticleStack", "write_particle_stack", "ctf_from_table"]
 
 IMAGE = "rlnImageName"
 MAX_OPEN_STACKS = 64
@@ -71,6 +71,41 @@ def _split_image_names(names: pd.Series, star_path):
                                 "'000012@stack.mrcs' (1-based image number)",
                                 path=star_path, field=label(IMAGE))
     return index.to_numpy(dtype=np.int64) - 1, files.to_numpy(dtype=object)
+
+
+def table_column(table: pd.DataFrame, name: str, rows, default=None, path=None) -> np.ndarray:
+    """Column ``name`` of ``table`` at ``rows`` as float64; ``default`` fills a missing optional
+    column, and a missing required one (``default=None``) is an error naming ``path`` and the label."""
+    if name not in table.columns:
+        if default is None:
+            raise CryolabInputError("the particle table needs this label", path=path, field=label(name))
+        return np.full(len(rows), default, dtype=np.float64)
+    return table[name].to_numpy(dtype=np.float64)[rows]
+
+
+def ctf_from_table(table: pd.DataFrame, path=None, rows=None) -> CTFParams:
+    """CTF parameters of the particle ``table`` rows ``rows`` (default all; optics merged in).
+
+    Defocus V defaults to defocus U; angle, phase shift and B-factor to 0; scale to 1. A missing
+    required label is a :class:`CryolabInputError` naming ``path`` and the label.
+    """
+    rows = np.arange(len(table)) if rows is None else rows
+
+    def column(name, default=None):
+        return table_column(table, name, rows, default, path)
+
+    dfu = column("rlnDefocusU")
+    return CTFParams(
+        defocus_u_A=dfu,
+        defocus_v_A=column("rlnDefocusV") if "rlnDefocusV" in table.columns else dfu.copy(),
+        defocus_angle_deg=column("rlnDefocusAngle", 0.0),
+        voltage_kV=column("rlnVoltage"),
+        cs_mm=column("rlnSphericalAberration"),
+        amplitude_contrast=column("rlnAmplitudeContrast"),
+        phase_shift_deg=column("rlnPhaseShift", 0.0),
+        bfactor_A2=column("rlnCtfBfactor", 0.0),
+        scale=column("rlnCtfScalefactor", 1.0),
+    )
 
 
 class ParticleStack:
@@ -227,29 +262,11 @@ class ParticleStack:
 
     # ------------------------------------------------------------------ metadata
     def _column(self, name: str, rows, default=None) -> np.ndarray:
-        if name not in self.table.columns:
-            if default is None:
-                raise CryolabInputError("the particle table needs this label",
-                                        path=self.star_path, field=label(name))
-            return np.full(len(rows), default, dtype=np.float64)
-        return self.table[name].to_numpy(dtype=np.float64)[rows]
+        return table_column(self.table, name, rows, default, self.star_path)
 
     def ctf(self, indices=None) -> CTFParams:
         """Per-particle CTF parameters (defocus V defaults to U; angle, phase shift, B 0; scale 1)."""
-        rows = self._rows(indices)
-        dfu = self._column("rlnDefocusU", rows)
-        return CTFParams(
-            defocus_u_A=dfu,
-            defocus_v_A=self._column("rlnDefocusV", rows, np.nan) if "rlnDefocusV" in
-            self.table.columns else dfu.copy(),
-            defocus_angle_deg=self._column("rlnDefocusAngle", rows, 0.0),
-            voltage_kV=self._column("rlnVoltage", rows),
-            cs_mm=self._column("rlnSphericalAberration", rows),
-            amplitude_contrast=self._column("rlnAmplitudeContrast", rows),
-            phase_shift_deg=self._column("rlnPhaseShift", rows, 0.0),
-            bfactor_A2=self._column("rlnCtfBfactor", rows, 0.0),
-            scale=self._column("rlnCtfScalefactor", rows, 1.0),
-        )
+        return ctf_from_table(self.table, self.star_path, self._rows(indices))
 
     def eulers(self, indices=None) -> np.ndarray | None:
         """``[B, 3]`` (rot, tilt, psi) in degrees; missing angles are 0; None if none are present."""
