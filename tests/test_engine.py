@@ -52,13 +52,15 @@ def test_normalise_and_significant():
     assert np.allclose(w.sum(axis=(1, 2)), 1, atol=1e-5)
     ref_lse = np.log(np.exp(logw.astype(float)).reshape(4, -1).sum(1))
     assert np.allclose(lse, ref_lse, rtol=1e-6)
-    mask, count = significant_mask(w, 0.9)
-    for b in range(4):
-        kept = np.sort(w[b][mask[b]])[::-1]
-        assert kept.sum() >= 0.9 - 1e-6
-        assert kept[:-1].sum() < 0.9            # minimal: without the smallest kept it falls short
-        assert count[b] == kept.size
-        assert kept.min() >= w[b][~mask[b]].max(initial=0)
+    peaked, _ = normalise(logw * 20)                      # one sample holds nearly everything
+    for weights, frac in ((w, 0.9), (w, 0.999), (peaked, 0.999)):
+        mask, count = significant_mask(weights, frac)
+        for b in range(4):
+            kept = np.sort(weights[b][mask[b]])[::-1]
+            assert kept.sum() >= frac - 1e-6
+            assert kept[:-1].sum() < frac            # minimal: without the smallest kept it falls short
+            assert count[b] == kept.size
+            assert kept.min() >= weights[b][~mask[b]].max(initial=0)
 
 
 def test_weighted_sums_and_residual_brute_force():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import resolve_backend, to_numpy
+from .backend import get_xp, resolve_backend, to_numpy
 
 __all__ = ["EStepInputs", "ChunkResult", "EStepSums", "EStepWorker", "StackRows", "estep_chunk",
            "estep_on_cluster", "get_client", "read_batch", "check_scheduler"]
@@ -199,11 +199,12 @@ class EStepWorker:
         self.sums = EStepSums(bps, np.zeros((K, n_shells)), 0.0, 0.0, np.zeros(K), 0)
         w_shell = self.sums.w_shell
 
-        def accumulate(k, orients, D, W):
+        def insert(k, orients, D, W):
             sampler.insert(bps[k], orients, D, W)
             w_shell[k] += to_numpy(shell_sums(W.sum(axis=0), pix.shell, n_shells))
 
-        self._accumulate = accumulate
+        self._buffer = _SliceBuffer(sampler, insert)
+        self._accumulate = self._buffer.add
 
     def run(self, rows, offsets_px, eulers) -> ChunkResult:
         """E-step of one batch: rows of ``particles``, their offsets ``[B, 2]`` (px) and angles ``[B, 3]``."""
@@ -236,6 +237,11 @@ class EStepWorker:
         return ChunkResult(res.best_class, new_eulers, offsets_px + res.best_trans, res.pmax,
                            res.n_significant, res.loglik, res.class_posterior, list(res.top_samples))
 
+
+    def finish(self) -> "EStepSums":
+        """The M-step sums of all batches run so far (inserts what is still buffered)."""
+        self._buffer.flush()
+        return self.sums
 
     def _local(self, eulers):
         """Local searches: the coarse samples within ``3 sigma_ang`` of any particle of the batch,
@@ -272,6 +278,41 @@ class EStepWorker:
         return SampleSet(classes, orients, P, trans, ramps), prior
 
 
+class _SliceBuffer:
+    """Collects per-orientation M-step sums across batches and inserts each orientation once.
+
+    Inserting into the 3D (or 2D) accumulators is the M-step's costly part; batches of a data
+    set share most significant orientations, so sums are merged by orientation key first.
+    Memory is bounded: the buffer is inserted whenever it holds more than ``max_entries``
+    Fourier pixels (D complex64 + W float32: 12 bytes each).
+    """
+
+    def __init__(self, sampler, insert, max_entries: int = 1 << 23):
+        self.sampler, self.insert, self.max_entries = sampler, insert, max_entries
+        self.items: dict = {}
+        self.entries = 0
+
+    def add(self, k, orients, D, W):
+        self.items.setdefault(k, []).append((orients, D, W))
+        self.entries += D.shape[0] * D.shape[1]
+        if self.entries > self.max_entries:
+            self.flush()
+
+    def flush(self):
+        from .engine.expectation import sum_by_key
+        for k, parts in self.items.items():
+            orients = np.concatenate([o for o, _, _ in parts])
+            if len(parts) == 1:
+                self.insert(k, *parts[0])
+                continue
+            xp = get_xp(parts[0][1])
+            first, D, W = sum_by_key(self.sampler.keys(np.full(len(orients), k), orients),
+                                     xp.concatenate([d for _, d, _ in parts]),
+                                     xp.concatenate([w for _, _, w in parts]))
+            self.insert(k, orients[first], D, W)
+        self.items, self.entries = {}, 0
+
+
 def estep_chunk(inputs: EStepInputs, particles, rows, offsets_px, eulers):
     """E-step of the particles ``rows`` (None: all rows) of ``particles`` (ParticleStack, STAR
     path or :class:`StackRows`), in batches of ``settings.batch_size``.
@@ -285,7 +326,7 @@ def estep_chunk(inputs: EStepInputs, particles, rows, offsets_px, eulers):
     step = inputs.settings.batch_size
     parts = [worker.run(rows[i:i + step], offsets_px[i:i + step], eulers[i:i + step])
              for i in range(0, len(rows), step)]
-    return ChunkResult.concat(parts), worker.sums
+    return ChunkResult.concat(parts), worker.finish()
 
 
 # --------------------------------------------------------------------------- clusters

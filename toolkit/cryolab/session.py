@@ -270,16 +270,17 @@ class Session:
                                     stop=self._stop, progress=bar)
         else:
             worker = EStepWorker(inputs, self.particles, pix)
-            sums = worker.sums
             order, size = self._batch_order()
+            sums = None
             for start in range(0, N, size):
                 if self._stop.is_set():
-                    sums = None
                     break
                 idx = order[start:start + size]
                 store(idx, worker.run(idx, self.offsets_px[idx], self.eulers[idx]))
                 if bar is not None:
                     bar.update(1)
+            else:
+                sums = worker.finish()
         if bar is not None:
             bar.close()
         if sums is None:

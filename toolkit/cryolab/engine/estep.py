@@ -163,15 +163,21 @@ def significant_mask(weights, fraction: float = 0.999):
     """Per image, the smallest set of samples holding ``fraction`` of its weight (RELION's adaptive fraction).
 
     ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape and
-    the count of significant samples per image.
+    the count of significant samples per image. Only candidates are sorted: samples below
+    ``(1 - fraction) / S`` (``S`` samples per image) together hold less than ``1 - fraction``,
+    so the smallest set never needs them.
     """
     xp = get_xp(weights)
     flat = weights.reshape(weights.shape[0], -1)
-    order = xp.argsort(-flat, axis=1)
-    sorted_w = xp.take_along_axis(flat, order, axis=1)
-    csum = xp.cumsum(sorted_w, axis=1)
-    # keep every sample whose preceding cumulative weight is below the fraction
-    keep_sorted = (csum - sorted_w) < fraction
+    b, n = flat.shape
+    rows, cols = xp.nonzero(flat >= (1.0 - fraction) / n)
+    vals = flat[rows, cols].astype(xp.float64)
+    order = xp.argsort(rows * 2.0 - vals)                 # by image, then by decreasing weight
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    csum = xp.cumsum(vals)
+    start = xp.searchsorted(rows, xp.arange(b))           # first candidate of each image
+    before = xp.concatenate([xp.zeros(1), csum])[start]   # weight of the previous images
+    keep = (csum - vals - before[rows]) < fraction        # cumulative weight before this sample
     mask = xp.zeros_like(flat, dtype=bool)
-    xp.put_along_axis(mask, order, keep_sorted, axis=1)
-    return mask.reshape(weights.shape), keep_sorted.sum(axis=1)
+    mask[rows[keep], cols[keep]] = True
+    return mask.reshape(weights.shape), xp.bincount(rows[keep], minlength=b)

@@ -161,18 +161,34 @@ class _Accumulator:
         xp = get_xp(self.items[0][2])
         D = xp.concatenate([d for *_, d, _ in self.items])
         W = xp.concatenate([w for *_, w in self.items])
-        keys = self.sampler.keys(classes, orients)
-        ukeys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        starts = np.searchsorted(inverse[order], np.arange(ukeys.size))
-        oi = xp.asarray(order)
-        Ds = _segment_sum(D[oi], starts, xp)
-        Ws = _segment_sum(W[oi], starts, xp)
+        first, Ds, Ws = sum_by_key(self.sampler.keys(classes, orients), D, W)
         for k in np.unique(classes[first]):
             sel = np.flatnonzero(classes[first] == k)
             s = xp.asarray(sel)
             self.callback(int(k), orients[first][sel], Ds[s] * self.inv_sigma2, Ws[s] * self.inv_sigma2)
         self.items = []
+
+
+def _top(flat, n: int):
+    """Column indices of the ``n`` largest entries of each row, largest first."""
+    if flat.shape[1] > n:
+        part = np.argpartition(-flat, n - 1, axis=1)[:, :n]
+        return np.take_along_axis(part, np.argsort(-np.take_along_axis(flat, part, 1), axis=1), 1)
+    return np.argsort(-flat, axis=1)
+
+
+def sum_by_key(keys, *arrays):
+    """Rows of ``arrays`` (each ``[J, ...]``) summed per distinct key ``keys [J]`` (int).
+
+    Returns ``(first, *sums)``: the index of each distinct key's first row and the sums in
+    increasing key order.
+    """
+    xp = get_xp(arrays[0])
+    ukeys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(ukeys.size))
+    oi = xp.asarray(order)
+    return (first,) + tuple(_segment_sum(a[oi], starts, xp) for a in arrays)
 
 
 def _segment_sum(a, starts, xp):
@@ -223,7 +239,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         wj = flat_np.reshape(nb, T, J).sum(axis=1)
         for k in range(K):
             out["class_posterior"][g, k] = wj[:, ss.classes == k].sum(axis=1)
-        top = np.argsort(-flat_np, axis=1)[:, :n_top]
+        top = _top(flat_np, n_top)
         for i, b in enumerate(g):
             tt, jj = np.unravel_index(top[i], (T, J))
             tops[b] = (ss.classes[jj], ss.orients[jj], ss.trans[tt] + offsets_px[b], flat_np[i, top[i]])
