@@ -129,6 +129,11 @@ def test_fsc_viewer_marks_resolutions():
     w.show_half.value = False
     assert "0.5" not in w.caption.value
     assert list(FSCViewer(a, n, px).curves) == ["FSC"]
+    for empty in ({}, []):                    # start empty (e.g. before the first iteration), add later
+        e = FSCViewer(empty, n, px)
+        assert e.curves == {} and e.panel.value
+        e.add(a, "iteration 1")
+        assert e.resolutions_A["iteration 1"][0.143] == pytest.approx(resolution_at(a, 0.143, n, px))
 
 
 def test_example_map_is_cubic():

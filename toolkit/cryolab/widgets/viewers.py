@@ -121,6 +121,8 @@ class MapViewer(W.VBox):
 def _as_curves(fsc_curves, labels):
     if isinstance(fsc_curves, dict):
         return {str(k): np.asarray(v, dtype=float) for k, v in fsc_curves.items()}
+    if len(fsc_curves) == 0:          # nothing yet: curves come later through add()
+        return {}
     arr = list(fsc_curves) if np.ndim(fsc_curves[0]) else [fsc_curves]
     labels = labels or [f"FSC {i + 1}" if len(arr) > 1 else "FSC" for i in range(len(arr))]
     return {str(lab): np.asarray(c, dtype=float) for lab, c in zip(labels, arr)}
@@ -181,9 +183,10 @@ class FSCViewer(W.VBox):
             ax.text(max_freq, t + 0.02, f"{t}", ha="right", fontsize=7, color="0.3")
         ax.axhline(0, color="0.8", lw=0.6)
         ax.set_xlim(0, max_freq)
-        ax.set_ylim(min(-0.1, min(float(c.min()) for c in self.curves.values()) - 0.05), 1.05)
+        ax.set_ylim(min(-0.1, min((float(c.min()) for c in self.curves.values()), default=0.0) - 0.05), 1.05)
         ax.set_xlabel("spatial frequency (1/Å)", fontsize=8)
         ax.set_ylabel("Fourier shell correlation", fontsize=8)
-        ax.legend(fontsize=7, loc="upper right")
+        if self.curves:
+            ax.legend(fontsize=7, loc="upper right")
         resolution_axis(ax, max_freq)
         self.panel.show(fig)
