@@ -2,6 +2,8 @@
 
 The full suite takes about 20 minutes on two cores (most of it relion_refine); ``--quick``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
+The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
+runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``.
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
 """
 from __future__ import annotations
@@ -9,16 +11,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, gemm, imaging
+from . import class2d, class3d, gemm, imaging, refine
 
-PARTS = ("gemm", "class2d", "class3d", "imaging")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging")
+PARTS = DEFAULT + ("refine",)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run, < 2 min)")
     ap.add_argument("--no-relion", action="store_true", help="skip every RELION comparison")
-    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    ap.add_argument("--only", default=",".join(DEFAULT),
+                    help=f"comma-separated subset of {', '.join(PARTS)} (default: all but refine)")
     ap.add_argument("--n", type=int, default=None,
                     help="particles for gemm, class2d (default 400) and class3d (default 200)")
     ap.add_argument("--iter", type=int, default=None,
@@ -42,6 +46,8 @@ def main(argv=None) -> int:
         results["class3d"] = class3d.run(a.quick, a.n, a.iter, box=a.box, relion=relion, out=a.out, save=save)
     if "imaging" in parts:
         results["imaging"] = imaging.run(a.quick, relion, a.out, save)
+    if "refine" in parts:
+        results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")
     for part in results.values():
         for r in part["ratios"]:

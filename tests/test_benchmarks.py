@@ -47,3 +47,21 @@ def test_matched_accuracy_uses_the_best_one_to_one_matching():
 def test_gemm_flops_count():
     from benchmarks import estep_gemm_flops
     assert estep_gemm_flops(B=2, T=3, M=5, J=7) == 2 * 2 * 3 * 10 * 7 + 2 * 2 * 5 * 7
+
+
+def test_refine_assessment_against_known_answers():
+    from benchmarks.refine import assess
+    from cryolab.data import load_demo
+    from cryolab.fourier import rescale
+    from cryolab.geometry import random_rotations
+    truth = rescale(load_demo().volumes["80S"], 32, ndim=3)
+    eulers = random_rotations(20, np.random.default_rng(0))
+    same = assess(truth, truth, eulers, truth, eulers, 12.0)
+    assert same["map_correlation"] == pytest.approx(1.0) and same["mean_angular_error_deg"] < 1e-6
+    assert same["resolution_A"] == pytest.approx(24.0)          # identical halves: FSC 1 up to Nyquist
+    noisy = truth + np.random.default_rng(1).normal(scale=3 * truth.std(), size=truth.shape)
+    flipped = eulers.copy()
+    flipped[:, 1] = 180.0 - flipped[:, 1]
+    worse = assess(truth, noisy, flipped, truth, eulers, 12.0)
+    assert worse["resolution_A"] > same["resolution_A"] and worse["map_correlation"] < 0.9
+    assert worse["mean_angular_error_deg"] > 10
