@@ -70,7 +70,7 @@ def _log_prior(log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px):
 def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, pix, *,
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
-                      n_top=10, accumulate=None, orient_log_prior=None):
+                      n_top=10, accumulate=None, orient_log_prior=None, fine_pass="auto"):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
@@ -79,6 +79,9 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     size); with ``oversampling=0`` it must be all ``M``. ``accumulate`` is a callback
     ``(k, orients, D, W)`` receiving per-class sums (``D``, ``W`` divided by sigma2).
     ``orient_log_prior(orients) -> [B or 1, J]`` adds an orientation prior (local searches).
+    ``fine_pass``: ``"union"`` (one masked GEMM over the batch's kept union), ``"per_image"``
+    (one masked GEMM per image over its own kept translations x orientations) or ``"auto"``
+    (the union while it is at most twice the per-image work). All give the same result.
     Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
@@ -105,7 +108,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     own = float((t_used.sum(1) * j_used.sum(1)).sum())
     union = float(B * t_used.any(0).sum() * j_used.any(0).sum())
     # one GEMM over the batch's union when the kept sets overlap (early iterations), else per image
-    groups = [np.arange(B)] if union <= 2 * own else [np.array([b]) for b in range(B)]
+    per_image = fine_pass == "per_image" or (fine_pass == "auto" and union > 2 * own)
+    groups = [np.array([b]) for b in range(B)] if per_image else [np.arange(B)]
     # every coarse translation's children and their phase ramps, made once for the batch
     T = coarse.trans.shape[0]
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
