@@ -103,17 +103,21 @@ class SphericalSampler(CachedProjections):
     def children(self, orients, classes, oversampling: int):
         """Finer orientations of coarse rows: HEALPix children x psi children (direction-major)."""
         nd, npsi = 4 ** oversampling, 2 ** oversampling
-        out = []
-        for row in orients:
-            order = int(row[4]) + oversampling
-            pix = int(row[3]) * nd + np.arange(nd)
-            theta, phi = healpix_pix2ang(2 ** order, pix, nest=True)
-            rot = (np.degrees(phi) + 180.0) % 360.0 - 180.0
-            psis = fine_psi(np.array([row[2]]), self.psi_step_deg, oversampling)[0]
-            out.append(np.stack([np.repeat(rot, npsi), np.repeat(np.degrees(theta), npsi),
-                                 np.tile(psis, nd), np.repeat(pix, npsi).astype(float),
-                                 np.full(nd * npsi, float(order))], axis=-1))
-        return np.concatenate(out), np.repeat(classes, nd * npsi)
+        orients = np.asarray(orients, float).reshape(-1, 5)
+        out = np.empty((len(orients), nd, npsi, 5))
+        for order in np.unique(orients[:, 4]).astype(int):      # rows of one order at a time
+            sel = np.flatnonzero(orients[:, 4] == order)
+            pix = orients[sel, 3].astype(np.int64)[:, None] * nd + np.arange(nd)[None, :]   # [r, nd]
+            theta, phi = healpix_pix2ang(2 ** (order + oversampling), pix.ravel(), nest=True)
+            psis = fine_psi(orients[sel, 2], self.psi_step_deg, oversampling)             # [r, npsi]
+            o = out[sel]
+            o[..., 0] = ((np.degrees(phi) + 180.0) % 360.0 - 180.0).reshape(-1, nd, 1)
+            o[..., 1] = np.degrees(theta).reshape(-1, nd, 1)
+            o[..., 2] = psis[:, None, :]
+            o[..., 3] = pix[:, :, None]
+            o[..., 4] = order + oversampling
+            out[sel] = o
+        return out.reshape(-1, 5), np.repeat(classes, nd * npsi)
 
     @staticmethod
     def keys(classes, orients):
