@@ -150,7 +150,10 @@ _CLASSIFY_TABLE = [
      "search locally (Gaussian prior around each particle's angles) from this HEALPix order on"),
     ("--max_iter", "max_iter", positive_int, {"refine": 25}, "stop after this many iterations if not converged"),
     ("--seed", "seed", int, 0, "random seed (same seed, same result; also the random halves)"),
-    ("--batch_size", "batch_size", positive_int, 64, "particles per E-step batch (memory)"),
+    ("--batch_size", "batch_size", positive_int, 64, "particles per E-step batch, at most (memory)"),
+    ("--memory_limit", "memory_limit_GB", positive_float, None,
+     "memory for one E-step batch, in GB; batches shrink to fit (default: half the free GPU "
+     "memory or a quarter of the RAM)"),
     ("--scheduler", "scheduler", str, None, "run E-steps on a dask cluster: local:N (N local workers) "
      "or a scheduler address tcp://host:port"),
 ]

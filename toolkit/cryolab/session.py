@@ -21,92 +21,10 @@ from .engine.mstep import shell_sums, sigma2_from_residuals, tau2_from_power
 from .fourier import radial_average, rfft2c, rfft3c, shell_index
 from .geometry import healpix_step_deg
 from .reconstruction import BackProjector2D
+from .settings import MODES, IterationResult, Settings
 from .validation import soft_circle_mask
 
 __all__ = ["Settings", "IterationResult", "Session"]
-
-MODES = ("map", "ml", "maxcc")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Parameters of a classification run; names and defaults follow relion_refine.
-
-    ``offset_range_px``/``offset_step_px`` in pixels, ``particle_diameter_A`` and
-    ``resolution_limit_A``/``ini_high_A`` in Angstrom, ``psi_step_deg`` in degrees.
-    ``mode``: ``map`` (RELION's regularised likelihood), ``ml`` (white-noise maximum
-    likelihood, no regularisation) or ``maxcc`` (projection matching).
-    ``firstiter_cc``: run the first iteration as projection matching (RELION's
-    ``--firstiter_cc``), which puts an external reference on the data's grey scale.
-    ``scheduler``: where E-steps run: None (this process), ``"local:N"`` (N local worker
-    processes) or a dask scheduler address ``"tcp://host:8786"`` (see :mod:`cryolab.distributed`).
-    ``sigma_ang_deg`` (3D, RELION's ``--sigma_ang``): local searches; each particle's orientation
-    prior is a Gaussian of this sigma around its current angles (viewing direction and psi) and
-    only orientations within 3 sigma are visited. ``skip_align`` (3D, ``--skip_align``): keep each
-    particle's angles and offset, classify only. ``reference_mask``: a soft mask (MRC path or
-    array ``[N, N, N]``) multiplying the references before projection (focused classification).
-    """
-    K: int = 4
-    n_iter: int = 25
-    mode: str = "map"
-    tau2_fudge: float = 2.0
-    psi_step_deg: float = 10.0
-    offset_range_px: float = 5.0
-    offset_step_px: float = 1.0
-    oversampling: int = 1
-    adaptive_fraction: float = 0.999
-    particle_diameter_A: float | None = None
-    ctf: bool = True
-    resolution_limit_A: float | None = None
-    ini_high_A: float | None = None
-    center_classes: bool = True
-    reseed_empty_classes: bool = True
-    healpix_order: int = 2
-    sym: str = "C1"
-    firstiter_cc: bool = False
-    seed: int = 0
-    backend: str = "numpy"
-    batch_size: int = 64
-    scheduler: str | None = None
-    sigma_ang_deg: float | None = None
-    skip_align: bool = False
-    reference_mask: object = None
-
-    def __post_init__(self):
-        from .distributed import check_scheduler
-        from .errors import CryolabInputError
-        try:
-            check_scheduler(self.scheduler)
-        except ValueError as exc:
-            raise CryolabInputError(str(exc), field="scheduler") from None
-        if self.mode not in MODES:
-            raise CryolabInputError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
-        if self.K < 1:
-            raise CryolabInputError(f"K must be >= 1, got {self.K}", field="K")
-        if self.sigma_ang_deg is not None and self.sigma_ang_deg <= 0:
-            raise CryolabInputError(f"sigma_ang_deg must be > 0, got {self.sigma_ang_deg}", field="sigma_ang_deg")
-        for name in ("tau2_fudge", "psi_step_deg", "offset_step_px", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise CryolabInputError(f"{name} must be > 0, got {getattr(self, name)}", field=name)
-
-
-@dataclass(frozen=True)
-class IterationResult:
-    """What one iteration did. ``class_distribution`` sums to 1; resolutions in Angstrom."""
-    iteration: int
-    loglik: float
-    class_distribution: tuple
-    mean_pmax: float
-    changed_assignments: float
-    mean_angle_change_deg: float
-    mean_offset_change_px: float
-    resolution_A: tuple
-    ssnr: tuple            # per class, spectral SNR per shell (``data_vs_prior``)
-    sigma2: tuple          # noise power per shell
-    max_shell: int
-    sigma_offset_px: float
-    time_s: float
-
 
 @dataclass
 class _Pending:
@@ -265,12 +183,13 @@ class Session:
             from tqdm.auto import tqdm
             bar = tqdm(total=-(-N // s.batch_size), desc=f"iteration {self.iteration + 1} E-step",
                        unit="chunk" if s.scheduler else "batch")
+        order, size = self._batch_order()
         if s.scheduler:
+            inputs.settings = replace(s, batch_size=size)
             sums = estep_on_cluster(s.scheduler, inputs, self.particles, self.offsets_px, self.eulers, store,
                                     stop=self._stop, progress=bar)
         else:
             worker = EStepWorker(inputs, self.particles, pix)
-            order, size = self._batch_order()
             sums = None
             for start in range(0, N, size):
                 if self._stop.is_set():
@@ -294,14 +213,17 @@ class Session:
         """Order of the particles in the E-step and the batch size. Local searches visit only
         the union of a batch's neighbourhoods: batches are then small and made of particles with
         nearby orientations (sorted by nearest HEALPix direction at order 2, nested, then psi)."""
+        from .engine.memory import estep_batch_size
         N, s = len(self.particles), self.settings
+        pix = fourier_pixels(self.n, self.max_shell, self.xp)
+        size = estep_batch_size(s, s.K, self.dim, self._coarse_pixels(pix) or pix.size, self.xp)
         if self.dim != 3 or not s.sigma_ang_deg or s.skip_align:
-            return np.arange(N), s.batch_size
+            return np.arange(N), size
         from .geometry import euler_to_direction, healpix_pix2ang
         theta, phi = healpix_pix2ang(4, np.arange(192), nest=True)
         grid = np.stack([np.cos(phi) * np.sin(theta), np.sin(phi) * np.sin(theta), np.cos(theta)], axis=-1)
         nearest = np.argmax(euler_to_direction(self.eulers[:, 0], self.eulers[:, 1]) @ grid.T, axis=1)
-        return np.lexsort((np.mod(self.eulers[:, 2], 360.0), nearest)), min(s.batch_size, 16)
+        return np.lexsort((np.mod(self.eulers[:, 2], 360.0), nearest)), min(size, 16)
 
     def estep_inputs(self, pix=None):
         """The plain inputs (:class:`cryolab.distributed.EStepInputs`) of the coming E-step."""

@@ -1,0 +1,60 @@
+"""Working memory of the E-step and the batch size that fits it.
+
+The coarse pass holds, per image, a few arrays over every coarse sample (class x orientation
+x translation): the scores (float32), their exponentials (float64), the weights (float32) and
+a mask (bool), about 24 bytes per sample, plus the shifted images ``[T, 2m]`` (float32). At
+HEALPix order 2 (4,608 orientations) with two classes and 29 translations that is ~6.5 MB per
+image, 0.4 GB for a batch of 64; at order 3 eight times more. The batch size is chosen so that one batch stays inside a memory budget:
+half of the free GPU memory (CuPy), or a quarter of the machine's RAM (NumPy), or the
+``memory_limit_GB`` a user sets.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["BYTES_PER_SAMPLE", "estep_bytes_per_image", "available_bytes", "batch_size_for"]
+
+BYTES_PER_SAMPLE = 24
+
+
+def estep_bytes_per_image(n_samples: int, translations: int, pixels: int) -> int:
+    """Bytes the coarse pass needs per image: ``n_samples`` = classes x orientations x
+    translations, ``pixels`` Fourier pixels of the coarse pass (``m``)."""
+    return int(BYTES_PER_SAMPLE * n_samples + 8 * translations * pixels)
+
+
+def available_bytes(xp=np, memory_limit_GB: float | None = None) -> int:
+    """The E-step's memory budget in bytes (see the module text)."""
+    if memory_limit_GB:
+        return int(memory_limit_GB * 2 ** 30)
+    if xp.__name__.startswith("cupy"):  # pragma: no cover - GPU only
+        free, _ = xp.cuda.Device().mem_info
+        return int(0.5 * (free + xp.get_default_memory_pool().free_bytes()))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2 ** 30
+    return int(total // 4)
+
+
+def batch_size_for(bytes_per_image: int, budget_bytes: int, upper: int) -> int:
+    """The largest batch (at most ``upper``, at least 1) whose coarse pass fits the budget."""
+    return int(max(1, min(int(upper), budget_bytes // max(int(bytes_per_image), 1))))
+
+
+def estep_batch_size(settings, n_classes: int, dim: int, coarse_pixels: int, xp=np) -> int:
+    """Batch size for an E-step with these ``settings`` (a :class:`cryolab.settings.Settings`):
+    ``settings.batch_size`` or fewer, so that the coarse pass of a full (global) search fits
+    :func:`available_bytes`. ``coarse_pixels``: Fourier pixels of the coarse pass."""
+    from ..geometry import healpix_step_deg, psi_angles
+    from .sampling import translation_grid
+    if dim == 2:
+        n_orient = len(psi_angles(settings.psi_step_deg))
+    else:
+        order = settings.healpix_order
+        n_orient = 12 * 4 ** order * len(psi_angles(healpix_step_deg(order)))
+    n_trans = len(translation_grid(settings.offset_range_px, settings.offset_step_px))
+    per_image = estep_bytes_per_image(n_classes * n_orient * n_trans, n_trans, coarse_pixels)
+    return batch_size_for(per_image, available_bytes(xp, settings.memory_limit_GB), settings.batch_size)
