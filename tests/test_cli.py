@@ -328,3 +328,11 @@ def test_refine_writes_gold_standard_outputs(sim3d, work, capsys):
     assert run("refine", "--i", sim3d / "particles.star", "--o", work / "r3d_bad" / "run", "--quiet") == 2
     assert "--ref" in capsys.readouterr().err
     assert not (work / "r3d_bad").exists()
+    # stopped after iteration 2: --continue runs the last iteration and gives the same result
+    again = work / "r3d_cont"
+    assert run("refine", "--continue", out / "run_it002_optimiser.json", "--max_iter", 3, "--o", again / "run",
+               "--quiet") == 0
+    cont = json.loads((again / "run.json").read_text())
+    assert cont["results"]["iterations_run"] == 3
+    assert cont["results"]["resolution_A"] == pytest.approx(rec["results"]["resolution_A"])
+    assert np.allclose(read_mrc(again / "run_class001.mrc")[0], read_mrc(out / "run_class001.mrc")[0], atol=1e-5)

@@ -59,3 +59,23 @@ def test_refine_writes_relion_files(refined):
     model = read_star(out / "run_model.star")
     assert "rlnGoldStandardFsc" in model["model_class_1"].columns
     assert read_mrc(out / "run_class001.mrc")[0].shape == (32, 32, 32)
+
+
+def test_refine_resumes_from_its_checkpoint(refined):
+    """Resuming at iteration 2 and stepping gives iteration 3 of the uninterrupted run."""
+    from cryolab.methods.refine import AutoRefine
+    from cryolab.session import Session
+    r, sim, vol, out = refined
+    resumed = AutoRefine.resume(out, iteration=2)
+    assert resumed.iteration == 2 and len(resumed.history) == 2
+    assert resumed.history[1] == r.history[1]
+    step = resumed.step()
+    assert step.resolution_A == pytest.approx(r.history[2].resolution_A)
+    assert step.healpix_order == r.history[2].healpix_order
+    for h in (1, 2):
+        saved = read_mrc(out / f"run_it003_half{h}_class001.mrc")[0]
+        assert np.allclose(resumed.halves[h - 1].references[0], saved, atol=1e-5 * np.abs(saved).max())
+    table, _ = read_particles(out / "run_it003_data.star")
+    assert np.allclose(resumed.eulers[:, 1], table["rlnAngleTilt"].to_numpy(float), atol=1e-3)
+    with pytest.raises(Exception, match="auto-refine checkpoint"):
+        Session.resume(out)

@@ -318,17 +318,24 @@ def _cmd_refine(args) -> int:
         from .backend import cupy_available
         if not cupy_available():
             raise CryolabInputError("--gpu: no GPU available (CuPy missing or no device)")
-    if args.i is None or args.ref is None:
-        raise CryolabInputError("--i particles.star and --ref map.mrc are required")
-    stack = load_particles(args.i)
-    Settings(**{k: v for k, v in kw.items() if k in {f.name for f in fields(Settings)}})  # validates
-    from .geometry import symmetry_operators
-    symmetry_operators(args.sym)
-    reference = _reference_map(args.ref, stack)
-    if not args.ctf and not args.quiet:
-        print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
+    resumed = None
+    if getattr(args, "continue_from", None):
+        from .methods.refine import AutoRefine
+        resumed = AutoRefine.resume(*_continue_point(args.continue_from))
+        inputs = [args.continue_from]
+    else:
+        if args.i is None or args.ref is None:
+            raise CryolabInputError("--i particles.star and --ref map.mrc are required (or --continue)")
+        stack = load_particles(args.i)
+        Settings(**{k: v for k, v in kw.items() if k in {f.name for f in fields(Settings)}})  # validates
+        from .geometry import symmetry_operators
+        symmetry_operators(args.sym)
+        reference = _reference_map(args.ref, stack)
+        inputs = [args.i, args.ref, *map(str, stack.stack_paths)]
+        if not args.ctf and not args.quiet:
+            print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
-    rec = record("refine", args, [args.i, args.ref, *map(str, stack.stack_paths)], backend=kw["backend"])
+    rec = record("refine", args, inputs, backend=kw["backend"])
     run_json = _provenance_name(folder, prefix)
 
     def after(r, it):
@@ -339,8 +346,13 @@ def _cmd_refine(args) -> int:
                   f"{it.healpix_order}{' (local)' if it.sigma_ang_deg else ''}, angular change "
                   f"{it.mean_angle_change_deg:.2f} deg, {it.time_s:.1f} s")
 
-    from . import methods
-    r = methods.refine(stack, reference, progress=not args.quiet, callback=after, out_dir=folder, prefix=prefix, **kw)
+    if resumed is None:
+        from . import methods
+        r = methods.refine(stack, reference, progress=not args.quiet, callback=after, out_dir=folder,
+                           prefix=prefix, **kw)
+    else:
+        r = resumed
+        r.run(kw["max_iter"], progress=not args.quiet, callback=after, out_dir=folder, prefix=prefix)
     names = [f"{prefix}_{x}" for x in ("half1_class001_unfil.mrc", "half2_class001_unfil.mrc", "class001.mrc",
                                         "data.star", "model.star")]
     rec.outputs = [n for n in names if (folder / n).exists()]
@@ -426,6 +438,8 @@ def _register_classify(sub, kind: str) -> None:
         shown = f"{default:g}" if isinstance(default, (int, float)) else default
         p.add_argument(flag, *extra, type=typ, default=default, dest=flag[2:], metavar=unit,
                        help=text if default is None else f"{text} (default: {shown})")
+    p.add_argument("--continue", dest="continue_from", metavar="OPTIMISER_JSON",
+                   help="continue from <prefix>_itNNN_optimiser.json (settings from the checkpoint)")
     if kind == "refine":
         p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
         p.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy)")
@@ -438,8 +452,6 @@ def _register_classify(sub, kind: str) -> None:
     p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
     p.add_argument("--j", type=positive_int, default=None, help="number of CPU threads")
     p.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy)")
-    p.add_argument("--continue", dest="continue_from", metavar="OPTIMISER_JSON",
-                   help="continue from <prefix>_itNNN_optimiser.json (settings from the checkpoint)")
     add_common(p)
     p.set_defaults(func=partial(_cmd_classify, kind=kind))
 

@@ -20,7 +20,7 @@ from .errors import CryolabInputError
 from .io import read_mrc, write_mrc, write_particles, write_star
 from .io._files import atomic_path
 
-__all__ = ["data_table", "model_blocks", "save", "resume"]
+__all__ = ["data_table", "model_blocks", "save", "resume", "write_state", "restore", "last_checkpoint"]
 
 _STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "eulers", "pmax",
                  "n_significant", "loglik", "class_posterior")
@@ -101,19 +101,59 @@ def save(session, directory, prefix: str = "run") -> str:
     optics = session.particles.optics
     write_particles(d / f"{stem}_data.star", _relative_images(table, session.particles, d), optics)
     write_star(d / f"{stem}_model.star", model_blocks(session))
+    state = write_state(session, d / f"{stem}_state.npz")
+    state["particles_star"] = (str(Path(session.particles.star_path).resolve())
+                               if session.particles.star_path else None)
+    write_json(d / f"{stem}_optimiser.json", state)
+    return str(d / stem)
+
+
+def write_state(session, npz_path) -> dict:
+    """Write the session's arrays to ``npz_path``; return its other state (JSON-ready)."""
     arrays = {name: np.asarray(getattr(session, name)) for name in _STATE_ARRAYS}
-    with atomic_path(d / f"{stem}_state.npz") as tmp:
+    with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    state = {
-        "cryolab_version": __version__, "iteration": session.iteration, "max_shell": session.max_shell,
-        "sigma_offset_px": session.sigma_offset_px, "settings": asdict(session.settings),
-        "particles_star": str(Path(session.particles.star_path).resolve()) if session.particles.star_path else None,
-        "history": [asdict(h) for h in session.history],
-    }
-    with atomic_path(d / f"{stem}_optimiser.json") as tmp:
+    return {"cryolab_version": __version__, "iteration": session.iteration, "max_shell": session.max_shell,
+            "sigma_offset_px": session.sigma_offset_px, "settings": asdict(session.settings),
+            "history": [asdict(h) for h in session.history]}
+
+
+def write_json(path, state: dict) -> None:
+    with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(state, indent=1))
-    return str(d / stem)
+
+
+def restore(cls, particles, state: dict, npz_path):
+    """A ``cls`` (Session) over ``particles`` with the state of :func:`write_state`."""
+    from .settings import IterationResult, Settings
+    arrays = np.load(npz_path, allow_pickle=False)
+    s = cls.__new__(cls)
+    cls.__init__(s, particles, Settings(**state["settings"]), references=arrays["references"])
+    for name in _STATE_ARRAYS:
+        setattr(s, name, np.array(arrays[name]))
+    s.iteration = state["iteration"]
+    s.max_shell = state["max_shell"]
+    s.sigma_offset_px = state["sigma_offset_px"]
+    s.history = [IterationResult(**{k: tuple(map(_tup, v)) if isinstance(v, list) else v
+                                    for k, v in h.items()}) for h in state["history"]]
+    return s
+
+
+def last_checkpoint(directory, prefix: str = "run", iteration=None):
+    """``(stem, state)`` of the last (or a given) ``<prefix>_itNNN_optimiser.json`` in ``directory``."""
+    d = Path(directory)
+    if iteration is None:
+        its = sorted(int(m.group(1)) for f in d.glob(f"{prefix}_it*_optimiser.json")
+                     if (m := re.search(r"_it(\d+)_optimiser", f.name)))
+        if not its:
+            raise CryolabInputError("no checkpoint (<prefix>_itNNN_optimiser.json) found", path=d)
+        iteration = its[-1]
+    stem = d / f"{prefix}_it{iteration:03d}"
+    try:
+        return stem, json.loads(Path(f"{stem}_optimiser.json").read_text())
+    except FileNotFoundError:
+        raise CryolabInputError("checkpoint file missing", path=f"{stem}_optimiser.json") from None
 
 
 def _relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
@@ -138,32 +178,11 @@ def _relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
 def resume(cls, directory, iteration=None, prefix: str = "run"):
     """Rebuild a Session from its checkpoint files (last iteration unless given)."""
     from .io import ParticleStack
-    from .session import IterationResult, Settings
-    d = Path(directory)
-    if iteration is None:
-        its = sorted(int(m.group(1)) for f in d.glob(f"{prefix}_it*_optimiser.json")
-                     if (m := re.search(r"_it(\d+)_optimiser", f.name)))
-        if not its:
-            raise CryolabInputError("no checkpoint (<prefix>_itNNN_optimiser.json) found", path=d)
-        iteration = its[-1]
-    stem = d / f"{prefix}_it{iteration:03d}"
-    try:
-        state = json.loads(Path(f"{stem}_optimiser.json").read_text())
-    except FileNotFoundError:
-        raise CryolabInputError("checkpoint file missing", path=f"{stem}_optimiser.json") from None
-    arrays = np.load(f"{stem}_state.npz", allow_pickle=False)
-    particles = ParticleStack.from_star(state["particles_star"])
-    settings = Settings(**state["settings"])
-    s = cls.__new__(cls)
-    cls.__init__(s, particles, settings, references=arrays["references"])
-    for name in _STATE_ARRAYS:
-        setattr(s, name, np.array(arrays[name]))
-    s.iteration = state["iteration"]
-    s.max_shell = state["max_shell"]
-    s.sigma_offset_px = state["sigma_offset_px"]
-    s.history = [IterationResult(**{k: tuple(map(_tup, v)) if isinstance(v, list) else v
-                                    for k, v in h.items()}) for h in state["history"]]
-    return s
+    stem, state = last_checkpoint(directory, prefix, iteration)
+    if state.get("kind") == "refine":
+        raise CryolabInputError("this is an auto-refine checkpoint: resume it with "
+                                "cryolab.methods.refine.AutoRefine.resume", path=f"{stem}_optimiser.json")
+    return restore(cls, ParticleStack.from_star(state["particles_star"]), state, f"{stem}_state.npz")
 
 
 def _tup(v):

@@ -23,7 +23,7 @@ average is post-processed (:func:`cryolab.validation.postprocess`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,7 @@ class AutoRefine:
             particles = ParticleStack.from_star(particles)
         self.particles = particles
         self.n, self.pixel_size_A = particles.box_size, float(particles.pixel_size_A)
+        self.seed = seed
         self.subset = random_halves(len(particles), seed)
         self.rows = [np.flatnonzero(self.subset == h) for h in (1, 2)]
         ref = lowpass(np.asarray(reference, np.float32), ini_high_A, self.pixel_size_A, ndim=3)
@@ -293,7 +294,49 @@ class AutoRefine:
             write_particles(d / f"{prefix}_data.star", table, self.particles.optics)
             write_star(d / f"{prefix}_model.star", self.model_blocks(f"{prefix}_class001.mrc"))
             write_postprocess(self.postprocess, d / "postprocess")
+        self._checkpoint(d / stem)
         return str(d / stem)
+
+    # ------------------------------------------------------------------ checkpoints
+    _SCALARS = ("iteration", "best_resolution_A", "smallest_angle_change", "iter_wo_resol_gain",
+                "iter_wo_large_changes", "converged", "_final_next", "local_healpix_order",
+                "max_healpix_order", "join_halves_A", "sym", "diameter_A", "resolution_A", "seed")
+
+    def _checkpoint(self, stem: Path) -> None:
+        """``<stem>_optimiser.json`` (this object's state, both halves' settings and history)
+        and ``<stem>_half{1,2}_state.npz`` (the halves' arrays): plain files, for :meth:`resume`."""
+        from ..session_io import write_json, write_state
+        state = {"kind": "refine", "particles_star": str(Path(self.particles.star_path).resolve()),
+                 **{k: getattr(self, k) for k in self._SCALARS},
+                 "fsc_curve": None if self.fsc_curve is None else [float(v) for v in self.fsc_curve],
+                 "history": [asdict(h) for h in self.history],
+                 "halves": [write_state(h, f"{stem}_half{i + 1}_state.npz") for i, h in enumerate(self.halves)]}
+        write_json(f"{stem}_optimiser.json", state)
+
+    @classmethod
+    def resume(cls, directory, prefix: str = "run", iteration: int | None = None) -> "AutoRefine":
+        """Continue a run from the checkpoint :meth:`save` wrote (the last iteration unless
+        given); stepping it gives what the uninterrupted run would have."""
+        from ..errors import CryolabInputError
+        from ..io import ParticleStack
+        from ..session_io import last_checkpoint, restore
+        stem, state = last_checkpoint(directory, prefix, iteration)
+        if state.get("kind") != "refine":
+            raise CryolabInputError("not an auto-refine checkpoint (a Session's: use Session.resume)",
+                                    path=f"{stem}_optimiser.json")
+        r = cls.__new__(cls)
+        r.particles = ParticleStack.from_star(state["particles_star"])
+        r.n, r.pixel_size_A = r.particles.box_size, float(r.particles.pixel_size_A)
+        r.subset = random_halves(len(r.particles), state["seed"])
+        r.rows = [np.flatnonzero(r.subset == h) for h in (1, 2)]
+        r.halves = [restore(Session, r.particles.subset(rows), hs, f"{stem}_half{i + 1}_state.npz")
+                    for i, (rows, hs) in enumerate(zip(r.rows, state["halves"]))]
+        for k in cls._SCALARS:
+            setattr(r, k, state[k])
+        r.history = [RefineIteration(**{**h, "fsc": tuple(h["fsc"])}) for h in state["history"]]
+        r.fsc_curve = None if state["fsc_curve"] is None else np.asarray(state["fsc_curve"])
+        r.half_maps = r.map = r.postprocess = None
+        return r
 
 
 def refine(particles, reference, *, ini_high_A: float = 60.0, healpix_order: int = 2,
