@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["RESULTS_DIR", "VIEWS", "best_of", "ratio", "estep_gemm_flops", "GemmCounter",
-           "simulate_views", "machine", "save_results", "load_now"]
+           "simulate_views", "machine", "save_results", "load_now", "part_parser", "saves"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +48,29 @@ def best_of(fn, repeat: int = 3, min_total_s: float = 0.3) -> float:
         dt = time.perf_counter() - t0
         best, total, count = min(best, dt), total + dt, count + 1
     return best
+
+
+def part_parser(name: str, doc: str, quick: str, n: str | None = None, relion: str | None = None,
+                keep: bool = False):
+    """Command-line parser of ``python -m benchmarks.<name>`` with the flags the parts share:
+    ``--quick`` (help ``quick``), ``--n`` (help ``n``), ``--no-relion`` (skips ``relion``),
+    ``--out`` and ``--keep``; a part adds its own."""
+    import argparse
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick)
+    if n:
+        ap.add_argument("--n", type=int, default=None, help=n)
+    if relion:
+        ap.add_argument("--no-relion", action="store_true", help=f"skip {relion}")
+    ap.add_argument("--out", default=None, help="folder for the results JSON")
+    if keep:
+        ap.add_argument("--keep", default=None, help="folder to keep the particles and RELION outputs in")
+    return ap
+
+
+def saves(args) -> bool:
+    """Whether a run writes its results JSON: full runs always, quick runs only with ``--out``."""
+    return not args.quick or args.out is not None
 
 
 def ratio(name: str, value: float, meaning: str, target: str | None = None) -> dict:

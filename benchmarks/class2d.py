@@ -17,7 +17,6 @@ Usage: ``python -m benchmarks.class2d [--n 400] [--iter 10] [--views 8] [--no-re
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import GemmCounter, load_now, ratio, save_results, simulate_views
+from . import GemmCounter, load_now, part_parser, ratio, save_results, saves, simulate_views
 
 
 def matched_accuracy(labels, truth) -> float:
@@ -151,17 +150,12 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.class2d", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="48 particles, 2 iterations (smoke run)")
-    ap.add_argument("--n", type=int, default=None, help="particles (default 400)")
+    ap = part_parser("class2d", __doc__, "48 particles, 2 iterations (smoke run)", "particles (default 400)",
+                     "relion_refine", keep=True)
     ap.add_argument("--iter", type=int, default=None, help="iterations (default 10)")
     ap.add_argument("--views", type=int, default=8, help="simulated views = classes (at most 8)")
-    ap.add_argument("--no-relion", action="store_true", help="skip relion_refine")
-    ap.add_argument("--out", default=None, help="folder for the results JSON")
-    ap.add_argument("--keep", default=None, help="folder to keep the particles and RELION outputs in")
     a = ap.parse_args(argv)
-    run(a.quick, a.n, a.iter, a.views, not a.no_relion, a.out, save=not a.quick or a.out is not None,
-        keep=a.keep)
+    run(a.quick, a.n, a.iter, a.views, not a.no_relion, a.out, save=saves(a), keep=a.keep)
 
 
 if __name__ == "__main__":

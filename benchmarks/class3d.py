@@ -19,13 +19,12 @@ Usage: ``python -m benchmarks.class3d [--n 200] [--iter 5] [--box 64] [--snr 0.0
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from . import load_now, ratio, save_results
+from . import load_now, part_parser, ratio, save_results, saves
 from .class2d import run_relion, summarize_runs
 
 STATES = ("80S", "60S")
@@ -124,18 +123,13 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.class3d", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="24 particles, 16 px, 1 iteration (smoke run)")
-    ap.add_argument("--n", type=int, default=None, help="particles (default 200)")
+    ap = part_parser("class3d", __doc__, "24 particles, 16 px, 1 iteration (smoke run)", "particles (default 200)",
+                     "relion_refine", keep=True)
     ap.add_argument("--iter", type=int, default=None, help="iterations (default 5)")
     ap.add_argument("--box", type=int, default=None, help="box in pixels (default 64; the maps are rescaled)")
     ap.add_argument("--snr", type=float, default=0.05, help="signal-to-noise ratio (default 0.05)")
-    ap.add_argument("--no-relion", action="store_true", help="skip relion_refine")
-    ap.add_argument("--out", default=None, help="folder for the results JSON")
-    ap.add_argument("--keep", default=None, help="folder to keep the particles and RELION outputs in")
     a = ap.parse_args(argv)
-    run(a.quick, a.n, a.iter, a.box, a.snr, not a.no_relion, a.out, save=not a.quick or a.out is not None,
-        keep=a.keep)
+    run(a.quick, a.n, a.iter, a.box, a.snr, not a.no_relion, a.out, save=saves(a), keep=a.keep)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Usage: ``python -m benchmarks.gemm [--quick] [--n 400] [--out DIR]``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import GemmCounter, best_of, estep_gemm_flops, load_now, ratio, save_results, simulate_views
+from . import (GemmCounter, best_of, estep_gemm_flops, load_now, part_parser, ratio, save_results, saves,
+               simulate_views)
 
 
 def gemm_peak(sizes=(512, 1024, 2048), repeat: int = 5) -> dict:
@@ -176,10 +176,7 @@ def run(quick: bool = False, n: int | None = None, out=None, save: bool = True) 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.gemm", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    ap.add_argument("--n", type=int, default=None, help="particles for the whole-iteration run")
-    ap.add_argument("--out", default=None, help="folder for the results JSON")
+    ap = part_parser("gemm", __doc__, "small sizes (smoke run)", "particles for the whole-iteration run")
     ap.add_argument("--kernels-json", action="store_true",
                     help="only measure peak and kernels, print them as one JSON line (used for the "
                          "one-thread numbers)")
@@ -187,7 +184,7 @@ def main(argv=None):
     if a.kernels_json:
         print(json.dumps(measure_kernels(a.quick)))
         return
-    run(a.quick, a.n, a.out, save=not a.quick or a.out is not None)
+    run(a.quick, a.n, a.out, save=saves(a))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Usage: ``python -m benchmarks.imaging [--quick] [--no-relion] [--out DIR]``
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import best_of, load_now, ratio, save_results
+from . import best_of, load_now, part_parser, ratio, save_results, saves
 
 
 def _timed(fn):
@@ -179,12 +178,10 @@ def run(quick: bool = False, relion: bool = True, out=None, save: bool = True) -
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.imaging", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="100 orientations, 1,000 images (smoke run)")
-    ap.add_argument("--no-relion", action="store_true", help="skip relion_project / relion_reconstruct")
-    ap.add_argument("--out", default=None, help="folder for the results JSON")
+    ap = part_parser("imaging", __doc__, "100 orientations, 1,000 images (smoke run)",
+                     relion="relion_project / relion_reconstruct")
     a = ap.parse_args(argv)
-    run(a.quick, not a.no_relion, a.out, save=not a.quick or a.out is not None)
+    run(a.quick, not a.no_relion, a.out, save=saves(a))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Usage: ``python -m benchmarks.refine [--n 600] [--box 48] [--snr 0.1] [--no-reli
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import load_now, ratio, save_results
+from . import load_now, part_parser, ratio, save_results, saves
 
 INI_HIGH_A, JOIN_A, DIAMETER_A = 60.0, 40.0, 320.0   # the 80S is ~280 A across
 
@@ -155,16 +154,12 @@ def run(quick: bool = False, n: int | None = None, box: int | None = None, snr: 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.refine", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="60 particles, 24 px (smoke run)")
-    ap.add_argument("--n", type=int, default=None, help="particles (default 600)")
+    ap = part_parser("refine", __doc__, "60 particles, 24 px (smoke run)", "particles (default 600)",
+                     "relion_refine_mpi", keep=True)
     ap.add_argument("--box", type=int, default=None, help="box in pixels (default 48; the map is rescaled)")
     ap.add_argument("--snr", type=float, default=0.1, help="signal-to-noise ratio (default 0.1)")
-    ap.add_argument("--no-relion", action="store_true", help="skip relion_refine_mpi")
-    ap.add_argument("--out", default=None, help="folder for the results JSON")
-    ap.add_argument("--keep", default=None, help="folder to keep the particles and RELION outputs in")
     a = ap.parse_args(argv)
-    run(a.quick, a.n, a.box, a.snr, not a.no_relion, a.out, save=not a.quick or a.out is not None, keep=a.keep)
+    run(a.quick, a.n, a.box, a.snr, not a.no_relion, a.out, save=saves(a), keep=a.keep)
 
 
 if __name__ == "__main__":
