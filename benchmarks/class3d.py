@@ -2,20 +2,23 @@
 
 Simulates ``--n`` particles (default 200) of the demo 80S and 60S maps (64 px, 6 A/px, or
 Fourier-rescaled to ``--box`` pixels with the pixel size scaled to match), random orientations,
-CTF, SNR ``--snr`` (default 0.05), writes STAR + MRC stack and the 80S map as the reference, then
-runs back to back
+CTF, SNR ``--snr`` (default 0.05), writes STAR + MRC stack and the references, then runs back to
+back (``--references two``, the default: both maps, filtered to ``ini_high`` 40 A, one per class;
+``one``: the 80S map alone, filtered to 60 A, K seeds made from it)
 
 * cryolab ``class3d`` (K = 2, HEALPix order 2, offsets 5/1 px, oversampling 1, tau2_fudge 4,
-  ``ini_high`` 60 A, seed 0; seeds from the reference on two random subsets), timing every
-  iteration; the seed generation is counted as set-up;
-* ``relion_refine --ref ... --K 2 --firstiter_cc`` with the same settings, ``--j 2``, run from
-  the data folder; per-iteration times from its ``run_itNNN_data.star`` file times.
+  seed 0; with one reference the seeds come from two random subsets), timing every iteration;
+  a seed generation is counted as set-up;
+* ``relion_refine --ref ... --K 2 --firstiter_cc`` with the same settings (two references: a
+  STAR file listing them), ``--j 2``, run from the data folder; per-iteration times from its
+  ``run_itNNN_data.star`` file times.
 
 Reports time per particle per iteration for both, their ratio (goal: cryolab at most a third of
 RELION's time) and each one's accuracy against the true state after the best one-to-one
 matching of classes to states.
 
-Usage: ``python -m benchmarks.class3d [--n 200] [--iter 5] [--box 64] [--snr 0.05] [--no-relion] [--quick]``
+Usage: ``python -m benchmarks.class3d [--n 200] [--iter 5] [--box 64] [--snr 0.05] [--references two|one]
+[--no-relion] [--quick]``
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from . import load_now, part_parser, ratio, save_results, saves
 from .class2d import run_relion, summarize_runs
@@ -32,24 +37,28 @@ STATES = ("80S", "60S")
 
 def simulate_states(out_dir, n: int, box: int = 64, snr: float = 0.05, seed: int = 0):
     """``n`` particles of the demo 80S and 60S (random orientations, CTF) at ``box`` pixels written
-    to ``out_dir``, and the 80S map at that box as ``ref.mrc``. Returns ``(simulation, reference)``."""
+    to ``out_dir``; the maps at that box as ``ref.mrc`` (80S), ``ref2.mrc`` (60S) and ``refs.star``
+    (both, for relion_refine). Returns ``(simulation, [80S, 60S] maps)``."""
+    import pandas as pd
     from cryolab.data import load_demo
     from cryolab.fourier import rescale
-    from cryolab.io import write_mrc
+    from cryolab.io import write_mrc, write_star
     from cryolab.simulate import simulate_particles
     demo = load_demo()
     full = demo.volumes[STATES[0]].shape[-1]
     vols = {k: demo.volumes[k] if box == full else rescale(demo.volumes[k], box, ndim=3) for k in STATES}
     pixel_size_A = demo.pixel_size_A * full / box
     sim = simulate_particles(vols, n, pixel_size_A, snr=snr, seed=seed, out_dir=out_dir)
-    write_mrc(Path(out_dir) / "ref.mrc", vols[STATES[0]], pixel_size_A)
-    return sim, vols[STATES[0]]
+    for name, state in zip(("ref.mrc", "ref2.mrc"), STATES):
+        write_mrc(Path(out_dir) / name, vols[state], pixel_size_A)
+    write_star(Path(out_dir) / "refs.star", {"": pd.DataFrame({"rlnReferenceImage": ["ref.mrc", "ref2.mrc"]})})
+    return sim, [vols[k] for k in STATES]
 
 
 def relion_command(star_name: str, K: int, iterations: int, diameter_A: float, ini_high_A: float,
-                   threads: int = 2) -> list[str]:
+                   threads: int = 2, ref: str = "ref.mrc") -> list[str]:
     """``relion_refine`` arguments matching cryolab's 3D classification settings."""
-    return ["relion_refine", "--i", star_name, "--ref", "ref.mrc", "--ini_high", f"{ini_high_A:g}",
+    return ["relion_refine", "--i", star_name, "--ref", ref, "--ini_high", f"{ini_high_A:g}",
             "--o", "relion/run", "--K", str(K), "--iter", str(iterations), "--tau2_fudge", "4",
             "--particle_diameter", f"{diameter_A:.1f}", "--healpix_order", "2", "--offset_range", "5",
             "--offset_step", "1", "--oversampling", "1", "--ctf", "--j", str(threads),
@@ -78,26 +87,29 @@ def run_cryolab(star_path, reference, K: int, iterations: int, diameter_A: float
 
 
 def run(quick: bool = False, n: int | None = None, iterations: int | None = None, box: int | None = None,
-        snr: float = 0.05, relion: bool = True, out=None, save: bool = True, keep=None) -> dict:
+        snr: float = 0.05, relion: bool = True, out=None, save: bool = True, keep=None,
+        references: str = "two") -> dict:
     n = n or (24 if quick else 200)
     iterations = iterations or (1 if quick else 5)
     box = box or (16 if quick else 64)
-    K, ini_high_A = 2, 60.0
+    K, ini_high_A = 2, (40.0 if references == "two" else 60.0)
     print(f"== class3d: {n} particles of {' and '.join(STATES)}, {box} px, SNR {snr:g}, K={K}, "
-          f"{iterations} iterations (cryolab and relion run back to back on shared cores: timings are noisy)",
-          flush=True)
+          f"{iterations} iterations, {references} reference(s) (cryolab and relion run back to back on "
+          "shared cores: timings are noisy)", flush=True)
     have_relion = relion and shutil.which("relion_refine") is not None
     if relion and not have_relion:
         print("  relion_refine not found: skipping the RELION comparison")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(keep) if keep else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        sim, reference = simulate_states(folder, n, box, snr)
+        sim, maps = simulate_states(folder, n, box, snr)
+        reference = np.stack(maps) if references == "two" else maps[0]
         truth = sim.truth["class_index"].to_numpy()
         diameter_A = 0.9 * box * sim.pixel_size_A
         res = {"cryolab": run_cryolab(sim.star_path, reference, K, iterations, diameter_A, ini_high_A)}
         if have_relion:
-            command = relion_command(sim.star_path.name, K, iterations, diameter_A, ini_high_A)
+            command = relion_command(sim.star_path.name, K, iterations, diameter_A, ini_high_A,
+                                     ref="refs.star" if references == "two" else "ref.mrc")
             res["relion"] = run_relion(folder, command, iterations)
     rows = summarize_runs(res, n, iterations, truth)
     c = rows["cryolab"]
@@ -115,7 +127,7 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
         ]
     result = {"n": n, "box": box, "pixel_size_A": sim.pixel_size_A, "K": K, "iterations": iterations,
               "snr": snr, "healpix_order": 2, "offset_range_px": 5, "offset_step_px": 1,
-              "ini_high_A": ini_high_A, "particle_diameter_A": diameter_A, "runs": rows, "ratios": ratios,
+              "ini_high_A": ini_high_A, "references": references, "particle_diameter_A": diameter_A, "runs": rows, "ratios": ratios,
               "quick": quick}
     if save:
         print(f"  results: {save_results('class3d', result, out).name}")
@@ -128,8 +140,11 @@ def main(argv=None):
     ap.add_argument("--iter", type=int, default=None, help="iterations (default 5)")
     ap.add_argument("--box", type=int, default=None, help="box in pixels (default 64; the maps are rescaled)")
     ap.add_argument("--snr", type=float, default=0.05, help="signal-to-noise ratio (default 0.05)")
+    ap.add_argument("--references", choices=("two", "one"), default="two",
+                    help="start from both maps (default) or from the 80S map alone")
     a = ap.parse_args(argv)
-    run(a.quick, a.n, a.iter, a.box, a.snr, not a.no_relion, a.out, save=saves(a), keep=a.keep)
+    run(a.quick, a.n, a.iter, a.box, a.snr, not a.no_relion, a.out, save=saves(a), keep=a.keep,
+        references=a.references)
 
 
 if __name__ == "__main__":
