@@ -216,7 +216,7 @@ class EStepWorker:
         a = 0.5 * (xp.abs(X) ** 2 * self.inv_s2).sum(axis=1)
         coarse, prior, oversampling = self.coarse, None, s.oversampling
         if self.dim == 3 and s.skip_align:
-            coarse, prior = self._fixed(eulers)
+            coarse, prior = self._fixed(eulers, rows)
             oversampling = 0
         elif self.dim == 3 and s.sigma_ang_deg:
             coarse, prior = self._local(eulers)
@@ -258,16 +258,16 @@ class EStepWorker:
         keep = np.isfinite(local_log_prior(priors, grid, s.sigma_ang_deg, s.sym)).any(axis=0)
         return self.sampler.coarse(self.inputs.coarse_pixels, orientations=grid[keep]), prior
 
-    def _fixed(self, eulers):
+    def _fixed(self, eulers, ids):
         """``skip_align``: each particle is compared, at its own angles and offset, with every class."""
         from .engine.expectation import NEG, SampleSet
         from .engine.sampling import shift_ramps
         from .engine.spherical import fixed_orientations
         xp, K = self.xp, self.inputs.references.shape[0]
-        rows = fixed_orientations(eulers)
+        rows = fixed_orientations(eulers, ids)
         B = len(rows)
         orients, classes = np.tile(rows, (K, 1)), np.repeat(np.arange(K), B)
-        P = self.sampler._project(classes, orients)          # uncached: keys repeat across batches
+        P = self.sampler._project(classes, orients)          # uncached: each particle once
         trans = np.zeros((1, 2))
         ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, trans, xp)
         own = np.where(np.arange(B)[:, None] == np.tile(np.arange(B), K)[None, :], 0.0, NEG)

@@ -57,11 +57,13 @@ def local_log_prior(priors, orients, sigma_deg: float, sym=None, cutoff_sigmas: 
     return out
 
 
-def fixed_orientations(eulers) -> np.ndarray:
-    """Orientation rows for given angles ``[B, 3]`` (``--skip_align``): pixel = row number and
-    order 15 (outside any HEALPix grid used), so keys differ between rows of one batch."""
+def fixed_orientations(eulers, ids=None) -> np.ndarray:
+    """Orientation rows for given angles ``[B, 3]`` (``--skip_align``): pixel = the particle's
+    number ``ids`` (default the row number) and order 15 (outside any HEALPix grid used), so
+    every particle has its own key, also across batches whose sums are merged by key."""
     e = np.asarray(eulers, float).reshape(-1, 3)
-    return np.concatenate([e, np.arange(len(e), dtype=float)[:, None], np.full((len(e), 1), 15.0)], axis=1)
+    ids = np.arange(len(e)) if ids is None else np.asarray(ids)
+    return np.concatenate([e, ids.astype(float)[:, None], np.full((len(e), 1), 15.0)], axis=1)
 
 
 class SphericalSampler(CachedProjections):
