@@ -46,8 +46,8 @@ def _padded_size(n: int, pad: float) -> int:
 def _scatter_add(target, idx, values):
     """``target.ravel()[idx] += values`` with repeated indices summed (numpy or cupy, real dtypes)."""
     xp = get_xp(target)
-    if xp is np:   # bincount is several times faster than np.add.at
-        target += np.bincount(idx, weights=values, minlength=target.size)
+    if xp is np:
+        np.add.at(target, idx, values)
     else:  # pragma: no cover - GPU only
         import cupyx
         cupyx.scatter_add(target, idx, values)
