@@ -55,6 +55,8 @@ def test_normalise_and_significant():
     peaked, _ = normalise(logw * 20)                      # one sample holds nearly everything
     for weights, frac in ((w, 0.9), (w, 0.999), (peaked, 0.999)):
         mask, count = significant_mask(weights, frac)
+        one_by_one = significant_mask(weights, frac, chunk=1)          # one image per chunk
+        assert np.array_equal(mask, one_by_one[0]) and np.array_equal(count, one_by_one[1])
         for b in range(4):
             kept = np.sort(weights[b][mask[b]])[::-1]
             assert kept.sum() >= frac - 1e-6

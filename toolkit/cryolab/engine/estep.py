@@ -159,25 +159,30 @@ def normalise(logw, axis=None):
     return w.reshape(logw.shape), (mx + xp.log(s))[:, 0]
 
 
-def significant_mask(weights, fraction: float = 0.999):
+def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22):
     """Per image, the smallest set of samples holding ``fraction`` of its weight (RELION's adaptive fraction).
 
     ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape and
-    the count of significant samples per image. Only candidates are sorted: samples below
-    ``(1 - fraction) / S`` (``S`` samples per image) together hold less than ``1 - fraction``,
-    so the smallest set never needs them.
+    the count of significant samples per image (at least 1). Only candidates are sorted:
+    samples below ``(1 - fraction) / S`` (``S`` samples per image) together hold less than
+    ``1 - fraction``, so the smallest set never needs them. Images are taken ``chunk``
+    samples at a time to bound the memory of the sort.
     """
     xp = get_xp(weights)
     flat = weights.reshape(weights.shape[0], -1)
     b, n = flat.shape
-    rows, cols = xp.nonzero(flat >= (1.0 - fraction) / n)
-    vals = flat[rows, cols].astype(xp.float64)
-    order = xp.argsort(rows * 2.0 - vals)                 # by image, then by decreasing weight
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    csum = xp.cumsum(vals)
-    start = xp.searchsorted(rows, xp.arange(b))           # first candidate of each image
-    before = xp.concatenate([xp.zeros(1), csum])[start]   # weight of the previous images
-    keep = (csum - vals - before[rows]) < fraction        # cumulative weight before this sample
     mask = xp.zeros_like(flat, dtype=bool)
-    mask[rows[keep], cols[keep]] = True
-    return mask.reshape(weights.shape), xp.bincount(rows[keep], minlength=b)
+    step = max(1, chunk // max(n, 1))
+    for lo in range(0, b, step):
+        part = flat[lo:lo + step]
+        rows, cols = xp.nonzero(part >= (1.0 - fraction) / n)
+        vals = part[rows, cols].astype(xp.float64)
+        order = xp.lexsort(xp.stack([-vals, rows]))            # by image, then by decreasing weight
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        csum = xp.cumsum(vals)
+        start = xp.searchsorted(rows, xp.arange(part.shape[0]))      # first candidate of each image
+        before = xp.concatenate([xp.zeros(1), csum])[start]          # weight of the previous images
+        keep = (csum - vals - before[rows]) < fraction               # cumulative weight before this one
+        mask[lo + rows[keep], cols[keep]] = True
+    mask[xp.arange(b), xp.argmax(flat, axis=1)] = True          # the best sample, always
+    return mask.reshape(weights.shape), mask.sum(axis=1)

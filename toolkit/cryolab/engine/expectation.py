@@ -85,6 +85,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
+    if fine_pass not in ("auto", "union", "per_image"):
+        raise ValueError(f"fine_pass must be 'auto', 'union' or 'per_image', got {fine_pass!r}")
     B = X.shape[0]
     mc = coarse.P.shape[1]
     if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
@@ -201,11 +203,12 @@ def _segment_sum(a, starts, xp):
         if a.dtype.kind == "c":
             return np.add.reduceat(a.real, starts, axis=0) + 1j * np.add.reduceat(a.imag, starts, axis=0)
         return np.add.reduceat(a, starts, axis=0)
-    c = xp.cumsum(a, axis=0)
+    wide = xp.complex128 if a.dtype.kind == "c" else xp.float64     # differences of sums: in double
+    c = xp.cumsum(a.astype(wide), axis=0)
     ends = xp.asarray(np.append(starts[1:], a.shape[0]) - 1)
     out = c[ends]
     out[1:] -= c[xp.asarray(starts[1:] - 1)]
-    return out
+    return out.astype(a.dtype)
 
 
 def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction):
