@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, gemm, imaging, refine
+from . import class2d, class3d, gemm, imaging, refine, saves
 
 DEFAULT = ("gemm", "class2d", "class3d", "imaging")
 PARTS = DEFAULT + ("refine",)
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
-    save = not a.quick or a.out is not None
+    save = saves(a)
     relion = not a.no_relion
     t0 = time.perf_counter()
     results = {}

@@ -126,7 +126,11 @@ def run(quick: bool = False, n: int | None = None, box: int | None = None, snr: 
         if have_relion:
             runs["relion"] = lambda: run_relion(folder, relion_command(sim.star_path.name, diameter_A))
         for name, fn in runs.items():
-            r = fn()
+            try:
+                r = fn()
+            except subprocess.CalledProcessError as exc:     # e.g. an MPI without --oversubscribe
+                print(f"  {name} failed ({exc}); see relion/log.txt (keep it with --keep)")
+                continue
             r.update(assess(*r.pop("half_maps"), r.pop("eulers"), truth_map, truth_eulers, sim.pixel_size_A))
             rows[name] = r
             print(f"  {name:8s} half-map FSC 0.143: {r['resolution_A']:.1f} A (reported "

@@ -79,3 +79,7 @@ def test_refine_resumes_from_its_checkpoint(refined):
     assert np.allclose(resumed.eulers[:, 1], table["rlnAngleTilt"].to_numpy(float), atol=1e-3)
     with pytest.raises(Exception, match="auto-refine checkpoint"):
         Session.resume(out)
+    done = AutoRefine.resume(out)                   # the last checkpoint: a finished run
+    assert done.converged and done.map is not None and np.allclose(done.map, r.map, atol=1e-6)
+    done.run(r.iteration + 5, progress=False)
+    assert done.iteration == r.iteration            # nothing left to do

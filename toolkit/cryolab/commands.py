@@ -205,6 +205,17 @@ def class2d_command(settings, star, out: str = "Class2D/run") -> str:
     return classify_command("class2d", settings, star, out)
 
 
+def _runtime_changes(args) -> dict:
+    """Settings a ``--continue`` run takes from its command line rather than the checkpoint:
+    where it runs (``--gpu``, ``--memory_limit``, ``--scheduler``), when given."""
+    out = {"backend": "cupy"} if getattr(args, "gpu", False) else {}
+    if getattr(args, "memory_limit", None) is not None:
+        out["memory_limit_GB"] = args.memory_limit
+    if getattr(args, "scheduler", None) is not None:
+        out["scheduler"] = args.scheduler
+    return out
+
+
 def _continue_point(path):
     """``(folder, prefix, iteration)`` of ``prefix_itNNN_optimiser.json``."""
     p = require_input(path, "checkpoint file")
@@ -248,7 +259,7 @@ def _cmd_classify(args, kind: str) -> int:
     if getattr(args, "continue_from", None):
         from .session import Session
         ck_dir, ck_prefix, ck_it = _continue_point(args.continue_from)
-        session = Session.resume(ck_dir, ck_it, ck_prefix)
+        session = Session.resume(ck_dir, ck_it, ck_prefix, changes=_runtime_changes(args))
         if session.dim != dim:
             raise CryolabInputError(f"this checkpoint is a {session.dim}D run: continue it with "
                                     f"cryolab class{session.dim}d", path=args.continue_from)
@@ -270,7 +281,7 @@ def _cmd_classify(args, kind: str) -> int:
     if not args.ctf and session is None and not args.quiet:
         print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
-    rec = record(kind, args, inputs, backend=kw["backend"])
+    rec = record(kind, args, inputs, backend=session.settings.backend if session else kw["backend"])
     run_json = _provenance_name(folder, prefix)
 
     def after(s, result):
@@ -321,7 +332,8 @@ def _cmd_refine(args) -> int:
     resumed = None
     if getattr(args, "continue_from", None):
         from .methods.refine import AutoRefine
-        resumed = AutoRefine.resume(*_continue_point(args.continue_from))
+        ck_dir, ck_prefix, ck_it = _continue_point(args.continue_from)
+        resumed = AutoRefine.resume(ck_dir, ck_it, ck_prefix, changes=_runtime_changes(args))
         inputs = [args.continue_from]
     else:
         if args.i is None or args.ref is None:
@@ -335,7 +347,7 @@ def _cmd_refine(args) -> int:
         if not args.ctf and not args.quiet:
             print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
-    rec = record("refine", args, inputs, backend=kw["backend"])
+    rec = record("refine", args, inputs, backend=resumed.settings.backend if resumed else kw["backend"])
     run_json = _provenance_name(folder, prefix)
 
     def after(r, it):

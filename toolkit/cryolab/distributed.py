@@ -164,8 +164,8 @@ class EStepWorker:
     """The engine of :func:`estep_chunk`: samplers and accumulators of one iteration's E-step.
 
     ``run(rows, offsets_px, eulers)`` processes one batch (at most ``batch_size`` rows of
-    ``particles``) and adds its M-step sums to ``self.sums``. Projections of the references
-    are computed once per worker and cached across its batches.
+    ``particles``); its M-step sums are buffered and added to ``self.sums`` by :meth:`finish`.
+    Projections of the references are computed once per worker and cached across its batches.
     """
 
     def __init__(self, inputs: EStepInputs, particles, pix=None):

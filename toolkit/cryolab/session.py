@@ -178,12 +178,12 @@ class Session:
             for i, b in enumerate(idx):
                 self.top_samples[b] = r.top_samples[i]
 
+        order, size = self._batch_order()
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=-(-N // s.batch_size), desc=f"iteration {self.iteration + 1} E-step",
+            bar = tqdm(total=-(-N // size), desc=f"iteration {self.iteration + 1} E-step",
                        unit="chunk" if s.scheduler else "batch")
-        order, size = self._batch_order()
         if s.scheduler:
             inputs.settings = replace(s, batch_size=size)
             sums = estep_on_cluster(s.scheduler, inputs, self.particles, self.offsets_px, self.eulers, store,
@@ -488,10 +488,12 @@ class Session:
             self.settings = settings
 
     @classmethod
-    def resume(cls, directory, iteration: int | None = None, prefix: str = "run") -> "Session":
-        """Re-create a Session from files written by :meth:`save` and continue from there."""
+    def resume(cls, directory, iteration: int | None = None, prefix: str = "run", changes=None) -> "Session":
+        """Re-create a Session from files written by :meth:`save` and continue from there.
+        ``changes``: settings to change on the way (where it runs: ``backend``,
+        ``memory_limit_GB``, ``scheduler``, ``batch_size``)."""
         from .session_io import resume
-        return resume(cls, directory, iteration, prefix)
+        return resume(cls, directory, iteration, prefix, changes)
 
     def report(self, path=None):
         from .report import session_report

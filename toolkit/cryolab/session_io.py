@@ -124,14 +124,14 @@ def write_json(path, state: dict) -> None:
         Path(tmp).write_text(json.dumps(state, indent=1))
 
 
-def restore(cls, particles, state: dict, npz_path):
-    """A ``cls`` (Session) over ``particles`` with the state of :func:`write_state`."""
+def restore(cls, particles, state: dict, npz_path, changes=None):
+    """A ``cls`` (Session) over ``particles`` with the state of :func:`write_state` and the
+    settings ``changes`` (a dict, e.g. ``backend``) applied."""
     from .settings import IterationResult, Settings
-    arrays = np.load(npz_path, allow_pickle=False)
-    s = cls.__new__(cls)
-    cls.__init__(s, particles, Settings(**state["settings"]), references=arrays["references"])
-    for name in _STATE_ARRAYS:
-        setattr(s, name, np.array(arrays[name]))
+    with np.load(npz_path, allow_pickle=False) as arrays:
+        s = cls(particles, Settings(**{**state["settings"], **(changes or {})}), references=arrays["references"])
+        for name in _STATE_ARRAYS:
+            setattr(s, name, np.array(arrays[name]))
     s.iteration = state["iteration"]
     s.max_shell = state["max_shell"]
     s.sigma_offset_px = state["sigma_offset_px"]
@@ -175,14 +175,15 @@ def _relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
     return table
 
 
-def resume(cls, directory, iteration=None, prefix: str = "run"):
-    """Rebuild a Session from its checkpoint files (last iteration unless given)."""
+def resume(cls, directory, iteration=None, prefix: str = "run", changes=None):
+    """Rebuild a Session from its checkpoint files (last iteration unless given), with the
+    settings ``changes`` (a dict) applied."""
     from .io import ParticleStack
     stem, state = last_checkpoint(directory, prefix, iteration)
     if state.get("kind") == "refine":
         raise CryolabInputError("this is an auto-refine checkpoint: resume it with "
                                 "cryolab.methods.refine.AutoRefine.resume", path=f"{stem}_optimiser.json")
-    return restore(cls, ParticleStack.from_star(state["particles_star"]), state, f"{stem}_state.npz")
+    return restore(cls, ParticleStack.from_star(state["particles_star"]), state, f"{stem}_state.npz", changes)
 
 
 def _tup(v):

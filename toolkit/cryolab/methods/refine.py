@@ -234,7 +234,7 @@ class AutoRefine:
     def run(self, max_iter: int = 25, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
         """Iterate until converged (plus the final iteration) or ``max_iter``; returns the history.
         With ``out_dir`` the RELION-named files are written after every iteration."""
-        while self.iteration < max_iter and self.map is None:
+        while self.iteration < max_iter and self.map is None and not (self.converged and not self._final_next):
             if self.iteration == max_iter - 1 and not self._final_next:
                 self._final_next = True                 # out of iterations: make this one final
             result = self.step(progress=progress)
@@ -307,16 +307,17 @@ class AutoRefine:
         and ``<stem>_half{1,2}_state.npz`` (the halves' arrays): plain files, for :meth:`resume`."""
         from ..session_io import write_json, write_state
         state = {"kind": "refine", "particles_star": str(Path(self.particles.star_path).resolve()),
-                 **{k: getattr(self, k) for k in self._SCALARS},
+                 **{k: _finite_or_none(getattr(self, k)) for k in self._SCALARS},
                  "fsc_curve": None if self.fsc_curve is None else [float(v) for v in self.fsc_curve],
                  "history": [asdict(h) for h in self.history],
                  "halves": [write_state(h, f"{stem}_half{i + 1}_state.npz") for i, h in enumerate(self.halves)]}
         write_json(f"{stem}_optimiser.json", state)
 
     @classmethod
-    def resume(cls, directory, prefix: str = "run", iteration: int | None = None) -> "AutoRefine":
+    def resume(cls, directory, iteration: int | None = None, prefix: str = "run", changes=None) -> "AutoRefine":
         """Continue a run from the checkpoint :meth:`save` wrote (the last iteration unless
-        given); stepping it gives what the uninterrupted run would have."""
+        given); stepping it gives what the uninterrupted run would have. ``changes``: settings
+        to change on the way (where it runs: ``backend``, ``memory_limit_GB``, ...)."""
         from ..errors import CryolabInputError
         from ..io import ParticleStack
         from ..session_io import last_checkpoint, restore
@@ -329,14 +330,25 @@ class AutoRefine:
         r.n, r.pixel_size_A = r.particles.box_size, float(r.particles.pixel_size_A)
         r.subset = random_halves(len(r.particles), state["seed"])
         r.rows = [np.flatnonzero(r.subset == h) for h in (1, 2)]
-        r.halves = [restore(Session, r.particles.subset(rows), hs, f"{stem}_half{i + 1}_state.npz")
+        r.halves = [restore(Session, r.particles.subset(rows), hs, f"{stem}_half{i + 1}_state.npz", changes)
                     for i, (rows, hs) in enumerate(zip(r.rows, state["halves"]))]
         for k in cls._SCALARS:
-            setattr(r, k, state[k])
+            setattr(r, k, np.inf if state[k] is None and k in ("best_resolution_A", "smallest_angle_change",
+                                                               "resolution_A") else state[k])
         r.history = [RefineIteration(**{**h, "fsc": tuple(h["fsc"])}) for h in state["history"]]
         r.fsc_curve = None if state["fsc_curve"] is None else np.asarray(state["fsc_curve"])
         r.half_maps = r.map = r.postprocess = None
+        d = Path(directory)
+        if r.converged and not r._final_next and (d / f"{prefix}_class001.mrc").exists():   # a finished run
+            from ..io import read_mrc
+            r.half_maps = [read_mrc(d / f"{prefix}_half{h}_class001_unfil.mrc")[0] for h in (1, 2)]
+            r.map = read_mrc(d / f"{prefix}_class001.mrc")[0]
         return r
+
+
+def _finite_or_none(v):
+    """JSON has no infinity: ``inf`` is stored as None."""
+    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def refine(particles, reference, *, ini_high_A: float = 60.0, healpix_order: int = 2,
