@@ -101,7 +101,8 @@ def run_relion(folder: Path, command: list[str]) -> dict:
     eulers = np.empty((len(index), 3))
     eulers[index] = table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(float)
     general = read_star(out / "run_model.star")["model_general"]
-    iterations = len(list(out.glob("run_it*_half1_model.star"))) - 1
+    # run_it000 is the start; the final iteration writes run_* instead of run_itNNN_*
+    iterations = len(list(out.glob("run_it*_half1_model.star")))
     return {"wall_s": wall, "iterations": iterations, "load_before": load, "half_maps": halves,
             "eulers": eulers, "reported_resolution_A": float(general["rlnCurrentResolution"])}
 
