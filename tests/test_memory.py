@@ -23,6 +23,8 @@ def test_batch_size_from_the_coarse_pass_size():
     # 3D: HEALPix order 2 (192 directions x 24 psi, 15 deg) is 4,608 orientations per class
     three = Settings(K=2, healpix_order=2, offset_range_px=3, offset_step_px=1, memory_limit_GB=0.1)
     assert estep_batch_size(three, 2, 3, 500) == int(0.1 * 2 ** 30) // estep_bytes_per_image(2 * 4608 * 29, 29, 500)
+    fixed = Settings(K=2, healpix_order=2, skip_align=True, memory_limit_GB=0.1)   # one sample per class
+    assert estep_batch_size(fixed, 2, 3, 500) == 64
     assert batch_size_for(100, 10 ** 9, 64) == 64 and available_bytes() > 2 ** 28
     with pytest.raises(CryolabInputError):
         Settings(memory_limit_GB=0)

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-__all__ = ["BYTES_PER_SAMPLE", "estep_bytes_per_image", "available_bytes", "batch_size_for"]
+__all__ = ["BYTES_PER_SAMPLE", "estep_bytes_per_image", "available_bytes", "batch_size_for", "estep_batch_size"]
 
 BYTES_PER_SAMPLE = 24
 
@@ -47,9 +47,13 @@ def batch_size_for(bytes_per_image: int, budget_bytes: int, upper: int) -> int:
 def estep_batch_size(settings, n_classes: int, dim: int, coarse_pixels: int, xp=np) -> int:
     """Batch size for an E-step with these ``settings`` (a :class:`cryolab.settings.Settings`):
     ``settings.batch_size`` or fewer, so that the coarse pass of a full (global) search fits
-    :func:`available_bytes`. ``coarse_pixels``: Fourier pixels of the coarse pass."""
+    :func:`available_bytes`. ``coarse_pixels``: Fourier pixels of the coarse pass. With
+    ``skip_align`` each image has one sample per class; local searches are budgeted as global."""
     from ..geometry import healpix_step_deg, psi_angles
     from .sampling import translation_grid
+    budget = available_bytes(xp, settings.memory_limit_GB)
+    if dim == 3 and settings.skip_align:
+        return batch_size_for(estep_bytes_per_image(n_classes, 1, coarse_pixels), budget, settings.batch_size)
     if dim == 2:
         n_orient = len(psi_angles(settings.psi_step_deg))
     else:
@@ -57,4 +61,4 @@ def estep_batch_size(settings, n_classes: int, dim: int, coarse_pixels: int, xp=
         n_orient = 12 * 4 ** order * len(psi_angles(healpix_step_deg(order)))
     n_trans = len(translation_grid(settings.offset_range_px, settings.offset_step_px))
     per_image = estep_bytes_per_image(n_classes * n_orient * n_trans, n_trans, coarse_pixels)
-    return batch_size_for(per_image, available_bytes(xp, settings.memory_limit_GB), settings.batch_size)
+    return batch_size_for(per_image, budget, settings.batch_size)
