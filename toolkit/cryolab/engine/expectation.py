@@ -12,7 +12,8 @@ x finer translations, and score those at full resolution. The fine pass is one G
 over the union of the batch's kept orientations x translations when the images' kept
 sets overlap (early iterations), otherwise one small GEMM per image over its own kept
 set; fine samples whose coarse parent was not kept are masked out. M-step sums of all
-images are added per orientation (by the sampler's keys) and back-projected once a batch.
+images are added per orientation (by the sampler's keys, into one row per orientation) and
+handed on once a batch.
 """
 from __future__ import annotations
 
@@ -139,13 +140,38 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
 
 
 class _Accumulator:
-    """Adds M-step sums of many small sample sets per orientation key; flushes once a batch."""
+    """Adds M-step sums of many small sample sets per orientation key; flushes once a batch.
+
+    Rows are added in place into a table with one row per orientation key seen so far (the
+    rows of one sample set have distinct keys), so no sorting is needed to merge them.
+    """
 
     def __init__(self, sampler, callback, inv_sigma2, mode):
         self.sampler, self.callback, self.mode = sampler, callback, mode
         self.inv_sigma2 = inv_sigma2
-        self.items = []
+        self.row_of: dict = {}            # orientation key -> row of the table
+        self.classes, self.orients = [], []
+        self.D = self.W = None
         self.resid = 0.0
+
+    def _rows(self, classes, orients):
+        """Table rows of these (class, orientation) pairs; new keys get new rows."""
+        row_of, n0 = self.row_of, len(self.row_of)
+        rows = np.fromiter((row_of.setdefault(k, len(row_of)) for k in self.sampler.keys(classes, orients).tolist()),
+                           dtype=np.int64, count=len(classes))
+        new = rows >= n0
+        if new.any():
+            self.classes.append(classes[new])
+            self.orients.append(orients[new])
+        return rows
+
+    def _grow(self, n: int, M: int, xp):
+        if self.D is None or self.D.shape[0] < n:
+            cap = max(n, 2 * (0 if self.D is None else self.D.shape[0]), 64)
+            D, W = xp.zeros((cap, M), xp.complex64), xp.zeros((cap, M), xp.float32)
+            if self.D is not None:
+                D[:self.D.shape[0]], W[:self.W.shape[0]] = self.D, self.W
+            self.D, self.W = D, W
 
     def add(self, w, X, ctf, ss: SampleSet, yc):
         if self.callback is None:
@@ -157,22 +183,23 @@ class _Accumulator:
             self.resid = self.resid + residual_power(X, D, W, ss.P)
         used = to_numpy(xp.flatnonzero(W.sum(axis=1) > 0))
         if used.size:
-            self.items.append((ss.classes[used], ss.orients[used], D[xp.asarray(used)], W[xp.asarray(used)]))
+            rows = self._rows(ss.classes[used], ss.orients[used])
+            self._grow(len(self.row_of), D.shape[1], xp)
+            r, u = xp.asarray(rows), xp.asarray(used)
+            self.D[r] += D[u]
+            self.W[r] += W[u]
 
     def flush(self):
-        if self.callback is None or not self.items:
+        if self.callback is None or not self.row_of:
             return
-        classes = np.concatenate([c for c, *_ in self.items])
-        orients = np.concatenate([o for _, o, *_ in self.items])
-        xp = get_xp(self.items[0][2])
-        D = xp.concatenate([d for *_, d, _ in self.items])
-        W = xp.concatenate([w for *_, w in self.items])
-        first, Ds, Ws = sum_by_key(self.sampler.keys(classes, orients), D, W)
-        for k in np.unique(classes[first]):
-            sel = np.flatnonzero(classes[first] == k)
-            s = xp.asarray(sel)
-            self.callback(int(k), orients[first][sel], Ds[s] * self.inv_sigma2, Ws[s] * self.inv_sigma2)
-        self.items = []
+        n = len(self.row_of)
+        classes, orients = np.concatenate(self.classes), np.concatenate(self.orients)
+        xp = get_xp(self.D)
+        for k in np.unique(classes):
+            sel = xp.asarray(np.flatnonzero(classes == k))
+            self.callback(int(k), orients[to_numpy(sel)], self.D[:n][sel] * self.inv_sigma2,
+                          self.W[:n][sel] * self.inv_sigma2)
+        self.row_of, self.classes, self.orients, self.D, self.W = {}, [], [], None, None
 
 
 def _top(flat, n: int):
