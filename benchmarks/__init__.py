@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["RESULTS_DIR", "VIEWS", "best_of", "ratio", "estep_gemm_flops", "GemmCounter",
-           "simulate_views", "machine", "save_results", "load_now", "part_parser", "saves"]
+           "simulate_views", "machine", "save_results", "load_now", "part_parser", "saves", "finish"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -66,6 +66,13 @@ def part_parser(name: str, doc: str, quick: str, n: str | None = None, relion: s
     if keep:
         ap.add_argument("--keep", default=None, help="folder to keep the particles and RELION outputs in")
     return ap
+
+
+def finish(section: str, result: dict, out=None, save: bool = True) -> dict:
+    """Save ``result`` under ``section`` (see :func:`save_results`) when ``save``, say where; return it."""
+    if save:
+        print(f"  results: {save_results(section, result, out).name}")
+    return result
 
 
 def saves(args) -> bool:

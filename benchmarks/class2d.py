@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import GemmCounter, load_now, part_parser, ratio, save_results, saves, simulate_views
+from . import GemmCounter, finish, load_now, part_parser, ratio, saves, simulate_views
 
 
 def matched_accuracy(labels, truth) -> float:
@@ -144,9 +144,7 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
         ]
     result = {"n": n, "views": views, "K": K, "iterations": iterations, "snr": 0.05,
               "particle_diameter_A": diameter_A, "runs": rows, "ratios": ratios, "quick": quick}
-    if save:
-        print(f"  results: {save_results('class2d', result, out).name}")
-    return result
+    return finish("class2d", result, out, save)
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import load_now, part_parser, ratio, save_results, saves
+from . import finish, load_now, part_parser, ratio, saves
 from .class2d import run_relion, summarize_runs
 
 STATES = ("80S", "60S")
@@ -129,9 +129,7 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
               "snr": snr, "healpix_order": 2, "offset_range_px": 5, "offset_step_px": 1,
               "ini_high_A": ini_high_A, "references": references, "particle_diameter_A": diameter_A, "runs": rows, "ratios": ratios,
               "quick": quick}
-    if save:
-        print(f"  results: {save_results('class3d', result, out).name}")
-    return result
+    return finish("class3d", result, out, save)
 
 
 def main(argv=None):

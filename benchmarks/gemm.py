@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (GemmCounter, best_of, estep_gemm_flops, load_now, part_parser, ratio, save_results, saves,
+from . import (GemmCounter, best_of, estep_gemm_flops, finish, load_now, part_parser, ratio, saves,
                simulate_views)
 
 
@@ -170,9 +170,7 @@ def run(quick: bool = False, n: int | None = None, out=None, save: bool = True) 
     ]
     result = {"default_threads": threads, "one_thread": single, "iterations": rows,
               "ratios": ratios, "quick": quick}
-    if save:
-        print(f"  results: {save_results('gemm', result, out).name}")
-    return result
+    return finish("gemm", result, out, save)
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import best_of, load_now, part_parser, ratio, save_results, saves
+from . import best_of, finish, load_now, part_parser, ratio, saves
 
 
 def _timed(fn):
@@ -172,9 +172,7 @@ def run(quick: bool = False, relion: bool = True, out=None, save: bool = True) -
                   "relion_reconstruct --ctf time / cryolab reconstruct_stack (both from the STAR file)"),
         ]
     result = {"projection": p, "reconstruction": r, "ratios": ratios, "quick": quick}
-    if save:
-        print(f"  results: {save_results('imaging', result, out).name}")
-    return result
+    return finish("imaging", result, out, save)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import load_now, part_parser, ratio, save_results, saves
+from . import finish, load_now, part_parser, ratio, saves
 
 INI_HIGH_A, JOIN_A, DIAMETER_A = 60.0, 40.0, 320.0   # the 80S is ~280 A across
 
@@ -153,9 +153,7 @@ def run(quick: bool = False, n: int | None = None, box: int | None = None, snr: 
     result = {"n": n, "box": box, "pixel_size_A": sim.pixel_size_A, "snr": snr, "ini_high_A": INI_HIGH_A,
               "healpix_order": 2, "offset_range_px": 3, "offset_step_px": 1, "particle_diameter_A": diameter_A,
               "runs": rows, "ratios": ratios, "quick": quick}
-    if save:
-        print(f"  results: {save_results('refine', result, out).name}")
-    return result
+    return finish("refine", result, out, save)
 
 
 def main(argv=None):
