@@ -79,6 +79,9 @@ def test_refine_resumes_from_its_checkpoint(refined):
     assert np.allclose(resumed.eulers[:, 1], table["rlnAngleTilt"].to_numpy(float), atol=1e-3)
     with pytest.raises(Exception, match="auto-refine checkpoint"):
         Session.resume(out)
+    import json
+    text = (out / "run_it001_optimiser.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     done = AutoRefine.resume(out)                   # the last checkpoint: a finished run
     assert done.converged and done.map is not None and np.allclose(done.map, r.map, atol=1e-6)
     done.run(r.iteration + 5, progress=False)

@@ -119,9 +119,35 @@ def write_state(session, npz_path) -> dict:
             "history": [asdict(h) for h in session.history]}
 
 
+_NON_FINITE = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan}
+
+
+def _json_safe(obj):
+    """Non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"`` (standard JSON has none)."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return "nan" if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def _from_json(obj, key=None):
+    """Inverse of :func:`_json_safe` (settings are left alone: their strings are strings)."""
+    if key == "settings":
+        return obj
+    if isinstance(obj, dict):
+        return {k: _from_json(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    return _NON_FINITE.get(obj, obj) if isinstance(obj, str) else obj
+
+
 def write_json(path, state: dict) -> None:
+    """Write ``state`` as standard JSON (atomically), non-finite floats as strings."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(state, indent=1))
+        Path(tmp).write_text(json.dumps(_json_safe(state), indent=1, allow_nan=False))
 
 
 def restore(cls, particles, state: dict, npz_path, changes=None):
@@ -151,7 +177,7 @@ def last_checkpoint(directory, prefix: str = "run", iteration=None):
         iteration = its[-1]
     stem = d / f"{prefix}_it{iteration:03d}"
     try:
-        return stem, json.loads(Path(f"{stem}_optimiser.json").read_text())
+        return stem, _from_json(json.loads(Path(f"{stem}_optimiser.json").read_text()))
     except FileNotFoundError:
         raise CryolabInputError("checkpoint file missing", path=f"{stem}_optimiser.json") from None
 

@@ -307,7 +307,7 @@ class AutoRefine:
         and ``<stem>_half{1,2}_state.npz`` (the halves' arrays): plain files, for :meth:`resume`."""
         from ..session_io import write_json, write_state
         state = {"kind": "refine", "particles_star": str(Path(self.particles.star_path).resolve()),
-                 **{k: _finite_or_none(getattr(self, k)) for k in self._SCALARS},
+                 **{k: getattr(self, k) for k in self._SCALARS},
                  "fsc_curve": None if self.fsc_curve is None else [float(v) for v in self.fsc_curve],
                  "history": [asdict(h) for h in self.history],
                  "halves": [write_state(h, f"{stem}_half{i + 1}_state.npz") for i, h in enumerate(self.halves)]}
@@ -333,8 +333,7 @@ class AutoRefine:
         r.halves = [restore(Session, r.particles.subset(rows), hs, f"{stem}_half{i + 1}_state.npz", changes)
                     for i, (rows, hs) in enumerate(zip(r.rows, state["halves"]))]
         for k in cls._SCALARS:
-            setattr(r, k, np.inf if state[k] is None and k in ("best_resolution_A", "smallest_angle_change",
-                                                               "resolution_A") else state[k])
+            setattr(r, k, state[k])
         r.history = [RefineIteration(**{**h, "fsc": tuple(h["fsc"])}) for h in state["history"]]
         r.fsc_curve = None if state["fsc_curve"] is None else np.asarray(state["fsc_curve"])
         r.half_maps = r.map = r.postprocess = None
@@ -344,11 +343,6 @@ class AutoRefine:
             r.half_maps = [read_mrc(d / f"{prefix}_half{h}_class001_unfil.mrc")[0] for h in (1, 2)]
             r.map = read_mrc(d / f"{prefix}_class001.mrc")[0]
         return r
-
-
-def _finite_or_none(v):
-    """JSON has no infinity: ``inf`` is stored as None."""
-    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def refine(particles, reference, *, ini_high_A: float = 60.0, healpix_order: int = 2,
