@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["RESULTS_DIR", "VIEWS", "best_of", "ratio", "estep_gemm_flops", "GemmCounter",
-           "simulate_views", "machine", "save_results", "load_now", "part_parser", "saves", "finish"]
+           "simulate_views", "machine", "save_results", "load_now", "part_parser", "saves", "finish", "relion_available", "work_folder"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -73,6 +73,25 @@ def finish(section: str, result: dict, out=None, save: bool = True) -> dict:
     if save:
         print(f"  results: {save_results(section, result, out).name}")
     return result
+
+
+def relion_available(wanted: bool, *programs: str) -> bool:
+    """True when the RELION comparison is ``wanted`` and every program is on ``PATH`` (else says so)."""
+    import shutil
+    missing = [p for p in programs if shutil.which(p) is None]
+    if wanted and missing:
+        print(f"  {' / '.join(missing)} not found: skipping the RELION comparison")
+    return wanted and not missing
+
+
+@contextmanager
+def work_folder(keep=None):
+    """The folder a benchmark writes its data and RELION runs to: ``keep`` (kept) or a temporary one."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(keep) if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
 
 
 def saves(args) -> bool:

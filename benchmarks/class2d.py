@@ -17,15 +17,14 @@ Usage: ``python -m benchmarks.class2d [--n 400] [--iter 10] [--views 8] [--no-re
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import GemmCounter, finish, load_now, part_parser, ratio, saves, simulate_views
+from . import (GemmCounter, finish, load_now, part_parser, ratio, relion_available, saves, simulate_views,
+               work_folder)
 
 
 def matched_accuracy(labels, truth) -> float:
@@ -114,12 +113,8 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
     K = views
     print(f"== class2d: {n} particles, {views} views, K={K}, {iterations} iterations "
           "(cryolab and relion run back to back on shared cores: timings are noisy)", flush=True)
-    have_relion = relion and shutil.which("relion_refine") is not None
-    if relion and not have_relion:
-        print("  relion_refine not found: skipping the RELION comparison")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(keep) if keep else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+    have_relion = relion_available(relion, "relion_refine")
+    with work_folder(keep) as folder:
         sim = simulate_views(folder, n, views)
         truth = sim.truth["view_index"].to_numpy()
         diameter_A = 0.9 * 64 * sim.pixel_size_A

@@ -22,14 +22,12 @@ Usage: ``python -m benchmarks.class3d [--n 200] [--iter 5] [--box 64] [--snr 0.0
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import finish, load_now, part_parser, ratio, saves
+from . import finish, load_now, part_parser, ratio, relion_available, saves, work_folder
 from .class2d import run_relion, summarize_runs
 
 STATES = ("80S", "60S")
@@ -96,12 +94,8 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
     print(f"== class3d: {n} particles of {' and '.join(STATES)}, {box} px, SNR {snr:g}, K={K}, "
           f"{iterations} iterations, {references} reference(s) (cryolab and relion run back to back on "
           "shared cores: timings are noisy)", flush=True)
-    have_relion = relion and shutil.which("relion_refine") is not None
-    if relion and not have_relion:
-        print("  relion_refine not found: skipping the RELION comparison")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(keep) if keep else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+    have_relion = relion_available(relion, "relion_refine")
+    with work_folder(keep) as folder:
         sim, maps = simulate_states(folder, n, box, snr)
         reference = np.stack(maps) if references == "two" else maps[0]
         truth = sim.truth["class_index"].to_numpy()

@@ -19,15 +19,13 @@ Usage: ``python -m benchmarks.refine [--n 600] [--box 48] [--snr 0.1] [--no-reli
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import finish, load_now, part_parser, ratio, saves
+from . import finish, load_now, part_parser, ratio, relion_available, saves, work_folder
 
 INI_HIGH_A, JOIN_A, DIAMETER_A = 60.0, 40.0, 320.0   # the 80S is ~280 A across
 
@@ -113,13 +111,9 @@ def run(quick: bool = False, n: int | None = None, box: int | None = None, snr: 
     box = box or (24 if quick else 48)
     print(f"== refine: {n} particles of the 80S, {box} px, SNR {snr:g}, gold-standard auto-refine "
           "(cryolab and relion run back to back on shared cores)", flush=True)
-    have_relion = relion and shutil.which("relion_refine_mpi") is not None and shutil.which("mpirun") is not None
-    if relion and not have_relion:
-        print("  relion_refine_mpi or mpirun not found: skipping the RELION comparison")
+    have_relion = relion_available(relion, "relion_refine_mpi", "mpirun")
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(keep) if keep else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
+    with work_folder(keep) as folder:
         sim, truth_map = simulate(folder, n, box, snr)
         truth_eulers = sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
         diameter_A = DIAMETER_A
