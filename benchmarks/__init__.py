@@ -10,7 +10,8 @@ stay meaningful on a busy machine where absolute times do not. Absolute times ar
 recorded too, in ``benchmarks/results/<date>-<host>.json``.
 
 Run everything with ``python -m benchmarks`` (``--quick`` for a smoke run), or one part
-with ``python -m benchmarks.gemm`` / ``.class2d`` / ``.class3d`` / ``.imaging``.
+with ``python -m benchmarks.gemm`` / ``.class2d`` / ``.class3d`` / ``.imaging`` / ``.memory``
+/ ``.refine``.
 """
 from __future__ import annotations
 

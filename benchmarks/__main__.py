@@ -1,6 +1,7 @@
 """Run every benchmark and print their ratios: ``python -m benchmarks [--quick] [--no-relion]``.
 
-The full suite takes about 20 minutes on two cores (most of it relion_refine); ``--quick``
+The full suite takes about 20 minutes on two cores (most of it relion_refine: ``--no-relion``
+or ``--only`` for less); ``--quick``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
 The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
 runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``.
@@ -11,9 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, gemm, imaging, refine, saves
+from . import class2d, class3d, gemm, imaging, memory, refine, saves
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory")
 PARTS = DEFAULT + ("refine",)
 
 
@@ -46,6 +47,8 @@ def main(argv=None) -> int:
         results["class3d"] = class3d.run(a.quick, a.n, a.iter, box=a.box, relion=relion, out=a.out, save=save)
     if "imaging" in parts:
         results["imaging"] = imaging.run(a.quick, relion, a.out, save)
+    if "memory" in parts:
+        results["memory"] = memory.run(a.quick, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")

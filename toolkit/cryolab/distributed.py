@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import get_xp, resolve_backend, to_numpy
+from .engine.memory import available_bytes
 
 __all__ = ["EStepInputs", "ChunkResult", "EStepSums", "EStepWorker", "StackRows", "estep_chunk",
            "estep_on_cluster", "get_client", "read_batch", "check_scheduler"]
@@ -203,7 +204,10 @@ class EStepWorker:
             sampler.insert(bps[k], orients, D, W)
             w_shell[k] += to_numpy(shell_sums(W.sum(axis=0), pix.shell, n_shells))
 
-        self._buffer = _SliceBuffer(sampler, insert)
+        # the M-step buffer (12 bytes an entry, twice that while it is merged) takes at most a
+        # quarter of the E-step's memory budget
+        budget = available_bytes(xp, s.memory_limit_GB)
+        self._buffer = _SliceBuffer(sampler, insert, max_entries=int(min(1 << 23, max(1 << 16, budget // 96))))
         self._accumulate = self._buffer.add
 
     def run(self, rows, offsets_px, eulers) -> ChunkResult:
@@ -284,7 +288,8 @@ class _SliceBuffer:
     Inserting into the 3D (or 2D) accumulators is the M-step's costly part; batches of a data
     set share most significant orientations, so sums are merged by orientation key first.
     Memory is bounded: the buffer is inserted whenever it holds more than ``max_entries``
-    Fourier pixels (D complex64 + W float32: 12 bytes each).
+    Fourier pixels (D complex64 + W float32: 12 bytes each; at most 2^23, ~100 MB, and a
+    quarter of the memory budget, :func:`cryolab.engine.memory.available_bytes`).
     """
 
     def __init__(self, sampler, insert, max_entries: int = 1 << 23):
