@@ -2,45 +2,31 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tracemalloc
+from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pytest
 
 from cryolab.session import Session
 
-BOX, COUNT, CHUNK = 64, 12_000, 1_000          # 64 px x 12,000 float32 images: ~197 MB on disk
-PIXEL_A = 4.0
+COUNT = 12_000                       # 64 px x 12,000 float32 images: ~197 MB on disk
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:        # the benchmarks package lives at the repository root, not installed
+    sys.path.insert(0, str(REPO))
 
 
 def _write_big_stack(folder):
-    """A stack written a chunk at a time through a memory map (the test never holds it all), and
-    its STAR file (RELION 3.1, no CTF)."""
-    stack = folder / "big.mrcs"
-    rng = np.random.default_rng(0)
-    g = np.arange(BOX) - BOX // 2
-    disc = ((g[:, None] ** 2 + g[None, :] ** 2) < (BOX / 4) ** 2).astype(np.float32)
-    with mrcfile.new_mmap(stack, shape=(COUNT, BOX, BOX), mrc_mode=2, overwrite=True) as mrc:
-        mrc.set_image_stack()
-        mrc.voxel_size = PIXEL_A
-        for start in range(0, COUNT, CHUNK):
-            n = min(CHUNK, COUNT - start)
-            mrc.data[start:start + n] = disc + rng.normal(size=(n, BOX, BOX)).astype(np.float32)
-            mrc.flush()
-    lines = ["", "data_optics", "", "loop_", "_rlnOpticsGroup #1", "_rlnImagePixelSize #2",
-             "_rlnImageSize #3", "_rlnImageDimensionality #4", "_rlnVoltage #5",
-             "_rlnSphericalAberration #6", "_rlnAmplitudeContrast #7",
-             f"1 {PIXEL_A} {BOX} 2 300 2.7 0.1", "", "", "data_particles", "", "loop_",
-             "_rlnImageName #1", "_rlnOpticsGroup #2"]
-    lines += [f"{i + 1:06d}@big.mrcs 1" for i in range(COUNT)]
-    star = folder / "big.star"
-    star.write_text("\n".join(lines) + "\n")
-    return star, stack.stat().st_size
+    """A stack written a chunk at a time through a memory map (never held whole), its STAR file
+    (RELION 3.1, no CTF), and its size in bytes: the memory benchmark's writer."""
+    from benchmarks.memory import write_stack
+    star = write_stack(folder, COUNT, chunk=1_000)
+    return star, (folder / "big.mrcs").stat().st_size
 
 
 def test_estep_memory_is_bounded_by_the_batch(tmp_path):
-    need = BOX * BOX * 4 * COUNT
+    need = 64 * 64 * 4 * COUNT
     if shutil.disk_usage(tmp_path).free < 3 * need:
         pytest.skip("not enough free disk for a ~200 MB particle stack")
     star, size = _write_big_stack(tmp_path)
