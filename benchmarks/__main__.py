@@ -1,6 +1,6 @@
 """Run every benchmark and print their ratios: ``python -m benchmarks [--quick] [--no-relion]``.
 
-The full suite takes about 20 minutes on two cores (most of it relion_refine: ``--no-relion``
+The full suite takes about 10 minutes on two cores (most of it relion_refine: ``--no-relion``
 or ``--only`` for less); ``--quick``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
 The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=",".join(DEFAULT),
                     help=f"comma-separated subset of {', '.join(PARTS)} (default: all but refine)")
     ap.add_argument("--n", type=int, default=None,
-                    help="particles for gemm, class2d (default 400) and class3d (default 200)")
+                    help="particles for gemm (default 400), class2d (default 800) and class3d (default 200)")
     ap.add_argument("--iter", type=int, default=None,
                     help="iterations of class2d (default 10) and class3d (default 5)")
     ap.add_argument("--box", type=int, default=None, help="class3d box in pixels (default 64)")
