@@ -148,41 +148,46 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_te
 def normalise(logw, axis=None):
     """Posterior weights from log weights ``[B, ...]``: each image's weights sum to 1.
 
-    Returns ``(weights, logsumexp)``; ``logsumexp`` is ``[B]``.
+    Returns ``(weights, logsumexp)``; ``logsumexp`` is ``[B]``. The exponentials are taken in
+    float32 after subtracting each image's maximum (weights below ~1e-38 of the best become 0)
+    and summed in double.
     """
     xp = get_xp(logw)
     flat = logw.reshape(logw.shape[0], -1)
     mx = flat.max(axis=1, keepdims=True)
-    e = xp.exp((flat - mx).astype(xp.float64))
-    s = e.sum(axis=1, keepdims=True)
-    w = (e / s).astype(xp.float32)
-    return w.reshape(logw.shape), (mx + xp.log(s))[:, 0]
+    e = xp.exp((flat - mx).astype(xp.float32, copy=False))
+    s = e.sum(axis=1, keepdims=True, dtype=xp.float64)
+    e /= s.astype(xp.float32)
+    return e.reshape(logw.shape), (mx + xp.log(s))[:, 0]
 
 
 def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22):
     """Per image, the smallest set of samples holding ``fraction`` of its weight (RELION's adaptive fraction).
 
     ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape and
-    the count of significant samples per image (at least 1). Only candidates are sorted:
-    samples below ``(1 - fraction) / S`` (``S`` samples per image) together hold less than
-    ``1 - fraction``, so the smallest set never needs them. Images are taken ``chunk``
-    samples at a time to bound the memory of the sort.
+    the count of significant samples per image (at least 1). Each image's weights are sorted;
+    only candidates are summed: samples below ``(1 - fraction) / S`` (``S`` samples per image)
+    together hold less than ``1 - fraction``, so the smallest set never needs them. The mask
+    keeps every sample at least as heavy as the lightest one counted (ties at that weight all
+    kept, so it may hold more than the count). Images are taken ``chunk`` samples at a time
+    to bound memory.
     """
     xp = get_xp(weights)
     flat = weights.reshape(weights.shape[0], -1)
     b, n = flat.shape
+    thr = (1.0 - fraction) / n
     mask = xp.zeros_like(flat, dtype=bool)
+    count = xp.zeros(b, dtype=xp.int64)
     step = max(1, chunk // max(n, 1))
     for lo in range(0, b, step):
         part = flat[lo:lo + step]
-        rows, cols = xp.nonzero(part >= (1.0 - fraction) / n)
-        vals = part[rows, cols].astype(xp.float64)
-        order = xp.lexsort(xp.stack([-vals, rows]))            # by image, then by decreasing weight
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        csum = xp.cumsum(vals)
-        start = xp.searchsorted(rows, xp.arange(part.shape[0]))      # first candidate of each image
-        before = xp.concatenate([xp.zeros(1), csum])[start]          # weight of the previous images
-        keep = (csum - vals - before[rows]) < fraction               # cumulative weight before this one
-        mask[lo + rows[keep], cols[keep]] = True
+        m = max(int((part >= thr).sum(axis=1).max()), 1)            # candidates of the richest image
+        top = xp.sort(part, axis=1)[:, ::-1][:, :m]                   # heaviest first
+        d = top.astype(xp.float64)
+        before = xp.cumsum(d, axis=1) - d                             # weight of the heavier ones
+        c = xp.maximum(((before < fraction) & (top >= thr)).sum(axis=1), 1)
+        lightest = xp.take_along_axis(top, (c - 1)[:, None], axis=1)
+        mask[lo:lo + step] = part >= lightest
+        count[lo:lo + step] = c
     mask[xp.arange(b), xp.argmax(flat, axis=1)] = True          # the best sample, always
-    return mask.reshape(weights.shape), mask.sum(axis=1)
+    return mask.reshape(weights.shape), count
