@@ -75,6 +75,7 @@ def child(star: str, budget_GB: float) -> dict:
     stack = ParticleStack.from_star(star)
     Session(stack.subset(np.arange(min(500, len(stack)))), **settings).step()
     s = Session(star, **settings)
+    batch = int(s._batch_order()[1])          # the batch size the E-step uses within the budget
     before = _status_kB()
     peak = dict(before)
     done = threading.Event()
@@ -94,11 +95,14 @@ def child(star: str, budget_GB: float) -> dict:
     thread.join()
     for k, v in _status_kB().items():
         peak[k] = max(peak[k], v)
-    return {"before_kB": before, "peak_kB": peak, "step_s": seconds, "batch_size": int(s.settings.batch_size)}
+    return {"before_kB": before, "peak_kB": peak, "step_s": seconds, "batch_size": batch}
 
 
 def run(quick: bool = False, n: int | None = None, out=None, save: bool = True) -> dict:
     n = n or (3000 if quick else 32000)
+    if not Path("/proc/self/status").exists():
+        print("== memory: skipped (needs Linux /proc to read the process's memory)")
+        return {"skipped": "no /proc", "ratios": []}
     print(f"== memory: one 2D iteration over {n} images of {BOX}^2 px, budget a quarter of the stack", flush=True)
     with work_folder() as folder:
         star = write_stack(folder, n)
@@ -108,7 +112,9 @@ def run(quick: bool = False, n: int | None = None, out=None, save: bool = True) 
                 "print('RESULT ' + json.dumps(child(sys.argv[1], float(sys.argv[2]))))")
         root = Path(__file__).resolve().parent.parent
         proc = subprocess.run([sys.executable, "-c", code, str(star), str(budget_GB)], cwd=root,
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the measuring process failed:\n{proc.stderr[-3000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     r = json.loads(line[len("RESULT "):])
     anon_MB = (r["peak_kB"]["RssAnon"] - r["before_kB"]["RssAnon"]) / 1024

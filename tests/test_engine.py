@@ -63,6 +63,10 @@ def test_normalise_and_significant():
             assert kept[:-1].sum() < frac            # minimal: without the smallest kept it falls short
             assert count[b] == kept.size
             assert kept.min() >= weights[b][~mask[b]].max(initial=0)
+    mask, count = significant_mask(np.zeros((2, 5), np.float32))       # no candidate: the best sample only
+    assert mask.sum() == 2 and np.array_equal(count, [1, 1])
+    mask, count = significant_mask(np.array([[0.5, 0.25, 0.25, 0.0]], np.float32), 0.6)
+    assert count[0] == 2 and mask[0].tolist() == [True, True, True, False]   # ties at the lightest: all kept
 
 
 def test_weighted_sums_and_residual_brute_force():

@@ -149,7 +149,7 @@ def normalise(logw, axis=None):
     """Posterior weights from log weights ``[B, ...]``: each image's weights sum to 1.
 
     Returns ``(weights, logsumexp)``; ``logsumexp`` is ``[B]``. The exponentials are taken in
-    float32 after subtracting each image's maximum (weights below ~1e-38 of the best become 0)
+    float32 after subtracting each image's maximum (weights that underflow float32 become 0)
     and summed in double.
     """
     xp = get_xp(logw)
@@ -181,12 +181,14 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22):
     step = max(1, chunk // max(n, 1))
     for lo in range(0, b, step):
         part = flat[lo:lo + step]
-        m = max(int((part >= thr).sum(axis=1).max()), 1)            # candidates of the richest image
+        ncand = (part >= thr).sum(axis=1)
+        m = max(int(ncand.max()), 1)                                  # candidates of the richest image
         top = xp.sort(part, axis=1)[:, ::-1][:, :m]                   # heaviest first
         d = top.astype(xp.float64)
         before = xp.cumsum(d, axis=1) - d                             # weight of the heavier ones
         c = xp.maximum(((before < fraction) & (top >= thr)).sum(axis=1), 1)
         lightest = xp.take_along_axis(top, (c - 1)[:, None], axis=1)
+        lightest = xp.where(ncand[:, None] > 0, lightest, xp.inf)     # no candidate: the best one only
         mask[lo:lo + step] = part >= lightest
         count[lo:lo + step] = c
     mask[xp.arange(b), xp.argmax(flat, axis=1)] = True          # the best sample, always

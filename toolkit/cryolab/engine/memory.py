@@ -1,8 +1,9 @@
 """Working memory of the E-step and the batch size that fits it.
 
 The coarse pass holds, per image, a few arrays over every coarse sample (class x orientation
-x translation): the scores (float32), their exponentials (float64), the weights (float32) and
-a mask (bool), about 24 bytes per sample, plus the shifted images ``[T, 2m]`` (float32). At
+x translation): the scores (float32), the weights (float32), a sorted copy of them (float32),
+the running sums of the candidates (float64, at most all samples) and a mask (bool): at most
+about 24 bytes per sample, plus the shifted images ``[T, 2m]`` (float32). At
 HEALPix order 2 (4,608 orientations) with two classes and 29 translations that is ~6.5 MB per
 image, 0.4 GB for a batch of 64; at order 3 eight times more. The batch size is chosen so that one batch stays inside a memory budget:
 half of the free GPU memory (CuPy), or a quarter of the machine's RAM (NumPy), or the
