@@ -1,7 +1,8 @@
 """2D classification: cryolab against relion_refine on the same simulated particles.
 
 Simulates ``--views`` views (default 8) of the demo 80S (64 px, 6 A/px, CTF, SNR 0.05),
-``--n`` particles (default 800: with 400, 50 per view, neither program classifies reliably), writes STAR + MRC stack, then runs back to back
+``--n`` particles (default 800: with 400, 50 per view, neither program classifies reliably),
+writes STAR + MRC stack, then runs back to back
 
 * cryolab ``class2d`` (K = views, MAP, T = 2, psi 10 deg, offsets 5/1 px, seed 0), timing
   every iteration, and counting the GEMM flops each iteration issues;
