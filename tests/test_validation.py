@@ -14,7 +14,7 @@ from cryolab.io import read_mrc, write_mrc
 from cryolab.validation import (auto_mask, corrected_fsc, fit_bfactor, fsc, fsc_weight, guinier,
                                 masked_fsc, noise_substitution_test, phase_randomize, postprocess,
                                 random_halves, resolution_at, resolution_shell_at, sharpen,
-                                soft_circle_mask, soft_sphere_mask)
+                                soft_circle_mask, soft_sphere_mask, write_postprocess)
 
 PIXEL_A = 5.0
 
@@ -216,6 +216,28 @@ def test_postprocess_without_mask_and_masked_fsc(noisy_halves):
     with pytest.raises(CryolabInputError):
         masked_fsc(h1, h1, soft_sphere_mask(64, 25, 5))
     assert len(r.table()) == 33
+
+
+def test_write_postprocess_files(tmp_path):
+    from cryolab.io import read_star
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(24, 24, 24)).astype(np.float32)
+    h1, h2 = (signal + 0.5 * rng.normal(size=signal.shape).astype(np.float32) for _ in range(2))
+    mask = soft_sphere_mask(24, 10, 3)
+    r = postprocess(h1, h2, mask, 3.0)
+    paths = write_postprocess(r, tmp_path / "pp")
+    assert [p.name for p in paths] == ["pp.mrc", "pp_masked.mrc", "pp.star"]
+    vol, px = read_mrc(tmp_path / "pp.mrc")
+    assert px == pytest.approx(3.0)
+    np.testing.assert_allclose(vol, r.sharpened, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(read_mrc(tmp_path / "pp_masked.mrc")[0], r.sharpened * mask, rtol=1e-6, atol=1e-6)
+    blocks = read_star(tmp_path / "pp.star")
+    assert float(blocks["general"]["rlnFinalResolution"].iloc[0]) == pytest.approx(r.resolution_A)
+    assert float(blocks["general"]["rlnBfactorUsedForSharpening"].iloc[0]) == pytest.approx(r.bfactor_A2)
+    np.testing.assert_allclose(blocks["fsc"]["rlnFourierShellCorrelationCorrected"], r.fsc_corrected)
+    assert list(blocks["fsc"].columns) == list(r.table().columns)
+    unmasked = postprocess(h1, h2, None, 3.0)
+    assert [p.name for p in write_postprocess(unmasked, tmp_path / "u")] == ["u.mrc", "u.star"]
 
 
 @pytest.mark.relion

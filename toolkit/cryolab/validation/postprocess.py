@@ -1,219 +1,30 @@
-"""Resolution and validation: FSC, masks, phase randomisation, B-factors, post-processing.
+"""Post-processing of half maps as ``relion_postprocess`` (RELION 3.1).
 
-Definitions follow ``relion_postprocess`` (RELION 3.1) so that numbers agree:
-
-* **FSC** per shell ``s = round(|k|)``, ``s = 0 .. N//2``, summed over the half
-  transform ``Re(F1 F2*) / sqrt(|F1|^2 |F2|^2)``; shell 0 is the correlation of
-  the two means (+1 or -1; 1 when both are zero);
-* **resolution** where the FSC first drops below a threshold (0.143), here with
-  linear interpolation between shells (RELION reports the last shell above it);
-* **masked FSC** corrected by phase randomisation (Chen et al. 2013):
-  ``FSC_true = (FSC_t - FSC_n) / (1 - FSC_n)`` from 2 shells beyond the shell
-  where the unmasked FSC first drops below 0.8;
-* **B-factors** in A^2 with RELION's sign: amplitudes are multiplied by
-  ``exp(-B s^2 / 4)`` (``s`` in 1/A), so a negative B sharpens; a Guinier fit
-  of ``ln|F|`` against ``s^2`` gives ``B = 4 * slope``.
-
-All map functions take NumPy or CuPy arrays; volumes are ``[..., z, y, x]``,
-images ``[..., y, x]`` (``ndim`` says which), centre pixel ``N // 2``.
-
->>> import numpy as np
->>> v = np.random.default_rng(0).normal(size=(16, 16, 16))
->>> bool(np.allclose(fsc(v, v), 1))
-True
+Phase randomisation and the masked (solvent-corrected) FSC of Chen et al. 2013, high-resolution
+noise substitution, Guinier plots and B-factor fits, sharpening, FSC weighting, the whole
+:func:`postprocess` pipeline and writing its outputs as RELION names them. B-factors are in
+A^2 with RELION's sign (amplitudes times ``exp(-B s^2 / 4)``, a negative B sharpens). Maps
+are NumPy or CuPy; FSC curves are NumPy.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .backend import get_xp, to_numpy
-from .errors import CryolabInputError
-from .fourier import (irfft2c, irfft3c, lowpass, radial_average, rfft2c, rfft3c, rfft_grid,
-                      shell_resolution_A)
+from ..backend import get_xp, to_numpy
+from ..errors import CryolabInputError
+from ..fourier import irfft3c, lowpass, radial_average, rfft3c, shell_resolution_A
+from .fsc import _IRFFT, _RFFT, _dims, _radius2, fsc, resolution_shell_at
 
 __all__ = [
-    "fsc", "resolution_shell_at", "resolution_at", "random_halves",
-    "soft_sphere_mask", "soft_circle_mask", "auto_mask",
     "phase_randomize", "corrected_fsc", "masked_fsc", "noise_substitution_test",
     "guinier", "fit_bfactor", "sharpen", "fsc_weight", "postprocess", "PostprocessResult",
-    "match_classes", "class_accuracy",
+    "write_postprocess",
 ]
 
-_RFFT = {2: rfft2c, 3: rfft3c}
-_IRFFT = {2: irfft2c, 3: irfft3c}
-
-
-def _dims(x, ndim):
-    ndim = x.ndim if ndim is None else ndim
-    if ndim not in (2, 3) or x.ndim < ndim:
-        raise CryolabInputError(f"expected images (ndim=2) or volumes (ndim=3), got shape {x.shape}")
-    return ndim
-
-
-def _radius2(n, ndim, xp):
-    """Squared integer frequency radius ``|k|^2`` on the centred half grid."""
-    return sum(g.astype(xp.float64) ** 2 for g in rfft_grid(n, ndim, xp))
-
-
-# --------------------------------------------------------------------------- FSC
-
-def fsc(map1, map2, ndim: int | None = None):
-    """Fourier shell (ring) correlation per shell ``0 .. N//2`` (RELION's ``getFSC``).
-
-    ``map1``, ``map2``: volumes ``[..., N, N, N]`` or, with ``ndim=2``, images
-    (Fourier ring correlation). Returns ``[..., N//2 + 1]`` on the input's device.
-
-    >>> import numpy as np
-    >>> a = np.random.default_rng(1).normal(size=(2, 32, 32))
-    >>> fsc(a[0], -a[0]).round(6)[1:4].tolist()
-    [-1.0, -1.0, -1.0]
-    """
-    if map1.shape != map2.shape:
-        raise CryolabInputError(f"fsc: maps differ in shape {map1.shape} vs {map2.shape}")
-    ndim = _dims(map1, ndim)
-    xp = get_xp(map1, map2)
-    n = map1.shape[-1]
-    f1, f2 = _RFFT[ndim](map1), _RFFT[ndim](map2)
-    num = radial_average((f1 * f2.conj()).real, n, ndim)
-    den = xp.sqrt(radial_average(abs(f1) ** 2, n, ndim) * radial_average(abs(f2) ** 2, n, ndim))
-    out = num / xp.where(den > 0, den, 1.0)
-    out[..., 0] = xp.where(den[..., 0] > 0, out[..., 0], 1.0)
-    return out
-
-
-def resolution_shell_at(fsc_curve, threshold: float = 0.143) -> float:
-    """Fractional shell where ``fsc_curve`` first drops below ``threshold`` (from shell 1).
-
-    Linear interpolation between the last shell above and the first below (the DC
-    shell counts as 1); the last shell (Nyquist) when it never drops.
-
-    >>> resolution_shell_at([1.0, 0.9, 0.5, 0.1, 0.0], 0.3)
-    2.5
-    """
-    c = np.asarray(to_numpy(fsc_curve), dtype=float)
-    below = np.flatnonzero(c[1:] < threshold) + 1
-    if below.size == 0:
-        return float(len(c) - 1)
-    i = int(below[0])
-    prev = 1.0 if i == 1 else c[i - 1]
-    return float(i - 1 + (prev - threshold) / (prev - c[i]))
-
-
-def resolution_at(fsc_curve, threshold: float, n: int, pixel_size_A: float) -> float:
-    """Resolution in Angstrom where the FSC crosses ``threshold`` (``N * pixel / shell``).
-
-    >>> resolution_at([1.0, 0.9, 0.5, 0.1, 0.0], 0.3, n=8, pixel_size_A=2.0)
-    6.4
-    """
-    return float(shell_resolution_A(resolution_shell_at(fsc_curve, threshold), n, pixel_size_A))
-
-
-def random_halves(n: int, seed: int = 0) -> np.ndarray:
-    """Random split of ``n`` particles into halves: int array of 1/2 (``_rlnRandomSubset``).
-
-    Half 1 gets ``ceil(n/2)`` particles.
-
-    >>> np.bincount(random_halves(5, seed=0)).tolist()
-    [0, 3, 2]
-    """
-    halves = np.full(n, 2, dtype=np.int64)
-    halves[np.random.default_rng(seed).permutation(n)[: (n + 1) // 2]] = 1
-    return halves
-
-
-def match_classes(classes, truth) -> np.ndarray:
-    """Match classes one-to-one to true labels (both 0-based ints): ``mapping[k]`` is the label
-    of class ``k`` (-1: left over when there are more classes than labels), chosen so that the
-    matched pairs share as many particles as possible (Hungarian algorithm). Class numbers are
-    arbitrary, so simulated sets are scored this way.
-
-    >>> match_classes([1, 1, 0, 2], [0, 0, 1, 1]).tolist()
-    [1, 0, -1]
-    """
-    from scipy.optimize import linear_sum_assignment
-    classes, truth = np.asarray(classes, int), np.asarray(truth, int)
-    counts = np.zeros((classes.max() + 1, truth.max() + 1))
-    np.add.at(counts, (classes, truth), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    mapping = np.full(counts.shape[0], -1)
-    mapping[rows] = cols
-    return mapping
-
-
-def class_accuracy(classes, truth) -> float:
-    """Fraction of particles in the class matched to their true label (:func:`match_classes`).
-
-    >>> class_accuracy([1, 1, 0, 2], [0, 0, 1, 1])
-    0.75
-    """
-    classes = np.asarray(classes, int)
-    return float(np.mean(match_classes(classes, truth)[classes] == np.asarray(truth)))
-
-
-# --------------------------------------------------------------------------- masks
-
-def _raised_cosine(dist, edge_px, xp):
-    """1 where ``dist <= 0``, ``0.5 + 0.5 cos(pi dist / edge)`` for ``0 < dist < edge``, else 0."""
-    if edge_px <= 0:
-        return (dist <= 0).astype(xp.float32)
-    t = xp.clip(dist / edge_px, 0.0, 1.0)
-    return (0.5 + 0.5 * xp.cos(np.pi * t)).astype(xp.float32)
-
-
-def _soft_ball(n, ndim, radius_px, edge_px, xp):
-    c = xp.arange(n, dtype=xp.float64) - n // 2
-    axes = xp.meshgrid(*([c] * ndim), indexing="ij")
-    r = xp.sqrt(sum(a ** 2 for a in axes))
-    return _raised_cosine(r - radius_px, edge_px, xp)
-
-
-def soft_sphere_mask(n: int, radius_px: float, edge_px: float = 6.0, xp=np):
-    """Spherical mask ``[N, N, N]`` (float32) centred on voxel ``N//2``: 1 inside ``radius_px``,
-    raised-cosine fall-off to 0 over ``edge_px`` (RELION's ``raisedCosineMask``).
-
-    >>> m = soft_sphere_mask(16, 4, 2)
-    >>> float(m[8, 8, 8]), float(m[8, 8, 13]), float(m[8, 8, 15])
-    (1.0, 0.5, 0.0)
-    """
-    return _soft_ball(n, 3, radius_px, edge_px, xp)
-
-
-def soft_circle_mask(n: int, radius_px: float, edge_px: float = 6.0, xp=np):
-    """Circular mask ``[N, N]``: the 2D version of :func:`soft_sphere_mask`."""
-    return _soft_ball(n, 2, radius_px, edge_px, xp)
-
-
-def _ndimage(xp):
-    if xp is np:
-        import scipy.ndimage
-        return scipy.ndimage
-    import cupyx.scipy.ndimage
-    return cupyx.scipy.ndimage
-
-
-def auto_mask(volume, threshold: float, extend_px: float = 3.0, soft_edge_px: float = 6.0):
-    """Solvent mask as ``relion_mask_create --ini_threshold --extend_inimask --width_soft_edge``.
-
-    Binarise at ``volume >= threshold``; add voxels closer than ``extend_px`` to the
-    binary mask (a negative value shrinks it instead); then voxels at distance
-    ``d < soft_edge_px`` outside get ``0.5 + 0.5 cos(pi d / soft_edge_px)``. Returns float32.
-    """
-    xp = get_xp(volume)
-    edt = _ndimage(xp).distance_transform_edt
-    binary = volume >= threshold
-    if not bool(binary.any()):
-        raise CryolabInputError(f"auto_mask: no voxel reaches the threshold {threshold}")
-    if extend_px > 0:
-        binary = binary | (edt(~binary) < extend_px)
-    elif extend_px < 0:
-        binary = binary & ~(edt(binary) < -extend_px)
-    return _raised_cosine(edt(~binary), soft_edge_px, xp)
-
-
-# --------------------------------------------------------------------------- phase randomisation
 
 def phase_randomize(x, from_shell: float, seed=0, ndim: int | None = None):
     """Replace the Fourier phases of ``x`` at ``|k| >= from_shell`` by random ones (amplitudes kept).
@@ -436,3 +247,25 @@ def postprocess(half1, half2, mask, pixel_size_A: float, bfactor: float | None =
         randomize_from_shell=m["randomize_from_shell"], resolution_A=res_A, resolution_shell=shell,
         bfactor_A2=float(bfactor), sharpened=sharp, pixel_size_A=float(pixel_size_A), box_size=n,
         mask=mask)
+
+
+def write_postprocess(result, prefix) -> list[Path]:
+    """Write ``<prefix>.mrc`` (sharpened), ``<prefix>_masked.mrc`` and ``<prefix>.star``
+    (``data_general``, ``data_fsc``) as relion_postprocess does.
+
+    ``result`` is a :class:`PostprocessResult`; the masked map is written only when it has
+    a mask. ``data_general`` holds ``rlnFinalResolution`` and ``rlnBfactorUsedForSharpening``,
+    ``data_fsc`` is :meth:`PostprocessResult.table`. Returns the paths written, maps first.
+    """
+    from ..io import write_mrc, write_star
+    prefix = Path(prefix)
+    maps = [write_mrc(prefix.with_name(prefix.name + ".mrc"), to_numpy(result.sharpened),
+                      result.pixel_size_A)]
+    if result.mask is not None:
+        maps.append(write_mrc(prefix.with_name(prefix.name + "_masked.mrc"),
+                              to_numpy(result.sharpened_masked), result.pixel_size_A))
+    general = {"rlnFinalResolution": result.resolution_A,
+               "rlnBfactorUsedForSharpening": result.bfactor_A2}
+    star = write_star(prefix.with_name(prefix.name + ".star"),
+                      {"general": general, "fsc": result.table()})
+    return [*maps, star]
