@@ -1,0 +1,243 @@
+"""The shared core of the 3D and 2D back-projectors: Fourier sums, spectra and reconstruction.
+
+Accumulators ``data = sum C X`` (complex) and ``weight = sum C^2`` (real) live on the padded
+centred half grid, on NumPy or CuPy (``xp``); :meth:`_FourierAccumulator.reconstruct` sums
+Friedel mates, symmetrises (3D only), divides (plain or Wiener), inverse transforms, crops and
+applies the gridding correction (division by ``sinc^2(d / M)`` per axis).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import to_device, to_numpy
+from ..ctf import CTFParams, ctf_2d
+from ..fourier import irfft2c, irfft3c, radial_average, rfft2c, rfft3c, rfft_grid, shell_index
+from .interpolation import _BLOCK_ENTRIES, _corners, _mirror_index, _padded_size, _scatter_add
+from .wiener import _plain_ratio, tau2_from_fsc
+
+
+def _host(a):
+    return np.asarray(to_numpy(a), dtype=np.float64)
+
+
+class _FourierAccumulator:
+    """Shared core of :class:`BackProjector` (``ndim = 3``) and :class:`BackProjector2D` (``2``)."""
+
+    ndim = 3
+
+    def __init__(self, n: int, pad: float = 2, xp=np, dtype=np.float64, max_shell=None):
+        self.n, self.xp = int(n), xp
+        self.m = m = _padded_size(self.n, pad)
+        self.pad = m / self.n  # effective oversampling (M / N)
+        self.r_max = self.n // 2 if max_shell is None else min(int(max_shell), self.n // 2)
+        rdt = np.dtype(dtype)
+        shape = (m,) * (self.ndim - 1) + (m // 2 + 1,)
+        self.data = xp.zeros(shape, dtype=np.result_type(rdt, np.complex64))
+        self.weight = xp.zeros(shape, dtype=rdt)
+        ky, kx = rfft_grid(self.n, 2, xp, True)
+        keep = ((kx ** 2 + ky ** 2 <= self.r_max ** 2) & ~((kx == 0) & (ky < 0))).ravel()
+        self._pix = xp.nonzero(keep)[0]  # slice pixels that are inserted
+        self._kx = kx.ravel()[self._pix].astype(xp.float64)
+        self._ky = ky.ravel()[self._pix].astype(xp.float64)
+
+    # ------------------------------------------------------------------ insertion
+    def _slice_coords(self, poses):
+        """Padded-grid coordinates ``[R, P, d]`` (x, y[, z]) of the inserted slice pixels."""
+        raise NotImplementedError
+
+    def _insert_block(self, ft, wt, poses):
+        xp = self.xp
+        coords = self._slice_coords(poses).reshape(-1, self.ndim)
+        vals = ft.reshape(ft.shape[0], -1)[:, self._pix].reshape(-1)
+        wts = wt.reshape(wt.shape[0], -1)[:, self._pix].reshape(-1).astype(xp.float64)
+        neg = coords[:, 0] < 0
+        coords = xp.where(neg[:, None], -coords, coords)
+        re = vals.real.astype(xp.float64)
+        im = xp.where(neg, -vals.imag, vals.imag).astype(xp.float64)
+        idx, w = _corners(coords, self.m)
+        idx = idx.reshape(-1)
+        rdt = self.weight.dtype
+        dflat = self.data.reshape(-1).view(rdt)  # interleaved (re, im)
+        _scatter_add(dflat, 2 * idx, (w * re).reshape(-1).astype(rdt, copy=False))
+        _scatter_add(dflat, 2 * idx + 1, (w * im).reshape(-1).astype(rdt, copy=False))
+        _scatter_add(self.weight.reshape(-1), idx, (w * wts).reshape(-1).astype(rdt, copy=False))
+
+    def _insert(self, ft_slices, weight_slices, poses):
+        xp, n = self.xp, self.n
+        ft = to_device(ft_slices, xp).reshape(-1, n, n // 2 + 1)
+        r = ft.shape[0]
+        if weight_slices is None:
+            wt = xp.ones((r, n, n // 2 + 1), dtype=xp.float32)
+        else:
+            wt = xp.broadcast_to(to_device(weight_slices, xp), (r, n, n // 2 + 1))
+        step = max(1, _BLOCK_ENTRIES // (max(int(self._pix.size), 1) * 2 ** self.ndim))
+        for s in range(0, r, step):
+            self._insert_block(ft[s:s + step], wt[s:s + step], poses[s:s + step])
+
+    def _slices_from_images(self, images, ctf, shifts_px, pixel_size_A, sigma2_noise):
+        """``(C X / sigma2, C^2 / sigma2)`` slices from images ``[R, N, N]`` or their transforms."""
+        xp, n = self.xp, self.n
+        x = to_device(images, xp)
+        if x.ndim == 2:
+            x = x[None]
+        ft = x if xp.iscomplexobj(x) else rfft2c(x.astype(xp.float32, copy=False))
+        ft = ft.astype(xp.complex64, copy=False)
+        r = ft.shape[0]
+        if shifts_px is not None:  # centre the particle: move it by +origin (conventions.md)
+            from ..projection import phase_shift_2d
+            ft = phase_shift_2d(ft, xp.asarray(shifts_px, dtype=xp.float32).reshape(-1, 2))
+        if ctf is None:
+            c = xp.ones((1, n, n // 2 + 1), dtype=xp.float32)
+        elif isinstance(ctf, CTFParams):
+            if pixel_size_A is None:
+                raise ValueError("insert_images: CTF parameters need pixel_size_A")
+            c = ctf_2d(ctf, n, pixel_size_A, xp=xp)
+        else:
+            c = to_device(ctf, xp).astype(xp.float32, copy=False).reshape(-1, n, n // 2 + 1)
+        inv_s2 = xp.float32(1.0)
+        if sigma2_noise is not None:
+            s2 = xp.asarray(to_device(sigma2_noise, xp), dtype=xp.float64)
+            if s2.ndim == 1:  # per resolution shell
+                shells = xp.minimum(shell_index(n, 2, xp), s2.size - 1)
+                s2 = s2[shells]
+            inv_s2 = (1.0 / xp.maximum(s2, 1e-300)).astype(xp.float32)
+        data = ft * (c * inv_s2)
+        weight = xp.broadcast_to(c * c * inv_s2, (r, n, n // 2 + 1))
+        return data, weight
+
+    def add(self, other):
+        """Add another accumulator's sums (same ``n``, ``pad``, kind) to this one; returns ``self``."""
+        if type(other) is not type(self) or other.data.shape != self.data.shape:
+            raise ValueError("add: accumulators differ in kind or size")
+        self.data += to_device(other.data, self.xp).astype(self.data.dtype, copy=False)
+        self.weight += to_device(other.weight, self.xp).astype(self.weight.dtype, copy=False)
+        return self
+
+    def reset(self):
+        """Zero both accumulators."""
+        self.data[...] = 0
+        self.weight[...] = 0
+
+    # ------------------------------------------------------------------ spectra
+    def _shells(self):
+        """Image-shell index ``round(|g| / (M/N))`` of every padded-grid voxel."""
+        xp = self.xp
+        grids = rfft_grid(self.m, self.ndim, xp, True)
+        r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
+        return r, xp.rint(r / self.pad).astype(xp.int64)
+
+    def _shell_mean(self, values, shells, inside):
+        xp = self.xp
+        nb = self.n // 2 + 1
+        idx = shells[inside]
+        cnt = xp.bincount(idx, minlength=nb)[:nb].astype(xp.float64)
+        tot = xp.bincount(idx, weights=values[inside].astype(xp.float64), minlength=nb)[:nb]
+        return tot / xp.maximum(cnt, 1)
+
+    def weight_spectrum(self, weight=None):
+        """Mean weight per image shell ``0 .. N//2``, scaled by ``(M/N)^ndim`` to un-padded voxels
+        (Friedel mates on the ``kx = 0`` plane summed, as in :meth:`reconstruct`).
+
+        With ``sigma2``-normalised weights (``sum C^2 / sigma2``) this is the inverse noise power
+        of the reconstruction per shell (RELION's ``1 / sigma2`` of the map); the engine uses it
+        for the SSNR and ``tau2`` (:func:`tau2_from_fsc`).
+        """
+        w = self._friedel_sum(self.weight) if weight is None else weight
+        r, shells = self._shells()
+        inside = r <= self.pad * (self.n // 2)
+        return self._shell_mean(w, shells, inside) * self.pad ** self.ndim
+
+    # ------------------------------------------------------------------ reconstruction
+    def _friedel_sum(self, arr):
+        """float64/complex128 copy of an accumulator with Friedel mates on the ``kx = 0`` plane
+        summed (each holds ``a(g) + conj(a(-g))``; self-mates are left as they are)."""
+        xp, m = self.xp, self.m
+        out = arr.astype(xp.complex128 if xp.iscomplexobj(arr) else xp.float64)
+        mir = _mirror_index(m, xp)
+        a0 = out[..., 0]
+        am = a0
+        for ax in range(self.ndim - 1):
+            am = xp.take(am, mir, axis=ax)
+        grids = xp.meshgrid(*([xp.arange(m)] * (self.ndim - 1)), indexing="ij")
+        self_mate = xp.ones(a0.shape, dtype=bool)
+        for g in grids:
+            self_mate &= mir[g] == g
+        out[..., 0] = xp.where(self_mate, a0, a0 + am.conj())
+        return out
+
+    def _hermitian_sums(self):
+        return self._friedel_sum(self.data), self._friedel_sum(self.weight)
+
+    def _symmetrise(self, data, weight, sym):
+        return data, weight
+
+    def reconstruct(self, method: str = "plain", tau2=None, eps: float = 1e-3, sym: str = "C1",
+                    max_shell=None, fsc=None, tau2_fudge: float = 1.0, mask_outside: bool = True):
+        """The map (``[N, N, N]`` or ``[N, N]``, float32) from the accumulated sums.
+
+        ``method="plain"``: ``F = data / (weight + eps * <weight>)`` (``<weight>`` the mean over
+        voxels with weight > 0). ``method="wiener"`` (MAP, RELION's M-step):
+        ``F = data / (weight + 1 / ((M/N)^ndim * tau2_fudge * tau2[shell]))`` with ``tau2`` the
+        signal power per image shell ``0 .. N//2`` in the units of ``|rfft3c(map)|^2`` per voxel
+        relative to ``sigma2``-normalised weights. When ``tau2`` is None it is estimated: from
+        ``fsc`` with :func:`tau2_from_fsc` when given, else by the method of moments
+        ``tau2 = max(P - 1/W, 1e-3 P)``, with ``P`` the shell power of the plain map and ``1/W``
+        its noise power (:meth:`weight_spectrum`; needs ``sigma2``-normalised weights).
+        Frequencies beyond ``max_shell`` (default ``N // 2``) are zeroed. The last ``tau2`` used
+        is kept in ``self.tau2``. ``mask_outside``: as RELION, replace what lies outside the
+        sphere (circle) of radius ``N / 2`` by its mean, with a 3-pixel raised-cosine edge
+        (removes the noise aliased into the corners of the cropped box).
+        """
+        xp = self.xp
+        data, weight = self._symmetrise(*self._hermitian_sums(), sym)
+        r, shells = self._shells()
+        shell_max = self.r_max if max_shell is None else min(float(max_shell), self.r_max)
+        inside = r <= self.pad * shell_max
+        if method == "plain":
+            ft = _plain_ratio(data, weight, eps)
+        elif method in ("wiener", "map"):
+            if tau2 is None:
+                tau2 = self._estimate_tau2(data, weight, fsc)
+            t2 = _host(tau2).reshape(-1)
+            t2 = np.concatenate([t2, np.full(max(0, self.n // 2 + 1 - t2.size), t2[-1])])
+            t2 = to_device(np.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300), xp)
+            ft = data / (weight + 1.0 / t2[xp.minimum(shells, t2.size - 1)])
+            self.tau2 = tau2
+        else:
+            raise ValueError(f"reconstruct: unknown method {method!r} (use 'plain' or 'wiener')")
+        out = self._to_real(xp.where(inside, ft, 0))
+        return self._mask_outside(out) if mask_outside else out
+
+    def _mask_outside(self, x):
+        from ..validation import soft_circle_mask, soft_sphere_mask
+        mask = (soft_sphere_mask if self.ndim == 3 else soft_circle_mask)(self.n, self.n / 2, 3.0,
+                                                                         xp=self.xp)
+        out_w = 1 - mask
+        bg = (out_w * x).sum() / max(float(out_w.sum()), 1e-12)
+        return (x * mask + bg * out_w).astype(self.xp.float32)
+
+    def _estimate_tau2(self, data, weight, fsc):
+        wspec = _host(self.weight_spectrum(weight))
+        if fsc is not None:
+            return tau2_from_fsc(fsc, wspec)
+        r, _ = self._shells()
+        plain = self._to_real(self.xp.where(r <= self.pad * self.r_max,
+                                            _plain_ratio(data, weight, 1e-3), 0))
+        rfft = rfft3c if self.ndim == 3 else rfft2c
+        power = _host(radial_average(abs(rfft(plain)) ** 2, self.n, self.ndim))
+        noise = np.where(wspec > 0, 1.0 / np.maximum(wspec, 1e-300), np.inf)
+        return np.maximum(power - noise, 1e-3 * power)
+
+    def _to_real(self, ft):
+        """Inverse transform of the padded grid, central crop, gridding correction -> float32."""
+        xp, n, m = self.xp, self.n, self.m
+        padded = (irfft3c if self.ndim == 3 else irfft2c)(ft, m)
+        lo = m // 2 - n // 2
+        out = padded[(slice(lo, lo + n),) * self.ndim]
+        d = xp.arange(n, dtype=xp.float64) - n // 2
+        corr = xp.sinc(d / m) ** 2
+        for ax in range(self.ndim):
+            shape = [1] * self.ndim
+            shape[ax] = n
+            out = out / corr.reshape(shape)
+        return out.astype(xp.float32)
