@@ -11,8 +11,10 @@
 Widgets only read arrays and call public cryolab functions; they render figures as PNG in an
 ``ipywidgets.Image``, so they display with any matplotlib backend and in a headless browser.
 """
+from .dashboard import SessionDashboard
 from .demo import example_map, phantom_volume
-from .session import ClassGallery, PosteriorExplorer, SessionDashboard
+from .gallery import ClassGallery
+from .posterior import PosteriorExplorer
 from .teaching import CTFExplorer, ProjectionSliceExplorer
 from .viewers import FSCViewer, MapViewer
 
