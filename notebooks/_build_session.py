@@ -513,12 +513,13 @@ NB09 = [
     md("""
     ## Report
 
-    `session.report(path)` writes one HTML file with the settings, the convergence curves, the
+    `session_report(session, path)` (from `cryolab.report`) writes one HTML file with the settings, the convergence curves, the
     class averages and the spectra; the figures are embedded, so the file can be mailed or
     attached to a lab notebook as it is.
     """),
     code("""
-    report_path = session.report(WORK_DIR / "report.html")
+    from cryolab.report import session_report
+    report_path = session_report(session, WORK_DIR / "report.html")
     print(report_path, f"{Path(report_path).stat().st_size / 1024:.0f} KiB")
     """),
     md("""

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from cryolab.data import load_demo
-from cryolab.distributed import EStepSums, StackRows, check_scheduler, chunk_rows, estep_chunk
+from cryolab.distributed import StackRows, chunk_rows
+from cryolab.engine.driver import EStepSums, estep_chunk
+from cryolab.settings import check_scheduler
 from cryolab.errors import CryolabInputError
 from cryolab.fourier import rescale
 from cryolab.session import Session, Settings
@@ -43,7 +45,7 @@ def test_chunks_add_up_to_the_whole_estep(tiny_set):
     the in-process E-step's sums and assignments."""
     s = Session(tiny_set.star_path, K=2, seed=1, batch_size=16)
     s.estep()
-    whole = s._pending
+    whole = s.sums
     s2 = Session(tiny_set.star_path, K=2, seed=1, batch_size=16)
     inputs = s2.estep_inputs()
     parts = []

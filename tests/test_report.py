@@ -55,10 +55,11 @@ def session(tmp_path_factory):
 
 def test_session_report_string_and_file(session, tmp_path):
     s, _ = session
-    text = s.report()
+    from cryolab.report import session_report
+    text = session_report(s)
     assert text.startswith("<!DOCTYPE html>") and "cryolab class2d --i" in text
     assert count_embedded_images(text) >= 4   # class averages, convergence, Pmax, psi
-    path = s.report(tmp_path / "r.html")
+    path = session_report(s, tmp_path / "r.html")
     assert count_embedded_images(path.read_text()) == count_embedded_images(text)
 
 
@@ -73,7 +74,7 @@ def test_folder_without_run_json_is_reported_from_relion_files(session, tmp_path
 
 
 def test_fsc_and_maps_from_postprocess_files(tmp_path):
-    from cryolab.commands_maps import write_postprocess
+    from cryolab.validation import write_postprocess
     from cryolab.validation import postprocess, soft_sphere_mask
     rng = np.random.default_rng(0)
     signal = rng.normal(size=(24, 24, 24)).astype(np.float32)
@@ -99,7 +100,7 @@ def test_demo_report_renders_in_chromium(tmp_path):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed")
-    from cryolab.commands_demo import run_demo
+    from cryolab.cli.demo import run_demo
     run_demo(tmp_path / "demo", quick=True, progress=False, log=lambda *a: None)
     png = tmp_path / "report.png"
     subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -16,31 +16,65 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["get_xp", "get_fft", "to_numpy", "to_device", "cupy_available",
-           "backend_name", "resolve_backend"]
+__all__ = ["get_xp", "get_fft", "to_numpy", "to_device", "cupy_available", "cupy_status",
+           "backend_name", "resolve_backend", "set_cpu_threads", "BackendError"]
+
+#: the environment variable that chooses the backend when none is given
+BACKEND_VARIABLE = "CRYOLAB_BACKEND"
+
+_CPU_THREADS: int = -1      # scipy.fft workers (-1: all cores); see set_cpu_threads
+
+
+class BackendError(RuntimeError):
+    """The array backend asked for cannot run here (the message says why)."""
+
+
+def cupy_status() -> str | None:
+    """None when CuPy imports and sees at least one GPU, else why not (the exception's message:
+    not installed, no device, a CUDA driver or runtime error)."""
+    try:
+        import cupy
+    except Exception as exc:                              # ImportError, or a broken CUDA install
+        return f"CuPy cannot be imported ({type(exc).__name__}: {exc}); install the extra: pip install 'cryolab[gpu]'"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:                              # pragma: no cover - needs a CUDA install
+        return f"CUDA error ({type(exc).__name__}: {exc})"
+    return None if count > 0 else "CuPy sees no GPU"
 
 
 def cupy_available() -> bool:
-    """True when CuPy imports and sees at least one GPU."""
-    try:
-        import cupy  # noqa: F401
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    """True when CuPy imports and sees at least one GPU (:func:`cupy_status` says why not)."""
+    return cupy_status() is None
 
 
 def resolve_backend(backend: str | None = None) -> ModuleType:
-    """Array module for a backend name (``"numpy"``/``"cupy"``/None = environment)."""
-    name = (backend or os.environ.get("CRYOLAB_BACKEND", "numpy")).lower()
+    """Array module for a backend name: ``"numpy"``, ``"cupy"``, or None for the
+    ``CRYOLAB_BACKEND`` environment variable (numpy when unset).
+
+    Raises :class:`BackendError` with CuPy's or CUDA's own message when ``cupy`` cannot run.
+
+    >>> resolve_backend("numpy").__name__
+    'numpy'
+    """
+    name = (backend or os.environ.get(BACKEND_VARIABLE) or "numpy").lower()
     if name in ("numpy", "cpu", "np"):
         return np
     if name in ("cupy", "gpu", "cuda"):
-        if not cupy_available():
-            raise RuntimeError("backend 'cupy' asked for, but CuPy or a GPU is not available "
-                               "(install the extra: pip install 'cryolab[gpu]')")
+        why = cupy_status()
+        if why is not None:
+            source = "" if backend else f" (from {BACKEND_VARIABLE})"
+            raise BackendError(f"backend 'cupy'{source} asked for, but {why}")
         import cupy
         return cupy
     raise ValueError(f"unknown backend {name!r}: use 'numpy' or 'cupy'")
+
+
+def set_cpu_threads(n: int | None) -> None:
+    """Use at most ``n`` threads in CPU FFTs (scipy.fft ``workers``; None or -1: all cores).
+    BLAS threads are set by ``OMP_NUM_THREADS`` before numpy is imported (the CLI's ``--j``)."""
+    global _CPU_THREADS
+    _CPU_THREADS = -1 if not n or n < 0 else int(n)
 
 
 def get_xp(*arrays) -> ModuleType:
@@ -68,7 +102,7 @@ def get_fft(xp: ModuleType):
 
 def fft_kwargs(xp: ModuleType) -> dict:
     """Extra keyword arguments for FFT calls: all cores on the CPU."""
-    return {"workers": -1} if xp is np else {}
+    return {"workers": _CPU_THREADS} if xp is np else {}
 
 
 def to_numpy(a):

@@ -203,16 +203,17 @@ def _merge_times(history, iterations):
 
 def collect_session(session) -> ReportData:
     """A live Session (2D or 3D classification) as :class:`ReportData`."""
-    from .commands import classify_command
+    from .backend import backend_name
     from .provenance import environment
+    from .settings import command_line
     s = session.settings
     star = session.particles.star_path or "particles.star"
     refs = np.asarray(session.references)
     three_d = session.dim == 3
     return ReportData(
         title=f"cryolab session: {s.K} classes, iteration {session.iteration}",
-        run={**environment(), "backend": s.backend}, parameters=asdict(s),
-        command=classify_command("class3d" if three_d else "class2d", s, star,
+        run={**environment(), "backend": backend_name(session.xp)}, parameters=asdict(s),
+        command=command_line("class3d" if three_d else "class2d", s, star,
                                  "Class3D/run" if three_d else "Class2D/run"),
         history=[{"iteration": h.iteration, "loglik": h.loglik, "time_s": h.time_s,
                   "class_distribution": list(h.class_distribution)} for h in session.history],

@@ -1,27 +1,29 @@
 """Reference-free 2D classification (RELION's ``relion_refine`` without ``--ref``, 2D)."""
 from __future__ import annotations
 
-from ..session import Session, Settings
+from ..session import Session
+from ..settings import method_settings
 
 __all__ = ["class2d"]
 
 
-def class2d(particles, K: int = 10, iterations: int = 25, *, mode: str = "map", tau2_fudge: float = 2.0,
-            psi_step_deg: float = 10.0, offset_range_px: float = 5.0, offset_step_px: float = 1.0,
-            particle_diameter_A: float | None = None, ctf: bool = True, seed: int = 0,
-            backend: str = "numpy", out_dir=None, progress: bool = True, callback=None, **kw) -> Session:
+def class2d(particles, K: int | None = None, iterations: int | None = None, *, out_dir=None,
+            progress: bool = True, callback=None, **settings) -> Session:
     """Classify particle images into ``K`` 2D classes and return the (steppable) Session.
 
-    ``particles``: a :class:`cryolab.io.ParticleStack` or a STAR path. Initial class
-    averages come from random subsets (reference-free, as RELION). ``mode`` is ``map``
-    (regularised likelihood, tau2 fudge ``T``), ``ml`` (white-noise maximum likelihood) or
-    ``maxcc`` (projection matching). With ``out_dir``, RELION-named files are written
-    each iteration (``run_itNNN_data.star``, ``_model.star``, ``_classes.mrcs``).
-    ``iterations=0`` returns the initialised Session without running it.
+    ``particles``: a :class:`cryolab.io.ParticleStack` or a STAR path. Defaults are
+    ``method_settings("class2d")`` (:data:`cryolab.settings.METHOD_DEFAULTS`: K=10, tau2 fudge 2);
+    other keywords are :class:`cryolab.settings.Settings` fields (``mode``: ``map`` regularised
+    likelihood, ``ml`` white-noise maximum likelihood, ``maxcc`` projection matching;
+    ``psi_step_deg``, ``offset_range_px``, ``particle_diameter_A``, ``ctf``, ``seed``, ...).
+    Initial class averages come from random subsets (reference-free, as RELION). With
+    ``out_dir``, RELION-named files are written each iteration (``run_itNNN_data.star``,
+    ``_model.star``, ``_classes.mrcs``). ``iterations=0`` returns the initialised Session.
     """
-    settings = Settings(K=K, n_iter=iterations, mode=mode, tau2_fudge=tau2_fudge, psi_step_deg=psi_step_deg,
-                        offset_range_px=offset_range_px, offset_step_px=offset_step_px,
-                        particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed, backend=backend, **kw)
-    session = Session(particles, settings)
-    session.run(iterations, callback=callback, progress=progress, out_dir=out_dir)
+    if K is not None:
+        settings["K"] = K
+    if iterations is not None:
+        settings["n_iter"] = iterations
+    session = Session(particles, method_settings("class2d", **settings))
+    session.run(session.settings.n_iter, callback=callback, progress=progress, out_dir=out_dir)
     return session

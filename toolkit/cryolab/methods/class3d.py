@@ -1,10 +1,13 @@
 """3D classification with seed generation (RELION's ``relion_refine --ref --K``, 3D)."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
 from ..fourier import lowpass
 from ..session import Session, Settings
+from ..settings import method_settings
 
 __all__ = ["class3d", "generate_seeds"]
 
@@ -33,36 +36,37 @@ def generate_seeds(particles, reference, K: int, *, ini_high_A: float = 60.0, se
     return np.stack(seeds)
 
 
-def class3d(particles, reference, K: int = 2, iterations: int = 25, *, tau2_fudge: float = 4.0,
-            healpix_order: int = 2, offset_range_px: float = 5.0, offset_step_px: float = 1.0,
-            ini_high_A: float = 60.0, seeds: str = "subsets", sym: str = "C1", mode: str = "map",
-            particle_diameter_A: float | None = None, ctf: bool = True, seed: int = 0,
-            backend: str = "numpy", out_dir=None, progress: bool = True, callback=None, **kw) -> Session:
+def class3d(particles, reference, K: int | None = None, iterations: int | None = None, *,
+            seeds: str = "subsets", out_dir=None, progress: bool = True, callback=None, **settings) -> Session:
     """Classify particles into ``K`` 3D classes; returns the (steppable) Session.
 
     ``reference``: one map ``[N, N, N]`` (seeds are made from it) or ``K`` maps ``[K, N, N, N]``
     (used as given, low-pass filtered to ``ini_high_A``). ``seeds``: ``"subsets"`` (one
     iteration on K random subsets, :func:`generate_seeds`) or ``"lowpass"`` (the filtered
     reference for every class; the classes then separate through noise only).
-    The first iteration is projection matching (``firstiter_cc``) so that maps from elsewhere
-    need not be on the data's grey scale. ``iterations=0`` returns the initialised Session.
+    Defaults are ``method_settings("class3d")`` (:data:`cryolab.settings.METHOD_DEFAULTS`: K=2,
+    tau2 fudge 4, ``ini_high_A`` 60 A, first iteration as projection matching (``firstiter_cc``)
+    so that maps from elsewhere need not be on the data's grey scale); other keywords are
+    :class:`cryolab.settings.Settings` fields. ``iterations=0`` returns the initialised Session.
     """
     from ..io import ParticleStack
     if not isinstance(particles, ParticleStack):
         particles = ParticleStack.from_star(particles)
-    settings = Settings(K=K, n_iter=iterations, mode=mode, tau2_fudge=tau2_fudge, healpix_order=healpix_order,
-                        offset_range_px=offset_range_px, offset_step_px=offset_step_px, sym=sym,
-                        particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed, backend=backend,
-                        ini_high_A=ini_high_A, **{"firstiter_cc": True, **kw})
+    if K is not None:
+        settings["K"] = K
+    if iterations is not None:
+        settings["n_iter"] = iterations
+    settings = method_settings("class3d", **settings)
+    K, ini_high_A = settings.K, settings.ini_high_A
     reference = np.asarray(reference, np.float32)
     if reference.ndim == 4:
         refs = np.stack([lowpass(r, ini_high_A, particles.pixel_size_A, ndim=3) for r in reference])
     elif seeds == "subsets" and K > 1:
-        base = {k: v for k, v in settings.__dict__.items() if k not in ("K", "seed", "n_iter", "ini_high_A")}
-        refs = generate_seeds(particles, reference, K, ini_high_A=ini_high_A, seed=seed, **base)
+        base = {k: v for k, v in asdict(settings).items() if k not in ("K", "seed", "n_iter", "ini_high_A")}
+        refs = generate_seeds(particles, reference, K, ini_high_A=ini_high_A, seed=settings.seed, **base)
     else:
         ref = lowpass(reference, ini_high_A, particles.pixel_size_A, ndim=3)
         refs = np.repeat(ref[None], K, axis=0)
     session = Session(particles, settings, references=refs)
-    session.run(iterations, callback=callback, progress=progress, out_dir=out_dir)
+    session.run(settings.n_iter, callback=callback, progress=progress, out_dir=out_dir)
     return session

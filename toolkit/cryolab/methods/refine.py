@@ -34,6 +34,7 @@ from ..fourier import lowpass
 from ..geometry import healpix_step_deg
 from ..reconstruction import tau2_from_fsc
 from ..session import Session, Settings
+from ..settings import method_settings
 from ..validation import fsc, postprocess, random_halves, resolution_at, resolution_shell_at, soft_sphere_mask
 
 __all__ = ["refine", "AutoRefine", "RefineIteration"]
@@ -81,15 +82,15 @@ class AutoRefine:
         self.subset = random_halves(len(particles), seed)
         self.rows = [np.flatnonzero(self.subset == h) for h in (1, 2)]
         ref = lowpass(np.asarray(reference, np.float32), ini_high_A, self.pixel_size_A, ndim=3)
-        settings = Settings(K=1, mode="map", tau2_fudge=1.0, healpix_order=healpix_order,
-                            offset_range_px=offset_range_px, offset_step_px=offset_step_px, sym=sym,
-                            particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed,
-                            oversampling=oversampling, ini_high_A=ini_high_A, firstiter_cc=firstiter_cc,
-                            reseed_empty_classes=False, **kw)
+        settings = method_settings("refine", mode="map", healpix_order=healpix_order,
+                                   offset_range_px=offset_range_px, offset_step_px=offset_step_px, sym=sym,
+                                   particle_diameter_A=particle_diameter_A, ctf=ctf, seed=seed,
+                                   oversampling=oversampling, ini_high_A=ini_high_A, firstiter_cc=firstiter_cc,
+                                   **kw)
         self.halves = [Session(particles.subset(r), settings, references=ref[None]) for r in self.rows]
         self.sym, self.join_halves_A = sym, join_halves_A
         self.local_healpix_order, self.max_healpix_order = local_healpix_order, max_healpix_order
-        self.diameter_A = particle_diameter_A or 0.9 * self.n * self.pixel_size_A
+        self.diameter_A = self.halves[0].particle_diameter_A
         self.history: list[RefineIteration] = []
         self.iteration = 0
         self.best_resolution_A = np.inf
@@ -137,20 +138,19 @@ class AutoRefine:
         final = self._final_next
         if final:
             for h in self.halves:
-                h.max_shell = h._shell_limit()          # the last iteration uses all frequencies
+                h.max_shell = h.shell_limit()          # the last iteration uses all frequencies
         for h in self.halves:
             h.estep(progress=progress)
-            if h._pending is None:
+            if h.sums is None:
                 raise InterruptedError("stopped during the E-step")
-        bps = [h._pending.bps[0] for h in self.halves]
+        bps = [h.sums.bps[0] for h in self.halves]
         unfil = [to_numpy(bp.reconstruct(method="plain", sym=self.sym, mask_outside=False)) for bp in bps]
         curve = to_numpy(fsc(unfil[0], unfil[1]))
-        curve[self.halves[0]._pending.pix.max_shell + 1:] = 0.0     # beyond the frequencies used
+        curve[self.halves[0].sums_pixels.max_shell + 1:] = 0.0     # beyond the frequencies used
         res = resolution_at(curve, 0.143, self.n, self.pixel_size_A)
         self._join_low_resolution(bps)
         for h, bp in zip(self.halves, bps):
             h.tau2 = [tau2_from_fsc(curve, to_numpy(bp.weight_spectrum()))]
-            h._estep_time = 0.0
             h.mstep()
         s = self.settings
         changes = [h.history[-1] for h in self.halves]
@@ -159,7 +159,7 @@ class AutoRefine:
         doff = float(np.average([c.mean_offset_change_px for c in changes], weights=w))
         shell = resolution_shell_at(curve, 0.143)
         for h in self.halves:
-            h.max_shell = int(min(h._shell_limit(), max(int(shell) + max(3, self.n // 10), 4)))
+            h.max_shell = int(min(h.shell_limit(), max(int(shell) + max(3, self.n // 10), 4)))
         self.iteration += 1
         result = RefineIteration(self.iteration, res, tuple(float(v) for v in curve), s.healpix_order,
                                  s.offset_step_px, s.offset_range_px, s.sigma_ang_deg, dang, doff,
@@ -247,7 +247,7 @@ class AutoRefine:
     # ------------------------------------------------------------------ files
     def data_table(self) -> pd.DataFrame:
         """The particle table (input order) with angles, origins and ``_rlnRandomSubset``."""
-        from ..session_io import data_table
+        from ..session.files import data_table
         parts = [data_table(h) for h in self.halves]
         table = self.particles.table.copy()
         for col in parts[0].columns:
@@ -261,10 +261,8 @@ class AutoRefine:
         return table
 
     def model_blocks(self, reference_name: str) -> dict:
-        from ..session_io import model_blocks
-        h = self.halves[0]
-        h._class_names = [reference_name]
-        blocks = model_blocks(h)
+        from ..session.files import model_blocks
+        blocks = model_blocks(self.halves[0], [reference_name])
         blocks["model_general"]["rlnCurrentResolution"] = self.resolution_A
         blocks["model_classes"]["rlnEstimatedResolution"] = self.resolution_A
         blocks["model_class_1"]["rlnGoldStandardFsc"] = np.asarray(self.fsc_curve)
@@ -276,15 +274,15 @@ class AutoRefine:
         """``<prefix>_itNNN_half{1,2}_class001.mrc``, ``_itNNN_data.star``, ``_itNNN_model.star``;
         once converged also ``<prefix>_half{1,2}_class001_unfil.mrc``, ``<prefix>_class001.mrc``,
         ``<prefix>_data.star``, ``<prefix>_model.star`` and ``postprocess{.mrc,_masked.mrc,.star}``."""
-        from ..commands_maps import write_postprocess
         from ..io import write_mrc, write_particles, write_star
-        from ..session_io import _relative_images
+        from ..session.files import relative_images
+        from ..validation import write_postprocess
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         stem = f"{prefix}_it{self.iteration:03d}"
         for i, h in enumerate(self.halves):
             write_mrc(d / f"{stem}_half{i + 1}_class001.mrc", h.references[0], self.pixel_size_A)
-        table = _relative_images(self.data_table(), self.particles, d)
+        table = relative_images(self.data_table(), self.particles, d)
         write_particles(d / f"{stem}_data.star", table, self.particles.optics)
         write_star(d / f"{stem}_model.star", self.model_blocks(f"{stem}_half1_class001.mrc"))
         if self.map is not None:
@@ -305,7 +303,7 @@ class AutoRefine:
     def _checkpoint(self, stem: Path) -> None:
         """``<stem>_optimiser.json`` (this object's state, both halves' settings and history)
         and ``<stem>_half{1,2}_state.npz`` (the halves' arrays): plain files, for :meth:`resume`."""
-        from ..session_io import write_json, write_state
+        from ..session.files import write_json, write_state
         state = {"kind": "refine", "particles_star": str(Path(self.particles.star_path).resolve()),
                  **{k: getattr(self, k) for k in self._SCALARS},
                  "fsc_curve": None if self.fsc_curve is None else [float(v) for v in self.fsc_curve],
@@ -320,7 +318,7 @@ class AutoRefine:
         to change on the way (where it runs: ``backend``, ``memory_limit_GB``, ...)."""
         from ..errors import CryolabInputError
         from ..io import ParticleStack
-        from ..session_io import last_checkpoint, restore
+        from ..session.files import last_checkpoint, restore
         stem, state = last_checkpoint(directory, prefix, iteration)
         if state.get("kind") != "refine":
             raise CryolabInputError("not an auto-refine checkpoint (a Session's: use Session.resume)",

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import CryolabInputError
-from .io import read_mrc, write_mrc, write_particles, write_star
-from .io._files import atomic_path
+from .. import __version__
+from ..errors import CryolabInputError
+from ..io import read_mrc, write_mrc, write_particles, write_star
+from ..io._files import atomic_path
 
-__all__ = ["data_table", "model_blocks", "save", "resume", "write_state", "restore", "last_checkpoint"]
+__all__ = ["data_table", "class_names", "model_blocks", "relative_images", "save", "resume", "write_state", "restore", "last_checkpoint"]
 
 _STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "eulers", "pmax",
                  "n_significant", "loglik", "class_posterior")
@@ -44,8 +44,18 @@ def data_table(session) -> pd.DataFrame:
     return df
 
 
-def model_blocks(session) -> dict:
-    """``model_general``, ``model_classes``, ``model_class_N``, ``model_optics_group_1`` tables."""
+def class_names(session, stem: str) -> list:
+    """The ``_rlnReferenceImage`` of each class as :func:`save` writes them: ``000001@<stem>_classes.mrcs``
+    (2D) or ``<stem>_class001.mrc`` (3D)."""
+    K = session.settings.K
+    if session.dim == 2:
+        return [f"{k + 1:06d}@{stem}_classes.mrcs" for k in range(K)]
+    return [f"{stem}_class{k + 1:03d}.mrc" for k in range(K)]
+
+
+def model_blocks(session, references: list) -> dict:
+    """``model_general``, ``model_classes``, ``model_class_N``, ``model_optics_group_1`` tables;
+    ``references``: each class's ``_rlnReferenceImage`` (see :func:`class_names`)."""
     n, pix = session.n, session.pixel_size_A
     last = session.history[-1] if session.history else None
     K = session.settings.K
@@ -60,7 +70,7 @@ def model_blocks(session) -> dict:
         "rlnSigmaOffsetsAngst": session.sigma_offset_px * pix,
     }])
     classes = pd.DataFrame({
-        "rlnReferenceImage": session._class_names,
+        "rlnReferenceImage": list(references),
         "rlnClassDistribution": session.pdf_class,
         "rlnAccuracyRotations": 999.0, "rlnAccuracyTranslationsAngst": 999.0,
         "rlnEstimatedResolution": list(last.resolution_A) if last else [999.0] * K,
@@ -79,7 +89,7 @@ def model_blocks(session) -> dict:
 
 
 def _tau2(session, k):
-    from .fourier import radial_average, rfft2c, rfft3c
+    from ..fourier import radial_average, rfft2c, rfft3c
     ft = (rfft2c if session.dim == 2 else rfft3c)(session.references[k])
     return session.settings.tau2_fudge * 0.5 * radial_average(abs(ft) ** 2, session.n, ndim=session.dim)
 
@@ -89,18 +99,16 @@ def save(session, directory, prefix: str = "run") -> str:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     stem = f"{prefix}_it{session.iteration:03d}"
+    names = class_names(session, stem)
     if session.dim == 2:
-        name = f"{stem}_classes.mrcs"
-        write_mrc(d / name, session.references, session.pixel_size_A)
-        session._class_names = [f"{k + 1:06d}@{name}" for k in range(session.settings.K)]
+        write_mrc(d / f"{stem}_classes.mrcs", session.references, session.pixel_size_A)
     else:
-        session._class_names = [f"{stem}_class{k + 1:03d}.mrc" for k in range(session.settings.K)]
-        for k, name in enumerate(session._class_names):
+        for k, name in enumerate(names):
             write_mrc(d / name, session.references[k], session.pixel_size_A)
     table = data_table(session)
     optics = session.particles.optics
-    write_particles(d / f"{stem}_data.star", _relative_images(table, session.particles, d), optics)
-    write_star(d / f"{stem}_model.star", model_blocks(session))
+    write_particles(d / f"{stem}_data.star", relative_images(table, session.particles, d), optics)
+    write_star(d / f"{stem}_model.star", model_blocks(session, names))
     state = write_state(session, d / f"{stem}_state.npz")
     state["particles_star"] = (str(Path(session.particles.star_path).resolve())
                                if session.particles.star_path else None)
@@ -153,7 +161,7 @@ def write_json(path, state: dict) -> None:
 def restore(cls, particles, state: dict, npz_path, changes=None):
     """A ``cls`` (Session) over ``particles`` with the state of :func:`write_state` and the
     settings ``changes`` (a dict, e.g. ``backend``) applied."""
-    from .settings import IterationResult, Settings
+    from ..settings import IterationResult, Settings
     with np.load(npz_path, allow_pickle=False) as arrays:
         s = cls(particles, Settings(**{**state["settings"], **(changes or {})}), references=arrays["references"])
         for name in _STATE_ARRAYS:
@@ -182,7 +190,7 @@ def last_checkpoint(directory, prefix: str = "run", iteration=None):
         raise CryolabInputError("checkpoint file missing", path=f"{stem}_optimiser.json") from None
 
 
-def _relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
+def relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
     """Rewrite ``_rlnImageName`` so the stack paths resolve from ``out_dir``."""
     if "rlnImageName" not in table or particles.star_path is None:
         return table
@@ -204,7 +212,7 @@ def _relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
 def resume(cls, directory, iteration=None, prefix: str = "run", changes=None):
     """Rebuild a Session from its checkpoint files (last iteration unless given), with the
     settings ``changes`` (a dict) applied."""
-    from .io import ParticleStack
+    from ..io import ParticleStack
     stem, state = last_checkpoint(directory, prefix, iteration)
     if state.get("kind") == "refine":
         raise CryolabInputError("this is an auto-refine checkpoint: resume it with "

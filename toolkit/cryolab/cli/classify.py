@@ -1,208 +1,25 @@
-"""Processing sub-commands of the ``cryolab`` CLI: shared helpers, ``class2d``, ``class3d``, ``select``,
+"""Processing sub-commands of the ``cryolab`` CLI: ``class2d``, ``class3d``, ``refine``, ``select``,
 ``report``.
 
 Every command validates all inputs before it creates any output (bad input: exit 2, nothing
 written), then writes RELION-named files and a provenance record (``run.json``, see
-:mod:`cryolab.provenance`). Map commands live in :mod:`cryolab.commands_maps`, the demo in
-:mod:`cryolab.commands_demo`. Nothing here computes: the library does.
+:mod:`cryolab.provenance`). Nothing here computes: the library does.
 """
 from __future__ import annotations
 
-import argparse
 import re
 from functools import partial
 from pathlib import Path
 
-from .errors import CryolabInputError
+from ..errors import CryolabInputError
+from .common import (add_common, check_output, classify_flags, int_list, load_particles, log, make_folder,
+                     positive_int, provenance_name, record, reference_map, require_input, say, check_gpu)
 
-# --------------------------------------------------------------------------- argument types
-
-
-def _number(kind, low=None, strict=True, text=""):
-    def parse(value):
-        try:
-            v = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not {text or kind.__name__}") from None
-        if low is not None and (v <= low if strict else v < low):
-            raise argparse.ArgumentTypeError(f"{value!r} must be {'>' if strict else '>='} {low}")
-        return v
-    return parse
-
-
-positive_int = _number(int, 0, text="an integer")
-nonneg_int = _number(int, 0, strict=False, text="an integer")
-positive_float = _number(float, 0.0, text="a number")
-nonneg_float = _number(float, 0.0, strict=False, text="a number")
-
-
-def int_list(value: str) -> list[int]:
-    """``"1,3"`` -> ``[1, 3]`` (class numbers, 1-based)."""
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of integers") from None
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: class numbers start at 1")
-    return out
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-def say(args, *lines) -> None:
-    """Print unless ``--quiet``."""
-    if not getattr(args, "quiet", False):
-        for line in lines:
-            print(line, flush=True)
-
-
-def require_input(path, what: str = "input file") -> Path:
-    """The path of an existing input file, else a CryolabInputError (exit 2)."""
-    from .io._files import require_file
-    return require_file(path, what)
-
-
-def check_output(path, folder: bool = False) -> Path:
-    """Check (without creating anything) that ``path`` can be written: its parent is, or can
-    become, a folder. ``folder=True``: ``path`` itself is the output folder."""
-    p = Path(path)
-    target = p if folder else p.parent
-    for q in [target, *target.parents]:
-        if q.exists():
-            if not q.is_dir():
-                raise CryolabInputError("cannot create the output folder: a file is in the way", path=q)
-            break
-    if not folder and p.is_dir():
-        raise CryolabInputError("output file is an existing folder", path=p)
-    return p
-
-
-_CREATED: list[Path] = []
-
-
-def make_folder(path) -> Path:
-    """Create an output folder (after validation); remembers the top folder it created."""
-    p = Path(path)
-    new = [q for q in [p, *p.parents] if not q.exists()]
-    p.mkdir(parents=True, exist_ok=True)
-    if new:
-        _CREATED.append(new[-1])
-    return p
-
-
-def forget_created() -> None:
-    """Start of a command: folders made by earlier commands are never removed."""
-    _CREATED.clear()
-
-
-def remove_created() -> None:
-    """Remove the folders this command created (after bad input found late: no partial output)."""
-    import shutil
-    while _CREATED:
-        shutil.rmtree(_CREATED.pop(), ignore_errors=True)
-
-
-def record(command: str, args, inputs=(), backend: str = "numpy"):
-    """A :class:`cryolab.provenance.RunRecord` of the parsed arguments."""
-    from .provenance import RunRecord
-    params = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
-    return RunRecord(command, params, inputs=inputs, argv=getattr(args, "argv", None),
-                     seed=params.get("seed"), backend=backend)
-
-
-def add_common(p) -> None:
-    p.add_argument("--quiet", action="store_true", help="print only errors")
-
-
-def load_particles(path):
-    """A ParticleStack from a STAR file (CryolabInputError for a bad file or missing images)."""
-    from .io import ParticleStack
-    require_input(path, "STAR file")
-    return ParticleStack.from_star(path)
-
+CLASSIFY_COMMANDS = ("class2d", "class3d", "refine")
 
 # --------------------------------------------------------------------------- class2d, class3d
 
-#: (flag, Settings field, type, default, help) of the classification commands, in relion_refine's
-#: names. A default given as ``{command: value}`` differs between the commands; a command missing
-#: from that dict has no such flag.
-_CLASSIFY_TABLE = [
-    ("--K", "K", positive_int, {"class2d": 10, "class3d": 2}, "number of classes"),
-    ("--iter", "n_iter", nonneg_int, {"class2d": 25, "class3d": 25},
-     "number of iterations (total, also with --continue)"),
-    ("--tau2_fudge", "tau2_fudge", positive_float, {"class2d": 2.0, "class3d": 4.0},
-     "regularisation parameter T (> 1 puts more weight on the data)"),
-    ("--particle_diameter", "particle_diameter_A", positive_float, None,
-     "diameter of the circular mask, in Angstrom (default: 90%% of the box)"),
-    ("--psi_step", "psi_step_deg", positive_float, {"class2d": 10.0}, "in-plane angular step, in degrees"),
-    ("--healpix_order", "healpix_order", nonneg_int, {"class3d": 2, "refine": 2},
-     "angular sampling: HEALPix order N, a step of 60/2^N degrees (2: 15 degrees)"),
-    ("--sym", "sym", str, {"class3d": "C1", "refine": "C1"},
-     "point-group symmetry of the maps (Cn, Dn, T, O, I)"),
-    ("--offset_range", "offset_range_px", nonneg_float, 5.0, "offset search range, in pixels"),
-    ("--offset_step", "offset_step_px", positive_float, 1.0, "offset search step, in pixels"),
-    ("--oversampling", "oversampling", nonneg_int, 1, "adaptive oversampling order (0: off)"),
-    ("--ini_high", "ini_high_A", positive_float, {"class2d": None, "class3d": 60.0, "refine": 60.0},
-     "low-pass the initial references to this resolution, in Angstrom"),
-    ("--strict_highres_exp", "resolution_limit_A", positive_float, None,
-     "never use data beyond this resolution, in Angstrom"),
-    ("--auto_local_healpix_order", "local_healpix_order", nonneg_int, {"refine": 4},
-     "search locally (Gaussian prior around each particle's angles) from this HEALPix order on"),
-    ("--max_iter", "max_iter", positive_int, {"refine": 25}, "stop after this many iterations if not converged"),
-    ("--seed", "seed", int, 0, "random seed (same seed, same result; also the random halves)"),
-    ("--batch_size", "batch_size", positive_int, 64, "particles per E-step batch, at most (memory)"),
-    ("--memory_limit", "memory_limit_GB", positive_float, None,
-     "memory for one E-step batch, in GB; batches shrink to fit (default: half the free GPU "
-     "memory or a quarter of the RAM)"),
-    ("--scheduler", "scheduler", str, None, "run E-steps on a dask cluster: local:N (N local workers) "
-     "or a scheduler address tcp://host:port"),
-]
-
-
-def _flags_of(kind: str) -> list:
-    out = []
-    for flag, name, typ, default, text in _CLASSIFY_TABLE:
-        if isinstance(default, dict):
-            if kind not in default:
-                continue
-            default = default[kind]
-        out.append((flag, name, typ, default, text))
-    return out
-
-
-#: ``{command: [(flag, Settings field, type, default, help), ...]}``
-CLASSIFY_FLAGS = {kind: _flags_of(kind) for kind in ("class2d", "class3d", "refine")}
-CLASS2D_FLAGS = CLASSIFY_FLAGS["class2d"]
-CLASS3D_FLAGS = CLASSIFY_FLAGS["class3d"]
-
 _UNITS = {"_A": "ANGSTROM", "_deg": "DEGREES", "_px": "PIXELS"}
-
-
-def classify_command(kind: str, settings, star, out: str, ref=None) -> str:
-    """The ``cryolab class2d|class3d`` command line that runs ``settings`` on ``star``
-    (``ref``: the reference map of ``class3d``)."""
-    import shlex
-    from dataclasses import asdict
-    s = asdict(settings)
-    parts = ["cryolab", kind, "--i", str(star)]
-    if kind == "class3d":
-        parts += ["--ref", str(ref or "reference.mrc")]
-    parts += ["--o", out]
-    for flag, name, _, default, _ in CLASSIFY_FLAGS[kind]:
-        if s.get(name) is not None and s[name] != default:
-            parts += [flag, str(s[name])]
-    if s.get("mode", "map") != "map":
-        parts += ["--mode", s["mode"]]
-    if s.get("ctf"):
-        parts.append("--ctf")
-    if s.get("backend") == "cupy":
-        parts.append("--gpu")
-    return shlex.join(parts)
-
-
-def class2d_command(settings, star, out: str = "Class2D/run") -> str:
-    """The ``cryolab class2d`` command line that runs ``settings`` on ``star``."""
-    return classify_command("class2d", settings, star, out)
 
 
 def _runtime_changes(args) -> dict:
@@ -225,19 +42,6 @@ def _continue_point(path):
     return p.parent, m.group(1), int(m.group(2))
 
 
-def _reference_map(path, stack):
-    """The ``--ref`` map of class3d, checked against the particles (box size, pixel size)."""
-    from .commands_maps import read_map
-    vol, px = read_map(path, what="reference map", default_px=stack.pixel_size_A)
-    if vol.shape[0] != stack.box_size:
-        raise CryolabInputError(f"the reference box ({vol.shape[0]} px) differs from the particles' "
-                                f"({stack.box_size} px): resample the map first", path=path, field="--ref")
-    if abs(px - stack.pixel_size_A) > 0.01 * stack.pixel_size_A:
-        print(f"warning: the reference's pixel size ({px:g} A) differs from the particles' "
-              f"({stack.pixel_size_A:g} A); it is used on the particles' grid as it is")
-    return vol
-
-
 def _class_files(kind: str, K: int) -> list[str]:
     return ["classes.mrcs"] if kind == "class2d" else [f"class{k + 1:03d}.mrc" for k in range(K)]
 
@@ -246,18 +50,15 @@ def _cmd_classify(args, kind: str) -> int:
     """``cryolab class2d`` and ``cryolab class3d``: validate, then run and save every iteration."""
     from dataclasses import asdict
 
-    from .session import Settings
+    from ..session import Settings
     out = check_output(args.o)
     folder, prefix = out.parent, out.name
-    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in CLASSIFY_FLAGS[kind]}
-    kw.update(mode=args.mode, ctf=args.ctf, backend="cupy" if args.gpu else "numpy")
-    if args.gpu:
-        from .backend import cupy_available
-        if not cupy_available():
-            raise CryolabInputError("--gpu: no GPU available (CuPy missing or no device)")
+    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in classify_flags(kind)}
+    kw.update(mode=args.mode, ctf=args.ctf, backend="cupy" if args.gpu else None)
+    check_gpu(args)
     dim = 2 if kind == "class2d" else 3
     if getattr(args, "continue_from", None):
-        from .session import Session
+        from ..session import Session
         ck_dir, ck_prefix, ck_it = _continue_point(args.continue_from)
         session = Session.resume(ck_dir, ck_it, ck_prefix, changes=_runtime_changes(args))
         if session.dim != dim:
@@ -274,15 +75,15 @@ def _cmd_classify(args, kind: str) -> int:
         if dim == 3:
             if args.ref is None:
                 raise CryolabInputError("--ref map.mrc is required (or --continue)")
-            from .geometry import symmetry_operators
+            from ..geometry import symmetry_operators
             symmetry_operators(args.sym)
-            reference = _reference_map(args.ref, stack)
+            reference = reference_map(args.ref, stack)
             inputs.insert(1, args.ref)
     if not args.ctf and session is None and not args.quiet:
-        print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
+        log.warning("no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
     rec = record(kind, args, inputs, backend=session.settings.backend if session else kw["backend"])
-    run_json = _provenance_name(folder, prefix)
+    run_json = provenance_name(folder, prefix)
 
     def after(s, result):
         rec.params["settings"] = asdict(s.settings)
@@ -299,7 +100,7 @@ def _cmd_classify(args, kind: str) -> int:
 
     progress = not args.quiet
     if session is None:
-        from . import methods
+        from .. import methods
         kw.pop("n_iter")
         start = methods.class2d if dim == 2 else partial(methods.class3d, reference=reference)
         session = start(stack, iterations=args.iter, progress=progress, callback=after, **kw)
@@ -320,18 +121,15 @@ def _cmd_refine(args) -> int:
     """``cryolab refine``: gold-standard auto-refinement (as relion_refine --auto_refine)."""
     from dataclasses import fields
 
-    from .session import Settings
+    from ..session import Settings
     out = check_output(args.o)
     folder, prefix = out.parent, out.name
-    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in CLASSIFY_FLAGS["refine"]}
-    kw.update(ctf=args.ctf, backend="cupy" if args.gpu else "numpy")
-    if args.gpu:
-        from .backend import cupy_available
-        if not cupy_available():
-            raise CryolabInputError("--gpu: no GPU available (CuPy missing or no device)")
+    kw = {name: getattr(args, flag[2:]) for flag, name, *_ in classify_flags("refine")}
+    kw.update(ctf=args.ctf, backend="cupy" if args.gpu else None)
+    check_gpu(args)
     resumed = None
     if getattr(args, "continue_from", None):
-        from .methods.refine import AutoRefine
+        from ..methods.refine import AutoRefine
         ck_dir, ck_prefix, ck_it = _continue_point(args.continue_from)
         resumed = AutoRefine.resume(ck_dir, ck_it, ck_prefix, changes=_runtime_changes(args))
         inputs = [args.continue_from]
@@ -340,15 +138,15 @@ def _cmd_refine(args) -> int:
             raise CryolabInputError("--i particles.star and --ref map.mrc are required (or --continue)")
         stack = load_particles(args.i)
         Settings(**{k: v for k, v in kw.items() if k in {f.name for f in fields(Settings)}})  # validates
-        from .geometry import symmetry_operators
+        from ..geometry import symmetry_operators
         symmetry_operators(args.sym)
-        reference = _reference_map(args.ref, stack)
+        reference = reference_map(args.ref, stack)
         inputs = [args.i, args.ref, *map(str, stack.stack_paths)]
         if not args.ctf and not args.quiet:
-            print("note: no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
+            log.warning("no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
     rec = record("refine", args, inputs, backend=resumed.settings.backend if resumed else kw["backend"])
-    run_json = _provenance_name(folder, prefix)
+    run_json = provenance_name(folder, prefix)
 
     def after(r, it):
         rec.add_iteration(it.iteration, it.time_s, resolution_A=it.resolution_A, healpix_order=it.healpix_order,
@@ -359,7 +157,7 @@ def _cmd_refine(args) -> int:
                   f"{it.mean_angle_change_deg:.2f} deg, {it.time_s:.1f} s")
 
     if resumed is None:
-        from . import methods
+        from .. import methods
         r = methods.refine(stack, reference, progress=not args.quiet, callback=after, out_dir=folder,
                            prefix=prefix, **kw)
     else:
@@ -374,11 +172,6 @@ def _cmd_refine(args) -> int:
     say(args, f"done: {r.iteration} iterations, resolution {r.resolution_A:.2f} A "
               f"({'converged' if r.converged else 'not converged'})", f"outputs: {folder / prefix}_*")
     return 0
-
-
-def _provenance_name(folder, prefix):
-    from .provenance import provenance_path
-    return provenance_path(folder, prefix)
 
 
 # --------------------------------------------------------------------------- select
@@ -399,7 +192,7 @@ def _cmd_select(args) -> int:
     stack.subset(keep).write_star(out)
     rec.outputs = [out.name]
     rec.results = {"selected": int(keep.size), "of": len(stack)}
-    rec.write(_provenance_name(out.parent, out.stem))
+    rec.write(provenance_name(out.parent, out.stem))
     say(args, f"selected {keep.size} of {len(stack)} particles (classes {args.classes}) -> {out}")
     return 0
 
@@ -407,7 +200,7 @@ def _cmd_select(args) -> int:
 # --------------------------------------------------------------------------- report
 
 def _cmd_report(args) -> int:
-    from .report import directory_report
+    from ..report import directory_report
     folder = Path(args.dir)
     if not folder.is_dir():
         raise CryolabInputError("not a folder", path=folder)
@@ -444,7 +237,7 @@ def _register_classify(sub, kind: str) -> None:
     if kind != "class2d":
         p.add_argument("--ref", metavar="MRC", help="initial reference map (same box as the particles)")
     p.add_argument("--o", required=True, metavar="PREFIX", help=f"output prefix, e.g. {kind.title()}/job001/run")
-    for flag, name, typ, default, text in CLASSIFY_FLAGS[kind]:
+    for flag, name, typ, default, text in classify_flags(kind):
         extra = ["--random_seed"] if flag == "--seed" else []
         unit = next((u for sfx, u in _UNITS.items() if name.endswith(sfx)), None)
         shown = f"{default:g}" if isinstance(default, (int, float)) else default
@@ -469,11 +262,9 @@ def _register_classify(sub, kind: str) -> None:
 
 
 def register(sub) -> None:
-    """Add every processing command to the ``cryolab`` sub-parsers."""
-    from . import commands_demo, commands_maps
-    for kind in CLASSIFY_FLAGS:
+    """Add ``class2d``, ``class3d``, ``refine``, ``select`` and ``report`` to the ``cryolab`` sub-parsers."""
+    for kind in CLASSIFY_COMMANDS:
         _register_classify(sub, kind)
-    commands_maps.register(sub)
     p = sub.add_parser("select", help="keep the particles of some classes",
                        description="Write the particles of the given classes to a new STAR file "
                        "(image paths made relative to its folder).")
@@ -489,4 +280,3 @@ def register(sub) -> None:
     p.add_argument("--o", metavar="HTML", help="output file (default: DIR/report.html)")
     add_common(p)
     p.set_defaults(func=_cmd_report)
-    commands_demo.register(sub)

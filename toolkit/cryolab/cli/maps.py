@@ -8,27 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .commands import (add_common, check_output, load_particles, make_folder, nonneg_float,
+from .common import (provenance_name, read_map, add_common, check_output, load_particles, make_folder, nonneg_float,
                        positive_float, positive_int, record, require_input, say)
-from .errors import CryolabInputError
+from ..errors import CryolabInputError
 
 
 def _provenance(out: Path):
-    from .provenance import provenance_path
-    return provenance_path(out.parent, out.stem)
-
-
-def read_map(path, angpix=None, what: str = "map", default_px=None):
-    """``(volume [N,N,N], pixel size A)`` of an MRC file; ``angpix`` overrides the header,
-    ``default_px`` stands in for a header without a pixel size."""
-    from .io import read_mrc
-    vol, px = read_mrc(require_input(path, what))
-    if vol.ndim != 3 or len(set(vol.shape)) != 1:
-        raise CryolabInputError(f"expected a cubic 3D map, got shape {vol.shape}", path=path)
-    px = angpix or px or default_px
-    if not px:
-        raise CryolabInputError("the pixel size is not in the header: give --angpix", path=path)
-    return vol, float(px)
+    return provenance_name(out.parent, out.stem)
 
 
 def _floats(value: str) -> list[float]:
@@ -42,8 +28,8 @@ def _floats(value: str) -> list[float]:
 
 def _cmd_reconstruct(args) -> int:
     import numpy as np
-    from .geometry import symmetry_operators
-    from .io import write_mrc
+    from ..geometry import symmetry_operators
+    from ..io import write_mrc
     stack = load_particles(args.i)
     out = check_output(args.o)
     symmetry_operators(args.sym)
@@ -67,7 +53,7 @@ def _cmd_reconstruct(args) -> int:
         stack.ctf([0])  # fails now (exit 2) when CTF labels are missing
     make_folder(out.parent)
     rec = record("reconstruct", args, [args.i, *map(str, stack.stack_paths)])
-    from .reconstruction import reconstruct_stack
+    from ..reconstruction import reconstruct_stack
     with rec.timed("reconstruct"):
         vol = reconstruct_stack(stack.subset(np.flatnonzero(keep)), ctf=args.ctf, sym=args.sym)
     write_mrc(out, vol, stack.pixel_size_A)
@@ -79,26 +65,8 @@ def _cmd_reconstruct(args) -> int:
 
 # --------------------------------------------------------------------------- postprocess
 
-def write_postprocess(result, prefix) -> list[Path]:
-    """Write ``<prefix>.mrc`` (sharpened), ``<prefix>_masked.mrc`` and ``<prefix>.star``
-    (``data_general``, ``data_fsc``) as relion_postprocess does."""
-    from .backend import to_numpy
-    from .io import write_mrc, write_star
-    prefix = Path(prefix)
-    maps = [write_mrc(prefix.with_name(prefix.name + ".mrc"), to_numpy(result.sharpened),
-                      result.pixel_size_A)]
-    if result.mask is not None:
-        maps.append(write_mrc(prefix.with_name(prefix.name + "_masked.mrc"),
-                              to_numpy(result.sharpened_masked), result.pixel_size_A))
-    general = {"rlnFinalResolution": result.resolution_A,
-               "rlnBfactorUsedForSharpening": result.bfactor_A2}
-    star = write_star(prefix.with_name(prefix.name + ".star"),
-                      {"general": general, "fsc": result.table()})
-    return [*maps, star]
-
-
 def _cmd_postprocess(args) -> int:
-    from .validation import postprocess
+    from ..validation import postprocess, write_postprocess
     half1, px1 = read_map(args.i, args.angpix, "half map 1")
     half2, _ = read_map(args.i2, args.angpix, "half map 2")
     mask = read_map(args.mask, args.angpix, "mask")[0] if args.mask else None
@@ -125,8 +93,8 @@ def _cmd_postprocess(args) -> int:
 
 def _cmd_project(args) -> int:
     import numpy as np
-    from .io import ctf_from_table, read_particles
-    from .projection import FourierProjector
+    from ..io import ctf_from_table, read_particles
+    from ..projection import FourierProjector
     vol, px = read_map(args.i, args.angpix)
     require_input(args.ang, "angles STAR file")
     table, optics = read_particles(args.ang)
@@ -159,7 +127,7 @@ def _cmd_project(args) -> int:
 def _write_projections(out, images, table, optics, px):
     """``out`` (.mrcs) and a STAR file beside it listing the images with their angles."""
     import pandas as pd
-    from .io import write_particle_stack
+    from ..io import write_particle_stack
     particles = table.drop(columns=[c for c in table.columns if optics is not None and
                                     c in optics.columns and c != "rlnOpticsGroup"])
     if optics is None:
@@ -177,7 +145,7 @@ def _write_projections(out, images, table, optics, px):
 
 def _simulation_maps(args):
     """``{name: volume}`` and pixel size from ``--ref`` files or ``--demo`` states."""
-    from .fourier import fourier_crop
+    from ..fourier import fourier_crop
     if bool(args.ref) == bool(args.demo):
         raise CryolabInputError("give either --ref map.mrc[,map2.mrc] or --demo STATE[,STATE]")
     if args.ref:
@@ -191,7 +159,7 @@ def _simulation_maps(args):
             raise CryolabInputError("the maps differ in size", path=args.ref)
         px = pxs[0]
     else:
-        from .data import list_demos, load_demo
+        from ..data import list_demos, load_demo
         wanted = [s for s in args.demo.split(",") if s]
         for name in list_demos():
             demo = load_demo(name)
@@ -211,7 +179,7 @@ def _simulation_maps(args):
 
 
 def _cmd_simulate(args) -> int:
-    from .simulate import simulate_particles, simulate_views_2d
+    from ..simulate import simulate_particles, simulate_views_2d
     maps, px = _simulation_maps(args)
     if args.fractions is not None and len(args.fractions) != (args.views or len(maps)):
         raise CryolabInputError(f"--fractions needs {args.views or len(maps)} values, got {len(args.fractions)}")

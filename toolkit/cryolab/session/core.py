@@ -1,42 +1,31 @@
-"""The steppable refinement Session: state between iterations, the engine does the math.
-
-A :class:`Session` holds the current references, noise spectrum, priors and per-particle
-assignments; :meth:`Session.step` runs one iteration (E-step over all particles in
-batches, then M-step) and returns an immutable :class:`IterationResult`. A notebook can
-step, inspect (``posterior(i)``, ``history``), steer (``set(tau2_fudge=...)``,
-``select_classes``) and save/resume between iterations. Checkpoints are plain files.
-"""
+"""The :class:`Session`: a 2D or 3D classification run that can be stepped (see :mod:`cryolab.session`)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
-from .backend import get_xp, resolve_backend, to_numpy
-from .engine.estep import fourier_pixels
-from .engine.images import prepare_batch
-from .engine.mstep import shell_sums, sigma2_from_residuals, tau2_from_power
-from .fourier import radial_average, rfft2c, rfft3c, shell_index
-from .geometry import healpix_step_deg
-from .reconstruction import BackProjector2D
-from .settings import MODES, IterationResult, Settings
-from .validation import soft_circle_mask
+from ..backend import resolve_backend, to_numpy
+from ..engine.driver import EStepInputs, EStepWorker
+from ..engine.estep import fourier_pixels
+from ..engine.initial import initial_references_2d, initial_sigma2
+from ..engine.memory import estep_batch_size
+from ..engine.update import m_step
+from ..errors import CryolabInputError
+from ..fourier import shell_index
+from ..geometry import healpix_step_deg
+from ..settings import DEFAULT_DIAMETER_FRACTION, IterationResult, Settings
+from ..validation import soft_circle_mask
 
-__all__ = ["Settings", "IterationResult", "Session"]
+__all__ = ["Session"]
 
-@dataclass
-class _Pending:
-    """Accumulators of an E-step waiting for its M-step."""
-    bps: list
-    w_shell: np.ndarray
-    resid: object
-    offset_moment: float
-    class_weight: np.ndarray
-    n: int
-    pix: object
+log = logging.getLogger(__name__)
 
+#: a class whose prior falls below this share of 1/K is re-seeded from the largest class
+RESEED_BELOW = 0.2
 
 class Session:
     """A 2D or 3D classification run that can be stepped.
@@ -48,7 +37,7 @@ class Session:
     """
 
     def __init__(self, particles, settings: Settings | None = None, references=None, **kw):
-        from .io import ParticleStack
+        from ..io import ParticleStack
         if not isinstance(particles, ParticleStack):
             particles = ParticleStack.from_star(particles)
         self.particles = particles
@@ -62,7 +51,9 @@ class Session:
         self._pause = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._pending: _Pending | None = None
+        self.sums = None          # the E-step's M-step accumulators (EStepSums) until mstep()
+        self.sums_pixels = None   # the likelihood pixels (FourierPixels) the sums were made on
+        self.last_estep_s = 0.0   # wall time of the last E-step (seconds)
         N = len(particles)
         K = self.settings.K
         origins = particles.origins_A()
@@ -76,20 +67,22 @@ class Session:
         self.top_samples: list = [None] * N
         self.pdf_class = np.full(K, 1.0 / K)
         self.sigma_offset_px = max(self.settings.offset_range_px, 1.0)
-        diameter_px = (self.settings.particle_diameter_A or 0.9 * self.n * self.pixel_size_A) / self.pixel_size_A
+        self._check_inputs(len(particles))
+        diameter_px = self.particle_diameter_A / self.pixel_size_A
         self.mask = soft_circle_mask(self.n, diameter_px / 2, edge_px=max(2.0, self.n / 32), xp=self.xp)
-        self.sigma2 = self._initial_sigma2()
-        self.references = (self._initial_references() if references is None
+        self.sigma2 = initial_sigma2(particles, self.mask, seed=self.settings.seed, xp=self.xp)
+        self.references = (initial_references_2d(particles, K, self.mask, self.offsets_px,
+                                                 seed=self.settings.seed, batch_size=self.settings.batch_size,
+                                                 ctf=self.settings.ctf, xp=self.xp)
+                           if references is None
                            else np.asarray(references, dtype=np.float32).copy())
         self.dim = self.references.ndim - 1
         if self.references.shape != (K,) + (self.n,) * self.dim:
-            from .errors import CryolabInputError
             raise CryolabInputError(f"references must have shape {(K,) + (self.n,) * 2} (2D) or "
                                     f"{(K,) + (self.n,) * 3} (3D), got {self.references.shape}",
                                     field="references")
         if self.dim == 2 and (self.settings.skip_align or self.settings.sigma_ang_deg
                               or self.settings.reference_mask is not None):
-            from .errors import CryolabInputError
             raise CryolabInputError("skip_align, sigma_ang_deg and reference_mask need 3D references",
                                     field="references")
         self.tau2 = None       # per-class signal power for the M-step (None: from the reference power)
@@ -100,7 +93,7 @@ class Session:
         ini = self.settings.ini_high_A
         self.ini_high_A = ini
         self.max_shell = (self._shell_of(ini) if ini else max(4, self.n // 4))
-        self.max_shell = min(self.max_shell, self._shell_limit())
+        self.max_shell = min(self.max_shell, self.shell_limit())
 
     @property
     def psi(self) -> np.ndarray:
@@ -111,61 +104,50 @@ class Session:
     def psi(self, value) -> None:
         self.eulers[:, 2] = value
 
+    @property
+    def particle_diameter_A(self) -> float:
+        """The mask diameter in Angstrom: ``settings.particle_diameter_A`` or, when unset,
+        :data:`cryolab.settings.DEFAULT_DIAMETER_FRACTION` of the box."""
+        d = self.settings.particle_diameter_A
+        return float(d) if d else DEFAULT_DIAMETER_FRACTION * self.n * self.pixel_size_A
+
     # ------------------------------------------------------------------ set-up
+    def _check_inputs(self, n_particles: int) -> None:
+        """Errors for settings that cannot work on these particles (the diameter larger than the
+        box, more classes than particles) and a warning for fewer than 10 particles per class."""
+        s, box_A = self.settings, self.n * self.pixel_size_A
+        if s.particle_diameter_A and s.particle_diameter_A > box_A:
+            raise CryolabInputError(f"particle diameter {s.particle_diameter_A:g} A is larger than the box "
+                                    f"({self.n} px x {self.pixel_size_A:g} A = {box_A:g} A)",
+                                    field="particle_diameter")
+        if s.K > n_particles:
+            raise CryolabInputError(f"K = {s.K} classes for {n_particles} particles: at most one class "
+                                    f"per particle", field="K")
+        if s.K > 1 and n_particles < 10 * s.K:
+            log.warning("K = %d classes for %d particles: fewer than 10 particles per class; classes "
+                        "will be noisy or empty", s.K, n_particles)
+
     def _shell_of(self, resolution_A: float) -> int:
         return int(np.floor(self.n * self.pixel_size_A / resolution_A))
 
-    def _shell_limit(self) -> int:
+    def shell_limit(self) -> int:
+        """The highest Fourier shell the likelihood may use (Nyquist - 1, or ``resolution_limit_A``)."""
         lim = self.n // 2 - 1
         if self.settings.resolution_limit_A:
             lim = min(lim, self._shell_of(self.settings.resolution_limit_A))
         return max(lim, 2)
 
-    def _read(self, idx):
-        from .distributed import read_batch
-        return read_batch(self.particles, idx, self.xp, self.settings.ctf)
-
-    def _initial_sigma2(self) -> np.ndarray:
-        """Noise power per shell: half the mean power spectrum of (masked) images, minus the mean image's."""
-        rng = np.random.default_rng(self.settings.seed)
-        idx = np.sort(rng.choice(len(self.particles), size=min(len(self.particles), 500), replace=False))
-        images, _ = self._read(idx)
-        ft = rfft2c(images * self.mask)
-        mean_ft = ft.mean(axis=0)
-        power = radial_average(abs(ft) ** 2, self.n).mean(axis=0) - radial_average(abs(mean_ft) ** 2, self.n)
-        return np.maximum(to_numpy(power) / 2.0, 1e-12)
-
-    def _initial_references(self) -> np.ndarray:
-        """Reference-free start (as RELION): class k = CTF-weighted average of a random subset,
-        each particle inserted at a random in-plane angle."""
-        rng = np.random.default_rng(self.settings.seed + 1)
-        K, N = self.settings.K, len(self.particles)
-        subset = rng.integers(0, K, size=N)
-        psi = rng.uniform(0, 360, size=N)
-        pix = fourier_pixels(self.n, self.n // 2, self.xp)
-        bps = [BackProjector2D(self.n, pad=2, xp=self.xp) for _ in range(K)]
-        for start in range(0, N, self.settings.batch_size):
-            idx = np.arange(start, min(N, start + self.settings.batch_size))
-            images, ctf = self._read(idx)
-            X, C = prepare_batch(images, pix, self.mask, self.offsets_px[idx], ctf, self.pixel_size_A)
-            C = self.xp.ones(X.shape, self.xp.float32) if C is None else C
-            from .engine.estep import scatter
-            for k in range(K):
-                sel = np.flatnonzero(subset[idx] == k)
-                if sel.size:
-                    s = self.xp.asarray(sel)
-                    bps[k].insert(scatter(X[s] * C[s], pix), scatter(C[s] ** 2, pix), psi[idx][sel])
-        return np.stack([to_numpy(bp.reconstruct(method="plain")) for bp in bps]).astype(np.float32)
-
     # ------------------------------------------------------------------ stepping
     def estep(self, progress: bool = False) -> None:
         """E-step over all particles (in batches); accumulates the sums the M-step needs.
 
-        The work is :func:`cryolab.distributed.estep_chunk`'s: in-process on consecutive
+        The work is :class:`cryolab.engine.driver.EStepWorker`'s: in-process on consecutive
         batches, or, with ``settings.scheduler``, in chunks on a dask cluster (see
         :mod:`cryolab.distributed`); the sums are then added up and the M-step is the same.
+        Afterwards ``sums`` holds the accumulators and ``last_estep_s`` the wall time.
         """
-        from .distributed import EStepWorker, estep_on_cluster
+        from ..distributed import estep_on_cluster
+        t0 = time.perf_counter()
         s, N = self.settings, len(self.particles)
         pix = fourier_pixels(self.n, self.max_shell, self.xp)
         inputs = self.estep_inputs(pix)
@@ -206,28 +188,26 @@ class Session:
             return
         self._changes = self._assignment_changes(new)
         self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
-        self._pending = _Pending(sums.bps, sums.w_shell, sums.residual, sums.offset_moment, sums.class_weight,
-                                 N, pix)
+        self.sums, self.sums_pixels = sums, pix
+        self.last_estep_s = time.perf_counter() - t0
 
     def _batch_order(self):
         """Order of the particles in the E-step and the batch size. Local searches visit only
         the union of a batch's neighbourhoods: batches are then small and made of particles with
         nearby orientations (sorted by nearest HEALPix direction at order 2, nested, then psi)."""
-        from .engine.memory import estep_batch_size
         N, s = len(self.particles), self.settings
         pix = fourier_pixels(self.n, self.max_shell, self.xp)
         size = estep_batch_size(s, s.K, self.dim, self._coarse_pixels(pix) or pix.size, self.xp)
         if self.dim != 3 or not s.sigma_ang_deg or s.skip_align:
             return np.arange(N), size
-        from .geometry import euler_to_direction, healpix_pix2ang
+        from ..geometry import euler_to_direction, healpix_pix2ang
         theta, phi = healpix_pix2ang(4, np.arange(192), nest=True)
         grid = np.stack([np.cos(phi) * np.sin(theta), np.sin(phi) * np.sin(theta), np.cos(theta)], axis=-1)
         nearest = np.argmax(euler_to_direction(self.eulers[:, 0], self.eulers[:, 1]) @ grid.T, axis=1)
         return np.lexsort((np.mod(self.eulers[:, 2], 360.0), nearest)), min(size, 16)
 
     def estep_inputs(self, pix=None):
-        """The plain inputs (:class:`cryolab.distributed.EStepInputs`) of the coming E-step."""
-        from .distributed import EStepInputs
+        """The plain inputs (:class:`cryolab.engine.driver.EStepInputs`) of the coming E-step."""
         pix = fourier_pixels(self.n, self.max_shell, self.xp) if pix is None else pix
         return EStepInputs(self.settings, self._masked_references(), self._sigma2_for_mode(), self.pdf_class,
                            self.sigma_offset_px, self.max_shell, self.mode_now, self._coarse_pixels(pix),
@@ -268,7 +248,7 @@ class Session:
         if s.oversampling == 0 or self.mode_now == "maxcc" or (self.dim == 3 and s.skip_align):
             return None
         step = s.psi_step_deg if self.dim == 2 else healpix_step_deg(s.healpix_order)
-        diameter_A = s.particle_diameter_A or 0.9 * self.n * self.pixel_size_A
+        diameter_A = self.particle_diameter_A
         coarse_res_A = step / 360.0 * np.pi * diameter_A / (1.5 if self.dim == 2 else 1.2)
         shell = max(int(np.ceil(self.n * self.pixel_size_A / coarse_res_A)), 4)
         return None if shell >= pix.max_shell else pix.count_within(shell)
@@ -287,69 +267,45 @@ class Session:
         if self.dim == 2:
             dpsi = np.abs((new["eulers"][:, 2] - self.eulers[:, 2] + 180) % 360 - 180)
         else:
-            from .geometry import angular_distance
+            from ..geometry import angular_distance
             dpsi = angular_distance(new["eulers"], self.eulers)
         doff = np.linalg.norm(new["offsets"] - self.offsets_px, axis=1)
         return dict(changed=changed, dangle=float(np.mean(dpsi)), doff=float(doff.mean()))
 
     def mstep(self) -> IterationResult:
-        """M-step: new references (MAP/ML/average), noise spectrum, class priors, offset prior."""
-        if self._pending is None:
+        """M-step (:func:`cryolab.engine.update.m_step`): new references (MAP/ML/average), noise
+        spectrum, class priors, offset prior; then empty classes are re-seeded and the next
+        iteration's resolution chosen. Returns the iteration's :class:`IterationResult`."""
+        if self.sums is None:
             raise RuntimeError("mstep() needs a completed estep() first")
         t0 = time.perf_counter()
-        p, s = self._pending, self.settings
-        n_shells = self.n // 2 + 1
-        npix = np.bincount(to_numpy(p.pix.shell), minlength=n_shells)[:n_shells]
-        new_refs, ssnr = [], []
-        for k, bp in enumerate(p.bps):
-            sym = {} if self.dim == 2 else {"sym": s.sym}
-            if self.mode_now == "map":
-                if self.tau2 is not None:
-                    tau2 = s.tau2_fudge * np.asarray(self.tau2[k], float)
-                else:
-                    ft = (rfft2c if self.dim == 2 else rfft3c)(self.references[k])
-                    ref_power = radial_average(abs(ft) ** 2, self.n, ndim=self.dim)
-                    tau2 = s.tau2_fudge * tau2_from_power(ref_power)
-                ref = bp.reconstruct(method="wiener", tau2=tau2, **sym)
-                dvp = p.w_shell[k] / np.maximum(npix, 1) * tau2
-            else:
-                ref = bp.reconstruct(method="plain", **sym)
-                dvp = np.zeros(n_shells)
-            ref = to_numpy(ref).astype(np.float32)
-            if self.dim == 2 and s.center_classes and p.class_weight[k] > 0:
-                ref = _centre_of_mass_shift(ref)
-            new_refs.append(ref if p.class_weight[k] > 0 else self.references[k])
-            ssnr.append(dvp)
-        self.references = np.stack(new_refs)
-        self.pdf_class = np.maximum(p.class_weight / max(p.n, 1), 1e-8)
-        self.pdf_class /= self.pdf_class.sum()
+        s, mode = self.settings, self.mode_now
+        up = m_step(self.sums, self.sums_pixels, self.references, self.sigma2, mode=mode,
+                    pixel_size_A=self.pixel_size_A, tau2=self.tau2, tau2_fudge=s.tau2_fudge, sym=s.sym,
+                    center_classes=s.center_classes)
+        self.references, self.pdf_class = up.references, up.pdf_class
         if s.reseed_empty_classes and s.K > 1:
-            for k in np.flatnonzero(self.pdf_class < 0.2 / s.K):
+            for k in np.flatnonzero(self.pdf_class < RESEED_BELOW / s.K):
                 self._reseed(k)
-        if self.mode_now != "maxcc":
-            resid_shell = to_numpy(shell_sums(p.resid, p.pix.shell, n_shells)) if np.ndim(p.resid) else None
-            if resid_shell is not None:
-                new = sigma2_from_residuals(resid_shell, p.n, npix, previous=self.sigma2)
-                self.sigma2 = np.where(npix > 0, new, self.sigma2)
-        self.sigma_offset_px = float(np.sqrt(max(p.offset_moment / (2 * max(p.n, 1)), 0.25)))
-        res_shells = [_last_shell_above(d, 1.0) for d in ssnr]
-        resolution = tuple(float(self.n * self.pixel_size_A / r) if r > 0 else float("inf") for r in res_shells)
-        if self.mode_now == "map":
-            self.max_shell = int(min(self._shell_limit(), max(max(res_shells) + max(3, self.n // 10), 4)))
+        self.sigma2, self.sigma_offset_px = up.sigma2, up.sigma_offset_px
+        if mode == "map":
+            beyond = max(up.resolution_shells) + max(3, self.n // 10)
+            self.max_shell = int(min(self.shell_limit(), max(beyond, 4)))
         elif s.mode != "map":
-            self.max_shell = self._shell_limit()     # ml / maxcc: all frequencies up to the limit
+            self.max_shell = self.shell_limit()     # ml / maxcc: all frequencies up to the limit
         self.iteration += 1
         ch = self._changes
         result = IterationResult(
             iteration=self.iteration, loglik=float(self.loglik.sum()),
             class_distribution=tuple(float(x) for x in self.pdf_class), mean_pmax=float(self.pmax.mean()),
             changed_assignments=ch["changed"], mean_angle_change_deg=ch["dangle"],
-            mean_offset_change_px=ch["doff"], resolution_A=resolution,
-            ssnr=tuple(tuple(float(v) for v in d) for d in ssnr), sigma2=tuple(float(v) for v in self.sigma2),
-            max_shell=int(p.pix.max_shell), sigma_offset_px=self.sigma_offset_px,
-            time_s=time.perf_counter() - t0 + getattr(self, "_estep_time", 0.0))
+            mean_offset_change_px=ch["doff"], resolution_A=up.resolution_A,
+            ssnr=tuple(tuple(float(v) for v in d) for d in up.ssnr), sigma2=tuple(float(v) for v in self.sigma2),
+            max_shell=int(self.sums_pixels.max_shell), sigma_offset_px=self.sigma_offset_px,
+            time_s=time.perf_counter() - t0 + self.last_estep_s)
         self.history.append(result)
-        self._pending = None
+        self.sums = self.sums_pixels = None
+        self.last_estep_s = 0.0
         for fn in list(self._observers):
             fn(self, result)
         return result
@@ -357,11 +313,9 @@ class Session:
     def step(self, progress: bool = False) -> IterationResult:
         """One iteration: E-step then M-step. Returns its :class:`IterationResult`."""
         with self._lock:
-            t0 = time.perf_counter()
             self.estep(progress=progress)
-            if self._pending is None:
+            if self.sums is None:
                 raise InterruptedError("stopped during the E-step")
-            self._estep_time = time.perf_counter() - t0
             return self.mstep()
 
     def run(self, n_iter: int | None = None, callback=None, progress: bool = True, out_dir=None):
@@ -422,7 +376,7 @@ class Session:
         """Change settings between iterations, e.g. ``set(tau2_fudge=4, resolution_limit_A=12)``."""
         with self._lock:
             self.settings = replace(self.settings, **changes)
-            self.max_shell = min(self.max_shell, self._shell_limit())
+            self.max_shell = min(self.max_shell, self.shell_limit())
 
     def posterior(self, i: int) -> dict:
         """Posterior of particle ``i`` from the last E-step.
@@ -449,7 +403,7 @@ class Session:
 
     def select_classes(self, classes):
         """A new ParticleStack of the particles in the kept classes (1-based class numbers)."""
-        from .session_io import data_table
+        from .files import data_table
         return self.particles.with_table(data_table(self)).subset(self.class_members(classes))
 
     def split_class(self, k: int, into: int | None = None) -> None:
@@ -469,14 +423,14 @@ class Session:
         self.split_class(int(np.argmax(self.pdf_class)) + 1, into=k + 1)
 
     def save(self, directory, prefix: str = "run") -> str:
-        """Write RELION-named outputs of the current iteration; see :mod:`cryolab.session_io`."""
+        """Write RELION-named outputs of the current iteration; see :mod:`cryolab.session.files`."""
         from pathlib import Path
 
-        from .session_io import save
+        from .files import save
         mask = self.settings.reference_mask
         if mask is None or isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
             return save(self, directory, prefix)
-        from .io import write_mrc     # an array mask is saved beside the run and named in the settings
+        from ..io import write_mrc     # an array mask is saved beside the run and named in the settings
         Path(directory).mkdir(parents=True, exist_ok=True)
         path = Path(directory).resolve() / f"{prefix}_reference_mask.mrc"
         write_mrc(path, np.asarray(mask, np.float32), self.pixel_size_A)
@@ -492,29 +446,6 @@ class Session:
         """Re-create a Session from files written by :meth:`save` and continue from there.
         ``changes``: settings to change on the way (where it runs: ``backend``,
         ``memory_limit_GB``, ``scheduler``, ``batch_size``)."""
-        from .session_io import resume
+        from .files import resume
         return resume(cls, directory, iteration, prefix, changes)
 
-    def report(self, path=None):
-        from .report import session_report
-        return session_report(self, path)
-
-
-def _last_shell_above(values, threshold: float) -> int:
-    """Highest shell index before ``values`` first drops below ``threshold`` (0 when shell 1 is below)."""
-    v = np.asarray(values)
-    below = np.flatnonzero(v[1:] < threshold)
-    return int(below[0]) if below.size else int(v.size - 1)
-
-
-def _centre_of_mass_shift(image):
-    """Shift an image (integer pixels, periodic) so the centre of mass of its positive part is the box centre."""
-    pos = np.clip(image, 0, None)
-    tot = pos.sum()
-    if tot <= 0:
-        return image
-    n = image.shape[-1]
-    y, x = np.indices(image.shape)
-    cy, cx = (pos * y).sum() / tot, (pos * x).sum() / tot
-    dy, dx = int(round(n // 2 - cy)), int(round(n // 2 - cx))
-    return np.roll(image, (dy, dx), axis=(0, 1))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .commands import add_common, check_output, make_folder, say
+from .common import add_common, check_output, make_folder, say
 
 #: sizes of the two demo flavours (full: < 5 min on 2 cores; quick: < 60 s, for tests). The 3D
 #: classification runs on its own small set at a higher SNR than the 2D one: at SNR 0.05 and
@@ -50,8 +50,8 @@ REFINED_STATE = "80S"
 
 def _maps(box, states=tuple(STATES)):
     """The demo states, Fourier-cropped to ``box``: ``({state: volume}, pixel size A)``."""
-    from .data import load_demo
-    from .fourier import fourier_crop
+    from ..data import load_demo
+    from ..fourier import fourier_crop
     demo = load_demo("ribosome")
     maps = {s: demo.volumes[s] for s in states}
     if box != demo.box_size:
@@ -61,7 +61,7 @@ def _maps(box, states=tuple(STATES)):
 
 def _with_truth(stack, truth):
     """The stack with the true angles and origins as RELION labels."""
-    from .simulate import TRUTH_LABELS
+    from ..simulate import TRUTH_LABELS
     return stack.with_table(stack.table.assign(**{lab: truth[col].to_numpy()
                                                   for col, lab in TRUTH_LABELS.items()}))
 
@@ -77,9 +77,9 @@ def _classes_vs_states(session, truth, states=tuple(STATES)) -> list:
 def _class3d(out: Path, sizes: dict, seed: int, progress: bool, log, rec) -> dict:
     """3D classification (K = 2) of a small simulated set of two states, scored against the truth."""
     import numpy as np
-    from .methods import class3d
-    from .simulate import simulate_particles
-    from .validation import class_accuracy
+    from ..methods import class3d
+    from ..simulate import simulate_particles
+    from ..validation import class_accuracy
     maps, px = _maps(sizes["box"], STATES_3D)
     with rec.timed("simulate_3d"):
         sim = simulate_particles(maps, sizes["n"], px, snr=sizes["snr"], seed=seed + 1,
@@ -108,9 +108,9 @@ def _refine_state(session, sim, reference, folder: Path, sizes: dict, seed: int,
     """Gold-standard auto-refinement of the particles in the 3D class holding most particles of
     ``REFINED_STATE``, from ``reference`` low-pass filtered to 60 A; returns a summary row."""
     import numpy as np
-    from .geometry import angular_distance
-    from .io import ParticleStack
-    from .methods import refine
+    from ..geometry import angular_distance
+    from ..io import ParticleStack
+    from ..methods import refine
     names = sim.truth["class_name"].to_numpy()
     k = int(np.bincount(session.classes[names == REFINED_STATE], minlength=session.settings.K).argmax())
     idx = np.flatnonzero(session.classes == k)
@@ -140,10 +140,9 @@ def _refine_state(session, sim, reference, folder: Path, sizes: dict, seed: int,
 def _state_maps(stack, truth, state, folder: Path, px, seed, rec) -> dict:
     """Half maps of one state from random halves, post-processed; returns a summary row."""
     import numpy as np
-    from .io import write_mrc
-    from .reconstruction import reconstruct_stack
-    from .validation import postprocess, random_halves, soft_sphere_mask
-    from .commands_maps import write_postprocess
+    from ..io import write_mrc
+    from ..reconstruction import reconstruct_stack
+    from ..validation import postprocess, random_halves, soft_sphere_mask, write_postprocess
     idx = np.flatnonzero(truth["class_name"].to_numpy() == state)
     halves = random_halves(len(idx), seed=seed)
     with rec.timed("reconstruct"):
@@ -164,11 +163,11 @@ def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = Tr
              argv=None) -> dict:
     """Run the demo into folder ``out``; returns the results (also in ``out/run.json``)."""
     import numpy as np
-    from .io import ParticleStack
-    from .methods import class2d
-    from .provenance import RunRecord
-    from .report import directory_report
-    from .simulate import simulate_particles
+    from ..io import ParticleStack
+    from ..methods import class2d
+    from ..provenance import RunRecord
+    from ..report import directory_report
+    from ..simulate import simulate_particles
     sizes = SIZES["quick" if quick else "full"]
     out = check_output(out, folder=True)
     t0 = time.perf_counter()

@@ -7,20 +7,22 @@ the traceback of a runtime failure. Command reference: ``docs/cli.md``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import shutil
 import sys
 
-from . import __version__
-from .errors import CryolabInputError
+from .. import __version__
+from ..errors import CryolabInputError
+from . import classify, common, demo, maps
 
 
 def _cmd_info(args) -> int:
     import numpy
     import scipy
 
-    from .backend import cupy_available
+    from ..backend import BACKEND_VARIABLE, cupy_status, resolve_backend
     lines = [
         f"cryolab   {__version__}",
         f"python    {platform.python_version()}",
@@ -33,10 +35,15 @@ def _cmd_info(args) -> int:
             lines.append(f"{mod:<9} {getattr(m, '__version__', '?')}")
         except Exception:
             lines.append(f"{mod:<9} not installed")
-    lines.append(f"GPU       {'available (cupy)' if cupy_available() else 'not available'}")
+    why = cupy_status()
+    lines.append(f"GPU       {'available (cupy)' if why is None else 'not available: ' + why}")
     relion = shutil.which("relion_refine")
     lines.append(f"relion    {relion or 'not on PATH'}")
-    lines.append(f"backend   {os.environ.get('CRYOLAB_BACKEND', 'numpy')}")
+    try:
+        backend = resolve_backend(None).__name__
+    except Exception as exc:
+        backend = f"unusable: {exc}"
+    lines.append(f"backend   {backend} ({BACKEND_VARIABLE}={os.environ.get(BACKEND_VARIABLE, '')!r})")
     print("\n".join(lines))
     return 0
 
@@ -55,20 +62,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="versions, array backend, GPU and RELION availability")
     p.set_defaults(func=_cmd_info)
-    from . import commands  # registers the processing commands
-    commands.register(sub)
+    classify.register(sub)
+    maps.register(sub)
+    demo.register(sub)
     return parser
 
 
 def _set_threads(n) -> None:
-    """Limit BLAS/OpenMP threads (takes effect when numpy is not yet imported)."""
+    """Limit BLAS/OpenMP threads (takes effect when numpy is not yet imported) and FFT workers."""
     if n:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(n)
+        from ..backend import set_cpu_threads
+        set_cpu_threads(n)
+
+
+def _set_logging(args) -> None:
+    """Warnings and notes of the library to stderr, one line each: ``--quiet`` only errors,
+    ``--verbose`` also progress messages (INFO)."""
+    level = (logging.ERROR if getattr(args, "quiet", False) else
+             logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
+    root = logging.getLogger("cryolab")
+    for h in list(root.handlers):
+        if getattr(h, "_cryolab_cli", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"cryolab {args.command}: %(levelname)s: %(message)s"))
+    handler._cryolab_cli = True
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
 
 
 def main(argv=None) -> int:
-    from . import commands
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     try:
@@ -79,12 +105,13 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     args.argv = argv
-    commands.forget_created()
+    common.forget_created()
     _set_threads(getattr(args, "j", None))
+    _set_logging(args)
     try:
         return int(args.func(args) or 0)
     except (CryolabInputError, FileNotFoundError, IsADirectoryError) as err:
-        commands.remove_created()
+        common.remove_created()
         msg = " ".join(str(err).split())
         print(f"cryolab {args.command}: error: {msg}", file=sys.stderr)
         return 2
