@@ -77,21 +77,32 @@ def _set_threads(n) -> None:
         set_cpu_threads(n)
 
 
-def _set_logging(args) -> None:
-    """Warnings and notes of the library to stderr, one line each: ``--quiet`` only errors,
-    ``--verbose`` also progress messages (INFO)."""
+class _Stderr(logging.Handler):
+    """One line per message on the current ``sys.stderr``."""
+
+    def emit(self, record):
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _set_logging(args):
+    """Warnings and notes of the library to stderr, one line each, while the command runs:
+    ``--quiet`` only errors, ``--verbose`` also progress messages (INFO). Returns the function
+    that puts the logger back as it was."""
     level = (logging.ERROR if getattr(args, "quiet", False) else
              logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
     root = logging.getLogger("cryolab")
-    for h in list(root.handlers):
-        if getattr(h, "_cryolab_cli", False):
-            root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter(f"cryolab {args.command}: %(levelname)s: %(message)s"))
-    handler._cryolab_cli = True
+    before = (root.level, root.propagate)
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+
+    def restore():
+        root.removeHandler(handler)
+        root.setLevel(before[0])
+        root.propagate = before[1]
+    return restore
 
 
 def main(argv=None) -> int:
@@ -107,7 +118,7 @@ def main(argv=None) -> int:
     args.argv = argv
     common.forget_created()
     _set_threads(getattr(args, "j", None))
-    _set_logging(args)
+    restore_logging = _set_logging(args)
     try:
         return int(args.func(args) or 0)
     except (CryolabInputError, FileNotFoundError, IsADirectoryError) as err:
@@ -124,6 +135,8 @@ def main(argv=None) -> int:
         print(f"cryolab {args.command}: failed: {type(err).__name__}: {err}".splitlines()[0],
               file=sys.stderr)
         return 1
+    finally:
+        restore_logging()
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class CachedProjections:
         self._cache_used = need
         return pos
 
-    def _project(self, classes, orients, m: int | None = None, chunk: int = 4096):
+    def project_uncached(self, classes, orients, m: int | None = None, chunk: int = 4096):
         """``[J, M]`` (or ``[J, m]``) projections, computed class by class in chunks (not cached)."""
         xp = self.xp
         idx = self.pix.index[:m] if m else self.pix.index
@@ -52,7 +52,7 @@ class CachedProjections:
     def project(self, classes, orients, m: int | None = None):
         """``[J, M]`` (or ``[J, m]``, uncached) projections for (class, orientation) pairs, in order."""
         if m:
-            return self._project(classes, orients, m)
+            return self.project_uncached(classes, orients, m)
         xp = self.xp
         keys = self.keys(classes, orients)
         pos = np.searchsorted(self._cache_keys, keys)
@@ -62,7 +62,7 @@ class CachedProjections:
         miss = np.flatnonzero(~hit)
         if miss.size:
             ukeys, first = np.unique(keys[miss], return_index=True)
-            rows = self._project(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]])
+            rows = self.project_uncached(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]])
             if (self._cache_keys.size + ukeys.size) * self.pix.size * 8 > self.cache_bytes:
                 self._init_cache()
             allk = np.concatenate([self._cache_keys, ukeys])

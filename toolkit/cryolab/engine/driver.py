@@ -234,7 +234,7 @@ class EStepWorker:
         rows = fixed_orientations(eulers, ids)
         B = len(rows)
         orients, classes = np.tile(rows, (K, 1)), np.repeat(np.arange(K), B)
-        P = self.sampler._project(classes, orients)          # uncached: each particle once
+        P = self.sampler.project_uncached(classes, orients)          # uncached: each particle once
         trans = np.zeros((1, 2))
         ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, trans, xp)
         own = np.where(np.arange(B)[:, None] == np.tile(np.arange(B), K)[None, :], 0.0, NEG)

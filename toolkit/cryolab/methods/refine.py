@@ -176,7 +176,7 @@ class AutoRefine:
         """Sum the halves' Fourier accumulators below ``join_halves_A`` into both (RELION's
         joining of the half-sets at low resolution)."""
         shell = self.n * self.pixel_size_A / self.join_halves_A
-        _, shells = bps[0]._shells()
+        _, shells = bps[0].shells()
         low = shells <= shell
         for name in ("data", "weight"):
             a, b = getattr(bps[0], name), getattr(bps[1], name)
@@ -221,7 +221,7 @@ class AutoRefine:
         joined = bps[0].__class__(self.n, pad=2, xp=bps[0].xp)
         joined.add(bps[0]).add(bps[1])
         # the low frequencies were joined into both halves: count them once
-        _, shells = joined._shells()
+        _, shells = joined.shells()
         low = shells <= self.n * self.pixel_size_A / self.join_halves_A
         joined.data[low] *= 0.5
         joined.weight[low] *= 0.5

@@ -119,8 +119,9 @@ class _FourierAccumulator:
         self.weight[...] = 0
 
     # ------------------------------------------------------------------ spectra
-    def _shells(self):
-        """Image-shell index ``round(|g| / (M/N))`` of every padded-grid voxel."""
+    def shells(self):
+        """``(radius, shell)`` of every padded-grid voxel: its radius in padded-grid pixels and its
+        image-shell index ``round(|g| / pad)`` (the shell of the unpadded image it belongs to)."""
         xp = self.xp
         grids = rfft_grid(self.m, self.ndim, xp, True)
         r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
@@ -143,7 +144,7 @@ class _FourierAccumulator:
         for the SSNR and ``tau2`` (:func:`tau2_from_fsc`).
         """
         w = self._friedel_sum(self.weight) if weight is None else weight
-        r, shells = self._shells()
+        r, shells = self.shells()
         inside = r <= self.pad * (self.n // 2)
         return self._shell_mean(w, shells, inside) * self.pad ** self.ndim
 
@@ -190,7 +191,7 @@ class _FourierAccumulator:
         """
         xp = self.xp
         data, weight = self._symmetrise(*self._hermitian_sums(), sym)
-        r, shells = self._shells()
+        r, shells = self.shells()
         shell_max = self.r_max if max_shell is None else min(float(max_shell), self.r_max)
         inside = r <= self.pad * shell_max
         if method == "plain":
@@ -220,7 +221,7 @@ class _FourierAccumulator:
         wspec = _host(self.weight_spectrum(weight))
         if fsc is not None:
             return tau2_from_fsc(fsc, wspec)
-        r, _ = self._shells()
+        r, _ = self.shells()
         plain = self._to_real(self.xp.where(r <= self.pad * self.r_max,
                                             _plain_ratio(data, weight, 1e-3), 0))
         rfft = rfft3c if self.ndim == 3 else rfft2c

@@ -59,7 +59,7 @@ class BackProjector(_FourierAccumulator):
         from ..geometry import symmetry_operators
         xp, m = self.xp, self.m
         ops = to_device(np.asarray(symmetry_operators(sym), dtype=np.float64), xp)
-        r, _ = self._shells()
+        r, _ = self.shells()
         inside = xp.nonzero((r <= self.pad * self.r_max).ravel())[0]
         kz, ky, kx = (g.ravel()[inside].astype(xp.float64) for g in rfft_grid(m, 3, xp, True))
         g = xp.stack([kx, ky, kz], axis=-1)  # (x, y, z)
