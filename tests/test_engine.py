@@ -6,7 +6,8 @@ import pytest
 
 from cryolab.engine.estep import fourier_pixels, gather, normalise, scatter, score, significant_mask
 from cryolab.engine.mstep import residual_power, shell_sums, weighted_sums
-from cryolab.engine.sampling import fine_psi, fine_translations, shift_ramps, translation_grid
+from cryolab.engine.sampling import fine_psi, fine_translations, translation_grid
+from cryolab.projection import shift_ramps
 from cryolab.fourier import irfft2c, rfft2c
 
 
@@ -19,7 +20,7 @@ def _problem(seed=0, B=3, T=4, J=5, n=16, max_shell=6):
     s2 = rng.uniform(0.5, 2.0, size=M).astype(np.float32)
     P = (rng.normal(size=(J, M)) + 1j * rng.normal(size=(J, M))).astype(np.complex64)
     shifts = rng.uniform(-2, 2, size=(T, 2))
-    ramps = shift_ramps(pix.kx, pix.ky, n, shifts)
+    ramps = shift_ramps(n, shifts, kx=pix.kx, ky=pix.ky)
     return pix, X, C, s2, P, ramps
 
 
@@ -93,7 +94,7 @@ def test_shift_ramp_moves_content_by_plus_t():
     rng = np.random.default_rng(5)
     img = rng.normal(size=(n, n))
     pix = fourier_pixels(n, n)  # every pixel of the half grid
-    ramp = shift_ramps(pix.kx, pix.ky, n, [[3, -2]])[0]
+    ramp = shift_ramps(n, [[3, -2]], kx=pix.kx, ky=pix.ky)[0]
     moved = irfft2c(scatter(gather(rfft2c(img), pix) * ramp, pix), n)
     assert np.allclose(moved, np.roll(img, (-2, 3), axis=(0, 1)), atol=1e-5)
 

@@ -33,7 +33,7 @@ from .ctf import CTFParams, ctf_2d
 from .fourier import irfft2c, rfft2c, rfft3c, rfft_grid
 from .geometry import euler_to_matrix
 
-__all__ = ["FourierProjector", "FourierRotator2D", "project_real", "shift_ramps",
+__all__ = ["FourierProjector", "FourierRotator2D", "project_real", "shift_ramps", "padded_size",
            "phase_shift_2d", "as_rotation_matrices"]
 
 # points interpolated per vectorised block (bounds the memory of the temporaries)
@@ -56,19 +56,28 @@ def as_rotation_matrices(rotations_or_eulers, xp=np):
     raise ValueError(f"expected rotation matrices [R,3,3] or Euler angles [R,3], got {a.shape}")
 
 
-def shift_ramps(n: int, shifts_px, xp=np):
-    """Phase ramps ``[S, N, N//2+1]`` (complex64) that translate images by ``shifts_px`` ``[S, 2]``.
+def shift_ramps(n: int, shifts_px, xp=np, kx=None, ky=None):
+    """Phase ramps that translate images of box ``n`` by ``shifts_px`` ``[S, 2]`` (x, y pixels).
 
-    ``shifts_px[s] = (sx, sy)`` in pixels; multiplying ``rfft2c(f)`` by ramp ``s`` gives the
-    transform of ``g(x, y) = f(x - sx, y - sy)`` (content moves by ``+s``), i.e.
-    ``exp(-2 pi i (kx sx + ky sy) / N)``. To centre a particle with RELION origin ``o``, shift
-    it by ``+o``; to make a particle with origin ``o`` from a centred projection, shift by ``-o``.
+    Multiplying ``rfft2c(f)`` by ramp ``s`` gives the transform of ``g(x, y) = f(x - sx, y - sy)``
+    (content moves by ``+s``): ``exp(-2 pi i (kx sx + ky sy) / N)``, phases in double precision.
+    To centre a particle with RELION origin ``o``, shift it by ``+o``; to make a particle with
+    origin ``o`` from a centred projection, shift by ``-o``. Returns ``[S, N, N//2+1]`` complex64
+    over the centred half grid, or ``[S, M]`` at the given integer frequencies ``kx``, ``ky``
+    ``[M]`` (the likelihood pixels of :mod:`cryolab.engine`).
+
+    >>> r = shift_ramps(4, [[1, 0]])
+    >>> r.shape, round(float(r[0, 2, 1].real), 6)      # kx = 1 moved by one pixel: a quarter turn
+    ((1, 4, 3), 0.0)
     """
-    s = xp.asarray(shifts_px, dtype=xp.float32).reshape(-1, 2)
-    ky, kx = rfft_grid(n, 2, xp, True)
-    phase = (kx.astype(xp.float32) * s[:, 0, None, None]
-             + ky.astype(xp.float32) * s[:, 1, None, None]) * np.float32(-2 * np.pi / n)
-    return (xp.cos(phase) + 1j * xp.sin(phase)).astype(xp.complex64)
+    s = xp.asarray(shifts_px, dtype=xp.float64).reshape(-1, 2)
+    full = kx is None
+    if full:
+        gy, gx = rfft_grid(n, 2, xp, True)
+        kx, ky = gx.ravel(), gy.ravel()
+    phase = -2.0 * np.pi / n * (s[:, 0:1] * kx[None, :] + s[:, 1:2] * ky[None, :])
+    ramps = xp.exp(1j * phase).astype(xp.complex64)
+    return ramps.reshape(-1, n, n // 2 + 1) if full else ramps
 
 
 def phase_shift_2d(ft_images, shifts_px):
@@ -79,7 +88,12 @@ def phase_shift_2d(ft_images, shifts_px):
     return ft_images * shift_ramps(n, shifts_px, xp)
 
 
-def _padded_size(n: int, pad: float) -> int:
+def padded_size(n: int, pad: float) -> int:
+    """The padded box of a Fourier projector or back-projector: ``round(pad * n)``, rounded up to even.
+
+    >>> padded_size(65, 2), padded_size(64, 1.5)
+    (130, 96)
+    """
     m = int(round(pad * n))
     return m + m % 2
 
@@ -102,7 +116,7 @@ class _PaddedHalfFT:
         self.xp, self.ndim = xp, ndim
         self.n = n = x.shape[-1]
         self.max_shell = float(n // 2 if max_shell is None else min(max_shell, n // 2))
-        self.m = m = _padded_size(n, pad)
+        self.m = m = padded_size(n, pad)
         self.pad = m / n
         x = xp.asarray(x, dtype=xp.float32)
         # gridding pre-correction: linear interpolation on the padded grid convolves with a

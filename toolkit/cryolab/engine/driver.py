@@ -23,13 +23,13 @@ import numpy as np
 
 from ..backend import get_xp, resolve_backend, to_numpy
 from ..reconstruction import BackProjector, BackProjector2D
+from ..projection import shift_ramps
 from .estep import fourier_pixels
 from .expectation import NEG, SampleSet, expectation_batch, sum_by_key
 from .images import prepare_batch
 from .memory import available_bytes
 from .mstep import shell_sums
 from .planar import PlanarSampler
-from .sampling import shift_ramps
 from .spherical import SphericalSampler, fixed_orientations, local_log_prior
 
 __all__ = ["EStepInputs", "ChunkResult", "EStepSums", "EStepWorker", "estep_chunk", "read_batch"]
@@ -236,7 +236,7 @@ class EStepWorker:
         orients, classes = np.tile(rows, (K, 1)), np.repeat(np.arange(K), B)
         P = self.sampler.project_uncached(classes, orients)          # uncached: each particle once
         trans = np.zeros((1, 2))
-        ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, trans, xp)
+        ramps = shift_ramps(self.pix.n, trans, xp, kx=self.pix.kx, ky=self.pix.ky)
         own = np.where(np.arange(B)[:, None] == np.tile(np.arange(B), K)[None, :], 0.0, NEG)
         own = xp.asarray(own, dtype=xp.float32)
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_xp, to_numpy
+from ..projection import shift_ramps
 from .estep import normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
-from .sampling import fine_translations, shift_ramps
+from .sampling import fine_translations
 
 __all__ = ["BatchResult", "expectation_batch", "SampleSet"]
 
@@ -116,7 +117,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     # every coarse translation's children and their phase ramps, made once for the batch
     T = coarse.trans.shape[0]
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
-    all_ramps = shift_ramps(pix.kx, pix.ky, pix.n, all_ft.reshape(-1, 2), get_xp(X)).reshape(T, nt_child, -1)
+    all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
     parts = []
     for g in groups:
         ti = np.flatnonzero(t_used[g].any(axis=0))

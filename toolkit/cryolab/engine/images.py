@@ -4,8 +4,8 @@ from __future__ import annotations
 from ..backend import get_xp
 from ..ctf import CTFParams, ctf_2d
 from ..fourier import rfft2c
+from ..projection import shift_ramps
 from .estep import FourierPixels, gather
-from .sampling import shift_ramps
 
 __all__ = ["prepare_batch"]
 
@@ -22,7 +22,7 @@ def prepare_batch(images, pix: FourierPixels, mask=None, offsets_px=None, ctf: C
     x = images if mask is None else images * mask
     X = gather(rfft2c(x.astype(xp.float32, copy=False)), pix).astype(xp.complex64)
     if offsets_px is not None:
-        X *= shift_ramps(pix.kx, pix.ky, pix.n, offsets_px, xp)
+        X *= shift_ramps(pix.n, offsets_px, xp, kx=pix.kx, ky=pix.ky)
     C = None
     if ctf is not None:
         C = gather(ctf_2d(ctf, pix.n, pixel_size_A, xp=xp), pix)

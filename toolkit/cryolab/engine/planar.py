@@ -12,7 +12,8 @@ from .cache import CachedProjections
 from .estep import FourierPixels, scatter
 from .expectation import SampleSet
 from ..geometry import psi_angles
-from .sampling import fine_psi, shift_ramps, translation_grid
+from ..projection import shift_ramps
+from .sampling import fine_psi, translation_grid
 
 __all__ = ["PlanarSampler"]
 
@@ -40,7 +41,7 @@ class PlanarSampler(CachedProjections):
         classes = np.repeat(np.arange(self.K), psi.size)
         orients = np.tile(psi, self.K)
         P = self.project(classes, orients, m_coarse)
-        ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, self.trans, self.xp)
+        ramps = shift_ramps(self.pix.n, self.trans, self.xp, kx=self.pix.kx, ky=self.pix.ky)
         return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
 
     @staticmethod

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["translation_grid", "fine_psi", "fine_translations", "shift_ramps"]
+__all__ = ["translation_grid", "fine_psi", "fine_translations"]
 
 
 def translation_grid(range_px: float, step_px: float) -> np.ndarray:
@@ -46,10 +46,3 @@ def fine_translations(t_px: np.ndarray, step_px: float, oversampling: int) -> np
     ox, oy = np.meshgrid(offs, offs, indexing="ij")
     sub = np.stack([ox.ravel(), oy.ravel()], axis=1)
     return np.asarray(t_px)[:, None, :] + sub[None, :, :]
-
-
-def shift_ramps(kx, ky, n: int, shifts_px, xp=np):
-    """Phase ramps ``[S, M]`` that move an image's content by ``+shift`` (pixels) at frequencies (kx, ky)."""
-    s = xp.asarray(shifts_px, dtype=xp.float64).reshape(-1, 2)
-    phase = -2.0 * np.pi / n * (s[:, 0:1] * kx[None, :] + s[:, 1:2] * ky[None, :])
-    return xp.exp(1j * phase).astype(xp.complex64)

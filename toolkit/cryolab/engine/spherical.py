@@ -12,10 +12,11 @@ import numpy as np
 
 from ..geometry import direction_distance, euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
 from ..projection import FourierProjector
+from ..projection import shift_ramps
 from .cache import CachedProjections
 from .estep import FourierPixels, scatter
 from .expectation import SampleSet
-from .sampling import fine_psi, shift_ramps, translation_grid
+from .sampling import fine_psi, translation_grid
 
 __all__ = ["SphericalSampler", "healpix_orientations", "local_log_prior", "fixed_orientations"]
 
@@ -95,7 +96,7 @@ class SphericalSampler(CachedProjections):
         else:
             P = self.project(classes, orients)
             P = P[:, :m_coarse] if m_coarse else P
-        ramps = shift_ramps(self.pix.kx, self.pix.ky, self.pix.n, self.trans, self.xp)
+        ramps = shift_ramps(self.pix.n, self.trans, self.xp, kx=self.pix.kx, ky=self.pix.ky)
         return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
 
     @staticmethod

@@ -10,15 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
+from ..projection import padded_size as _padded_size  # noqa: F401  (the projector's padding)
 
 # interpolation-corner entries handled per vectorised block (bounds temporary memory)
 _BLOCK_ENTRIES = 1 << 22
-
-
-def _padded_size(n: int, pad: float) -> int:
-    """Padded box ``round(pad * n)`` rounded up to even (as the projector)."""
-    m = int(round(pad * n))
-    return m + m % 2
 
 
 def _scatter_add(target, idx, values):
