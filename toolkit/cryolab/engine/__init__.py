@@ -2,6 +2,7 @@
 
 Data path of one iteration (see docs/architecture.md):
 
+* :mod:`.forward` — the forward model ``scale * C * shift(P(V M))`` of a particle and its residual;
 * :mod:`.images` — particle images to the Fourier pixels the likelihood uses (mask, FFT, shift, CTF);
 * :mod:`.planar`, :mod:`.spherical` — samplers: 2D in-plane angles, 3D HEALPix directions x psi
   (global, local around a prior, fixed poses); they project references and insert M-step sums;
