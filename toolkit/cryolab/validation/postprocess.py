@@ -8,7 +8,7 @@ are NumPy or CuPy; FSC curves are NumPy.
 """
 from __future__ import annotations
 
-import warnings
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from ..backend import get_xp, to_numpy
 from ..errors import CryolabInputError
 from ..fourier import irfft3c, lowpass, radial_average, rfft3c, shell_resolution_A
 from .fsc import _IRFFT, _RFFT, _dims, _radius2, fsc, resolution_shell_at
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "phase_randomize", "corrected_fsc", "masked_fsc", "noise_substitution_test",
@@ -224,8 +226,8 @@ def postprocess(half1, half2, mask, pixel_size_A: float, bfactor: float | None =
         curve = m["fsc_corrected"]
         if (not force_mask and resolution_shell_at(m["fsc_unmasked"], threshold)
                 > resolution_shell_at(curve, threshold)):
-            warnings.warn("the unmasked FSC extends beyond the solvent-corrected FSC: using the "
-                          "unmasked FSC (pass force_mask=True to keep the mask)", stacklevel=2)
+            log.warning("the unmasked FSC extends beyond the solvent-corrected FSC: using the "
+                        "unmasked FSC (pass force_mask=True to keep the mask)")
             curve = m["fsc_unmasked"]
     else:
         curve = to_numpy(fsc(half1, half2))
