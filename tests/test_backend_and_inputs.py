@@ -103,6 +103,6 @@ def test_reference_at_another_pixel_size_is_resampled(small, tmp_path, caplog):
     assert got.shape == vol.shape
     rel = np.linalg.norm(got - vol) / np.linalg.norm(vol)
     assert rel < 0.005, rel         # measured 3.4e-3: the Nyquist plane does not survive padding
-    far = write_mrc(tmp_path / "far.mrc", vol, px * 1.37)    # 32 * 1.37 / 12 px -> no whole box within 1 %
+    far = write_mrc(tmp_path / "far.mrc", vol, px * 32.5 / 32)    # 32.5 px of 12 A: no whole box within 1 %
     with pytest.raises(CryolabInputError, match="cannot resample"):
         reference_map(far, ParticleStack.from_star(sim.star_path))
