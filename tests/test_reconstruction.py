@@ -8,13 +8,16 @@ poses; a real-space spline rotation (``scipy.ndimage``) for the 2D back-rotator;
 Measured when these tests were written (numpy, pad 2, 2 shared CPU cores):
 
 * adjointness ``<P v, s> = <v, P^T s>`` to ~1e-15 relative (even and odd boxes);
-* 2000 noise-free projections: FSC vs the true map >= 0.997 up to 0.8 Nyquist (64^3 and 65^3),
-  0.82 at Nyquist; least-squares scale 0.9996; insertion 0.6-1.2 s, reconstruction ~0.05 s;
-* C4 (65^3, 40 poses): symmetrised accumulators vs exact pose expansion FSC >= 0.99999;
+* 2000 noise-free projections: FSC vs the true map >= 0.996 to half Nyquist and >= 0.988 up to
+  0.8 Nyquist (64^3 and 65^3), 0.83 at Nyquist; least-squares scale 0.9988; insertion 0.6-1.2 s,
+  reconstruction ~0.05 s;
+* C4 (65^3, 40 poses): symmetrised accumulators vs exact pose expansion FSC 1 - 3e-8;
   min FSC vs truth to 0.8 Nyquist 0.962 (C1 from the same poses: 0.750);
 * 2000 images with CTF (defocus 0.8-2 um), random origins, SNR 0.05: FSC with
-  ``relion_reconstruct --ctf`` >= 0.991 up to where the FSC vs truth crosses 0.143 (shell 27);
-  both reach the same FSC vs truth (within 0.005 per shell); relion ~2-3 s, ours ~1-1.6 s.
+  ``relion_reconstruct --ctf`` >= 0.990 up to where the FSC vs truth crosses 0.143 (shell 27);
+  both reach the same FSC vs truth (within 0.0041 per shell); relion ~2-3 s, ours ~1-1.6 s.
+  RELION's map is ~5 % brighter (least-squares scale of ours against it 0.949): an intensity
+  normalisation difference that the FSC does not see and that is not tested.
   Without the soft mask outside the sphere (RELION's ``softMaskOutsideMap``) the agreement
   drops to ~0.8 at high resolution: the corners carry aliased noise.
 * 2D: 72 spline-rotated copies (5 deg) of a band-limited image: FRC >= 0.99 in its band.
@@ -161,9 +164,9 @@ def test_noise_free_projections_give_the_map(shared_data, name):
     t2 = time.perf_counter()
     print(f"{name}: insert 2000 slices {t1 - t0:.2f} s, reconstruct {t2 - t1:.2f} s")
     f = fsc(rec, vol)
-    assert f[: _shell_upto(n, 0.8) + 1].min() >= 0.9, f
+    assert f[: _shell_upto(n, 0.8) + 1].min() >= 0.98, f  # measured 0.9878 (64^3), 0.9892 (65^3)
     scale = float((rec * vol).sum() / (vol * vol).sum())
-    assert abs(scale - 1) < 0.02, scale
+    assert abs(scale - 1) < 0.003, scale  # measured 0.9988 (both boxes)
 
 
 def test_accumulators_add_up(shared_data):
@@ -201,10 +204,10 @@ def test_symmetrised_accumulators_match_expanded_poses(shared_data):
     f_sym, f_c1, f_exp = fsc(rec_sym, sym_vol), fsc(rec_c1, sym_vol), fsc(rec_exp, sym_vol)
     print("min FSC to 0.8 Nyquist: C4", f_sym[:top].min(), "expanded", f_exp[:top].min(),
           "C1", f_c1[:top].min(), "C4 vs expanded", fsc(rec_sym, rec_exp)[:top].min())
-    assert f_exp[:top].min() >= 0.9
-    assert f_sym[:top].min() >= 0.9, f_sym
-    assert f_sym[:top].min() > f_c1[:top].min() + 0.1  # symmetry adds information
-    assert fsc(rec_sym, rec_exp)[:top].min() >= 0.97
+    assert f_exp[:top].min() >= 0.95  # measured 0.9619
+    assert f_sym[:top].min() >= 0.95, f_sym  # measured 0.9619
+    assert f_sym[:top].min() > f_c1[:top].min() + 0.15  # symmetry adds information: 0.962 vs 0.750
+    assert 1 - fsc(rec_sym, rec_exp)[:top].min() <= 3e-7  # measured 3.0e-8
 
 
 # ------------------------------------------------------------------ CTF, origins, noise
@@ -231,10 +234,10 @@ def test_ctf_and_origins_are_undone(shared_data):
     bp = BackProjector(64)
     bp.insert_images(imgs, rots, ctf=ctf, shifts_px=origins_A / PIXEL_A, pixel_size_A=PIXEL_A)
     f = fsc(bp.reconstruct(), vol)
-    assert f[: _shell_upto(64, 0.8) + 1].min() >= 0.9, f
+    assert f[: _shell_upto(64, 0.8) + 1].min() >= 0.98, f  # measured 0.9875
     wrong = BackProjector(64)  # origins with the opposite sign
     wrong.insert_images(imgs, rots, ctf=ctf, shifts_px=-origins_A / PIXEL_A, pixel_size_A=PIXEL_A)
-    assert fsc(wrong.reconstruct(), vol)[8:20].mean() < 0.5
+    assert fsc(wrong.reconstruct(), vol)[8:20].mean() < 0.2  # measured -0.07
 
 
 def test_wiener_tau2_estimate_and_filter(shared_data):
@@ -246,7 +249,7 @@ def test_wiener_tau2_estimate_and_filter(shared_data):
     plain, wiener = bp.reconstruct(), bp.reconstruct("wiener")
     true_power = power_spectrum(vol, 3)
     ratio = bp.tau2[1:10] / true_power[1:10]  # shells where the SSNR is high
-    assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+    assert np.all((ratio > 0.9) & (ratio < 1.1)), ratio  # measured 0.974-1.034
     f_plain, f_wiener = fsc(plain, vol), fsc(wiener, vol)
     assert f_wiener[1:30].mean() >= f_plain[1:30].mean() - 0.005
     # tau2 from an FSC: SSNR = FSC / (1 - FSC) over the map's noise power
@@ -297,9 +300,9 @@ def test_matches_relion_reconstruct_with_ctf(shared_data, tmp_path):
     top = int(below[0]) if below.size else 33
     print(f"relion_reconstruct {t1 - t0:.1f} s, ours {t2 - t1:.1f} s; 0.143 at shell {top}; "
           f"min FSC(ours, relion) to there {f_both[:top].min():.3f}")
-    assert top >= 10
-    assert f_both[:top].min() >= 0.95, f_both
-    assert np.all(f_ours[:top] >= f_theirs[:top] - 0.03)
+    assert top >= 25  # measured shell 27
+    assert f_both[:top].min() >= 0.98, f_both  # measured 0.9905
+    assert np.all(np.abs(f_ours[:top] - f_theirs[:top]) <= 0.01)  # measured 0.0041 at most
 
 
 # ------------------------------------------------------------------ 2D
@@ -329,8 +332,8 @@ def test_back_rotation_recovers_the_image(n):
     bp.insert(rfft2c(rotated), None, psi)
     rec = bp.reconstruct()
     frc = fsc(rec, image, ndim=2)
-    assert frc[: _shell_upto(n, cut) + 1].min() >= 0.99, frc
-    assert np.corrcoef(rec.ravel(), image.ravel())[0, 1] > 0.999
+    assert frc[: _shell_upto(n, cut) + 1].min() >= 0.99, frc  # measured 0.9994 (48), 0.9950 (49)
+    assert np.corrcoef(rec.ravel(), image.ravel())[0, 1] > 0.999  # measured 0.99926 at worst
     wrong = BackProjector2D(n)  # the opposite rotation sense does not recover it
     wrong.insert(rfft2c(rotated), None, -psi)
-    assert np.corrcoef(wrong.reconstruct().ravel(), image.ravel())[0, 1] < 0.5
+    assert np.corrcoef(wrong.reconstruct().ravel(), image.ravel())[0, 1] < 0.3  # measured 0.19

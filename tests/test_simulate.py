@@ -70,7 +70,7 @@ def test_classes_fractions_and_given_eulers(blobs):
     vols = {"open": blobs, "closed": np.roll(blobs, 3, axis=2)}
     sim = simulate_particles(vols, 400, PX_A, fractions=[3, 1], snr=np.inf, seed=1)
     counts = sim.truth["class_name"].value_counts()
-    assert abs(counts["open"] / 400 - 0.75) < 0.07
+    assert abs(counts["open"] / 400 - 0.75) < 0.03  # measured 0.7525 (binomial sd 0.022)
     assert (sim.truth["class_name"] == np.array(["open", "closed"])[sim.truth["class_index"]]).all()
     eulers = np.tile([[10.0, 50.0, 30.0]], (4, 1))
     sim = simulate_particles(blobs, 4, PX_A, eulers=eulers)
@@ -87,22 +87,24 @@ def test_measured_snr_matches_request(blobs, noise):
     signal = np.var(sim.clean[:, inside], axis=1).mean()
     noise_img = sim.images - sim.clean
     noise_var = np.var(noise_img.reshape(300, -1), axis=1).mean()
-    assert abs(signal / noise_var / 0.1 - 1) < 0.10
-    assert abs(np.sqrt(noise_var) - 1) < 0.05  # noise std ~1, as after relion_preprocess --norm
-    np.testing.assert_allclose(sim.images[:, ~inside].mean(axis=1), 0, atol=1e-5)
+    # docs/simulation.md promises 1 %: measured 0.43 % (white), 0.91 % (coloured)
+    assert abs(signal / noise_var / 0.1 - 1) < 0.01
+    # noise std ~1, as after relion_preprocess --norm: measured 0.9978 / 0.9955
+    assert abs(np.sqrt(noise_var) - 1) < 0.01
+    np.testing.assert_allclose(sim.images[:, ~inside].mean(axis=1), 0, atol=1e-6)  # 1.9e-7
     # the noise-free images at snr=inf are the same images, scaled to signal variance 1
     ref = simulate_particles(blobs, 300, PX_A, snr=np.inf, seed=2)
     np.testing.assert_allclose(np.var(ref.images[:, inside], axis=1).mean(), 1.0, rtol=1e-4)
     scaled = sim.clean * np.sqrt(1 / 0.1)
     np.testing.assert_allclose(ref.images, scaled - scaled[:, ~inside].mean(axis=1)[:, None, None],
-                               atol=1e-4)
+                               atol=1e-5)  # measured 1.3e-6
 
 
 def test_white_noise_is_flat(blobs):
     sim = simulate_particles(blobs, 300, PX_A, snr=0.0, noise="white", seed=3)
     power = _shell_power(sim.images)[1:]  # shell 0 holds the removed background mean
-    np.testing.assert_allclose(power, 1.0, rtol=0.10)
-    assert abs(sim.images.std() - 1) < 0.02
+    np.testing.assert_allclose(power, 1.0, rtol=0.035)  # measured 0.028 (the docs say 3 %)
+    assert abs(sim.images.std() - 1) < 0.005  # measured 0.0008
 
 
 def test_coloured_noise_falls_as_designed(blobs):
@@ -116,9 +118,9 @@ def test_coloured_noise_falls_as_designed(blobs):
     k = np.arange(1, n // 2 + 1) / (n * PX_A)
     expected = 1 / (1 + (k * corner_A) ** 2) / shape.mean()  # unit pixel variance
     measured = _shell_power(sim.images)[1:]
-    np.testing.assert_allclose(measured, expected, rtol=0.12)
-    assert measured[-1] < 0.2 * measured[0]
-    assert abs(sim.images.std() - 1) < 0.03
+    np.testing.assert_allclose(measured, expected, rtol=0.05)  # measured 0.031
+    assert measured[-1] < 0.2 * measured[0]  # measured 0.146
+    assert abs(sim.images.std() - 1) < 0.005  # measured 0.0007
 
 
 def test_images_match_real_space_projection_shift_and_ctf(blobs):
@@ -136,7 +138,7 @@ def test_images_match_real_space_projection_shift_and_ctf(blobs):
         moved = ndimage.shift(proj, (-oy, -ox), order=3, mode="constant")  # (-ox, -oy) in (x, y)
         ft = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(moved)))
         ref = np.real(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(ft * full[i]))))
-        assert np.corrcoef(ref.ravel(), sim.clean[i].ravel())[0, 1] > 0.99
+        assert np.corrcoef(ref.ravel(), sim.clean[i].ravel())[0, 1] > 0.998  # measured 0.99943
 
 
 def test_views_2d_volume_and_view_images_agree(blobs):
@@ -152,7 +154,7 @@ def test_views_2d_volume_and_view_images_agree(blobs):
     assert "rot_deg" not in from_views.truth.columns
     assert t["psi_deg"].between(0, 360).all() and t["view_index"].nunique() == 3
     for a, b in zip(from_map.clean, from_views.clean):
-        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999  # measured 0.99965 at worst
     # different psi gives a different image: the rotation is really applied
     assert np.corrcoef(from_map.clean[0].ravel(), from_map.clean[1].ravel())[0, 1] < 0.99
 
@@ -217,7 +219,7 @@ def test_relion_reconstruct_recovers_the_map(shared_data, tmp_path):
                    check=True, capture_output=True, timeout=300)
     rec, _ = read_mrc(tmp_path / "rec.mrc")
     a, b = (lowpass(v, 15.0, px, ndim=3).ravel() for v in (rec, vol))
-    assert np.corrcoef(a, b)[0, 1] > 0.9  # measured 0.998; origin or psi sign flipped: < 0.5
-    # the CTF must be right too: FSC at shells 15-25 (21-13 A) measured 0.80; with every
+    assert np.corrcoef(a, b)[0, 1] > 0.99  # measured 0.9976; origin or psi sign flipped: < 0.5
+    # the CTF must be right too: FSC at shells 15-25 (21-13 A) measured 0.795; with every
     # defocus off by +5000 A it is 0.40
-    assert fsc(rec, vol)[15:26].mean() > 0.7
+    assert fsc(rec, vol)[15:26].mean() > 0.75
