@@ -61,7 +61,7 @@ DATASETS = {
 }
 
 
-def _selector(rule: str):
+def chain_selector(rule: str):
     """Chain-name test for a rule: ``'L* but LNN'`` (prefix, exceptions) or ``'A C'`` (names)."""
     if "*" in rule:
         prefix, _, rest = rule.partition("*")
@@ -71,7 +71,7 @@ def _selector(rule: str):
     return lambda name: name in names
 
 
-def _read_centred(model_path, box: int, pixel_size_A: float):
+def read_centred(model_path, box: int, pixel_size_A: float):
     """The model (gemmi Structure) with its centre of mass at the box centre, in a P1 cubic cell."""
     import gemmi
     st = gemmi.read_structure(str(model_path))
@@ -92,7 +92,7 @@ def _read_centred(model_path, box: int, pixel_size_A: float):
 def component_density(st, rule: str, box: int, pixel_size_A: float) -> np.ndarray:
     """Density ``[z, y, x]`` (float64) of the chains of ``st`` selected by ``rule`` (steps 2-3)."""
     import gemmi
-    keep = _selector(rule)
+    keep = chain_selector(rule)
     model = st[0].clone()
     for name in {ch.name for ch in model}:
         if not keep(name):
@@ -113,7 +113,7 @@ def component_density(st, rule: str, box: int, pixel_size_A: float) -> np.ndarra
 def build_dataset(name: str, model_path) -> tuple[dict[str, np.ndarray], dict]:
     """Components (scaled float64 maps) and metadata of dataset ``name`` from its model file."""
     spec = DATASETS[name]
-    st = _read_centred(model_path, spec["box"], spec["pixel_size_A"])
+    st = read_centred(model_path, spec["box"], spec["pixel_size_A"])
     comps = {c: component_density(st, rule, spec["box"], spec["pixel_size_A"])
              for c, rule in spec["components"].items()}
     scale = 1.0 / sum(comps.values()).max()
