@@ -24,19 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cryolab.validation import class_accuracy
+
 from . import (GemmCounter, finish, load_now, part_parser, ratio, relion_available, saves, simulate_views,
                work_folder)
-
-
-def matched_accuracy(labels, truth) -> float:
-    """Fraction of particles whose class maps to their true view under the best one-to-one
-    matching of classes to views (Hungarian algorithm on the confusion matrix)."""
-    from scipy.optimize import linear_sum_assignment
-    labels, truth = np.asarray(labels, int), np.asarray(truth, int)
-    conf = np.zeros((labels.max() + 1, truth.max() + 1))
-    np.add.at(conf, (labels, truth), 1)
-    rows, cols = linear_sum_assignment(conf, maximize=True)
-    return float(conf[rows, cols].sum() / labels.size)
 
 
 def relion_command(star_name: str, K: int, iterations: int, diameter_A: float, threads: int = 2) -> list[str]:
@@ -99,7 +90,7 @@ def summarize_runs(res: dict, n: int, iterations: int, truth) -> dict:
     rows = {}
     for name, r in res.items():
         r["per_particle_iteration_s"] = r["iterations_s"] / (n * iterations)
-        r["accuracy"] = matched_accuracy(r.pop("labels"), truth)
+        r["accuracy"] = class_accuracy(r.pop("labels"), truth)
         rows[name] = r
         print(f"  {name:8s} {r['per_particle_iteration_s'] * 1e3:7.2f} ms per particle per iteration "
               f"(iterations {r['iterations_s']:.1f} s, set-up {r['setup_s']:.1f} s, load before "

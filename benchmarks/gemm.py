@@ -45,7 +45,8 @@ def gemm_peak(sizes=(512, 1024, 2048), repeat: int = 5) -> dict:
 def kernel_inputs(K: int = 8, max_shell: int = 20, B: int = 64, box: int = 64, seed: int = 0):
     """Random batch data with the shapes of a 2D classification batch (psi 10, offsets 5/1)."""
     from cryolab.engine.estep import fourier_pixels
-    from cryolab.engine.sampling import shift_ramps, translation_grid
+    from cryolab.engine.sampling import translation_grid
+    from cryolab.projection import shift_ramps
     rng = np.random.default_rng(seed)
     pix = fourier_pixels(box, max_shell)
     M, J = pix.size, K * 36                                    # psi step 10 deg
@@ -58,7 +59,7 @@ def kernel_inputs(K: int = 8, max_shell: int = 20, B: int = 64, box: int = 64, s
     w = np.exp(logits - logits.max(axis=(1, 2), keepdims=True))
     return dict(X=cplx(B, M), ctf=rng.uniform(-1, 1, (B, M)).astype(np.float32),
                 inv_sigma2=rng.uniform(0.5, 2, M).astype(np.float32), P=cplx(J, M),
-                ramps=shift_ramps(pix.kx, pix.ky, box, trans),
+                ramps=shift_ramps(box, trans, kx=pix.kx, ky=pix.ky),
                 weights=(w / w.sum(axis=(1, 2), keepdims=True)).astype(np.float32))
 
 

@@ -37,11 +37,11 @@ def test_quick_suite_prints_ratios(tmp_path):
     assert {"machine", "gemm", "class2d", "class3d", "imaging", "memory"} <= set(json.loads(saved[0].read_text()))
 
 
-def test_matched_accuracy_uses_the_best_one_to_one_matching():
-    from benchmarks.class2d import matched_accuracy
+def test_class_accuracy_uses_the_best_one_to_one_matching():
+    from cryolab.validation import class_accuracy     # what the benchmarks score with
     truth = np.array([0, 0, 1, 1, 2, 2])
-    assert matched_accuracy([2, 2, 0, 0, 1, 1], truth) == 1.0
-    assert matched_accuracy([0, 0, 0, 0, 1, 1], truth) == pytest.approx(4 / 6)
+    assert class_accuracy([2, 2, 0, 0, 1, 1], truth) == 1.0
+    assert class_accuracy([0, 0, 0, 0, 1, 1], truth) == pytest.approx(4 / 6)
 
 
 def test_gemm_flops_count():
