@@ -1,9 +1,12 @@
-"""Shared test fixtures: the reference data folder and the RELION oracle.
+"""Shared test fixtures: the reference data and the RELION oracle.
 
-Reference data lives in ``shared/data`` next to the repository; tests that need it
-take the ``shared_data`` fixture and are skipped when it is missing. Tests that
-run RELION are marked ``@pytest.mark.relion`` and call ``requires_relion(name)``,
-which skips when the program is not on PATH::
+Reference files are named by their path inside the data folder (``relion_star/sample.star``,
+``ribosome70S_64.mrc``). ``reference_file(name)`` finds them in ``tests/data`` (small files kept
+with the repository, see its README) and otherwise in ``shared/data`` next to the repository
+(larger files; the environment variable ``CRYOLAB_SHARED_DATA`` names another folder), and
+skips the calling test when neither has the file. Tests that run RELION are marked
+``@pytest.mark.relion`` and call ``requires_relion(name)``, which skips when the program is
+not on PATH::
 
     @pytest.mark.relion
     def test_against_relion(tmp_path):
@@ -11,12 +14,15 @@ which skips when the program is not on PATH::
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+SHARED_DATA = Path(os.environ.get("CRYOLAB_SHARED_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def requires_relion(program: str = "relion_reconstruct") -> str:
@@ -27,19 +33,18 @@ def requires_relion(program: str = "relion_reconstruct") -> str:
     return exe
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The reference data folder (maps, RELION STAR files); skips when it is not present."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("reference data folder shared/data is not present")
-    return SHARED_DATA
+def reference_file(name: str) -> Path:
+    """A reference data file, ``name`` relative to the data folder: ``tests/data/name`` if it is
+    there, else ``shared/data/name``; skips the calling test when neither has it."""
+    for folder in (TEST_DATA, SHARED_DATA):
+        path = folder / name
+        if path.exists():
+            return path
+    pytest.skip(f"reference data {name} is in neither tests/data nor {SHARED_DATA}")
 
 
-def read_shared_map(folder: Path, name: str):
-    """A map (float32) from the shared reference data folder; skips when the file is missing."""
+def read_reference_map(name: str):
+    """A reference map (float32, axes z, y, x) found by :func:`reference_file`."""
     import mrcfile
     import numpy as np
-    path = folder / name
-    if not path.exists():
-        pytest.skip(f"shared test data {name} not found")
-    return mrcfile.read(path).astype(np.float32)
+    return mrcfile.read(reference_file(name)).astype(np.float32)

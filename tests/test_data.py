@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import reference_file
 from cryolab.data import list_demos, load_demo
 from cryolab.errors import CryolabInputError
 
@@ -61,13 +62,11 @@ def test_full_complex_centred(name):
     assert np.abs(full[edge]).max() < 0.05  # fits in the box with margin
 
 
-@pytest.mark.parametrize("name, model", [("ribosome", "6zu5.cif.gz"), ("toxin", "1tii.pdb.gz")])
-def test_rebuild_from_model_matches_shipped(name, model, shared_data):
+@pytest.mark.parametrize("name, model", [("ribosome", "models/6zu5.cif.gz"), ("toxin", "1tii.pdb.gz")])
+def test_rebuild_from_model_matches_shipped(name, model):
     pytest.importorskip("gemmi")
     from cryolab.data.build_demo import build_dataset
-    path = shared_data / "models" / model
-    if not path.exists():
-        pytest.skip(f"{model} not in the shared data")
+    path = reference_file(model)
     comps, meta = build_dataset(name, path)
     demo = load_demo(name)
     assert meta["pixel_size_A"] == demo.pixel_size_A and meta["box"] == demo.box_size
@@ -76,14 +75,12 @@ def test_rebuild_from_model_matches_shipped(name, model, shared_data):
         assert np.corrcoef(rebuilt.ravel(), demo.volumes[state].ravel())[0, 1] > 0.99
 
 
-def test_removed_chain_sits_where_the_model_puts_it(shared_data):
+def test_removed_chain_sits_where_the_model_puts_it():
     """Independent of the build code: RACK1's atoms (chain SGG), placed in the frame where the
     complex's centre of mass is voxel N//2 (axes x, y, z -> array axes 2, 1, 0), lie at the
     centre of mass of the 80S - 80S_noRACK1 difference map."""
     gemmi = pytest.importorskip("gemmi")
-    path = shared_data / "models" / "6zu5.cif.gz"
-    if not path.exists():
-        pytest.skip("6zu5 model not in the shared data")
+    path = reference_file("models/6zu5.cif.gz")
     model = gemmi.read_structure(str(path))[0]
     atoms = [(a.pos.x, a.pos.y, a.pos.z, a.element.weight, ch.name) for ch in model for r in ch for a in r
              if not a.is_hydrogen()]

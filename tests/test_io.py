@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import requires_relion
+from conftest import reference_file, requires_relion
 from cryolab.ctf import CTFParams
 from cryolab.errors import CryolabInputError
 from cryolab.io import (ParticleStack, mrc_header_info, read_mrc, read_particles, read_star,
@@ -51,8 +51,8 @@ def small_stack(tmp_path):
 
 # ----------------------------------------------------------------------------- real RELION files
 
-def test_relion31_particles(shared_data):
-    path = shared_data / "relion_star" / "sample_particles_relion31.star"
+def test_relion31_particles():
+    path = reference_file("relion_star/sample_particles_relion31.star")
     particles, optics = read_particles(path)
     assert len(particles) == 17 and len(optics) == 2
     first = particles.iloc[0]
@@ -73,8 +73,8 @@ def test_relion31_particles(shared_data):
 
 @pytest.mark.parametrize("name,extra", [("sample_particles_relion30.star", None),
                                         ("sample_relion_symmetry_group_D4.star", "rlnSymmetryGroup")])
-def test_relion30_particles(shared_data, name, extra):
-    particles, optics = read_particles(shared_data / "relion_star" / name)
+def test_relion30_particles(name, extra):
+    particles, optics = read_particles(reference_file(f"relion_star/{name}"))
     assert optics is None and len(particles) == 17
     first = particles.iloc[0]
     assert list(particles["rlnVoltage"]) == [300.0] * 8 + [200.0] * 9
@@ -86,8 +86,8 @@ def test_relion30_particles(shared_data, name, extra):
         assert (particles[extra] == "D4").all()
 
 
-def test_model_star(shared_data):
-    blocks = read_star(shared_data / "relion_star" / "sample_data_model.star")
+def test_model_star():
+    blocks = read_star(reference_file("relion_star/sample_data_model.star"))
     assert list(blocks) == ["model_general", "model_classes", "model_class_1", "model_groups",
                             "model_group_1", "model_pdf_orient_class_1"]
     general = blocks["model_general"]  # a "key value" block becomes one row
@@ -98,15 +98,15 @@ def test_model_star(shared_data):
         "Class3D/run_001_it025_class001.mrc"
 
 
-def test_malformed_sample_star_is_a_clean_error(shared_data):
+def test_malformed_sample_star_is_a_clean_error():
     # sample.star has a row with an extra value and two loops in one block
     with pytest.raises(CryolabInputError, match="sample.star"):
-        read_star(shared_data / "relion_star" / "sample.star")
+        read_star(reference_file("relion_star/sample.star"))
 
 
-def test_relion30_stack_upgraded_to_31(shared_data, tmp_path):
+def test_relion30_stack_upgraded_to_31(tmp_path):
     """A pre-3.1 file with its stack: pixel size from detector/magnification, origins in A."""
-    shutil.copy(shared_data / "relion_star" / "sample_particles_relion30.star", tmp_path / "old.star")
+    shutil.copy(reference_file("relion_star/sample_particles_relion30.star"), tmp_path / "old.star")
     images = np.random.default_rng(2).normal(size=(17, 8, 8)).astype(np.float32)
     write_mrc(tmp_path / "sample.mrcs", images, 1.0)
     stack = ParticleStack.from_star(tmp_path / "old.star")
@@ -200,8 +200,8 @@ def test_mrc_modes(tmp_path, dtype, mode):
     np.testing.assert_array_equal(back, data.astype(np.float32))
 
 
-def test_write_particles_round_trip(tmp_path, shared_data):
-    particles, optics = read_particles(shared_data / "relion_star" / "sample_particles_relion31.star")
+def test_write_particles_round_trip(tmp_path):
+    particles, optics = read_particles(reference_file("relion_star/sample_particles_relion31.star"))
     optics = optics.assign(rlnImageSize=64)
     write_particles(tmp_path / "p.star", particles, optics)
     text = (tmp_path / "p.star").read_text()

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import read_shared_map
+from conftest import read_reference_map
 
 from cryolab.backend import cupy_available
 from cryolab.ctf import CTFParams, ctf_2d
@@ -41,8 +41,6 @@ from cryolab.projection import (FourierProjector, FourierRotator2D, as_rotation_
 
 PIXEL_A = 5.0
 
-
-_read_map = read_shared_map
 
 
 def _phantom(n, seed=0):
@@ -82,8 +80,8 @@ def _scale(a, b):
 
 
 @pytest.fixture(scope="module", params=[64, 65], ids=["even64", "odd65"])
-def ribosome(request, shared_data):
-    return _read_map(shared_data, f"ribosome70S_{request.param}.mrc")
+def ribosome(request):
+    return read_reference_map(f"ribosome70S_{request.param}.mrc")
 
 
 # ---------------------------------------------------------------- projection-slice theorem
@@ -256,12 +254,12 @@ def _relion_project(workdir, map_name, star_name, out, ctf=False):
 @pytest.mark.relion
 @pytest.mark.skipif(shutil.which("relion_project") is None, reason="relion_project not on PATH")
 @pytest.mark.parametrize("which", ["ribosome", "phantom"])
-def test_matches_relion_project(tmp_path, request, which):
+def test_matches_relion_project(tmp_path, which):
     mrcfile = pytest.importorskip("mrcfile")
     # worst 1 - correlation per image: measured 4.0e-7 (ribosome), 3.0e-13 (phantom); the
     # tolerances are 2.5x and 10x that. Scale: measured within 2.8e-7 of 1, tolerance 1e-6.
     if which == "ribosome":  # RELION 3.1 mishandles odd boxes: compare on the even map only
-        vol = _read_map(request.getfixturevalue("shared_data"), "ribosome70S_64.mrc")
+        vol = read_reference_map("ribosome70S_64.mrc")
         max_1_minus_corr = 1e-6
     else:
         vol = _phantom(64, seed=15)

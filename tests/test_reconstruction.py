@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from conftest import read_shared_map, requires_relion
+from conftest import read_reference_map, requires_relion
 
 from cryolab.ctf import CTFParams
 from cryolab.fourier import power_spectrum, rfft2c, rfft_grid
@@ -44,8 +44,6 @@ from cryolab.validation import fsc
 
 PIXEL_A = 5.0
 
-
-_read_map = read_shared_map
 
 
 def _random_rotations(count, seed):
@@ -151,8 +149,8 @@ def test_weight_spectrum_matches_sampling_density():
 # ------------------------------------------------------------------ noise-free 3D
 
 @pytest.mark.parametrize("name", ["ribosome70S_64.mrc", "ribosome70S_65.mrc"])
-def test_noise_free_projections_give_the_map(shared_data, name):
-    vol = _read_map(shared_data, name)
+def test_noise_free_projections_give_the_map(name):
+    vol = read_reference_map(name)
     n = vol.shape[0]
     _, rots = _random_rotations(2000, seed=0)
     slices = FourierProjector(vol).project_ft(rots)
@@ -169,8 +167,8 @@ def test_noise_free_projections_give_the_map(shared_data, name):
     assert abs(scale - 1) < 0.003, scale  # measured 0.9988 (both boxes)
 
 
-def test_accumulators_add_up(shared_data):
-    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+def test_accumulators_add_up():
+    vol = read_reference_map("ribosome70S_64.mrc")
     _, rots = _random_rotations(200, seed=5)
     slices = FourierProjector(vol).project_ft(rots)
     whole, first, second = BackProjector(64), BackProjector(64), BackProjector(64)
@@ -183,10 +181,10 @@ def test_accumulators_add_up(shared_data):
     np.testing.assert_allclose(first.reconstruct(), whole.reconstruct(), atol=1e-5)
 
 
-def test_symmetrised_accumulators_match_expanded_poses(shared_data):
+def test_symmetrised_accumulators_match_expanded_poses():
     """C4: symmetrising the accumulators ~ inserting every slice at all A @ S (exact expansion)."""
     from cryolab.geometry import symmetry_operators
-    vol = _read_map(shared_data, "ribosome70S_65.mrc")
+    vol = read_reference_map("ribosome70S_65.mrc")
     # C4 about z (axis through voxel 32 of the odd box): rot90 in the (y, x) plane is exact
     sym_vol = np.mean([np.rot90(vol, k, axes=(1, 2)) for k in range(4)], axis=0)
     ops = symmetry_operators("C4")
@@ -228,8 +226,8 @@ def _ctf_dataset(vol, count, seed, snr=None):
     return imgs, eul, rots, origins_A, ctf, sigma
 
 
-def test_ctf_and_origins_are_undone(shared_data):
-    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+def test_ctf_and_origins_are_undone():
+    vol = read_reference_map("ribosome70S_64.mrc")
     imgs, _, rots, origins_A, ctf, _ = _ctf_dataset(vol, 1500, seed=4)
     bp = BackProjector(64)
     bp.insert_images(imgs, rots, ctf=ctf, shifts_px=origins_A / PIXEL_A, pixel_size_A=PIXEL_A)
@@ -240,8 +238,8 @@ def test_ctf_and_origins_are_undone(shared_data):
     assert fsc(wrong.reconstruct(), vol)[8:20].mean() < 0.2  # measured -0.07
 
 
-def test_wiener_tau2_estimate_and_filter(shared_data):
-    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+def test_wiener_tau2_estimate_and_filter():
+    vol = read_reference_map("ribosome70S_64.mrc")
     imgs, _, rots, origins_A, ctf, sigma = _ctf_dataset(vol, 1000, seed=6, snr=0.05)
     bp = BackProjector(64)
     bp.insert_images(imgs, rots, ctf=ctf, shifts_px=origins_A / PIXEL_A, pixel_size_A=PIXEL_A,
@@ -271,8 +269,8 @@ def _write_stack(tmp_path, imgs, eul, origins_A, ctf):
     return write_particle_stack(tmp_path / "particles.star", imgs, particles, optics)
 
 
-def test_reconstruct_stack_streams_batches(shared_data, tmp_path):
-    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+def test_reconstruct_stack_streams_batches(tmp_path):
+    vol = read_reference_map("ribosome70S_64.mrc")
     imgs, eul, rots, origins_A, ctf, _ = _ctf_dataset(vol, 300, seed=8)
     stack = _write_stack(tmp_path, imgs, eul, origins_A, ctf)
     streamed = reconstruct_stack(stack, ctf=True, batch_size=64)
@@ -282,10 +280,10 @@ def test_reconstruct_stack_streams_batches(shared_data, tmp_path):
 
 
 @pytest.mark.relion
-def test_matches_relion_reconstruct_with_ctf(shared_data, tmp_path):
+def test_matches_relion_reconstruct_with_ctf(tmp_path):
     exe = requires_relion("relion_reconstruct")
     mrcfile = pytest.importorskip("mrcfile")
-    vol = _read_map(shared_data, "ribosome70S_64.mrc")
+    vol = read_reference_map("ribosome70S_64.mrc")
     imgs, eul, _, origins_A, ctf, _ = _ctf_dataset(vol, 2000, seed=3, snr=0.05)
     stack = _write_stack(tmp_path, imgs, eul, origins_A, ctf)
     t0 = time.perf_counter()

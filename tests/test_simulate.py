@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from conftest import requires_relion
+from conftest import reference_file, requires_relion
 from cryolab.ctf import CTFParams, ctf_2d
 from cryolab.io import ParticleStack, read_mrc, read_particles
 from cryolab.projection import FourierProjector, project_real
@@ -206,13 +206,13 @@ def test_bad_arguments(blobs):
 
 
 @pytest.mark.relion
-def test_relion_reconstruct_recovers_the_map(shared_data, tmp_path):
+def test_relion_reconstruct_recovers_the_map(tmp_path):
     """End to end: our angles, origins and CTF read by relion_reconstruct give back the map."""
     exe = requires_relion("relion_reconstruct")
     from cryolab.fourier import lowpass
     from cryolab.validation import fsc
 
-    vol, px = read_mrc(shared_data / "ribosome70S_64.mrc")
+    vol, px = read_mrc(reference_file("ribosome70S_64.mrc"))
     simulate_particles(vol, 1000, px, snr=5.0, max_origin_A=3 * px, seed=12,
                        out_dir=tmp_path, include_truth_angles=True)
     subprocess.run([exe, "--i", "particles.star", "--o", "rec.mrc", "--ctf"], cwd=tmp_path,

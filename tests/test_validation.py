@@ -5,7 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import requires_relion
+from conftest import reference_file, requires_relion
 
 from cryolab.backend import cupy_available
 from cryolab.errors import CryolabInputError
@@ -24,8 +24,8 @@ def _shell_counts(n, ndim=3):
 
 
 @pytest.fixture(scope="module")
-def ribosome(shared_data):
-    volume, pixel_size_A = read_mrc(shared_data / "ribosome70S_64.mrc")
+def ribosome():
+    volume, pixel_size_A = read_mrc(reference_file("ribosome70S_64.mrc"))
     assert pixel_size_A == pytest.approx(PIXEL_A)
     return np.asarray(volume, dtype=np.float32)
 
