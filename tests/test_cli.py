@@ -120,8 +120,8 @@ def test_relion_reconstruct_accepts_our_data_star(c2d):
     from our data.star: their maps agree (150 particles, 32 px: FSC(ours, RELION) measured
     >= 0.942 to shell 7 and >= 0.796 to Nyquist)."""
     exe = requires_relion("relion_reconstruct")
-    res = subprocess.run([exe, "--i", "run_it002_data.star", "--o", "relion_rec.mrc", "--ctf"],
-                         cwd=c2d, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([exe, "--i", "c2d/run_it002_data.star", "--o", "c2d/relion_rec.mrc",
+                          "--ctf"], cwd=c2d.parent, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     theirs, _ = read_mrc(c2d / "relion_rec.mrc")
     assert theirs.shape == (32, 32, 32)

@@ -1,7 +1,9 @@
 """Reading and writing RELION files: STAR tables, MRC maps and stacks, particle stacks.
 
 Every reader raises ``CryolabInputError`` naming the file and field for bad
-input; every writer writes atomically (temporary file, then rename)::
+input; every writer writes atomically (temporary file, then rename). Particle
+STAR files are written with image paths relative to the working folder, as
+RELION run from that folder (its project folder) reads them::
 
     from cryolab.io import ParticleStack, read_mrc
     stack = ParticleStack.from_star("particles.star")

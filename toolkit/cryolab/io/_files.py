@@ -1,7 +1,9 @@
-"""Small file helpers shared by the readers and writers: atomic writes, existence checks."""
+"""Small file helpers shared by the readers and writers: atomic writes, existence checks,
+and the paths of image stacks as STAR files name them."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -49,3 +51,46 @@ def require_file(path, what: str = "file") -> Path:
         reason = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CryolabInputError(f"{what} {reason}", path=path)
     return path
+
+
+def project_path(path) -> str:
+    """``path`` as a STAR file's ``_rlnImageName`` should name it.
+
+    RELION resolves image paths against its working folder (the project folder), so a file
+    inside the working folder is named relative to it (``Simulate/job001/particles.mrcs``;
+    symbolic links inside the folder are kept) and any other file by its absolute path.
+    """
+    path = Path(os.path.abspath(path))
+    cwd = Path(os.getcwd())
+    for p, base in ((path, cwd), (path.resolve(), cwd.resolve())):
+        if p.is_relative_to(base):
+            return p.relative_to(base).as_posix()
+    return path.as_posix()
+
+
+def locate_stack(name: str, star_path) -> Path | None:
+    """The file a relative stack name of a STAR file means, or None if there is none.
+
+    Looked for, in this order: in the STAR file's folder (how older cryolab files name
+    stacks), in the working folder (how RELION and cryolab name them), then in each folder
+    above the STAR file's (the project folder when the working folder is elsewhere). When the
+    first two both hold a file of that name and they differ, the first is used and a
+    warning on the ``cryolab.io`` logger names both. Returns an absolute path (links kept).
+    """
+    p = Path(name)
+    if p.is_absolute():
+        return p if p.is_file() else None
+    star_dir = Path(os.path.abspath(Path(star_path).parent))
+    beside, in_cwd = star_dir / p, Path(os.getcwd()) / p
+    if beside.is_file():
+        if in_cwd != beside and in_cwd.is_file() and not os.path.samefile(in_cwd, beside):
+            logging.getLogger("cryolab.io").warning(
+                "%s: stack %r exists both beside the STAR file (%s, used) and in the working "
+                "folder (%s, which RELION would read)", star_path, name, beside, in_cwd)
+        return beside
+    if in_cwd.is_file():
+        return in_cwd
+    for folder in star_dir.parents:
+        if (folder / p).is_file():
+            return folder / p
+    return None

@@ -1,10 +1,12 @@
 """Particle images referenced by a STAR file, read lazily in batches.
 
 ``_rlnImageName`` is ``"000012@stacks/mic1.mrcs"``: image 12 (1-based) of that
-stack. cryolab resolves the stack path relative to the STAR file's folder and,
-if it is not found there, relative to the current working folder. RELION itself
-resolves it relative to the working folder only, so run RELION from the folder
-of a STAR file that cryolab wrote::
+stack. RELION resolves the stack path against its working folder (the project
+folder), and cryolab writes it that way: relative to the folder cryolab runs in
+(absolute for a stack outside it), so RELION run from that same folder finds every
+image. Reading, cryolab looks for a relative stack path in the STAR file's folder,
+then in the working folder, then in the folders above the STAR file's
+(``locate_stack``)::
 
     stack = ParticleStack.from_star("Extract/job007/particles.star")
     for rows, images in stack.iter_batches(256):      # float32 [B, N, N]
@@ -22,6 +24,7 @@ import pandas as pd
 
 from ..ctf import CTFParams
 from ..errors import CryolabInputError
+from ._files import locate_stack, project_path
 from .mrc import check_finite, mrc_header_info, open_mrc_data, write_mrc
 from .star import (GROUP, label, show, merge_optics, optics_from_particles, particle_blocks,
                    read_particles, write_star as _write_star_blocks)
@@ -134,7 +137,8 @@ class ParticleStack:
         self._slices, names = _split_image_names(table[IMAGE], self.star_path)
         unique, first_row, self._file_ids = np.unique(names, return_index=True,
                                                       return_inverse=True)
-        self._paths = [self._resolve(str(n), int(r)) for n, r in zip(unique, first_row)]
+        self._found = [self._resolve(str(n), int(r)) for n, r in zip(unique, first_row)]
+        self._paths = [p.resolve() for p in self._found]
         self.box_size = self._check_stacks()
         self._row_pixel_size_A = self._pixel_sizes()
 
@@ -146,15 +150,14 @@ class ParticleStack:
         return cls(particles, optics, path)
 
     def _resolve(self, name: str, row: int) -> Path:
-        p = Path(name)
-        candidates = [p] if p.is_absolute() else [self.star_path.parent / p, Path.cwd() / p]
-        for c in candidates:
-            if c.is_file():
-                return c.resolve()
-        raise CryolabInputError(
-            f"row {row + 1}: stack file {name!r} not found (looked in "
-            f"{' and '.join(str(c.parent.resolve()) for c in candidates)})",
-            path=self.star_path, field=label(IMAGE))
+        found = locate_stack(name, self.star_path)
+        if found is not None:
+            return found
+        where = ("" if Path(name).is_absolute() else
+                 f" (looked in the STAR file's folder {self.star_path.parent.resolve()}, the "
+                 f"working folder {Path.cwd()} and the folders above the STAR file's)")
+        raise CryolabInputError(f"row {row + 1}: stack file {name!r} not found{where}",
+                                path=self.star_path, field=label(IMAGE))
 
     def _check_stacks(self) -> int:
         shapes = [self._files.header(p)["shape"] for p in self._paths]
@@ -305,23 +308,28 @@ class ParticleStack:
         """
         return ParticleStack(table, self.optics, self.star_path, _files=self._files)
 
-    def image_names_for(self, folder) -> list[str]:
-        """``_rlnImageName`` values with stack paths relative to ``folder``."""
-        folder = Path(folder).resolve()
-        rel = []
-        for p in self._paths:
-            try:
-                rel.append(Path(os.path.relpath(p, folder)).as_posix())
-            except ValueError:  # another drive: keep it absolute
-                rel.append(p.as_posix())
+    def image_names_for(self, folder=None) -> list[str]:
+        """``_rlnImageName`` values, one per row: with ``folder=None`` as RELION reads them,
+        relative to the working folder (absolute for stacks outside it; what :meth:`write_star`
+        writes), else with stack paths relative to ``folder``."""
+        if folder is None:
+            rel = [project_path(p) for p in self._found]
+        else:
+            folder = Path(folder).resolve()
+            rel = []
+            for p in self._paths:
+                try:
+                    rel.append(Path(os.path.relpath(p, folder)).as_posix())
+                except ValueError:  # another drive: keep it absolute
+                    rel.append(p.as_posix())
         return [f"{s + 1:06d}@{rel[f]}" for s, f in zip(self._slices, self._file_ids)]
 
     def write_star(self, path) -> Path:
         """Write the table as a RELION 3.1 STAR file, atomically, with image paths relative
-        to the new file's folder (run RELION from that folder)."""
+        to the working folder (absolute outside it): RELION run from this folder reads them."""
         path = Path(path)
         table = self.table.copy()
-        table[IMAGE] = self.image_names_for(path.parent)
+        table[IMAGE] = self.image_names_for(None)
         table, optics = _complete_optics(table, self.optics, self.box_size,
                                          self._row_pixel_size_A, path)
         _write_star_blocks(path, particle_blocks(table, optics, path))
@@ -354,7 +362,8 @@ def write_particle_stack(star_path, images, particles: pd.DataFrame,
     """Write ``images`` [B, N, N] as a ``.mrcs`` and a RELION 3.1 STAR file referencing it.
 
     The stack is ``stack_name`` (default: the STAR file's name with ``.mrcs``) in the
-    STAR file's folder; image names are ``"000001@name.mrcs"``. ``optics`` needs
+    STAR file's folder; image names are ``"000001@folder/name.mrcs"``, the stack's path
+    relative to the working folder (absolute outside it), as RELION reads them. ``optics`` needs
     voltage, Cs, amplitude contrast and ``_rlnImagePixelSize``; image size and
     dimensionality are filled in. Everything is validated before anything is
     written; both files are written atomically. Returns the new ``ParticleStack``.
@@ -374,10 +383,11 @@ def write_particle_stack(star_path, images, particles: pd.DataFrame,
             path=star_path, field="data_particles")
     stack_name = stack_name or star_path.with_suffix(".mrcs").name
     table = particles.rename(columns=lambda c: str(c).lstrip("_")).reset_index(drop=True)
-    table[IMAGE] = [f"{i + 1:06d}@{Path(stack_name).as_posix()}" for i in range(len(arr))]
+    stack_path = star_path.parent / stack_name
+    name = project_path(stack_path)
+    table[IMAGE] = [f"{i + 1:06d}@{name}" for i in range(len(arr))]
     table, optics = _complete_optics(table, optics, arr.shape[-1], None, star_path)
     blocks = particle_blocks(table, optics, star_path)
-    stack_path = star_path.parent / stack_name
     write_mrc(stack_path, arr, float(blocks["optics"]["rlnImagePixelSize"].iloc[0]))
     try:
         _write_star_blocks(star_path, blocks)

@@ -25,7 +25,7 @@ import pandas as pd
 import starfile
 
 from ..errors import CryolabInputError
-from ._files import atomic_path, require_file
+from ._files import atomic_path, locate_stack, project_path, require_file
 
 __all__ = [
     "read_star", "write_star", "read_particles", "write_particles",
@@ -60,6 +60,7 @@ REQUIRED_OPTICS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSph
                    "rlnAmplitudeContrast", "rlnImagePixelSize", "rlnImageSize",
                    "rlnImageDimensionality")
 GROUP = "rlnOpticsGroup"
+IMAGE = "rlnImageName"
 
 
 def show(value) -> str:
@@ -352,5 +353,27 @@ def write_particles(path, particles: pd.DataFrame, optics: pd.DataFrame | None) 
     ``optics=None`` groups are built by ``optics_from_particles``. The optics
     table must define ``_rlnVoltage``, ``_rlnSphericalAberration``,
     ``_rlnAmplitudeContrast``, ``_rlnImagePixelSize`` and ``_rlnImageSize``.
+
+    ``_rlnImageName`` stack paths are read as for a STAR file at ``path`` (relative to its
+    folder or to the working folder, see ``ParticleStack``) and written as RELION reads them:
+    relative to the working folder, absolute outside it. Names of stacks that do not
+    exist (yet) are written as given.
     """
-    return write_star(path, particle_blocks(particles, optics, Path(path)))
+    path = Path(path)
+    particles = particles.rename(columns=lambda c: str(c).lstrip("_"))
+    if IMAGE in particles.columns:
+        particles = particles.assign(**{IMAGE: _names_for_project(particles[IMAGE], path)})
+    return write_star(path, particle_blocks(particles, optics, path))
+
+
+def _names_for_project(names: pd.Series, star_path: Path) -> pd.Series:
+    """Image names, the stacks that exist renamed by ``project_path`` (one look-up per stack)."""
+    parts = names.astype(str).str.partition("@")  # "000012@a.mrcs" -> ("000012", "@", "a.mrcs")
+    has_at = parts[1] == "@"
+    files = parts[2].where(has_at, parts[0])        # a name without "@" is a file name
+    renamed = {}
+    for name in files.unique():
+        found = locate_stack(name, star_path) if name else None
+        renamed[name] = name if found is None else project_path(found)
+    new = (parts[0] + "@").where(has_at, "") + files.map(renamed)
+    return new.where(names.notna(), names)
