@@ -43,6 +43,25 @@ def star31(tmp_path, rows, labels=("rlnImageName", "rlnDefocusU", "rlnOpticsGrou
     return tmp_path / name
 
 
+def star_px(tmp_path, pixel_size):
+    """A RELION 3.1 STAR file (3 particles of s.mrcs) whose optics give this pixel size."""
+    stack(tmp_path)
+    path = star31(tmp_path, good_rows(3))
+    path.write_text(path.read_text().replace(" 2.0 8 2\n", f" {pixel_size} 8 2\n"))
+    return path
+
+
+def star30(tmp_path, detector_um, magnification):
+    """A pre-3.1 STAR file (one table) with a detector pixel size and magnification."""
+    stack(tmp_path)
+    labels = ("rlnImageName", "rlnDefocusU", "rlnVoltage", "rlnSphericalAberration",
+              "rlnAmplitudeContrast", "rlnDetectorPixelSize", "rlnMagnification")
+    rows = [(f"{i:06d}@s.mrcs", 1e4, 300, 2.7, 0.1, detector_um, magnification) for i in (1, 2)]
+    (tmp_path / "old.star").write_text("data_\n\nloop_\n" + "".join(f"_{c}\n" for c in labels)
+                                       + "".join(" ".join(map(str, r)) + "\n" for r in rows))
+    return tmp_path / "old.star"
+
+
 def stack(tmp_path, n=4, box=8, name="s.mrcs", value=None):
     data = np.random.default_rng(0).normal(size=(n, box, box)).astype(np.float32)
     if value is not None:
@@ -145,6 +164,16 @@ CASES = [
     ("model-star-as-particles", lambda t: (t.joinpath("m.star").write_text(
         "data_a\n\n_x 1\n\ndata_b\n\n_y 2\n"), read_particles(t / "m.star")), "m.star",
      "data_particles", "not a particle file"),
+    ("pixel-size-negative", lambda t: read_particles(star_px(t, -2.0)), "p.star",
+     "_rlnImagePixelSize", "value -2.0 in row 1 of data_optics must be a positive number"),
+    ("pixel-size-zero-stack", lambda t: ParticleStack.from_star(star_px(t, 0)), "p.star",
+     "_rlnImagePixelSize", "value 0 in row 1 of data_optics"),
+    ("pixel-size-nan", lambda t: read_particles(star_px(t, "nan")), "p.star",
+     "_rlnImagePixelSize", "positive"),
+    ("detector-pixel-size-zero", lambda t: ParticleStack.from_star(star30(t, 0.0, 50000)),
+     "old.star", "_rlnDetectorPixelSize", "value 0.0 in row 1 of data_particles"),
+    ("magnification-negative", lambda t: read_particles(star30(t, 5.0, -50000)), "old.star",
+     "_rlnMagnification", "value -50000 in row 1 of data_particles"),
     # writers: nothing may be left behind
     ("write-defocus-not-numeric", lambda t: write_particles(
         t / "out.star", _particles_df(defocus=(1e4, "abc")), OPTICS.assign(rlnImageSize=8)),
@@ -173,6 +202,12 @@ CASES = [
     ("write-stack-count-mismatch", lambda t: write_particle_stack(
         t / "out.star", np.zeros((3, 4, 4)), _particles_df(), OPTICS), "out.star",
      "data_particles", "3 images but 2 particle rows"),
+    ("write-particles-pixel-size-zero", lambda t: write_particles(
+        t / "out.star", _particles_df(), OPTICS.assign(rlnImageSize=8, rlnImagePixelSize=0.0)),
+     "out.star", "_rlnImagePixelSize", "positive"),
+    ("write-stack-pixel-size-negative", lambda t: write_particle_stack(
+        t / "out.star", np.zeros((2, 4, 4)), _particles_df(),
+        OPTICS.assign(rlnImagePixelSize=-1.5)), "out.star", "_rlnImagePixelSize", "-1.5"),
     ("write-stack-no-pixel-size", lambda t: write_particle_stack(
         t / "out.star", np.zeros((2, 4, 4)), _particles_df(),
         OPTICS.drop(columns="rlnImagePixelSize")), "out.star", "_rlnImagePixelSize", "needs"),

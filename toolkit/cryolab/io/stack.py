@@ -15,6 +15,7 @@ then in the working folder, then in the folders above the STAR file's
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -26,13 +27,15 @@ from ..ctf import CTFParams
 from ..errors import CryolabInputError
 from ._files import locate_stack, project_path
 from .mrc import check_finite, mrc_header_info, open_mrc_data, write_mrc
-from .star import (GROUP, label, show, merge_optics, optics_from_particles, particle_blocks,
-                   read_particles, write_star as _write_star_blocks)
+from .star import (GROUP, check_pixel_sizes, label, show, merge_optics, optics_from_particles,
+                   particle_blocks, read_particles, write_star as _write_star_blocks)
 
 __all__ = ["ParticleStack", "write_particle_stack", "ctf_from_table"]
 
 IMAGE = "rlnImageName"
 MAX_OPEN_STACKS = 64
+MAX_NAMED = 5  # blank images named in one warning
+log = logging.getLogger("cryolab.io")
 
 
 class _StackFiles:
@@ -41,6 +44,7 @@ class _StackFiles:
     def __init__(self):
         self.headers: dict[Path, dict] = {}
         self.maps: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self.blank_seen: set[tuple[Path, int]] = set()  # (stack, image) already warned about
 
     def header(self, path: Path) -> dict:
         if path not in self.headers:
@@ -132,6 +136,7 @@ class ParticleStack:
         if len(table) == 0:
             raise CryolabInputError("the particle table has no rows", path=self.star_path,
                                     field="data_particles")
+        check_pixel_sizes(table, self.star_path, "particles")
         self.table = table
         self.optics = optics
         self._slices, names = _split_image_names(table[IMAGE], self.star_path)
@@ -237,6 +242,9 @@ class ParticleStack:
         """Images of the given rows (int, list, slice, bool mask; None = all) as float32 ``[B, N, N]``.
 
         Raises ``CryolabInputError`` naming the stack file and image if any pixel is NaN/inf.
+        Blank images (every pixel the same value, e.g. all zero: nothing was extracted) are
+        read, not dropped, and named (``000012@stack.mrcs``) in a warning on the
+        ``cryolab.io`` logger, once per image however often it is read.
         """
         rows = self._rows(indices)
         n = self.box_size
@@ -252,7 +260,21 @@ class ParticleStack:
                 f"image {slices[order][i] + 1:06d}@{path.name} "
                 f"(particle row {rows[where[order[i]]] + 1})"))
             out[where[order]] = block
+            self._warn_blank(block, path, slices[order], rows[where[order]])
         return out
+
+    def _warn_blank(self, block, path, slices, rows) -> None:
+        flat = block.reshape(len(block), -1)
+        blank = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
+        new = [i for i in blank if (path, int(slices[i])) not in self._files.blank_seen]
+        if not new:
+            return
+        self._files.blank_seen.update((path, int(slices[i])) for i in new)
+        names = [f"{slices[i] + 1:06d}@{path.name} (particle row {rows[i] + 1}, every pixel "
+                 f"{show(float(flat[i, 0]))})" for i in new[:MAX_NAMED]]
+        more = f" and {len(new) - MAX_NAMED} more" if len(new) > MAX_NAMED else ""
+        log.warning("%s: %d blank image(s), read as they are: %s%s", self.star_path, len(new),
+                    ", ".join(names), more)
 
     def iter_batches(self, batch_size: int, indices=None):
         """Yield ``(rows, images)`` in order, ``batch_size`` images at a time."""

@@ -29,7 +29,7 @@ from ._files import atomic_path, locate_stack, project_path, require_file
 
 __all__ = [
     "read_star", "write_star", "read_particles", "write_particles",
-    "optics_from_particles", "label",
+    "optics_from_particles", "label", "check_pixel_sizes",
 ]
 
 # RELION labels whose values must be numbers (checked when reading particle files).
@@ -61,6 +61,8 @@ REQUIRED_OPTICS = ("rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSph
                    "rlnImageDimensionality")
 GROUP = "rlnOpticsGroup"
 IMAGE = "rlnImageName"
+# Labels that set the pixel size (Angstrom; pre-3.1: detector pixel in um and magnification).
+PIXEL_LABELS = ("rlnImagePixelSize", "rlnDetectorPixelSize", "rlnMagnification")
 
 
 def show(value) -> str:
@@ -176,6 +178,21 @@ def _check_numeric(df: pd.DataFrame, path, block: str) -> pd.DataFrame:
     return df
 
 
+def check_pixel_sizes(df: pd.DataFrame, path, block: str) -> None:
+    """Every ``_rlnImagePixelSize``, ``_rlnDetectorPixelSize`` and ``_rlnMagnification`` in
+    ``df`` is a positive number; else a ``CryolabInputError`` naming ``path``, the label and row."""
+    for col in PIXEL_LABELS:
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise CryolabInputError(
+                f"value {show(df[col].iloc[row])} in row {row + 1} of data_{block} must be a "
+                "positive number", path=path, field=label(col))
+
+
 def _check_groups(optics: pd.DataFrame, path) -> pd.DataFrame:
     if GROUP not in optics.columns:
         raise CryolabInputError("data_optics has no optics group numbers", path=path,
@@ -248,18 +265,21 @@ def read_particles(path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     ``_rlnOpticsGroup`` and ``optics`` is the ``data_optics`` table. Pre-3.1
     files (one table with per-particle ``_rlnVoltage`` etc.): ``optics`` is None.
     Numeric labels are checked (``_rlnDefocusU`` of ``"abc"`` is an error naming
-    the row).
+    the row), and pixel sizes (``_rlnImagePixelSize``, pre-3.1 ``_rlnDetectorPixelSize``
+    and ``_rlnMagnification``) must be positive.
     """
     path = Path(path)
     particles, optics = _particle_block(read_star(path), path)
     if particles.shape[1] == 0 or len(particles) == 0:
         raise CryolabInputError("the particle table has no rows", path=path, field="data_particles")
     particles = _check_numeric(particles, path, "particles")
+    check_pixel_sizes(particles, path, "particles")
     if optics is None:
         return particles, None
     if len(optics) == 0:
         raise CryolabInputError("data_optics has no rows", path=path, field="data_optics")
     optics = _check_groups(_check_numeric(optics, path, "optics"), path)
+    check_pixel_sizes(optics, path, "optics")
     return merge_optics(particles, optics, path), optics
 
 
@@ -338,9 +358,11 @@ def particle_blocks(particles: pd.DataFrame, optics: pd.DataFrame | None, path) 
             raise CryolabInputError("the optics table has a missing value", path=path,
                                     field=label(col))
     optics = _check_numeric(optics, path, "optics")
+    check_pixel_sizes(optics, path, "optics")
     for col in ("rlnImageSize", "rlnImageDimensionality"):
         optics[col] = optics[col].astype(np.int64)
     particles = _check_numeric(_assign_groups(particles, optics, path), path, "particles")
+    check_pixel_sizes(particles, path, "particles")
     particles = _split_optics(particles, optics, path)
     return {"optics": optics, "particles": particles}
 
