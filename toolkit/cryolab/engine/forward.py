@@ -29,13 +29,14 @@ def projector_of(volume, mask=None, pad: float = 2) -> FourierProjector:
 
 
 def particle_images(projector, eulers_deg, origins_px=None, ctf: CTFParams | None = None,
-                    pixel_size_A: float | None = None, scale=1.0):
+                    pixel_size_A: float | None = None, scale=1.0, max_shell: float | None = None):
     """Noise-free particle images ``[B, N, N]`` (float32): ``scale * C * shift(P(V))``.
 
     ``projector``: from :func:`projector_of`; ``eulers_deg [B, 3]`` (rot, tilt, psi);
     ``origins_px [B, 2]`` RELION origins in pixels (the particle's centre sits at ``-origin``
     from the box centre); ``ctf`` one :class:`~cryolab.ctf.CTFParams` per image (needs
-    ``pixel_size_A``); ``scale`` a number or one per image ``[B]``.
+    ``pixel_size_A``); ``scale`` a number or one per image ``[B]``; ``max_shell``: leave out
+    frequencies beyond this radius (Fourier pixels; None: up to Nyquist).
 
     >>> import numpy as np
     >>> vol = np.zeros((16, 16, 16), np.float32); vol[8, 8, 8] = 1
@@ -45,16 +46,16 @@ def particle_images(projector, eulers_deg, origins_px=None, ctf: CTFParams | Non
     """
     eulers = np.asarray(eulers_deg, dtype=np.float64).reshape(-1, 3)
     out = projector.project(eulers, origins_px=None if origins_px is None else np.asarray(origins_px, float),
-                            ctf=ctf, pixel_size_A=pixel_size_A)
+                            ctf=ctf, pixel_size_A=pixel_size_A, max_shell=max_shell)
     xp = get_xp(out)
     s = xp.asarray(scale, dtype=xp.float32)
     return out * (s[:, None, None] if s.ndim == 1 else s)
 
 
 def residual_images(images, projector, eulers_deg, origins_px=None, ctf: CTFParams | None = None,
-                    pixel_size_A: float | None = None, scale=1.0):
+                    pixel_size_A: float | None = None, scale=1.0, max_shell: float | None = None):
     """``images - particle_images(...)`` ``[B, N, N]``: the data minus the model at each pose
     (partial signal subtraction when ``projector`` holds the masked region to remove)."""
-    model = particle_images(projector, eulers_deg, origins_px, ctf, pixel_size_A, scale)
+    model = particle_images(projector, eulers_deg, origins_px, ctf, pixel_size_A, scale, max_shell)
     xp = get_xp(model)
     return xp.asarray(images, dtype=xp.float32) - model
