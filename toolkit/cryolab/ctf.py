@@ -36,6 +36,31 @@ class CTFParams:
     Units are in the names. ``defocus_angle_deg`` is RELION's ``_rlnDefocusAngle``;
     ``phase_shift_deg`` is ``_rlnPhaseShift``; ``bfactor_A2`` is ``_rlnCtfBfactor``
     (positive dampens); ``scale`` is ``_rlnCtfScalefactor``.
+
+    Parameters
+    ----------
+    defocus_u_A, defocus_v_A : float or array ``[B]``
+        Defocus along the astigmatism's major and minor axes in Angstrom (positive =
+        underfocus; RELION's ``_rlnDefocusU`` / ``_rlnDefocusV``).
+    defocus_angle_deg : float or array ``[B]``
+        Angle of the U axis from the image x axis in degrees.
+    voltage_kV : float or array ``[B]``
+        Acceleration voltage in kV.
+    cs_mm : float or array ``[B]``
+        Spherical aberration in mm.
+    amplitude_contrast : float or array ``[B]``
+        Fraction ``Q0`` (0-1).
+    phase_shift_deg, bfactor_A2, scale : float or array ``[B]``
+        Phase-plate shift in degrees, B-factor in A^2 and scale factor.
+
+    Examples
+    --------
+    Two particles that share the optics (scalars) and differ in defocus (arrays):
+
+    >>> p = CTFParams(defocus_u_A=[15000.0, 20000.0], defocus_v_A=[14000.0, 20000.0],
+    ...               defocus_angle_deg=30.0)
+    >>> len(p), float(p[1].defocus_u_A), p[1].voltage_kV
+    (2, 20000.0, 300.0)
     """
 
     defocus_u_A: object
@@ -92,9 +117,44 @@ def _param_arrays(params: CTFParams):
 
 def ctf_2d(params: CTFParams, n: int, pixel_size_A: float, half: bool = True, xp=np,
            dtype=np.float32):
-    """CTF images ``[B, N, N//2+1]`` on cryolab's centred half-transform grid (``[B, N, N]`` if not ``half``).
+    """CTF images on cryolab's centred half-transform grid (RELION's formula, module doc).
 
-    One image per particle in ``params`` (B = ``len(params)``).
+    Parameters
+    ----------
+    params : CTFParams
+        One CTF per particle, ``B = len(params)``.
+    n : int
+        Box size in pixels.
+    pixel_size_A : float
+        Pixel size in Angstrom: pixel ``k`` of the grid is ``k / (n * pixel_size_A)`` in 1/A.
+    half : bool
+        Half grid ``[B, N, N//2+1]``, axes ``(ky, kx)`` (default; multiplies :func:`rfft2c`
+        output), or the full centred grid ``[B, N, N]``.
+    xp : module
+        ``numpy`` or ``cupy``.
+    dtype : dtype
+        Output type (float32 by default).
+
+    Returns
+    -------
+    array ``[B, N, N//2+1]`` (or ``[B, N, N]``)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = CTFParams(defocus_u_A=[15000.0, 20000.0], defocus_v_A=[14000.0, 20000.0],
+    ...               defocus_angle_deg=30.0)
+    >>> c = ctf_2d(p, 64, 2.0)
+    >>> c.shape, c.dtype
+    ((2, 64, 33), dtype('float32'))
+    >>> bool(np.allclose(c[:, 32, 0], 0.1))   # frequency 0 (row N//2, column 0): +Q0
+    True
+
+    The first zero of a 2 um underfocus at 300 kV lies near ``1 / sqrt(lambda * dF)`` =
+    0.050 1/A, i.e. between pixels 6 and 7 of this 64 x 2 A grid (1/128 1/A per pixel):
+
+    >>> np.sign(c[1, 32, :9]).astype(int)
+    array([ 1,  1,  1,  1,  1,  1,  1, -1, -1])
     """
     ky, kx = rfft_grid(n, 2, xp, half)
     fx = kx.astype(xp.float64) / (n * pixel_size_A)

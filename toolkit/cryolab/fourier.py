@@ -52,12 +52,54 @@ def _irfftnc(f, n, ndim):
 
 
 def rfft2c(images):
-    """Centred half FFT of images ``[..., N, N]`` -> ``[..., N, N//2+1]`` (see module doc)."""
+    """Centred half FFT of images (see the module doc for the layout).
+
+    Parameters
+    ----------
+    images : array ``[..., N, N]``, axes ``(y, x)``
+        Real images with their origin at pixel ``N // 2``; leading batch axes are kept.
+
+    Returns
+    -------
+    complex array ``[..., N, N//2+1]``, axes ``(ky, kx)``
+        Unnormalised transform: row ``i`` is ``ky = i - N // 2``, column ``j`` is ``kx = j``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((8, 8)); img[4, 4] = 1.0      # a delta at the origin
+    >>> ft = rfft2c(img)
+    >>> ft.shape, np.allclose(ft, 1.0)               # flat spectrum, zero phase
+    ((8, 5), True)
+    >>> float(rfft2c(np.ones((8, 8)))[4, 0].real)    # frequency 0 (row N//2, column 0): the sum
+    64.0
+    """
     return _rfftnc(images, 2)
 
 
 def irfft2c(ft, n: int | None = None):
-    """Inverse of :func:`rfft2c`; ``n`` is the real box size (needed for odd boxes)."""
+    """Inverse of :func:`rfft2c`.
+
+    Parameters
+    ----------
+    ft : complex array ``[..., N, N//2+1]``, axes ``(ky, kx)``
+        Centred half transform.
+    n : int, optional
+        Real box size in pixels; default ``ft.shape[-2]``. Give it for odd boxes, whose half
+        transform has the same width as the next smaller even box.
+
+    Returns
+    -------
+    real array ``[..., n, n]``, axes ``(y, x)``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.random.default_rng(0).normal(size=(2, 7, 7))
+    >>> back = irfft2c(rfft2c(img), 7)
+    >>> back.shape, np.allclose(back, img)
+    ((2, 7, 7), True)
+    """
     return _irfftnc(ft, ft.shape[-2] if n is None else n, 2)
 
 
@@ -108,16 +150,63 @@ def rfft_grid(n: int, ndim: int = 2, xp=np, half: bool = True):
 
 
 def shell_index(n: int, ndim: int = 2, xp=np, half: bool = True):
-    """Resolution-shell index ``round(|k|)`` of every pixel of the centred (half) grid."""
+    """Resolution-shell index ``round(|k|)`` of every pixel of the centred (half) grid.
+
+    Parameters
+    ----------
+    n : int
+        Box size in pixels.
+    ndim : int
+        2 for images (grid axes ``(ky, kx)``), 3 for volumes (``(kz, ky, kx)``).
+    xp : module
+        ``numpy`` or ``cupy``.
+    half : bool
+        Half grid ``[N, N//2+1]`` (default) or the full centred grid ``[N, N]``.
+
+    Returns
+    -------
+    int64 array of the grid's shape
+        Shell ``s`` is ``s / (N * pixel_size)`` in 1/Angstrom.
+
+    Examples
+    --------
+    >>> s = shell_index(8)
+    >>> s.shape, int(s[4, 0]), int(s[4, 3]), int(s[0, 4])   # row 4 is ky = 0
+    ((8, 5), 0, 3, 6)
+    """
     grids = rfft_grid(n, ndim, xp, half)
     r2 = sum(g.astype(xp.float64) ** 2 for g in grids)
     return xp.rint(xp.sqrt(r2)).astype(xp.int64)
 
 
 def radial_average(values, n: int, ndim: int = 2, half: bool = True, n_shells: int | None = None):
-    """Mean of ``values`` (grid-shaped, leading batch axes allowed) in each resolution shell.
+    """Mean of ``values`` in each resolution shell (see :func:`shell_index`).
 
-    Returns ``[..., n_shells]`` with ``n_shells = N//2 + 1`` by default (shells beyond are dropped).
+    Parameters
+    ----------
+    values : array ``[..., N, N//2+1]`` (2D) or ``[..., N, N, N//2+1]`` (3D)
+        Values on the centred half grid (full grid with ``half=False``); leading batch axes
+        are kept. Complex values contribute their real part.
+    n : int
+        Box size in pixels.
+    ndim : int
+        2 or 3: the number of trailing grid axes.
+    half : bool
+        Whether ``values`` is on the half grid.
+    n_shells : int, optional
+        Shells ``0 .. n_shells - 1`` are returned (default ``N//2 + 1``; pixels beyond, in
+        the corners, are dropped).
+
+    Returns
+    -------
+    float64 array ``[..., n_shells]``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> avg = radial_average(shell_index(16).astype(float), 16)   # each shell's own index
+    >>> avg.shape, np.allclose(avg, np.arange(9))
+    ((9,), True)
     """
     xp = get_xp(values)
     shells = shell_index(n, ndim, xp, half).ravel()
@@ -160,10 +249,41 @@ def _filter(x, ndim, mask):
 
 
 def lowpass(x, resolution_A: float, pixel_size_A: float, ndim: int = 2, edge_shells: float = 2.0):
-    """Low-pass filter images (``ndim=2``) or volumes (3) at ``resolution_A``.
+    """Low-pass filter images or volumes at a resolution.
 
     Frequencies below the cut-off pass, a raised-cosine edge ``edge_shells`` wide
     (centred on the cut-off) goes to zero above it.
+
+    Parameters
+    ----------
+    x : array ``[..., N, N]`` (axes ``y, x``) or ``[..., N, N, N]`` (``z, y, x``)
+        Images (``ndim=2``) or volumes (``ndim=3``); leading batch axes are filtered alike.
+    resolution_A : float
+        Cut-off in Angstrom; it lies at shell ``N * pixel_size_A / resolution_A``.
+    pixel_size_A : float
+        Pixel size in Angstrom.
+    ndim : int
+        2 or 3.
+    edge_shells : float
+        Width of the soft edge in shells (Fourier pixels).
+
+    Returns
+    -------
+    array of the shape and dtype of ``x``
+
+    Examples
+    --------
+    A 64-pixel image at 2 A/px filtered at 16 A (shell 8, the edge covering shells 7-9) keeps
+    the shells below the edge and removes those above it:
+
+    >>> import numpy as np
+    >>> img = np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32)
+    >>> out = lowpass(img, 16.0, 2.0)
+    >>> out.dtype, out.shape
+    (dtype('float32'), (64, 64))
+    >>> power = power_spectrum(out) / power_spectrum(img)
+    >>> bool(np.allclose(power[:7], 1)), bool(np.all(power[10:] < 1e-6))
+    (True, True)
     """
     xp = get_xp(x)
     n = x.shape[-1]

@@ -256,11 +256,44 @@ class FourierProjector:
 
     def project(self, rotations_or_eulers, origins_px=None, ctf: CTFParams | None = None,
                 pixel_size_A: float | None = None, max_shell=None):
-        """Projection images ``[R, N, N]`` (float32), optionally shifted and CTF-modulated.
+        """Projection images, optionally shifted and CTF-modulated.
 
-        ``origins_px`` ``[R, 2]``: RELION origins ``(ox, oy)`` in pixels; image ``r`` is the
-        centred projection moved by ``(-ox, -oy)``. ``ctf``: one parameter set or one per image,
-        applied as ``CTF * FT`` (needs ``pixel_size_A``).
+        Parameters
+        ----------
+        rotations_or_eulers : array ``[R, 3, 3]`` or ``[R, 3]``
+            Rotation matrices, or RELION Euler angles ``(rot, tilt, psi)`` in degrees.
+        origins_px : array ``[R, 2]``, optional
+            RELION origins ``(ox, oy)`` in pixels (``_rlnOriginX/YAngst`` / pixel size); image
+            ``r`` is the centred projection moved by ``(-ox, -oy)``.
+        ctf : CTFParams, optional
+            One parameter set or one per image, applied as ``CTF * FT``.
+        pixel_size_A : float, optional
+            Pixel size in Angstrom; needed with ``ctf``.
+        max_shell : float, optional
+            Frequencies beyond this radius (Fourier pixels) are left out.
+
+        Returns
+        -------
+        float32 array ``[R, N, N]``, axes ``(y, x)``
+            Line integrals of the map (sum over z in voxel units, like ``relion_project``).
+
+        Examples
+        --------
+        A blob 5 voxels along +x from the centre of a 32^3 map:
+
+        >>> import numpy as np
+        >>> z, y, x = np.mgrid[:32, :32, :32] - 16
+        >>> vol = np.exp(-((x - 5) ** 2 + y ** 2 + z ** 2) / 8.0).astype(np.float32)
+        >>> proj = FourierProjector(vol)
+        >>> img = proj.project([[0.0, 0.0, 0.0], [0.0, 0.0, 90.0], [0.0, 90.0, 0.0]])
+        >>> img.shape, img.dtype
+        ((3, 32, 32), dtype('float32'))
+        >>> def peak(i):   # (y, x) pixel of the maximum
+        ...     return tuple(int(v) for v in np.unravel_index(np.argmax(i), i.shape))
+        >>> [peak(i) for i in img]   # no rotation; psi = 90: to -y; tilt = 90: seen along x
+        [(16, 21), (11, 16), (16, 16)]
+        >>> peak(proj.project(np.zeros((1, 3)), origins_px=[[2.0, 0.0]])[0])   # moved by -ox
+        (16, 19)
         """
         xp = self.xp
         ft = self.project_ft(rotations_or_eulers, max_shell)

@@ -106,12 +106,38 @@ def check_finite(data: np.ndarray, path, describe=None) -> None:
 
 
 def read_mrc(path, mmap: bool = False) -> tuple[np.ndarray, float | None]:
-    """Read an MRC file: ``(float32 array, pixel_size_A)`` (pixel size None if the header has none).
+    """Read an MRC file.
 
     A single image (``nz == 1`` in an ``.mrc``) comes back 2D ``[y, x]``; volumes
     and stacks 3D. With ``mmap=True`` a float32 file is returned as a read-only
     memory map (not checked for NaN here: ``ParticleStack.read`` checks each batch);
     other modes are converted in memory. NaN/inf pixels are an error.
+
+    Parameters
+    ----------
+    path : str or Path
+        An ``.mrc`` map or image, or an ``.mrcs`` stack.
+    mmap : bool
+        Memory-map a float32 file instead of reading it.
+
+    Returns
+    -------
+    data : float32 array
+        ``[z, y, x]`` (volume), ``[image, y, x]`` (stack) or ``[y, x]`` (single image).
+    pixel_size_A : float or None
+        ``cella.x / mx`` in Angstrom; None when the header has no pixel size.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> vol = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)   # [z, y, x]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_mrc(Path(folder) / "map.mrc", vol, pixel_size_A=1.5)
+    ...     back, pixel_size_A = read_mrc(path)
+    >>> back.shape, back.dtype, pixel_size_A, bool(np.array_equal(back, vol))
+    ((4, 6, 8), dtype('float32'), 1.5, True)
     """
     path = Path(path)
     info = mrc_header_info(path)
@@ -130,6 +156,32 @@ def write_mrc(path, data, pixel_size_A: float) -> Path:
 
     2D data is one image; 3D data is a volume, or a stack of images along z when
     the name ends in ``.mrcs``. NaN/inf values are refused.
+
+    Parameters
+    ----------
+    path : str or Path
+        File to write (replaced if it exists; written through a temporary name).
+    data : array ``[y, x]``, ``[z, y, x]`` or ``[image, y, x]``
+        Converted to float32.
+    pixel_size_A : float
+        Pixel (voxel) size in Angstrom, positive.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> images = np.zeros((5, 16, 16))                   # five images, written as float32
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_mrc(Path(folder) / "images.mrcs", images, 2.0)
+    ...     info = mrc_header_info(path)
+    >>> info["shape"], info["mode"], info["pixel_size_A"]
+    ((5, 16, 16), 2, 2.0)
     """
     path = Path(path)
     try:

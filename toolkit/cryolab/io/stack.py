@@ -150,7 +150,41 @@ class ParticleStack:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_star(cls, path) -> "ParticleStack":
-        """Read a particle STAR file (RELION 3.1 or older) and locate its image stacks."""
+        """Read a particle STAR file (RELION 3.1 or older) and locate its image stacks.
+
+        Parameters
+        ----------
+        path : str or Path
+            Particle STAR file (``data_optics`` + ``data_particles``, or one pre-3.1 table)
+            whose ``_rlnImageName`` entries name ``.mrcs`` stacks.
+
+        Returns
+        -------
+        ParticleStack
+            Images are read on demand (``read``, ``iter_batches``: float32 ``[B, N, N]``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> import pandas as pd
+        >>> images = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
+        >>> particles = pd.DataFrame({"rlnDefocusU": [12000.0, 15000.0, 20000.0],
+        ...                           "rlnDefocusV": [11000.0, 15000.0, 19000.0]})
+        >>> optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnVoltage": [300.0],
+        ...                        "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],
+        ...                        "rlnImagePixelSize": [2.5]})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     star = Path(folder) / "particles.star"
+        ...     _ = write_particle_stack(star, images, particles, optics)
+        ...     stack = ParticleStack.from_star(star)
+        ...     first_two = stack.read([0, 1])
+        >>> len(stack), stack.box_size, stack.pixel_size_A
+        (3, 16, 2.5)
+        >>> bool(np.array_equal(first_two, images[:2])), stack.ctf().defocus_u_A.tolist()
+        (True, [12000.0, 15000.0, 20000.0])
+        """
         particles, optics = read_particles(path)
         return cls(particles, optics, path)
 

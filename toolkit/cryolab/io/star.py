@@ -79,11 +79,37 @@ def label(column: str) -> str:
 # ----------------------------------------------------------------------------- generic STAR
 
 def read_star(path) -> dict[str, pd.DataFrame]:
-    """Read every ``data_`` block of a STAR file: ``{block name: DataFrame}``.
+    """Read every ``data_`` block of a STAR file.
 
     ``data_optics`` becomes key ``"optics"``; a block of ``_key value`` lines
     (no ``loop_``) becomes a one-row DataFrame. Raises ``CryolabInputError`` for
     a missing, empty or malformed file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The STAR file.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``{block name without "data_": table}``, in file order; columns are the labels
+        without the leading underscore (``rlnDefocusU``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "run_model.star"
+    ...     _ = path.write_text("data_model_general\\n_rlnPixelSize 1.25\\n\\n"
+    ...                         "data_model_classes\\nloop_\\n_rlnClassDistribution #1\\n0.75\\n0.25\\n")
+    ...     blocks = read_star(path)
+    >>> list(blocks), float(blocks["model_general"]["rlnPixelSize"].iloc[0])
+    (['model_general', 'model_classes'], 1.25)
+    >>> blocks["model_classes"]["rlnClassDistribution"].tolist()
+    [0.75, 0.25]
     """
     path = require_file(path, "STAR file")
     try:
@@ -127,6 +153,34 @@ def write_star(path, blocks: dict) -> Path:
     DataFrames become ``loop_`` tables, dicts become ``_key value`` blocks. Column
     names may be given with or without the leading underscore. Floats are written
     with full precision, so ``read_star(write_star(p, b))`` gives back ``b``.
+
+    Parameters
+    ----------
+    path : str or Path
+        File to write (replaced if it exists; written through a temporary name).
+    blocks : dict of str to pandas.DataFrame or dict
+        ``{block name without "data_": table or {label: value}}``, written in this order.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"rlnAnglePsi": [0.1, 1 / 3], "rlnClassNumber": [1, 2]})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_star(Path(folder) / "x.star", {"general": {"rlnFinalResolution": 4.2},
+    ...                                                 "particles": table})
+    ...     text = path.read_text()
+    ...     back = read_star(path)
+    >>> "data_particles" in text and "loop_" in text and "_rlnFinalResolution" in text
+    True
+    >>> back["particles"].equals(table)                     # exact round trip
+    True
     """
     path = Path(path)
     if not isinstance(blocks, dict) or not blocks:
