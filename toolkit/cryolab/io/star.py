@@ -164,7 +164,7 @@ def write_star(path, blocks: dict) -> Path:
     Returns
     -------
     Path
-        ``path``.
+        The file written, whose first line says it comes from cryolab.
 
     Examples
     --------
