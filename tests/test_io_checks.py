@@ -75,9 +75,12 @@ def cryolab(folder, *argv):
 
 def test_command_line_shows_the_blank_image(tmp_path):
     blank_stack(tmp_path, blank=(3,))
-    res = cryolab(tmp_path, "reconstruct", "--i", "s.star", "--o", "map.mrc", "--quiet")
+    res = cryolab(tmp_path, "reconstruct", "--i", "s.star", "--o", "map.mrc")
     assert res.returncode == 0, res.stderr
-    assert "000004@s.mrcs (particle row 4" in res.stderr
+    (line,) = [x for x in res.stderr.splitlines() if "blank" in x]
+    assert "WARNING" in line and "000004@s.mrcs (particle row 4, every pixel 0.0)" in line
+    quiet = cryolab(tmp_path, "reconstruct", "--i", "s.star", "--o", "map2.mrc", "--quiet")
+    assert quiet.returncode == 0 and "blank" not in quiet.stderr  # --quiet: errors only
 
 
 @pytest.mark.parametrize("value", ["-2.0", "0"])
