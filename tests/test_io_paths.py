@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from cryolab.errors import CryolabInputError
-from cryolab.io import (ParticleStack, read_particles, write_mrc, write_particle_stack,
-                        write_particles)
+from cryolab.io import (ParticleStack, project_path, read_particles, write_mrc,
+                        write_particle_stack, write_particles)
 
 OPTICS = pd.DataFrame({"rlnOpticsGroup": [1], "rlnVoltage": [300.0],
                        "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],
@@ -56,6 +56,9 @@ def test_stack_outside_the_working_folder_named_absolute(project, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     write_particle_stack(tmp_path / "elsewhere" / "p.star", images(), particles(), OPTICS)
     assert names_in(tmp_path / "elsewhere" / "p.star")[0] == f"000001@{tmp_path}/elsewhere/p.mrcs"
+    assert project_path(tmp_path / "elsewhere" / "p.mrcs") == f"{tmp_path}/elsewhere/p.mrcs"
+    assert project_path(project / "Class2D" / "run_classes.mrcs") == "Class2D/run_classes.mrcs"
+    assert project_path("Class2D/../Class2D/run.mrc") == "Class2D/run.mrc"  # need not exist
 
 
 def test_write_star_renames_stacks_for_the_new_file(project, tmp_path):
