@@ -269,7 +269,7 @@ def sim3d(work):
     demo = load_demo("ribosome")
     px = demo.pixel_size_A * demo.box_size / 24
     write_mrc(out / "ref.mrc", fourier_crop(demo.volumes["80S"], 24, ndim=3), px)
-    write_mrc(out / "ref32.mrc", fourier_crop(demo.volumes["80S"], 32, ndim=3), px * 24 / 32)
+    write_mrc(out / "ref32.mrc", fourier_crop(demo.volumes["80S"], 32, ndim=3), px)   # same pixel size, other box
     write_mrc(out / "image.mrc", np.ones((24, 24), np.float32), px)
     return out
 

@@ -15,7 +15,7 @@ from ..backend import get_xp
 from ..ctf import CTFParams
 from ..projection import FourierProjector
 
-__all__ = ["projector_of", "particle_images", "residual_images"]
+__all__ = ["projector_of", "particle_images", "residual_images", "class_log_likelihoods", "bayes_optimal_accuracy"]
 
 
 def projector_of(volume, mask=None, pad: float = 2) -> FourierProjector:
@@ -59,3 +59,36 @@ def residual_images(images, projector, eulers_deg, origins_px=None, ctf: CTFPara
     model = particle_images(projector, eulers_deg, origins_px, ctf, pixel_size_A, scale, max_shell)
     xp = get_xp(model)
     return xp.asarray(images, dtype=xp.float32) - model
+
+
+def class_log_likelihoods(images, maps, eulers_deg, origins_px=None, ctf: CTFParams | None = None,
+                          pixel_size_A: float | None = None, *, scale=1.0, sigma_noise: float = 1.0,
+                          batch_size: int = 256) -> np.ndarray:
+    """``log p(X_i | class k)`` ``[B, K]`` up to a per-image constant, for known poses and white noise
+    of standard deviation ``sigma_noise`` (pixel units of the images): ``-|X_i - model_ik|^2 / (2 sigma^2)``
+    with ``model_ik`` = :func:`particle_images` of map ``k`` (``maps [K, N, N, N]``)."""
+    projectors = [projector_of(np.asarray(m, np.float32)) for m in maps]
+    images = np.asarray(images, np.float32)
+    eulers = np.asarray(eulers_deg, float).reshape(-1, 3)
+    out = np.empty((len(images), len(projectors)))
+    for lo in range(0, len(images), batch_size):
+        sl = slice(lo, lo + batch_size)
+        sub_ctf = None if ctf is None else ctf[np.arange(len(images))[sl]]
+        org = None if origins_px is None else np.asarray(origins_px)[sl]
+        for k, proj in enumerate(projectors):
+            r = residual_images(images[sl], proj, eulers[sl], org, sub_ctf, pixel_size_A, scale)
+            out[sl, k] = -(np.asarray(r, np.float64) ** 2).sum(axis=(1, 2)) / (2 * sigma_noise ** 2)
+    return out
+
+
+def bayes_optimal_accuracy(images, maps, eulers_deg, truth, origins_px=None, ctf: CTFParams | None = None,
+                           pixel_size_A: float | None = None, *, scale=1.0, sigma_noise: float = 1.0,
+                           priors=None) -> float:
+    """The accuracy of the best possible classifier on these images: true maps, true poses, known
+    white noise; each particle goes to the class of highest posterior (``priors [K]``, default
+    equal). The ceiling a classification of the same data can reach (up to sampling noise)."""
+    ll = class_log_likelihoods(images, maps, eulers_deg, origins_px, ctf, pixel_size_A, scale=scale,
+                               sigma_noise=sigma_noise)
+    if priors is not None:
+        ll = ll + np.log(np.asarray(priors, float))[None, :]
+    return float(np.mean(np.argmax(ll, axis=1) == np.asarray(truth)))

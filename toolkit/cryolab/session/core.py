@@ -17,6 +17,7 @@ from ..engine.update import m_step
 from ..errors import CryolabInputError
 from ..fourier import shell_index
 from ..geometry import healpix_step_deg
+from ..masks import check_mask, read_mask
 from ..settings import DEFAULT_DIAMETER_FRACTION, IterationResult, Settings
 from ..validation import soft_circle_mask
 
@@ -214,21 +215,16 @@ class Session:
                            to_numpy(self.mask), self.pixel_size_A)
 
     def reference_mask_array(self):
-        """The ``reference_mask`` as an array ``[N, N, N]`` (None without one)."""
+        """The ``reference_mask`` as an array ``[N, N, N]`` (None without one), checked by
+        :func:`cryolab.masks.check_mask` (box, pixel size, values in [0, 1], not empty or full)."""
         m = self.settings.reference_mask
         if m is None:
             return None
         if getattr(self, "_mask_source", None) is not m:
             if isinstance(m, (str, bytes)) or hasattr(m, "__fspath__"):
-                from .io import read_mrc
-                arr = read_mrc(m)[0]
+                arr = read_mask(m, self.n, self.pixel_size_A)
             else:
-                arr = m
-            arr = np.asarray(arr, np.float32)
-            if arr.shape != (self.n,) * 3:
-                from .errors import CryolabInputError
-                raise CryolabInputError(f"reference_mask must have shape {(self.n,) * 3}, got {arr.shape}",
-                                        field="reference_mask")
+                arr = check_mask(m, self.n)
             self._mask_source, self._mask_array = m, arr
         return self._mask_array
 
