@@ -147,8 +147,6 @@ def test_relion_stack_create_reads_the_class2d_images_we_read(project):
     np.testing.assert_array_equal(theirs, ours)
 
 
-@pytest.mark.xfail(strict=True, reason="model.star names its class images relative to its own "
-                   "folder; RELION reads _rlnReferenceImage from the project folder")
 @pytest.mark.parametrize("model", ["Class2D/job002/run_it002_model.star",
                                    "Class3D/job003/run_it002_model.star"])
 def test_model_star_reference_images_resolve_from_the_project_folder(project, model):

@@ -142,7 +142,7 @@ REFINE_OPTIONS = {"local_healpix_order": 4, "max_healpix_order": 8, "join_halves
 #: relion_refine's command-line names of the settings: ``(flag, field, value kind, commands, help)``;
 #: ``commands`` lists the commands that have the flag, defaults come from :func:`method_settings`
 #: (and :data:`REFINE_OPTIONS`). Value kinds: ``positive_int``, ``nonneg_int``, ``positive_float``,
-#: ``nonneg_float``, ``int``, ``str``.
+#: ``nonneg_float``, ``int``, ``str``, ``flag`` (on when given).
 _ALL = ("class2d", "class3d", "refine")
 COMMAND_FLAGS = [
     ("--K", "K", "positive_int", ("class2d", "class3d"), "number of classes"),
@@ -165,6 +165,12 @@ COMMAND_FLAGS = [
     ("--auto_local_healpix_order", "local_healpix_order", "nonneg_int", ("refine",),
      "search locally (Gaussian prior around each particle's angles) from this HEALPix order on"),
     ("--max_iter", "max_iter", "positive_int", ("refine",), "stop after this many iterations if not converged"),
+    ("--skip_align", "skip_align", "flag", ("class3d",),
+     "keep each particle's angles and offset, classify only (focused classification)"),
+    ("--sigma_ang", "sigma_ang_deg", "positive_float", ("class3d",),
+     "local angular searches: Gaussian prior of this sigma around each particle's angles, in degrees"),
+    ("--solvent_mask", "reference_mask", "str", ("class3d", "refine"),
+     "soft mask (MRC) multiplying the references before projection: classify or refine inside it"),
     ("--seed", "seed", "int", _ALL, "random seed (same seed, same result; also the random halves)"),
     ("--batch_size", "batch_size", "positive_int", _ALL, "particles per E-step batch, at most (memory)"),
     ("--memory_limit", "memory_limit_GB", "positive_float", _ALL,
@@ -197,9 +203,9 @@ def command_line(command: str, settings: Settings, star, out: str, ref=None) -> 
     if command == "class3d":
         parts += ["--ref", str(ref or "reference.mrc")]
     parts += ["--o", out]
-    for flag, name, _, default, _ in flags_of(command):
+    for flag, name, kind, default, _ in flags_of(command):
         if s.get(name) is not None and s[name] != default:
-            parts += [flag, str(s[name])]
+            parts += [flag] if kind == "flag" else [flag, str(s[name])]
     if s.get("mode", "map") != "map":
         parts += ["--mode", s["mode"]]
     if s.get("ctf"):

@@ -12,8 +12,9 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import CryolabInputError
-from .common import (add_common, check_output, classify_flags, int_list, load_particles, log, make_folder,
-                     positive_int, provenance_name, record, reference_map, require_input, say, check_gpu)
+from .common import (add_common, check_gpu, check_output, classify_flags, int_list, load_particles, log,
+                     make_folder, positive_int, provenance_name, record, reference_map, require_input, say,
+                     solvent_mask)
 
 CLASSIFY_COMMANDS = ("class2d", "class3d", "refine")
 
@@ -79,6 +80,7 @@ def _cmd_classify(args, kind: str) -> int:
             symmetry_operators(args.sym)
             reference = reference_map(args.ref, stack)
             inputs.insert(1, args.ref)
+            inputs += solvent_mask(args, stack)
     if not args.ctf and session is None and not args.quiet:
         log.warning("no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
@@ -108,6 +110,10 @@ def _cmd_classify(args, kind: str) -> int:
         session.run(max(args.iter - session.iteration, 0), callback=after, progress=progress)
     if not session.history:
         session.save(folder, prefix)
+    if dim == 3 and "rlnImageOriginalName" in session.particles.table.columns:
+        from .focus import write_full_maps        # focused classification of subtracted particles
+        full = write_full_maps(session, folder / f"{prefix}_it{session.iteration:03d}")
+        rec.outputs = list(rec.outputs) + [p.name for p in full]
     import numpy as np
     counts = np.bincount(session.classes[session.classes >= 0], minlength=session.settings.K)
     rec.results = {"class_sizes": counts.tolist(), "iterations_run": session.iteration}
@@ -142,6 +148,7 @@ def _cmd_refine(args) -> int:
         symmetry_operators(args.sym)
         reference = reference_map(args.ref, stack)
         inputs = [args.i, args.ref, *map(str, stack.stack_paths)]
+        inputs += solvent_mask(args, stack)
         if not args.ctf and not args.quiet:
             log.warning("no CTF correction (add --ctf to correct for the CTF, as relion_refine)")
     make_folder(folder)
@@ -238,6 +245,9 @@ def _register_classify(sub, kind: str) -> None:
         p.add_argument("--ref", metavar="MRC", help="initial reference map (same box as the particles)")
     p.add_argument("--o", required=True, metavar="PREFIX", help=f"output prefix, e.g. {kind.title()}/job001/run")
     for flag, name, typ, default, text in classify_flags(kind):
+        if typ is bool:
+            p.add_argument(flag, action="store_true", dest=flag[2:], help=text)
+            continue
         extra = ["--random_seed"] if flag == "--seed" else []
         unit = next((u for sfx, u in _UNITS.items() if name.endswith(sfx)), None)
         shown = f"{default:g}" if isinstance(default, (int, float)) else default
@@ -267,7 +277,7 @@ def register(sub) -> None:
         _register_classify(sub, kind)
     p = sub.add_parser("select", help="keep the particles of some classes",
                        description="Write the particles of the given classes to a new STAR file "
-                       "(image paths made relative to its folder).")
+                       "(image paths relative to the working folder, as RELION reads them).")
     p.add_argument("--i", required=True, metavar="STAR", help="a run_itNNN_data.star")
     p.add_argument("--classes", required=True, type=int_list, help="class numbers (1-based), e.g. 1,3")
     p.add_argument("--o", required=True, metavar="STAR", help="output STAR file")

@@ -37,7 +37,7 @@ nonneg_float = _number(float, 0.0, strict=False, text="a number")
 
 #: argparse types of the value kinds in :data:`cryolab.settings.COMMAND_FLAGS`
 VALUE_KINDS = {"positive_int": positive_int, "nonneg_int": nonneg_int, "positive_float": positive_float,
-               "nonneg_float": nonneg_float, "int": int, "str": str}
+               "nonneg_float": nonneg_float, "int": int, "str": str, "flag": bool}
 
 
 def int_list(value: str) -> list[int]:
@@ -196,3 +196,13 @@ def check_gpu(args) -> None:
         resolve_backend("cupy" if getattr(args, "gpu", False) else None)
     except BackendError as exc:
         raise CryolabInputError(str(exc), field="--gpu" if getattr(args, "gpu", False) else None) from None
+
+
+def solvent_mask(args, stack) -> list:
+    """``--solvent_mask``, checked against the particles' box and pixel size before anything is
+    written (:func:`cryolab.masks.read_mask`); the inputs to record (``[]`` without one)."""
+    if not getattr(args, "solvent_mask", None):
+        return []
+    from ..masks import read_mask
+    read_mask(require_input(args.solvent_mask, "solvent mask"), stack.box_size, stack.pixel_size_A)
+    return [args.solvent_mask]

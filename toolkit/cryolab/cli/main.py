@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..errors import CryolabInputError
-from . import classify, common, demo, maps
+from . import classify, common, demo, focus, maps
 
 
 def _cmd_info(args) -> int:
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
     classify.register(sub)
     maps.register(sub)
+    focus.register(sub)
     demo.register(sub)
     return parser
 

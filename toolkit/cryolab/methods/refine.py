@@ -274,23 +274,22 @@ class AutoRefine:
         """``<prefix>_itNNN_half{1,2}_class001.mrc``, ``_itNNN_data.star``, ``_itNNN_model.star``;
         once converged also ``<prefix>_half{1,2}_class001_unfil.mrc``, ``<prefix>_class001.mrc``,
         ``<prefix>_data.star``, ``<prefix>_model.star`` and ``postprocess{.mrc,_masked.mrc,.star}``."""
-        from ..io import write_mrc, write_particles, write_star
-        from ..session.files import relative_images
+        from ..io import project_path, write_mrc, write_particles, write_star
         from ..validation import write_postprocess
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         stem = f"{prefix}_it{self.iteration:03d}"
         for i, h in enumerate(self.halves):
             write_mrc(d / f"{stem}_half{i + 1}_class001.mrc", h.references[0], self.pixel_size_A)
-        table = relative_images(self.data_table(), self.particles, d)
+        table = self.data_table().assign(rlnImageName=self.particles.image_names_for())
         write_particles(d / f"{stem}_data.star", table, self.particles.optics)
-        write_star(d / f"{stem}_model.star", self.model_blocks(f"{stem}_half1_class001.mrc"))
+        write_star(d / f"{stem}_model.star", self.model_blocks(project_path(d / f"{stem}_half1_class001.mrc")))
         if self.map is not None:
             for i, m in enumerate(self.half_maps):
                 write_mrc(d / f"{prefix}_half{i + 1}_class001_unfil.mrc", m, self.pixel_size_A)
             write_mrc(d / f"{prefix}_class001.mrc", self.map, self.pixel_size_A)
             write_particles(d / f"{prefix}_data.star", table, self.particles.optics)
-            write_star(d / f"{prefix}_model.star", self.model_blocks(f"{prefix}_class001.mrc"))
+            write_star(d / f"{prefix}_model.star", self.model_blocks(project_path(d / f"{prefix}_class001.mrc")))
             write_postprocess(self.postprocess, d / "postprocess")
         self._checkpoint(d / stem)
         return str(d / stem)

@@ -36,7 +36,8 @@ from ..geometry import euler_to_matrix
 from ..io import ParticleStack
 from ..masks import centre_of_mass_A, check_mask
 
-__all__ = ["SubtractedParticles", "subtract_particles", "revert_subtraction", "recentring_shifts",
+__all__ = ["SubtractedParticles", "subtract_particles", "original_particles", "revert_subtraction",
+           "recentring_shifts",
            "ORIGINAL_ORIGIN_LABELS"]
 
 log = logging.getLogger(__name__)
@@ -197,21 +198,28 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
     return result
 
 
-def revert_subtraction(star, out_path) -> ParticleStack:
-    """The original particles of a subtracted STAR file (RELION's ``--revert``): image names from
-    ``rlnImageOriginalName``, origins from ``_cryolabOriginalOriginX/YAngst`` when re-centred,
-    the box from the original stack. Writes ``out_path`` and returns it read back."""
-    sub = ParticleStack.from_star(star)
+def original_particles(subtracted) -> ParticleStack:
+    """The original particles of subtracted ones (a STAR path or stack with ``rlnImageOriginalName``),
+    in memory: image names from ``rlnImageOriginalName``, origins from
+    ``_cryolabOriginalOriginX/YAngst`` when re-centred, the box of the original stack; every other
+    column (angles, classes) as in ``subtracted``."""
+    sub = subtracted if isinstance(subtracted, ParticleStack) else ParticleStack.from_star(subtracted)
     table = sub.table.copy()
     if "rlnImageOriginalName" not in table.columns:
-        raise CryolabInputError("not a subtracted particle file", path=star, field="_rlnImageOriginalName")
+        raise CryolabInputError("not a subtracted particle file", path=sub.star_path, field="_rlnImageOriginalName")
     table["rlnImageName"] = table.pop("rlnImageOriginalName")
     if all(lab in table.columns for lab in ORIGINAL_ORIGIN_LABELS):
         table["rlnOriginXAngst"] = table.pop(ORIGINAL_ORIGIN_LABELS[0])
         table["rlnOriginYAngst"] = table.pop(ORIGINAL_ORIGIN_LABELS[1])
-    optics = None if sub.optics is None else sub.optics.copy()
+    optics = sub.optics
     keep = [c for c in table.columns if optics is None or c not in optics.columns or c == "rlnOpticsGroup"]
     if optics is not None:
         optics = optics.drop(columns=["rlnImageSize"], errors="ignore")     # from the original stack
-    ParticleStack(table[keep], optics, Path(star)).write_star(out_path)
+    return ParticleStack(table[keep], optics, sub.star_path)
+
+
+def revert_subtraction(star, out_path) -> ParticleStack:
+    """Write the original particles of a subtracted STAR file (RELION's ``--revert``, see
+    :func:`original_particles`) to ``out_path``; returns them read back."""
+    original_particles(star).write_star(out_path)
     return ParticleStack.from_star(out_path)

@@ -17,10 +17,10 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import CryolabInputError
-from ..io import read_mrc, write_mrc, write_particles, write_star
+from ..io import project_path, read_mrc, write_mrc, write_particles, write_star
 from ..io._files import atomic_path
 
-__all__ = ["data_table", "class_names", "model_blocks", "relative_images", "save", "resume", "write_state", "restore", "last_checkpoint"]
+__all__ = ["data_table", "class_names", "model_blocks", "save", "resume", "write_state", "restore", "last_checkpoint"]
 
 _STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "eulers", "pmax",
                  "n_significant", "loglik", "class_posterior")
@@ -46,7 +46,8 @@ def data_table(session) -> pd.DataFrame:
 
 def class_names(session, stem: str) -> list:
     """The ``_rlnReferenceImage`` of each class as :func:`save` writes them: ``000001@<stem>_classes.mrcs``
-    (2D) or ``<stem>_class001.mrc`` (3D)."""
+    (2D) or ``<stem>_class001.mrc`` (3D); ``stem`` as RELION should read it (relative to the project
+    folder, :func:`cryolab.io.project_path`) in a model.star, or a bare file name."""
     K = session.settings.K
     if session.dim == 2:
         return [f"{k + 1:06d}@{stem}_classes.mrcs" for k in range(K)]
@@ -107,8 +108,9 @@ def save(session, directory, prefix: str = "run") -> str:
             write_mrc(d / name, session.references[k], session.pixel_size_A)
     table = data_table(session)
     optics = session.particles.optics
-    write_particles(d / f"{stem}_data.star", relative_images(table, session.particles, d), optics)
-    write_star(d / f"{stem}_model.star", model_blocks(session, names))
+    write_particles(d / f"{stem}_data.star", table.assign(rlnImageName=session.particles.image_names_for()),
+                    optics)
+    write_star(d / f"{stem}_model.star", model_blocks(session, class_names(session, project_path(d / stem))))
     state = write_state(session, d / f"{stem}_state.npz")
     state["particles_star"] = (str(Path(session.particles.star_path).resolve())
                                if session.particles.star_path else None)
@@ -188,25 +190,6 @@ def last_checkpoint(directory, prefix: str = "run", iteration=None):
         return stem, _from_json(json.loads(Path(f"{stem}_optimiser.json").read_text()))
     except FileNotFoundError:
         raise CryolabInputError("checkpoint file missing", path=f"{stem}_optimiser.json") from None
-
-
-def relative_images(table, particles, out_dir: Path) -> pd.DataFrame:
-    """Rewrite ``_rlnImageName`` so the stack paths resolve from ``out_dir``."""
-    if "rlnImageName" not in table or particles.star_path is None:
-        return table
-    import os
-    base = Path(particles.star_path).resolve().parent
-
-    def fix(name):
-        idx, path = name.split("@", 1)
-        p = Path(path) if Path(path).is_absolute() else (base / path)
-        if not p.exists():
-            return name
-        return f"{idx}@{os.path.relpath(p.resolve(), out_dir.resolve())}"
-
-    table = table.copy()
-    table["rlnImageName"] = [fix(v) for v in table["rlnImageName"]]
-    return table
 
 
 def resume(cls, directory, iteration=None, prefix: str = "run", changes=None):

@@ -106,9 +106,9 @@ def write_simulation(sim: Simulation, out_dir, name: str = "particles", *,
     """Write ``{name}.mrcs``, ``{name}.star`` (RELION 3.1) and ``truth.csv`` into ``out_dir``.
 
     The STAR file has ``data_optics`` and ``data_particles`` (``_rlnImageName`` as
-    ``000001@{name}.mrcs``, defocus, optics group); with ``include_truth_angles`` also the true
-    ``_rlnAngleRot/Tilt/Psi`` and ``_rlnOriginX/YAngst`` (e.g. for ``relion_reconstruct``, run
-    from ``out_dir``). All files are written atomically. Returns the STAR path.
+    ``000001@<out_dir>/{name}.mrcs`` relative to the working folder, as RELION reads it; defocus,
+    optics group); with ``include_truth_angles`` also the true ``_rlnAngleRot/Tilt/Psi`` and
+    ``_rlnOriginX/YAngst`` (e.g. for ``relion_reconstruct``, run from the same working folder). All files are written atomically. Returns the STAR path.
     For sets larger than memory pass ``out_dir`` to the simulation itself (streamed writing).
     """
     out_dir = Path(out_dir)
