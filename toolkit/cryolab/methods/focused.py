@@ -28,7 +28,7 @@ from ..masks import check_mask
 from ..reconstruction import reconstruct_stack
 from ..session import Session
 from .class3d import class3d
-from .subtract import SubtractedParticles
+from .subtract import SubtractedParticles, check_poses_match
 
 __all__ = ["FocusedClassification", "focused_class3d"]
 
@@ -87,9 +87,9 @@ def focused_class3d(particles, reference, keep_mask, K: int = 2, iterations: int
     n = stack.box_size
     mask = check_mask(keep_mask, n)
     reference = np.asarray(reference, np.float32)
+    SubtractedParticles(stack, reference, mask)          # poses present, shapes agree (else a clear error)
+    check_poses_match(stack, reference)
     data = SubtractedParticles(stack, reference, mask, scale=scale) if subtract else stack
-    if not subtract and stack.eulers() is None:
-        SubtractedParticles(stack, reference, mask)          # raises the missing-pose error
     align = {"sigma_ang_deg": sigma_ang_deg} if sigma_ang_deg else {"skip_align": True}
     session = class3d(data, reference, K=K, iterations=iterations, reference_mask=mask, out_dir=None,
                       progress=progress, callback=callback, **{**align, **settings})

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine.forward import projector_of, residual_images
+from ..engine.forward import particle_images, projector_of, residual_images
 from ..errors import CryolabInputError
 from ..geometry import euler_to_matrix
 from ..io import ParticleStack
 from ..masks import centre_of_mass_A, check_mask
 
 __all__ = ["SubtractedParticles", "subtract_particles", "original_particles", "revert_subtraction",
-           "recentring_shifts",
+           "recentring_shifts", "check_poses_match",
            "ORIGINAL_ORIGIN_LABELS"]
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,36 @@ class SubtractedParticles(ParticleStack):
                                    _projector=self._projector)
 
 
+def check_poses_match(stack: ParticleStack, reference, n_sample: int = 200, seed: int = 0) -> float:
+    """Check that the particles' poses refer to ``reference``: the correlation of each sampled image
+    with the map's projection at its own pose must beat the correlation at another particle's pose
+    (poses shuffled among the sample) by at least 3 standard errors; else a
+    :class:`CryolabInputError` naming the STAR file. Returns the mean gain in correlation."""
+    rows = np.sort(np.random.default_rng(seed).permutation(len(stack))[:n_sample])
+    if rows.size < 10:
+        return float("nan")
+    eulers, origins = _poses(stack, rows)
+    images = stack.read(rows).reshape(rows.size, -1)
+    proj = projector_of(np.asarray(reference, np.float32))
+    ctf, px = stack.ctf(rows), stack.pixel_size_A
+    shuffled = np.roll(np.arange(rows.size), rows.size // 2)
+
+    def corr(order):
+        model = particle_images(proj, eulers[order], origins, ctf, px).reshape(rows.size, -1)
+        a = images - images.mean(1, keepdims=True)
+        b = model - model.mean(1, keepdims=True)
+        return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-30)
+
+    gain = corr(np.arange(rows.size)) - corr(shuffled)
+    se = gain.std(ddof=1) / np.sqrt(rows.size)
+    if gain.mean() < 3 * se:
+        raise CryolabInputError(f"the poses do not fit this map: images correlate no better with the map at "
+                                f"their own poses than at other particles' poses (gain {gain.mean():.3g} +/- "
+                                f"{se:.2g}); were they refined against another map?", path=stack.star_path,
+                                field="_rlnAngleRot")
+    return float(gain.mean())
+
+
 def recentring_shifts(eulers_deg, origins_px, centre_px):
     """Whole-pixel image shifts ``[B, 2]`` and new origins ``[B, 2]`` (pixels) that put the 3D
     point ``centre_px`` ``(x, y, z)`` (pixels from the box centre) at each image's centre:
@@ -131,18 +161,22 @@ def _window(images, new_box: int):
 
 def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = "particles_subtracted",
                        scale: float = 1.0, norm_correction: bool = False, recenter=None,
-                       new_box: int | None = None, batch_size: int = 256, progress: bool = False):
+                       new_box: int | None = None, batch_size: int = 256, progress: bool = False,
+                       check_poses: bool = True):
     """Write the subtracted particles: ``<out_dir>/Particles/<name>.mrcs`` and
     ``<out_dir>/<name>.star`` (RELION 3.1; see the module text). Returns the new
     :class:`~cryolab.io.ParticleStack`.
 
     ``recenter``: None, ``"mask"`` (the keep mask's centre of mass) or ``(x, y, z)`` in Angstrom
     from the box centre; ``new_box``: a smaller even box in pixels (cut about the centre).
-    All inputs are checked before anything is written; files appear atomically.
+    All inputs are checked before anything is written (with ``check_poses`` also that the poses
+    fit the map, :func:`check_poses_match`); files appear atomically.
     """
     from ..io.stack import write_particle_stack
     stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
     sub = SubtractedParticles(stack, reference, keep_mask, scale=scale, norm_correction=norm_correction)
+    if check_poses:
+        check_poses_match(stack, reference)
     n, px = stack.box_size, float(stack.pixel_size_A)
     if new_box is not None:
         new_box = int(new_box) - int(new_box) % 2
