@@ -55,3 +55,18 @@ def test_focused_classification_with_subtraction_reaches_the_ceiling(rack1, tmp_
     assert read_mrc(f"{stem}_class001_full.mrc")[0].shape == (BOX,) * 3
     selected = f.session.select_classes([k80 + 1])
     assert set(selected.table["rlnImageName"]) <= set(stack.table["rlnImageName"])   # the originals
+
+
+def test_masked_auto_refinement_projects_masked_references(rack1):
+    """A reference mask in auto-refine (RELION's --solvent_mask) multiplies both halves' references
+    before every E-step, including local searches."""
+    from cryolab.methods.refine import AutoRefine
+    stack, consensus, keep, *_ = rack1
+    r = AutoRefine(stack.subset(np.arange(80)), consensus, healpix_order=1, offset_range_px=1,
+                   reference_mask=keep, ini_high_A=40.0)
+    r.step()
+    for h in r.halves:
+        h.set(sigma_ang_deg=10.0)
+        np.testing.assert_allclose(h.estep_inputs().references, h.references * keep, rtol=1e-6)
+    r.step()
+    assert r.iteration == 2 and all(h.settings.sigma_ang_deg == 10.0 for h in r.halves)
