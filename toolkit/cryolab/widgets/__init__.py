@@ -4,6 +4,7 @@
 * :class:`CTFExplorer` - the CTF, its effect on an image, phase flipping, several defoci;
 * :class:`MapViewer` - isosurface (nglview) or orthogonal slices of a map;
 * :class:`FSCViewer` - FSC curves with the 0.143 / 0.5 thresholds and resolutions;
+* :class:`MaskEditor` - place and size a soft mask on a map, preview the masked map;
 * :class:`SessionDashboard`, :class:`PosteriorExplorer`, :class:`ClassGallery` - steer a live
   classification :class:`cryolab.session.Session`, read posteriors, keep/discard classes;
 * :func:`example_map` / :func:`phantom_volume` - maps for the course notebooks.
@@ -14,9 +15,10 @@ Widgets only read arrays and call public cryolab functions; they render figures 
 from .dashboard import SessionDashboard
 from .demo import example_map, phantom_volume
 from .gallery import ClassGallery
+from .masks import MaskEditor
 from .posterior import PosteriorExplorer
 from .teaching import CTFExplorer, ProjectionSliceExplorer
 from .viewers import FSCViewer, MapViewer
 
-__all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer",
+__all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer", "MaskEditor",
            "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]
