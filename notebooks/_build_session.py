@@ -16,7 +16,7 @@ IMPORTS = SETUP + """
     import tempfile
     from pathlib import Path
     import pandas as pd
-    from scipy.optimize import linear_sum_assignment
+    from cryolab.validation import class_accuracy, match_classes
     from cryolab.data import load_demo
     from cryolab.fourier import rescale
     from cryolab.session import Session
@@ -27,17 +27,13 @@ IMPORTS = SETUP + """
 # classes are first matched one-to-one to the views (Hungarian algorithm).
 ACCURACY = code("""
     def view_of_class(labels, truth, K):
-        \"\"\"For each class, the true view it is matched to (one-to-one, most shared particles).\"\"\"
-        counts = np.zeros((K, K))
-        np.add.at(counts, (labels, truth), 1)
-        rows, cols = linear_sum_assignment(-counts)
-        mapping = np.empty(K, int)
-        mapping[rows] = cols
-        return mapping
+        \"\"\"For each of the K classes, the true view it is matched to (one-to-one, most shared
+        particles; cryolab.validation.match_classes).\"\"\"
+        return match_classes(labels, truth, n_classes=K)
 
     def accuracy(labels, truth, K):
         \"\"\"Fraction of particles in the class matched to their true view.\"\"\"
-        return float(np.mean(view_of_class(labels, truth, K)[labels] == truth))
+        return class_accuracy(labels, truth)
 """)
 
 # --------------------------------------------------------------------------- 05

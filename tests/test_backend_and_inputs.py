@@ -106,3 +106,15 @@ def test_reference_at_another_pixel_size_is_resampled(small, tmp_path, caplog):
     far = write_mrc(tmp_path / "far.mrc", vol, px * 32.5 / 32)    # 32.5 px of 12 A: no whole box within 1 %
     with pytest.raises(CryolabInputError, match="cannot resample"):
         reference_map(far, ParticleStack.from_star(sim.star_path))
+
+
+def test_cpu_threads_cap_the_fft_workers():
+    """The CLI's --j caps scipy.fft's workers (set_cpu_threads), not only the BLAS threads."""
+    from cryolab.backend import fft_kwargs, set_cpu_threads
+    try:
+        set_cpu_threads(2)
+        assert fft_kwargs(np) == {"workers": 2}
+        set_cpu_threads(None)
+        assert fft_kwargs(np) == {"workers": -1}
+    finally:
+        set_cpu_threads(None)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
 
 from cryolab.data import load_demo
 from cryolab.engine.estep import fourier_pixels
@@ -15,16 +14,9 @@ from cryolab.io import read_particles, read_star
 from cryolab.projection import FourierRotator2D
 from cryolab.session import Session
 from cryolab.simulate import simulate_views_2d
+from cryolab.validation import class_accuracy
 
 VIEWS = [[0, 0], [0, 90], [90, 90], [45, 45]]
-
-
-def accuracy(labels, truth, K):
-    """Fraction of particles with the right label after the best one-to-one label matching."""
-    cm = np.zeros((K, K))
-    np.add.at(cm, (labels, truth), 1)
-    r, c = linear_sum_assignment(-cm)
-    return cm[r, c].sum() / len(truth)
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +47,17 @@ def map_run(views_set):
 
 
 def test_map_classification_recovers_views(map_run, views_set):
-    acc = accuracy(map_run.classes, views_set.truth["view_index"].to_numpy(), 4)
+    acc = class_accuracy(map_run.classes, views_set.truth["view_index"].to_numpy())
     assert acc >= 0.95, acc
 
 
 def test_ml_and_map_separate_views_better_than_maxcc(map_run, views_set):
     truth = views_set.truth["view_index"].to_numpy()
-    acc = {"map": accuracy(map_run.classes, truth, 4)}
+    acc = {"map": class_accuracy(map_run.classes, truth)}
     for mode in ("ml", "maxcc"):
         s = Session(views_set.star_path, K=4, mode=mode, seed=0)
         s.run(9, progress=False)
-        acc[mode] = accuracy(s.classes, truth, 4)
+        acc[mode] = class_accuracy(s.classes, truth)
     assert acc["ml"] > acc["maxcc"] + 0.2, acc
     assert acc["map"] > acc["maxcc"] + 0.2, acc
 

@@ -138,6 +138,9 @@ def main(argv=None) -> int:
         return 1
     finally:
         restore_logging()
+        if getattr(args, "j", None):
+            from ..backend import set_cpu_threads
+            set_cpu_threads(None)
 
 
 if __name__ == "__main__":

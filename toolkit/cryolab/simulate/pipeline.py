@@ -25,6 +25,11 @@ from .tables import Simulation, _tables, _write_tables
 
 # ----------------------------------------------------------------------------- parameters
 
+#: the disc where the simulated SNR is measured, as a fraction of the box, when no particle
+#: diameter is given (the SNR's definition, not the classification mask of
+#: :data:`cryolab.settings.DEFAULT_DIAMETER_FRACTION`)
+SIGNAL_DISC_FRACTION = 0.8
+
 def _bad(message: str, name: str):
     return CryolabInputError(message, field=name)
 
@@ -117,7 +122,8 @@ def _run(render, n: int, box: int, pixel_size_A: float, ctf: CTFParams, origins_
         raise _bad(f"noise must be 'white' or 'coloured', got {noise!r}", "noise")
     if int(batch_size) < 1:
         raise _bad(f"batch_size must be >= 1, got {batch_size!r}", "batch_size")
-    diameter_A = 0.8 * box * pixel_size_A if particle_diameter_A is None else particle_diameter_A
+    diameter_A = (SIGNAL_DISC_FRACTION * box * pixel_size_A if particle_diameter_A is None
+                  else particle_diameter_A)
     radius_px = 0.5 * float(diameter_A) / pixel_size_A
     inside = soft_circle_mask(box, radius_px, edge_px=0, xp=xp) > 0.5
     if not inside.any() or inside.all():

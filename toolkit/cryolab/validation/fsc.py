@@ -95,18 +95,19 @@ def random_halves(n: int, seed: int = 0) -> np.ndarray:
     return halves
 
 
-def match_classes(classes, truth) -> np.ndarray:
+def match_classes(classes, truth, n_classes: int | None = None) -> np.ndarray:
     """Match classes one-to-one to true labels (both 0-based ints): ``mapping[k]`` is the label
     of class ``k`` (-1: left over when there are more classes than labels), chosen so that the
     matched pairs share as many particles as possible (Hungarian algorithm). Class numbers are
-    arbitrary, so simulated sets are scored this way.
+    arbitrary, so simulated sets are scored this way. ``n_classes``: the number of classes when
+    the last ones may be empty (default: the largest class number + 1).
 
     >>> match_classes([1, 1, 0, 2], [0, 0, 1, 1]).tolist()
     [1, 0, -1]
     """
     from scipy.optimize import linear_sum_assignment
     classes, truth = np.asarray(classes, int), np.asarray(truth, int)
-    counts = np.zeros((classes.max() + 1, truth.max() + 1))
+    counts = np.zeros((max(classes.max() + 1, n_classes or 0), truth.max() + 1))
     np.add.at(counts, (classes, truth), 1)
     rows, cols = linear_sum_assignment(-counts)
     mapping = np.full(counts.shape[0], -1)
