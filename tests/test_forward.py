@@ -67,3 +67,25 @@ def test_a_mask_keeps_only_its_region(sim):
     assert np.linalg.norm(parts - whole) / np.linalg.norm(whole) < 1e-5
     with pytest.raises(ValueError, match="mask shape"):
         projector_of(vol, mask[:-1])
+
+
+def test_bayes_optimal_accuracy_limits(sim):
+    """Noise-free images are classified perfectly (their own class has likelihood exactly 1, the
+    log 0); two identical maps leave only the tie (the first class), and per-class poses work
+    like per-class maps (a 2D set of views)."""
+    from cryolab.engine.forward import bayes_optimal_accuracy, class_log_likelihoods
+    s, vol, px = sim
+    eulers, origins = _poses(s)
+    ctf = ctf_from_table(s.particles.merge(s.optics, on="rlnOpticsGroup"))
+    other = np.ascontiguousarray(np.rot90(vol, axes=(1, 2)))
+    truth = np.arange(len(s.clean)) % 2
+    clean = np.where(truth[:, None, None] == 0, s.clean, particle_images(projector_of(other), eulers, origins, ctf,
+                                                                         px, scale=s.info["signal_scale"]))
+    ll = class_log_likelihoods(clean, [vol, other], eulers, origins, ctf, px, scale=s.info["signal_scale"])
+    assert np.abs(ll[np.arange(len(truth)), truth]).max() < 1e-6
+    assert bayes_optimal_accuracy(clean, [vol, other], eulers, truth, origins, ctf, px,
+                                  scale=s.info["signal_scale"]) == 1.0
+    assert bayes_optimal_accuracy(s.images, [vol, vol], eulers, truth, origins, ctf, px) == np.mean(truth == 0)
+    views = np.stack([eulers, eulers + [0.0, 90.0, 0.0]], axis=1)        # two views of one map
+    ll_views = class_log_likelihoods(s.clean, vol, views, origins, ctf, px, scale=s.info["signal_scale"])
+    assert (np.argmax(ll_views, axis=1) == 0).all()

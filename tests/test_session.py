@@ -14,6 +14,7 @@ from cryolab.io import read_particles, read_star
 from cryolab.projection import FourierRotator2D
 from cryolab.session import Session
 from cryolab.simulate import simulate_views_2d
+from conftest import bayes_ceiling
 from cryolab.validation import class_accuracy
 
 VIEWS = [[0, 0], [0, 90], [90, 90], [45, 45]]
@@ -48,7 +49,10 @@ def map_run(views_set):
 
 def test_map_classification_recovers_views(map_run, views_set):
     acc = class_accuracy(map_run.classes, views_set.truth["view_index"].to_numpy())
+    ceiling = bayes_ceiling(views_set, volume=load_demo().volumes["80S"], views=VIEWS)
+    print(f"accuracy {acc:.3f}, Bayes-optimal {ceiling:.3f}")
     assert acc >= 0.95, acc
+    assert acc <= ceiling + 0.02, (acc, ceiling)      # no classifier beats the ceiling (but for luck)
 
 
 def test_ml_and_map_separate_views_better_than_maxcc(map_run, views_set):

@@ -66,17 +66,23 @@ def class_log_likelihoods(images, maps, eulers_deg, origins_px=None, ctf: CTFPar
                           batch_size: int = 256) -> np.ndarray:
     """``log p(X_i | class k)`` ``[B, K]`` up to a per-image constant, for known poses and white noise
     of standard deviation ``sigma_noise`` (pixel units of the images): ``-|X_i - model_ik|^2 / (2 sigma^2)``
-    with ``model_ik`` = :func:`particle_images` of map ``k`` (``maps [K, N, N, N]``)."""
-    projectors = [projector_of(np.asarray(m, np.float32)) for m in maps]
+    with ``model_ik`` = :func:`particle_images` of map ``k`` (``maps [K, N, N, N]``, or one map for
+    classes that differ only in pose). ``eulers_deg``: ``[B, 3]`` (one pose per image) or
+    ``[B, K, 3]`` (a pose per image and class, e.g. the K views of a 2D set at each image's psi)."""
     images = np.asarray(images, np.float32)
-    eulers = np.asarray(eulers_deg, float).reshape(-1, 3)
-    out = np.empty((len(images), len(projectors)))
+    eulers = np.asarray(eulers_deg, float)
+    per_class = eulers.ndim == 3
+    maps = np.asarray(maps, np.float32)
+    K = eulers.shape[1] if per_class else len(maps)
+    projectors = [projector_of(maps)] * K if maps.ndim == 3 else [projector_of(m) for m in maps]
+    out = np.empty((len(images), K))
     for lo in range(0, len(images), batch_size):
         sl = slice(lo, lo + batch_size)
         sub_ctf = None if ctf is None else ctf[np.arange(len(images))[sl]]
         org = None if origins_px is None else np.asarray(origins_px)[sl]
         for k, proj in enumerate(projectors):
-            r = residual_images(images[sl], proj, eulers[sl], org, sub_ctf, pixel_size_A, scale)
+            e = eulers[sl, k] if per_class else eulers[sl]
+            r = residual_images(images[sl], proj, e, org, sub_ctf, pixel_size_A, scale)
             out[sl, k] = -(np.asarray(r, np.float64) ** 2).sum(axis=(1, 2)) / (2 * sigma_noise ** 2)
     return out
 
@@ -86,7 +92,8 @@ def bayes_optimal_accuracy(images, maps, eulers_deg, truth, origins_px=None, ctf
                            priors=None) -> float:
     """The accuracy of the best possible classifier on these images: true maps, true poses, known
     white noise; each particle goes to the class of highest posterior (``priors [K]``, default
-    equal). The ceiling a classification of the same data can reach (up to sampling noise)."""
+    equal). The ceiling a classification of the same data can reach (up to sampling noise).
+    Arguments as :func:`class_log_likelihoods`; ``truth [B]`` the 0-based true class."""
     ll = class_log_likelihoods(images, maps, eulers_deg, origins_px, ctf, pixel_size_A, scale=scale,
                                sigma_noise=sigma_noise)
     if priors is not None:
