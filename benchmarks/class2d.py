@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cryolab.data import load_demo
+from cryolab.engine.forward import simulation_ceiling
 from cryolab.validation import class_accuracy
 
-from . import (GemmCounter, finish, load_now, part_parser, ratio, relion_available, saves, simulate_views,
+from . import (VIEWS, GemmCounter, finish, load_now, part_parser, ratio, relion_available, saves, simulate_views,
                work_folder)
 
 
@@ -114,12 +116,16 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
         if have_relion:
             res["relion"] = run_relion(folder, relion_command(sim.star_path.name, K, iterations, diameter_A),
                                        iterations)
+        ceiling = simulation_ceiling(sim, volume=load_demo().volumes["80S"], views=VIEWS[:views])
     rows = summarize_runs(res, n, iterations, truth)
     c = rows["cryolab"]
+    print(f"  Bayes-optimal accuracy (true views, poses, noise): {ceiling:.3f}")
     flops = sum(s["gemm_flops"] for s in c["steps"])
     print(f"  cryolab GEMM work: {flops / (n * iterations) / 1e6:.0f} MFLOP per particle per iteration, "
           f"effective {flops / c['iterations_s'] / 1e9:.0f} GFLOP/s")
-    ratios = [ratio("class2d.cryolab_accuracy", c["accuracy"], "matched class accuracy vs the true views")]
+    ratios = [ratio("class2d.cryolab_accuracy", c["accuracy"], "matched class accuracy vs the true views"),
+              ratio("class2d.bayes_optimal_accuracy", ceiling, "the ceiling on these images"),
+              ratio("class2d.cryolab_over_ceiling", c["accuracy"] / ceiling, "accuracy / Bayes-optimal")]
     if "relion" in rows:
         r = rows["relion"]
         ratios += [

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cryolab.engine.forward import simulation_ceiling
+
 from . import finish, load_now, part_parser, ratio, relion_available, saves, work_folder
 from .class2d import run_relion, summarize_runs
 
@@ -105,9 +107,13 @@ def run(quick: bool = False, n: int | None = None, iterations: int | None = None
             command = relion_command(sim.star_path.name, K, iterations, diameter_A, ini_high_A,
                                      ref="refs.star" if references == "two" else "ref.mrc")
             res["relion"] = run_relion(folder, command, iterations)
+        ceiling = simulation_ceiling(sim, maps=maps)
     rows = summarize_runs(res, n, iterations, truth)
     c = rows["cryolab"]
-    ratios = [ratio("class3d.cryolab_accuracy", c["accuracy"], "matched class accuracy vs the true states")]
+    print(f"  Bayes-optimal accuracy (true maps, poses, noise): {ceiling:.3f}")
+    ratios = [ratio("class3d.cryolab_accuracy", c["accuracy"], "matched class accuracy vs the true states"),
+              ratio("class3d.bayes_optimal_accuracy", ceiling, "the ceiling on these images"),
+              ratio("class3d.cryolab_over_ceiling", c["accuracy"] / ceiling, "accuracy / Bayes-optimal")]
     if "relion" in rows:
         r = rows["relion"]
         ratios += [

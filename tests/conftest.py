@@ -50,23 +50,9 @@ def read_reference_map(name: str):
     return mrcfile.read(reference_file(name)).astype(np.float32)
 
 
-def bayes_ceiling(sim, maps=None, volume=None, views=None) -> float:
-    """The Bayes-optimal accuracy on a simulated set (true maps, poses, CTFs, unit white noise):
-    ``maps`` in ``class_index`` order for 3D states, or ``volume`` and its ``views`` (rot, tilt)
-    for a 2D set of views (each image's own psi). Printed beside what a classification reaches."""
-    import numpy as np
 
-    from cryolab.engine.forward import bayes_optimal_accuracy
-    from cryolab.io import ctf_from_table
-    t = sim.truth
-    ctf = ctf_from_table(sim.particles.merge(sim.optics, on="rlnOpticsGroup"))
-    origins = t[["origin_x_A", "origin_y_A"]].to_numpy() / sim.pixel_size_A
-    if views is not None:
-        v = np.asarray(views, float)
-        eulers = np.stack([np.broadcast_to(v[:, 0], (len(t), len(v))), np.broadcast_to(v[:, 1], (len(t), len(v))),
-                           np.repeat(t["psi_deg"].to_numpy()[:, None], len(v), axis=1)], axis=-1)
-        return bayes_optimal_accuracy(sim.images, volume, eulers, t["view_index"].to_numpy(), origins, ctf,
-                                      sim.pixel_size_A, scale=sim.info["signal_scale"])
-    eulers = t[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
-    return bayes_optimal_accuracy(sim.images, np.stack(maps), eulers, t["class_index"].to_numpy(), origins, ctf,
-                                  sim.pixel_size_A, scale=sim.info["signal_scale"])
+def bayes_ceiling(sim, maps=None, volume=None, views=None) -> float:
+    """:func:`cryolab.engine.forward.simulation_ceiling`: the Bayes-optimal accuracy on a simulated
+    set, printed beside what a classification reaches."""
+    from cryolab.engine.forward import simulation_ceiling
+    return simulation_ceiling(sim, maps=maps, volume=volume, views=views)

@@ -13,9 +13,11 @@ import numpy as np
 
 from ..backend import get_xp
 from ..ctf import CTFParams
+from ..io import ctf_from_table
 from ..projection import FourierProjector
 
-__all__ = ["projector_of", "particle_images", "residual_images", "class_log_likelihoods", "bayes_optimal_accuracy"]
+__all__ = ["projector_of", "particle_images", "residual_images", "class_log_likelihoods", "bayes_optimal_accuracy",
+           "simulation_ceiling"]
 
 
 def projector_of(volume, mask=None, pad: float = 2) -> FourierProjector:
@@ -99,3 +101,21 @@ def bayes_optimal_accuracy(images, maps, eulers_deg, truth, origins_px=None, ctf
     if priors is not None:
         ll = ll + np.log(np.asarray(priors, float))[None, :]
     return float(np.mean(np.argmax(ll, axis=1) == np.asarray(truth)))
+
+
+def simulation_ceiling(sim, maps=None, volume=None, views=None) -> float:
+    """:func:`bayes_optimal_accuracy` on a :class:`cryolab.simulate.Simulation` (true maps, poses,
+    CTFs, the simulator's unit white noise; not optimal for its coloured noise): ``maps`` in ``class_index`` order for 3D states, or
+    ``volume`` and its ``views`` (rot, tilt) for a 2D set of views (each image's own psi)."""
+    t = sim.truth
+    ctf = ctf_from_table(sim.particles.merge(sim.optics, on="rlnOpticsGroup"))
+    origins = t[["origin_x_A", "origin_y_A"]].to_numpy() / sim.pixel_size_A
+    if views is not None:
+        v = np.asarray(views, float)
+        eulers = np.stack([np.broadcast_to(v[:, 0], (len(t), len(v))), np.broadcast_to(v[:, 1], (len(t), len(v))),
+                           np.repeat(t["psi_deg"].to_numpy()[:, None], len(v), axis=1)], axis=-1)
+        return bayes_optimal_accuracy(sim.images, volume, eulers, t["view_index"].to_numpy(), origins, ctf,
+                                      sim.pixel_size_A, scale=sim.info["signal_scale"])
+    eulers = t[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
+    return bayes_optimal_accuracy(sim.images, np.stack(maps), eulers, t["class_index"].to_numpy(), origins, ctf,
+                                  sim.pixel_size_A, scale=sim.info["signal_scale"])
