@@ -1,0 +1,79 @@
+"""Cascaded classification (a tree of runs saved and reloaded) on three states, class stability
+over repeated runs, and the adjusted Rand index against known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryolab.data import load_demo
+from cryolab.errors import CryolabInputError
+from cryolab.fourier import rescale
+from cryolab.io import ParticleStack
+from cryolab.methods.cascade import Cascade, adjusted_rand_index, class_stability
+from cryolab.simulate import simulate_particles
+
+
+@pytest.fixture(scope="module")
+def three_states(tmp_path_factory):
+    """The demo's 80S, 60S and 40S (its small subunit with RACK1) at 40/30/30, 32 px, SNR 2."""
+    d = load_demo()
+    c = d.components
+    maps = {"80S": d.volumes["80S"], "60S": d.volumes["60S"], "40S": c["40S_core"] + c["RACK1"]}
+    maps = {k: rescale(v, 32, ndim=3) for k, v in maps.items()}
+    work = tmp_path_factory.mktemp("cascade")
+    sim = simulate_particles(maps, 300, d.pixel_size_A * 2, fractions=[0.4, 0.3, 0.3], snr=2.0, seed=3,
+                             out_dir=work, name="p")
+    return sim, maps, work
+
+
+def test_two_levels_of_two_classes_separate_three_states(three_states):
+    """Level 1: the small subunit alone against everything with a large subunit (references 40S
+    and 60S); level 2: the larger class into 80S and 60S."""
+    sim, maps, work = three_states
+    truth = sim.truth["class_index"].to_numpy()
+    cas = Cascade(sim.star_path, work / "Cascade")
+    first = cas.classify("root", 2, 4, reference=np.stack([maps["40S"], maps["60S"]]), healpix_order=1,
+                         ini_high_A=40.0, offset_range_px=2, firstiter_cc=False)
+    big = f"root/{int(np.argmax(first.class_sizes)) + 1}"
+    cas.classify(big, 2, 4, reference=np.stack([maps["80S"], maps["60S"]]), healpix_order=1, ini_high_A=40.0,
+                 offset_range_px=2)
+    ari = adjusted_rand_index(cas.labels(), truth)
+    print(f"adjusted Rand index {ari:.3f}; leaves {cas.leaves()}")
+    assert ari >= 0.9, ari                                  # measured 0.970
+    assert sorted(len(cas.node(n).rows) for n in cas.leaves()) == sorted(np.bincount(cas.labels()))
+    again = Cascade.load(work / "Cascade")                  # the tree is saved as plain JSON
+    assert again.leaves() == cas.leaves() and np.array_equal(again.labels(), cas.labels())
+    assert (work / "Cascade" / big / "run_it004_data.star").is_file()
+    picked = again.select(cas.leaves()[0], work / "leaf.star")
+    assert len(ParticleStack.from_star(work / "leaf.star")) == len(picked) == len(cas.node(cas.leaves()[0]).rows)
+    with pytest.raises(CryolabInputError, match="already classified"):
+        cas.classify("root", 2, 1, reference=maps["80S"])
+
+
+def test_class_stability_counts_repeats_that_agree():
+    """Repeats that rename the classes and move known particles: the stability of each particle
+    is the fraction of repeats that keep it with the first run's class."""
+    base = np.repeat([0, 1, 2], 4)
+    moved = {1: [0], 2: [0, 5], 3: []}
+
+    def run(seed):
+        lab = base.copy()
+        lab[moved.get(seed, [])] = (lab[moved.get(seed, [])] + 1) % 3
+        return (lab + seed) % 3                              # class numbers differ per run
+
+    stability, matched = class_stability(run, 4)
+    want = np.ones(12)
+    want[0], want[5] = 2 / 4, 3 / 4
+    np.testing.assert_allclose(stability, want)
+    assert matched.shape == (4, 12)
+    with pytest.raises(CryolabInputError, match="at least two"):
+        class_stability(run, 1)
+
+
+def test_adjusted_rand_index_known_values():
+    assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 7, 7]) == 1.0
+    assert adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)   # worse than chance
+    sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn is only a cross-check here")
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 3, 200), rng.integers(0, 4, 200)
+    assert adjusted_rand_index(a, b) == pytest.approx(sk.adjusted_rand_score(a, b), abs=1e-12)
