@@ -122,7 +122,8 @@ def read_star(path) -> dict[str, pd.DataFrame]:
     as_bool = {name: [c for c in b.columns if pd.api.types.is_bool_dtype(b[c])]
                for name, b in blocks.items() if isinstance(b, pd.DataFrame)}
     if any(as_bool.values()):   # text such as TRUE/false was read as booleans: STAR has none, keep the text
-        text = starfile.read(path, always_dict=True, parse_as_string=sorted({c for v in as_bool.values() for c in v}))
+        names = sorted({c for v in as_bool.values() for c in v})
+        text = starfile.read(path, always_dict=True, parse_as_string=names)
         for name, cols in as_bool.items():
             for c in cols:
                 blocks[name][c] = text[name][c]
