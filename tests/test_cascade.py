@@ -48,6 +48,15 @@ def test_two_levels_of_two_classes_separate_three_states(three_states):
     assert len(ParticleStack.from_star(work / "leaf.star")) == len(picked) == len(cas.node(cas.leaves()[0]).rows)
     with pytest.raises(CryolabInputError, match="already classified"):
         cas.classify("root", 2, 1, reference=maps["80S"])
+    # the tree widget on the reloaded cascade: nodes, a classified node's sizes and maps, a branch
+    from cryolab.widgets import CascadeTree
+    tree = CascadeTree(again)
+    assert len(tree.nodes.options) == 5
+    tree.nodes.value = big
+    assert str(again.node(big).class_sizes) in tree.summary.value
+    assert tree.panel.value[:4] == b"\x89PNG" and len(tree.class_maps(big)) == 2
+    out = tree.select_branch(work / "branch.star")
+    assert len(out) == len(again.node(big).rows) and "wrote" in tree.message.value
 
 
 def test_class_stability_counts_repeats_that_agree():

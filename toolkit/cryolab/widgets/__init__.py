@@ -5,6 +5,7 @@
 * :class:`MapViewer` - isosurface (nglview) or orthogonal slices of a map;
 * :class:`FSCViewer` - FSC curves with the 0.143 / 0.5 thresholds and resolutions;
 * :class:`MaskEditor` - place and size a soft mask on a map, preview the masked map;
+* :class:`CascadeTree` - browse a cascade of classifications and select a branch;
 * :class:`SessionDashboard`, :class:`PosteriorExplorer`, :class:`ClassGallery` - steer a live
   classification :class:`cryolab.session.Session`, read posteriors, keep/discard classes;
 * :func:`example_map` / :func:`phantom_volume` - maps for the course notebooks.
@@ -12,6 +13,7 @@
 Widgets only read arrays and call public cryolab functions; they render figures as PNG in an
 ``ipywidgets.Image``, so they display with any matplotlib backend and in a headless browser.
 """
+from .cascade import CascadeTree
 from .dashboard import SessionDashboard
 from .demo import example_map, phantom_volume
 from .gallery import ClassGallery
@@ -20,5 +22,5 @@ from .posterior import PosteriorExplorer
 from .teaching import CTFExplorer, ProjectionSliceExplorer
 from .viewers import FSCViewer, MapViewer
 
-__all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer", "MaskEditor",
+__all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer", "MaskEditor", "CascadeTree",
            "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]
