@@ -11,7 +11,7 @@ recorded too, in ``benchmarks/results/<date>-<host>.json``.
 
 Run everything with ``python -m benchmarks`` (``--quick`` for a smoke run), or one part
 with ``python -m benchmarks.gemm`` / ``.class2d`` / ``.class3d`` / ``.imaging`` / ``.memory``
-/ ``.refine``.
+/ ``.focused`` / ``.refine``.
 """
 from __future__ import annotations
 

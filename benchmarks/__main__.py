@@ -1,10 +1,11 @@
 """Run every benchmark and print their ratios: ``python -m benchmarks [--quick] [--no-relion]``.
 
-The full suite takes about 10 minutes on two cores (most of it relion_refine: ``--no-relion``
-or ``--only`` for less); ``--quick``
+The full suite takes about 12 minutes on two cores (most of it relion_refine and the
+consensus refinement of ``focused``: ``--no-relion`` or ``--only`` for less); ``--quick``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
 The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
-runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``.
+runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``; so does
+the full size of the focused-classification comparison (``python -m benchmarks.focused --full``, ~15 min).
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
 """
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, gemm, imaging, memory, refine, saves
+from . import class2d, class3d, focused, gemm, imaging, memory, refine, saves
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused")
 PARTS = DEFAULT + ("refine",)
 
 
@@ -49,6 +50,8 @@ def main(argv=None) -> int:
         results["imaging"] = imaging.run(a.quick, relion, a.out, save)
     if "memory" in parts:
         results["memory"] = memory.run(a.quick, out=a.out, save=save)
+    if "focused" in parts:
+        results["focused"] = focused.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")

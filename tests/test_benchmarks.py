@@ -28,13 +28,17 @@ def test_quick_suite_prints_ratios(tmp_path):
     names = {name for name, _ in lines}
     for expected in ("gemm.score_over_peak", "gemm.weighted_sums_over_peak", "gemm.step_effective_over_peak",
                      "class2d.cryolab_accuracy", "class3d.cryolab_accuracy", "imaging.project_numpy_over_cryolab",
-                     "imaging.reconstruct_numpy_over_cryolab", "memory.allocated_over_stack"):
+                     "imaging.reconstruct_numpy_over_cryolab", "memory.allocated_over_stack",
+                     "focused.cryolab_accuracy", "focused.cryolab_minus_unfocused"):
         assert expected in names, done.stdout
     assert all(np.isfinite(float(value)) for _, value in lines)
-    assert not any(name.startswith(("class2d.relion", "class3d.relion", "imaging.project_relion")) for name in names)
+    relion = ("class2d.relion", "class3d.relion", "imaging.project_relion", "focused.relion",
+              "focused.cryolab_over_relion")
+    assert not any(name.startswith(relion) for name in names)
     saved = list(tmp_path.glob("*.json"))
     assert len(saved) == 1
-    assert {"machine", "gemm", "class2d", "class3d", "imaging", "memory"} <= set(json.loads(saved[0].read_text()))
+    parts = {"machine", "gemm", "class2d", "class3d", "imaging", "memory", "focused"}
+    assert parts <= set(json.loads(saved[0].read_text()))
 
 
 def test_class_accuracy_uses_the_best_one_to_one_matching():
