@@ -43,8 +43,8 @@ def test_focused_classification_with_subtraction_reaches_the_ceiling(rack1, tmp_
     acc_mask_only = class_accuracy(plain.classes, truth)
     print(f"Bayes-optimal {ceiling:.3f}; focused + subtraction {acc:.3f}; mask only {acc_mask_only:.3f}")
     assert ceiling >= 0.95                     # measured 1.0 at SNR 3, 32 px
-    assert acc >= 0.95, acc                    # measured 0.99
-    assert acc >= acc_mask_only + 0.04, (acc, acc_mask_only)      # measured 0.99 vs 0.90
+    assert acc >= 0.95, acc                    # measured 0.995 (tau2_fudge 8; 0.990 with 4)
+    assert acc >= acc_mask_only + 0.04, (acc, acc_mask_only)      # measured 0.995 vs 0.895
     # the full maps come from the original images: the 80S class has RACK1, the other not
     full = f.full_maps()
     to_truth = match_classes(f.classes, truth)                     # class -> 0 (80S) or 1 (no RACK1)

@@ -27,6 +27,7 @@ from ..io import ParticleStack, write_mrc
 from ..masks import check_mask
 from ..reconstruction import reconstruct_stack
 from ..session import Session
+from ..settings import METHOD_DEFAULTS
 from .class3d import class3d
 from .subtract import SubtractedParticles, check_poses_match
 
@@ -81,7 +82,7 @@ def focused_class3d(particles, reference, keep_mask, K: int = 2, iterations: int
     ``reference [N, N, N]``: the consensus map on the data's grey scale (``scale`` otherwise);
     ``sigma_ang_deg``: local angular searches around the consensus poses instead of fixed poses.
     Other keywords are :class:`cryolab.settings.Settings` fields of the classification
-    (defaults: :func:`cryolab.settings.method_settings` of ``class3d``).
+    (defaults: ``method_settings("focused")``: class3d's, with ``tau2_fudge`` 8 and fixed poses).
     """
     stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
     n = stack.box_size
@@ -90,9 +91,10 @@ def focused_class3d(particles, reference, keep_mask, K: int = 2, iterations: int
     SubtractedParticles(stack, reference, mask)          # poses present, shapes agree (else a clear error)
     check_poses_match(stack, reference)
     data = SubtractedParticles(stack, reference, mask, scale=scale) if subtract else stack
-    align = {"sigma_ang_deg": sigma_ang_deg} if sigma_ang_deg else {"skip_align": True}
+    align = {"sigma_ang_deg": sigma_ang_deg, "skip_align": False} if sigma_ang_deg else {}
+    defaults = {k: v for k, v in METHOD_DEFAULTS["focused"].items() if k != "K"}
     session = class3d(data, reference, K=K, iterations=iterations, reference_mask=mask, out_dir=None,
-                      progress=progress, callback=callback, **{**align, **settings})
+                      progress=progress, callback=callback, **{**defaults, **align, **settings})
     result = FocusedClassification(session, stack, mask, reference)
     if out_dir is not None:
         result.save(out_dir)
