@@ -44,8 +44,8 @@ of the memory (``docs/variance.md``). Outside the sphere of diameter ``N`` every
 
 **Memory.** The accumulators of ``R + 1`` sets: ``3 V (R + 1)`` numbers (``dtype``, float32: 4
 bytes) with ``V ~ 0.52 (pad N)^3 / 2`` Fourier voxels, times ``(lowpass shell / (N / 2))^3`` with
-``lowpass_A``; at 64 px, pad 2, float32: 7.3 MB a set, 0.74 GB for 100 resamples (0.2 GB at 20 A
-with 6 A pixels). Sets beyond ``memory_GB`` go to further passes over the images. The resample
+``lowpass_A``; at 64 px, pad 2, float32: 7.3 MB a set, 0.74 GB for 100 resamples (46 MB at 30 A
+with 6 A pixels, 7 MB with ``pad=1`` too). Sets beyond ``memory_GB`` go to further passes over the images. The resample
 maps (``keep_maps``) take ``4 N^3 R`` bytes (100 MB at 64 px).
 
 Maps are ``[z, y, x]`` float32 with the box centre at voxel ``N // 2``; positions ``(x, y, z)`` are
