@@ -142,6 +142,13 @@ def test_one_pass_equals_each_resample_reconstructed_from_its_star_file(tmp_path
     assert abs(res.variance - var).max() <= 5e-6 * var.max()               # measured 7.3e-7
 
 
+def test_a_memory_bound_splits_the_sets_into_passes_with_the_same_result(small):
+    one = bootstrap_variance(small, 6, seed=4, null=False)
+    per_set = MultiSetBackProjector.bytes_needed(small.box_size, 1, itemsize=4)
+    split = bootstrap_variance(small, 6, seed=4, null=False, memory_GB=2.5 * per_set / 2 ** 30, progress=True)
+    np.testing.assert_array_equal(split.maps, one.maps)        # 3 passes of <= 2 sets: the same sums
+
+
 def test_covariance_map_equals_numpy_cov():
     rng = np.random.default_rng(2)
     maps = rng.normal(size=(7, 8, 8, 8)).astype(np.float32)

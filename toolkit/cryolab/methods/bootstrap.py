@@ -73,7 +73,7 @@ class MultiSetBackProjector(BackProjector):
         radius, _ = self.shells()
         keep = radius.ravel() <= self.pad * self.r_max + 2.0    # every corner of an inserted point
         self._voxels = np.flatnonzero(keep)
-        self._compact = np.full(radius.size, -1, np.int64)
+        self._compact = np.full(radius.size, -1, np.int32)       # 3 V < 2^31 for boxes up to ~800 px
         self._compact[self._voxels] = np.arange(self._voxels.size)
         self.n_sets = int(n_sets)
         self.sums = np.zeros((3 * self._voxels.size, self.n_sets), dtype=dtype)
@@ -113,7 +113,7 @@ class MultiSetBackProjector(BackProjector):
         re = vals.real.astype(np.float64)
         im = np.where(neg, -vals.imag, vals.imag).astype(np.float64)
         idx, w = _corners(coords, self.m)                      # [8, b * p]
-        image = np.broadcast_to(np.arange(b).repeat(p), idx.shape).reshape(-1)
+        image = np.broadcast_to(np.arange(b, dtype=np.int32).repeat(p), idx.shape).reshape(-1)
         voxel = self._compact[idx.reshape(-1)]
         w = w.reshape(-1)
         ok = (w != 0) & (voxel >= 0)
