@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, refine, saves
+from . import class2d, class3d, focused, gemm, imaging, memory, refine, saves, variance
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance")
 PARTS = DEFAULT + ("refine",)
 
 
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
         results["memory"] = memory.run(a.quick, out=a.out, save=save)
     if "focused" in parts:
         results["focused"] = focused.run(a.quick, relion=relion, out=a.out, save=save)
+    if "variance" in parts:
+        results["variance"] = variance.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")

@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..errors import CryolabInputError
-from . import classify, common, demo, focus, maps
+from . import classify, common, demo, focus, maps, variance
 
 
 def _cmd_info(args) -> int:
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.register(sub)
     maps.register(sub)
     focus.register(sub)
+    variance.register(sub)
     demo.register(sub)
     return parser
 
