@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, refine, saves, variance
+from . import class2d, class3d, focused, gemm, imaging, memory, msa, refine, saves, variance
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa")
 PARTS = DEFAULT + ("refine",)
 
 
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
         results["memory"] = memory.run(a.quick, out=a.out, save=save)
     if "focused" in parts:
         results["focused"] = focused.run(a.quick, relion=relion, out=a.out, save=save)
+    if "msa" in parts:
+        results["msa"] = msa.run(a.quick, out=a.out, save=save)
     if "variance" in parts:
         results["variance"] = variance.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:

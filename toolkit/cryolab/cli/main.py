@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..errors import CryolabInputError
-from . import classify, common, demo, focus, maps, variance
+from . import classify, common, demo, focus, maps, msa, variance
 
 
 def _cmd_info(args) -> int:
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     maps.register(sub)
     focus.register(sub)
     variance.register(sub)
+    msa.register(sub)
     demo.register(sub)
     return parser
 

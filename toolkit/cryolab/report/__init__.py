@@ -14,14 +14,16 @@ and the resolution, the exact command to reproduce, the environment and input ch
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .figures import (fig_central_slices, fig_class_averages, fig_fsc, fig_histogram, fig_history,
+                      fig_rot_tilt)
+from .heterogeneity import heterogeneity_sections
 
 __all__ = ["ReportData", "collect_directory", "collect_session", "render_html",
            "directory_report", "session_report"]
@@ -47,6 +49,7 @@ class ReportData:
     fsc: list = field(default_factory=list)          # dicts: name, freq_per_A, fsc, resolution_A
     results: dict = field(default_factory=dict)
     sources: list = field(default_factory=list)      # files the report was built from
+    extra: list = field(default_factory=list)        # (title, [png base64], {label: value}) sections
 
 
 # --------------------------------------------------------------------------- collecting
@@ -80,7 +83,7 @@ def _latest_classification(folder: Path):
 def _class_maps(data: ReportData, folder: Path, prefix: str, it: int, root: Path | None = None,
                 label: str = "") -> None:
     """The 3D class maps ``<prefix>_itNNN_classNNN.mrc`` into ``data.maps`` (sources relative to ``root``)."""
-    from .io import read_mrc
+    from ..io import read_mrc
     for p in sorted(folder.glob(f"{prefix}_it{it:03d}_class[0-9][0-9][0-9].mrc")):
         data.maps[f"{label}class {int(p.stem[-3:])}"] = read_mrc(p)[0]
         data.sources.append(p.relative_to(root or folder).as_posix())
@@ -96,7 +99,7 @@ def _other_class_maps(data: ReportData, folder: Path, shown) -> None:
 
 
 def _read_history(folder: Path, prefix: str) -> list:
-    from .io import read_star
+    from ..io import read_star
     out = []
     for p in sorted(folder.glob(f"{prefix}_it[0-9][0-9][0-9]*_model.star")):
         m = re.search(r"_it(\d+)_model\.star$", p.name)
@@ -115,14 +118,14 @@ def _add_gold_standard_fsc(data, blocks, n, px):
         if name.startswith("model_class_") and "rlnGoldStandardFsc" in block.columns:
             curve = block["rlnGoldStandardFsc"].to_numpy(float)
             if np.any(curve != 0):
-                from .validation import resolution_at
+                from ..validation import resolution_at
                 data.fsc.append({"name": f"class {name.rsplit('_', 1)[1]} (gold standard)",
                                  "freq_per_A": block["rlnResolution"].to_numpy(float), "fsc": curve,
                                  "resolution_A": resolution_at(curve, 0.143, n, px)})
 
 
 def _collect_classification(data: ReportData, folder: Path, prefix: str, it: int) -> None:
-    from .io import read_mrc, read_particles, read_star
+    from ..io import read_mrc, read_particles, read_star
     stem = folder / f"{prefix}_it{it:03d}"
     table, _ = read_particles(f"{stem}_data.star")
     data.pmax = _col(table, "rlnMaxValueProbDistribution")
@@ -149,7 +152,7 @@ def _collect_classification(data: ReportData, folder: Path, prefix: str, it: int
 
 
 def _collect_postprocess(data: ReportData, folder: Path) -> None:
-    from .io import read_mrc, read_star
+    from ..io import read_mrc, read_star
     for star in sorted(folder.rglob("*postprocess*.star")):
         blocks = read_star(star)
         fsc_t, general = blocks.get("fsc"), blocks.get("general")
@@ -170,8 +173,8 @@ def _collect_postprocess(data: ReportData, folder: Path) -> None:
 
 def collect_directory(folder) -> ReportData:
     """Read a run folder into a :class:`ReportData` (see the module text for what is read)."""
-    from .errors import CryolabInputError
-    from .provenance import read_run
+    from ..errors import CryolabInputError
+    from ..provenance import read_run
     folder = Path(folder)
     run = read_run(folder)
     data = ReportData(title=f"cryolab {run.get('command', 'run')}: {folder.resolve().name}", run=run,
@@ -188,9 +191,10 @@ def collect_directory(folder) -> ReportData:
         _merge_times(data.history, run.get("iterations", []))
         _other_class_maps(data, folder, latest)
     _collect_postprocess(data, folder)
-    if not (run or latest or data.fsc):
-        raise CryolabInputError("nothing to report: no run.json, <prefix>_itNNN_data.star or "
-                                "postprocess.star here", path=folder)
+    data.extra = list(heterogeneity_sections(folder))
+    if not (run or latest or data.fsc or data.extra):
+        raise CryolabInputError("nothing to report: no run.json, <prefix>_itNNN_data.star, postprocess.star "
+                                "or heterogeneity results here", path=folder)
     return data
 
 
@@ -203,9 +207,9 @@ def _merge_times(history, iterations):
 
 def collect_session(session) -> ReportData:
     """A live Session (2D or 3D classification) as :class:`ReportData`."""
-    from .backend import backend_name
-    from .provenance import environment
-    from .settings import command_line
+    from ..backend import backend_name
+    from ..provenance import environment
+    from ..settings import command_line
     s = session.settings
     star = session.particles.star_path or "particles.star"
     refs = np.asarray(session.references)
@@ -223,110 +227,6 @@ def collect_session(session) -> ReportData:
         rot=session.eulers[:, 0].copy() if three_d else None, tilt=session.eulers[:, 1].copy() if three_d else None,
         results={"class_sizes": np.bincount(session.classes[session.classes >= 0],
                                             minlength=s.K).tolist()})
-
-
-# --------------------------------------------------------------------------- figures
-
-def _png(fig) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(w, h):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(w, h))
-
-
-def _gallery(images, labels, ncols=8, size=1.4, rows_of=None):
-    k = len(images)
-    ncols = min(ncols, k) if rows_of is None else rows_of
-    nrows = -(-k // ncols)
-    fig = _figure(size * ncols, size * nrows + 0.3)
-    for i, (img, lab) in enumerate(zip(images, labels)):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.imshow(img, cmap="gray", origin="lower")
-        ax.set_title(lab, fontsize=8)
-        ax.axis("off")
-    return _png(fig)
-
-
-def fig_class_averages(images, distribution=None) -> str:
-    labels = [f"{k + 1}" + (f": {100 * distribution[k]:.1f}%" if distribution is not None else "")
-              for k in range(len(images))]
-    return _gallery(images, labels)
-
-
-def fig_central_slices(maps: dict) -> str:
-    images, labels = [], []
-    for name, vol in maps.items():
-        c = vol.shape[0] // 2
-        for plane, img in (("xy", vol[c]), ("xz", vol[:, c]), ("yz", vol[:, :, c])):
-            images.append(img)
-            labels.append(f"{name} {plane}")
-    return _gallery(images, labels, size=1.8, rows_of=3)
-
-
-def fig_history(history) -> str:
-    its = [h["iteration"] for h in history]
-    dist = np.array([h["class_distribution"] for h in history])
-    times = [h.get("time_s") for h in history]
-    has_time = all(t is not None for t in times)
-    fig = _figure(4.2 * (3 if has_time else 2), 3.2)
-    ax = fig.add_subplot(1, 3 if has_time else 2, 1)
-    for k in range(dist.shape[1]):
-        ax.plot(its, dist[:, k], marker=".", label=str(k + 1))
-    ax.set(xlabel="iteration", ylabel="class distribution", title="class sizes")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    if dist.shape[1] <= 12:
-        ax.legend(fontsize=6, ncol=2, title="class", title_fontsize=6)
-    ax = fig.add_subplot(1, 3 if has_time else 2, 2)
-    ax.plot(its, [h["loglik"] for h in history], marker="o")
-    ax.set(xlabel="iteration", ylabel="log-likelihood", title="log-likelihood")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    if has_time:
-        ax = fig.add_subplot(1, 3, 3)
-        ax.bar(its, times)
-        ax.set(xlabel="iteration", ylabel="seconds", title="time per iteration")
-    fig.tight_layout()
-    return _png(fig)
-
-
-def fig_histogram(values, xlabel, title, bins=36, range_=None) -> str:
-    fig = _figure(4.2, 3.0)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.hist(values[np.isfinite(values)], bins=bins, range=range_, color="tab:blue")
-    ax.set(xlabel=xlabel, ylabel="particles", title=title)
-    return _png(fig)
-
-
-def fig_rot_tilt(rot, tilt) -> str:
-    fig = _figure(5.0, 3.0)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.scatter(rot, tilt, s=2, alpha=0.4)
-    ax.set(xlabel="rot (degrees)", ylabel="tilt (degrees)", title="angular distribution",
-           xlim=(-180, 180), ylim=(0, 180))
-    return _png(fig)
-
-
-def fig_fsc(curves) -> str:
-    fig = _figure(5.6, 3.6)
-    ax = fig.add_subplot(1, 1, 1)
-    for c in curves:
-        res = c.get("resolution_A", float("nan"))
-        label = f"{c['name']}: {res:.1f} A" if np.isfinite(res) else c["name"]
-        ax.plot(c["freq_per_A"], c["fsc"], label=label)
-    ax.axhline(0.143, color="gray", ls="--", lw=1)
-    ax.text(0.0, 0.16, "0.143", color="gray", fontsize=7)
-    ax.axhline(0.0, color="black", lw=0.5)
-    from matplotlib.ticker import FuncFormatter
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{1 / x:.3g}" if x > 0 else ""))
-    ax.set(xlabel="resolution (A), linear in spatial frequency", ylabel="FSC",
-           title="Fourier shell correlation", ylim=(-0.1, 1.05))
-    ax.legend(fontsize=7)
-    return _png(fig)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -391,6 +291,8 @@ def _sections(d: ReportData):
     if d.fsc:
         res = {c["name"]: f"{c['resolution_A']:.2f} A" for c in d.fsc}
         yield "FSC", _img(fig_fsc(d.fsc), "FSC curves") + _table(res.items())
+    for title, figures, stats in d.extra:
+        yield title, "".join(_img(f, title) for f in figures) + _table(stats.items())
     if d.command:
         yield "Reproduce", f"<pre>{html.escape(d.command)}</pre>"
     env = {k: d.run[k] for k in ("cryolab_version", "backend", "host", "platform", "python", "numpy",
@@ -403,7 +305,7 @@ def _sections(d: ReportData):
 
 def render_html(data: ReportData) -> str:
     """The report as one HTML string (no external files)."""
-    from . import __version__
+    from .. import __version__
     body = "".join(f"<h2>{html.escape(t)}</h2>\n{h}\n" for t, h in _sections(data))
     src = f"<p class='muted'>built from: {html.escape(', '.join(data.sources))}</p>" if data.sources else ""
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(data.title)}</title>"
@@ -412,7 +314,7 @@ def render_html(data: ReportData) -> str:
 
 
 def _write(text: str, path) -> Path:
-    from .io._files import atomic_path
+    from ..io._files import atomic_path
     path = Path(path)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
