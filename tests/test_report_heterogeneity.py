@@ -42,5 +42,5 @@ def test_msa_section(pair, tmp_path):
     result.save(tmp_path, "run")
     html = directory_report(tmp_path).read_text()
     assert "<h2>MSA (run)</h2>" in html
-    assert f"<td>eigenvalues above the noise edge</td><td>{result.n_significant}</td>" in html.replace(" ", "") \
-        or f"{result.n_significant}" in html
+    assert f"<th>eigenvalues above the noise edge</th><td>{result.n_significant}</td>" in html
+    assert f"<th>images</th><td>{len(result.coordinates)}</td>" in html
