@@ -207,6 +207,8 @@ def command_line(command: str, settings: Settings, star, out: str, ref=None) -> 
         parts += ["--ref", str(ref or "reference.mrc")]
     parts += ["--o", out]
     for flag, name, kind, default, _ in flags_of(command):
+        if not isinstance(s.get(name), (str, int, float, bool, type(None))):
+            continue                             # e.g. a mask given as an array: no command-line form
         if s.get(name) is not None and s[name] != default:
             parts += [flag] if kind == "flag" else [flag, str(s[name])]
     if s.get("mode", "map") != "map":

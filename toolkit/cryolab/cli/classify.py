@@ -112,8 +112,11 @@ def _cmd_classify(args, kind: str) -> int:
         session.save(folder, prefix)
     if dim == 3 and "rlnImageOriginalName" in session.particles.table.columns:
         from .focus import write_full_maps        # focused classification of subtracted particles
-        full = write_full_maps(session, folder / f"{prefix}_it{session.iteration:03d}")
-        rec.outputs = list(rec.outputs) + [p.name for p in full]
+        try:
+            full = write_full_maps(session, folder / f"{prefix}_it{session.iteration:03d}")
+            rec.outputs = list(rec.outputs) + [p.name for p in full]
+        except CryolabInputError as exc:          # the run is saved: say why the full maps are missing
+            log.warning("no full maps from the original images: %s", exc)
     import numpy as np
     counts = np.bincount(session.classes[session.classes >= 0], minlength=session.settings.K)
     rec.results = {"class_sizes": counts.tolist(), "iterations_run": session.iteration}

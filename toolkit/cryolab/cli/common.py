@@ -177,10 +177,12 @@ def reference_map(path, stack, what: str = "reference map"):
             raise CryolabInputError(f"the reference box ({n} px) differs from the particles' ({box} px) at "
                                     f"the same pixel size: crop or pad the map first", path=path, field="--ref")
         out = np.zeros((box,) * 3, np.float32)
-        m, lo = vol.shape[0], abs(vol.shape[0] - box) // 2
-        if m > box:
+        m = vol.shape[0]
+        if m > box:                              # keep the centre voxel N//2 where it is
+            lo = m // 2 - box // 2
             out[:] = vol[lo:lo + box, lo:lo + box, lo:lo + box]
         else:
+            lo = box // 2 - m // 2
             out[lo:lo + m, lo:lo + m, lo:lo + m] = vol
         log.warning("%s: the resampled map (%d px) was %s to the particles' box (%d px)", path, m,
                     "cropped" if m > box else "padded", box)

@@ -71,13 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _set_threads(n) -> None:
-    """Limit BLAS/OpenMP threads (takes effect when numpy is not yet imported) and FFT workers."""
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _set_threads(n):
+    """Limit BLAS/OpenMP threads (takes effect when numpy is not yet imported) and FFT workers;
+    returns the function that puts both back as they were."""
+    from .. import backend
+    before_env = {v: os.environ.get(v) for v in _THREAD_VARIABLES}
+    before_fft = backend._CPU_THREADS
     if n:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in _THREAD_VARIABLES:
             os.environ[var] = str(n)
-        from ..backend import set_cpu_threads
-        set_cpu_threads(n)
+        backend.set_cpu_threads(n)
+
+    def restore():
+        for var, value in before_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        backend._CPU_THREADS = before_fft
+    return restore
 
 
 class _Stderr(logging.Handler):
@@ -120,7 +135,7 @@ def main(argv=None) -> int:
         return 2
     args.argv = argv
     common.forget_created()
-    _set_threads(getattr(args, "j", None))
+    restore_threads = _set_threads(getattr(args, "j", None))
     restore_logging = _set_logging(args)
     try:
         return int(args.func(args) or 0)
@@ -140,9 +155,7 @@ def main(argv=None) -> int:
         return 1
     finally:
         restore_logging()
-        if getattr(args, "j", None):
-            from ..backend import set_cpu_threads
-            set_cpu_threads(None)
+        restore_threads()
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def class_log_likelihoods(images, maps, eulers_deg, origins_px=None, ctf: CTFPar
         org = None if origins_px is None else np.asarray(origins_px)[sl]
         for k, proj in enumerate(projectors):
             e = eulers[sl, k] if per_class else eulers[sl]
-            r = residual_images(images[sl], proj, e, org, sub_ctf, pixel_size_A, scale)
+            sc = scale[sl] if np.ndim(scale) else scale
+            r = residual_images(images[sl], proj, e, org, sub_ctf, pixel_size_A, sc)
             out[sl, k] = -(np.asarray(r, np.float64) ** 2).sum(axis=(1, 2)) / (2 * sigma_noise ** 2)
     return out
 

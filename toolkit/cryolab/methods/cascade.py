@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import CryolabInputError
 from ..io import ParticleStack, write_particles
 from ..io._files import atomic_path
+from ..session.files import json_safe
 from ..validation import match_classes
 from .class2d import class2d
 from .class3d import class3d
@@ -64,7 +65,8 @@ class Cascade:
         return self.nodes[name]
 
     def particles_of(self, name: str) -> ParticleStack:
-        """The particles of a node (with the angles and classes its parent's run gave them)."""
+        """The particles of a node: with the angles and classes its parent's run gave them while the
+        cascade is live; after :meth:`load`, as the root's particles (the runs are on disk)."""
         node = self.node(name)
         parent = name.rsplit("/", 1)[0] if "/" in name else None
         if parent is not None and parent in self.sessions:
@@ -145,7 +147,7 @@ class Cascade:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "cascade.json"
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.tree(), indent=1) + "\n")
+            tmp.write_text(json.dumps(json_safe(self.tree()), indent=1) + "\n")
         return path
 
     @classmethod

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine.forward import particle_images, projector_of, residual_images
+from ..engine.forward import particle_images, projector_of
+from ..engine.subtracted import SubtractedParticles, particle_poses
 from ..errors import CryolabInputError
 from ..geometry import euler_to_matrix
 from ..io import ParticleStack
@@ -46,66 +47,6 @@ log = logging.getLogger(__name__)
 ORIGINAL_ORIGIN_LABELS = ("cryolabOriginalOriginXAngst", "cryolabOriginalOriginYAngst")
 
 
-def _poses(stack: ParticleStack, rows):
-    eulers = stack.eulers(rows)
-    if eulers is None:
-        raise CryolabInputError("signal subtraction needs each particle's pose: no _rlnAngleRot/Tilt/Psi",
-                                path=stack.star_path, field="_rlnAngleRot")
-    return eulers, stack.origins_A(rows) / float(stack.pixel_size_A)
-
-
-def _norm_factor(stack: ParticleStack, rows, norm_correction: bool):
-    cols = stack.table.columns
-    if not norm_correction or "rlnNormCorrection" not in cols:
-        return 1.0
-    norm = stack.table["rlnNormCorrection"].to_numpy(float)
-    avg = (stack.table["rlnNormCorrectionAverage"].to_numpy(float)[rows]
-           if "rlnNormCorrectionAverage" in cols else norm.mean())
-    return (avg / norm[rows]).astype(np.float32)[:, None, None]
-
-
-class SubtractedParticles(ParticleStack):
-    """A :class:`~cryolab.io.ParticleStack` whose images come out subtracted (see the module text).
-
-    ``reference [N, N, N]``, ``keep_mask [N, N, N]`` (values in [0, 1]; checked), ``scale``
-    the reference's grey scale relative to the data. Everything else (CTFs, poses, subsets,
-    ``select_classes``) is the stack's; only :meth:`read` differs.
-    """
-
-    def __init__(self, stack: ParticleStack, reference, keep_mask, *, scale: float = 1.0,
-                 norm_correction: bool = False, max_resolution_A: float | None = None, _projector=None):
-        self.__dict__.update(stack.__dict__)
-        n = stack.box_size
-        ref = np.asarray(reference, np.float32)
-        if ref.shape != (n,) * 3:
-            raise CryolabInputError(f"the reference is {ref.shape}, the particles need ({n}, {n}, {n})",
-                                    field="reference")
-        self.keep_mask = check_mask(keep_mask, n, path=None)
-        self.reference, self.scale, self.norm_correction = ref, float(scale), bool(norm_correction)
-        self.max_resolution_A = max_resolution_A
-        self._max_shell = n * float(stack.pixel_size_A) / max_resolution_A if max_resolution_A else None
-        self._projector = projector_of(ref, 1.0 - self.keep_mask) if _projector is None else _projector
-        _poses(stack, [0])          # poses present?
-
-    def original(self) -> ParticleStack:
-        """The particles as they are on disk (not subtracted)."""
-        return ParticleStack(self.table, self.optics, self.star_path, _files=self._files)
-
-    def read(self, indices=None) -> np.ndarray:
-        rows = self._rows(indices)
-        images = super().read(rows) * _norm_factor(self, rows, self.norm_correction)
-        eulers, origins = _poses(self, rows)
-        out = residual_images(images, self._projector, eulers, origins, self.ctf(rows), self.pixel_size_A,
-                              scale=self.scale, max_shell=self._max_shell)
-        return np.asarray(out, np.float32)
-
-    def with_table(self, table: pd.DataFrame) -> "SubtractedParticles":
-        base = ParticleStack(table, self.optics, self.star_path, _files=self._files)
-        return SubtractedParticles(base, self.reference, self.keep_mask, scale=self.scale,
-                                   norm_correction=self.norm_correction, max_resolution_A=self.max_resolution_A,
-                                   _projector=self._projector)
-
-
 def check_poses_match(stack: ParticleStack, reference, n_sample: int = 200, seed: int = 0) -> float:
     """Check that the particles' poses refer to ``reference``: the correlation of each sampled image
     with the map's projection at its own pose must beat the correlation at another particle's pose
@@ -114,7 +55,7 @@ def check_poses_match(stack: ParticleStack, reference, n_sample: int = 200, seed
     rows = np.sort(np.random.default_rng(seed).permutation(len(stack))[:n_sample])
     if rows.size < 10:
         return float("nan")
-    eulers, origins = _poses(stack, rows)
+    eulers, origins = particle_poses(stack, rows)
     images = stack.read(rows).reshape(rows.size, -1)
     proj = projector_of(np.asarray(reference, np.float32))
     ctf, px = stack.ctf(rows), stack.pixel_size_A
@@ -179,8 +120,8 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
         check_poses_match(stack, reference)
     n, px = stack.box_size, float(stack.pixel_size_A)
     if new_box is not None:
-        new_box = int(new_box) - int(new_box) % 2
-        if not 2 <= new_box <= n:
+        new_box = int(new_box)
+        if new_box % 2 or not 2 <= new_box <= n:
             raise CryolabInputError(f"new box {new_box} px must be even and at most the box ({n} px)",
                                     field="--new_box")
     centre_A = None
@@ -196,7 +137,7 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
     table["rlnImageOriginalName"] = stack.image_names_for(None)
     box = new_box or n
     images = np.empty((len(stack), box, box), np.float32)
-    eulers, origins = _poses(stack, None)
+    eulers, origins = particle_poses(stack, None)
     shifts = new_origins = None
     if centre_A is not None:
         shifts, new_origins = recentring_shifts(eulers, origins, centre_A / px)

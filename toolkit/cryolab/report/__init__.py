@@ -10,7 +10,7 @@ and the resolution, the exact command to reproduce, the environment and input ch
   ``data.star``; ``classes.mrcs`` or ``classNNN.mrc``) and ``*postprocess*.star`` files
   (FSC tables) with their maps, in the folder and its sub-folders. RELION job folders work too.
   Further runs beside the first (another prefix or sub-folder) add their last 3D class maps.
-* :func:`session_report` reports a live :class:`cryolab.session.Session` (``Session.report``).
+* :func:`session_report` reports a live :class:`cryolab.session.Session`.
 """
 from __future__ import annotations
 
@@ -329,6 +329,6 @@ def directory_report(folder, path=None) -> Path:
 
 def session_report(session, path=None):
     """Report of a live Session: written to ``path`` (returns the path), or returned as an HTML
-    string when ``path`` is None (``IPython.display.HTML(session.report())``)."""
+    string when ``path`` is None (``IPython.display.HTML(session_report(session))``)."""
     text = render_html(collect_session(session))
     return text if path is None else _write(text, path)

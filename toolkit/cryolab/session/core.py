@@ -13,6 +13,7 @@ from ..engine.driver import EStepInputs, EStepWorker
 from ..engine.estep import fourier_pixels
 from ..engine.initial import initial_references_2d, initial_sigma2
 from ..engine.memory import estep_batch_size
+from ..engine.subtracted import SubtractedParticles
 from ..engine.update import m_step
 from ..errors import CryolabInputError
 from ..fourier import shell_index
@@ -91,6 +92,8 @@ class Session:
             e = particles.eulers()
             if e is not None:
                 self.eulers = np.asarray(e, float).copy()
+            if self.settings.skip_align or self.settings.sigma_ang_deg:
+                self._check_poses_for_fixed_or_local()
         ini = self.settings.ini_high_A
         self.ini_high_A = ini
         self.max_shell = (self._shell_of(ini) if ini else max(4, self.n // 4))
@@ -113,6 +116,18 @@ class Session:
         return float(d) if d else DEFAULT_DIAMETER_FRACTION * self.n * self.pixel_size_A
 
     # ------------------------------------------------------------------ set-up
+    def _check_poses_for_fixed_or_local(self) -> None:
+        """skip_align and local searches start from each particle's 3D angles: from the STAR file, or
+        from the iterations run so far."""
+        s, cols = self.settings, self.particles.table.columns
+        if s.skip_align and s.sigma_ang_deg:
+            raise CryolabInputError("skip_align keeps the poses and sigma_ang_deg searches around them: "
+                                    "choose one", field="sigma_ang_deg")
+        if self.iteration == 0 and not {"rlnAngleRot", "rlnAngleTilt"} <= set(cols):
+            raise CryolabInputError("skip_align and local searches need each particle's 3D angles "
+                                    "(from a refinement, or after a first iteration)",
+                                    path=self.particles.star_path, field="_rlnAngleRot")
+
     def _check_inputs(self, n_particles: int) -> None:
         """Errors for settings that cannot work on these particles (the diameter larger than the
         box, more classes than particles) and a warning for fewer than 10 particles per class."""
@@ -168,6 +183,10 @@ class Session:
             bar = tqdm(total=-(-N // size), desc=f"iteration {self.iteration + 1} E-step",
                        unit="chunk" if s.scheduler else "batch")
         if s.scheduler:
+            if isinstance(self.particles, SubtractedParticles):
+                raise CryolabInputError("particles subtracted as they are read run in this process only: "
+                                        "write them with subtract_particles (cryolab subtract) to use a scheduler",
+                                        field="scheduler")
             inputs.settings = replace(s, batch_size=size)
             sums = estep_on_cluster(s.scheduler, inputs, self.particles, self.offsets_px, self.eulers, store,
                                     stop=self._stop, progress=bar)
@@ -372,6 +391,8 @@ class Session:
         """Change settings between iterations, e.g. ``set(tau2_fudge=4, resolution_limit_A=12)``."""
         with self._lock:
             self.settings = replace(self.settings, **changes)
+            if self.dim == 3 and (self.settings.skip_align or self.settings.sigma_ang_deg):
+                self._check_poses_for_fixed_or_local()
             self.max_shell = min(self.max_shell, self.shell_limit())
 
     def posterior(self, i: int) -> dict:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import CryolabInputError
+from ..engine.subtracted import SubtractedParticles
 from ..io import project_path, read_mrc, write_mrc, write_particles, write_star
 from ..io._files import atomic_path
 
@@ -119,32 +120,48 @@ def save(session, directory, prefix: str = "run") -> str:
 
 
 def write_state(session, npz_path) -> dict:
-    """Write the session's arrays to ``npz_path``; return its other state (JSON-ready)."""
+    """Write the session's arrays to ``npz_path``; return its other state (JSON-ready).
+
+    A reference mask given as an array is written beside it (``<stem>_reference_mask.mrc``) and a
+    mask path is stored absolute, so the checkpoint resumes from any folder; particles that are
+    subtracted as they are read (:class:`cryolab.engine.subtracted.SubtractedParticles`) record
+    their subtraction, so the resumed run subtracts again."""
     arrays = {name: np.asarray(getattr(session, name)) for name in _STATE_ARRAYS}
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return {"cryolab_version": __version__, "iteration": session.iteration, "max_shell": session.max_shell,
-            "sigma_offset_px": session.sigma_offset_px, "settings": asdict(session.settings),
-            "history": [asdict(h) for h in session.history]}
+    stem = str(npz_path)[: -len(".npz")] if str(npz_path).endswith(".npz") else str(npz_path)
+    settings = asdict(session.settings)
+    mask = session.settings.reference_mask
+    if mask is not None and not isinstance(mask, (str, bytes)) and not hasattr(mask, "__fspath__"):
+        settings["reference_mask"] = str(Path(write_mrc(f"{stem}_reference_mask.mrc", np.asarray(mask, np.float32),
+                                                        session.pixel_size_A)).resolve())
+    elif mask is not None:
+        settings["reference_mask"] = str(Path(mask).resolve())
+    state = {"cryolab_version": __version__, "iteration": session.iteration, "max_shell": session.max_shell,
+             "sigma_offset_px": session.sigma_offset_px, "settings": settings,
+             "history": [asdict(h) for h in session.history]}
+    if isinstance(session.particles, SubtractedParticles):
+        state["subtraction"] = session.particles.subtraction_state(stem)
+    return state
 
 
 _NON_FINITE = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan}
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """Non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"`` (standard JSON has none)."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
         return "nan" if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
     return obj
 
 
 def _from_json(obj, key=None):
-    """Inverse of :func:`_json_safe` (settings are left alone: their strings are strings)."""
+    """Inverse of :func:`json_safe` (settings are left alone: their strings are strings)."""
     if key == "settings":
         return obj
     if isinstance(obj, dict):
@@ -157,13 +174,15 @@ def _from_json(obj, key=None):
 def write_json(path, state: dict) -> None:
     """Write ``state`` as standard JSON (atomically), non-finite floats as strings."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(_json_safe(state), indent=1, allow_nan=False))
+        Path(tmp).write_text(json.dumps(json_safe(state), indent=1, allow_nan=False))
 
 
 def restore(cls, particles, state: dict, npz_path, changes=None):
     """A ``cls`` (Session) over ``particles`` with the state of :func:`write_state` and the
     settings ``changes`` (a dict, e.g. ``backend``) applied."""
     from ..settings import IterationResult, Settings
+    if state.get("subtraction"):
+        particles = SubtractedParticles.from_state(particles, state["subtraction"])
     with np.load(npz_path, allow_pickle=False) as arrays:
         s = cls(particles, Settings(**{**state["settings"], **(changes or {})}), references=arrays["references"])
         for name in _STATE_ARRAYS:
