@@ -27,11 +27,11 @@ Times: each program's whole focused workflow (RELION's three calls; cryolab's su
 classification), run twice back to back (shortest kept), also per particle per iteration.
 
 Measured at the default size (two shared cores; docs/performance.md): consensus 2.3 deg mean
-angular error; Bayes-optimal 0.993; cryolab focused 0.960, unfocused 0.505 (+0.455); RELION
-0.965 (cryolab / RELION 0.995, 3 particles short of the target); focused workflows 7.7 s
-(cryolab) vs 5.8 s (RELION), 1.3 vs 1.0 ms per particle per iteration; 2.4 min in all.
-``--full``: consensus 2.3 deg; Bayes-optimal 0.997; cryolab focused 0.984, unfocused 0.525;
-RELION 0.986; focused workflows 75 s vs 32 s (3.8 vs 1.6 ms per particle per iteration); 14 min.
+angular error; Bayes-optimal 0.993; cryolab focused 0.970 (tau2_fudge 8, the focused default),
+unfocused 0.505 (+0.465); RELION 0.965 (cryolab / RELION 1.01); focused workflows 10.3 s
+(cryolab) vs 6.5 s (RELION), 1.7 vs 1.1 ms per particle per iteration; 3.5 min in all.
+``--full``: consensus 2.3 deg; Bayes-optimal 0.997; cryolab focused 0.988, unfocused 0.525;
+RELION 0.986; focused workflows 38 s vs 22 s (1.9 vs 1.1 ms per particle per iteration); 14 min.
 
 Usage: ``python -m benchmarks.focused [--full] [--n N] [--iter 10] [--snr S] [--no-relion] [--quick]``
 """
