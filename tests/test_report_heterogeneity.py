@@ -44,3 +44,20 @@ def test_msa_section(pair, tmp_path):
     assert "<h2>MSA (run)</h2>" in html
     assert f"<th>eigenvalues above the noise edge</th><td>{result.n_significant}</td>" in html
     assert f"<th>images</th><td>{len(result.coordinates)}</td>" in html
+
+
+def test_msa_and_variance_take_a_session(pair):
+    """The analysis tools take a run's result as it is: a Session's particles with the angles of
+    its last iteration give the same as a STAR file holding them."""
+    from cryolab.methods.msa import msa
+    from cryolab.methods.variance import bootstrap_variance
+    from cryolab.session import Session
+    from cryolab.session.files import as_particles
+    star, folder = pair
+    s = Session(star, K=1, references=np.zeros((1, 32, 32, 32), np.float32) + 0.0, skip_align=True)
+    stack = as_particles(s)
+    assert np.allclose(stack.eulers(), s.eulers) and len(stack) == len(s.particles)
+    a, b = msa(s, k=3), msa(star, k=3)
+    np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-5)
+    v1, v2 = bootstrap_variance(s, 3, lowpass_A=30.0, pad=1), bootstrap_variance(star, 3, lowpass_A=30.0, pad=1)
+    np.testing.assert_allclose(v1.variance, v2.variance, rtol=1e-5, atol=1e-12)

@@ -47,6 +47,7 @@ import pandas as pd
 from ..backend import to_device, to_numpy
 from ..errors import CryolabInputError
 from ..io import ParticleStack, read_mrc, read_star, write_mrc, write_star
+from ..session.files import as_particles
 from .msa_align import AlignedImages
 from .msa_cluster import cluster, write_classification
 from .msa_svd import count_significant, marchenko_pastur_edge, streamed_pca
@@ -206,9 +207,7 @@ class _Vectors:
 
 
 def _stack(particles) -> ParticleStack:
-    if isinstance(particles, ParticleStack):
-        return particles
-    return ParticleStack.from_star(particles)
+    return as_particles(particles)
 
 
 def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = None, mask_edge_px: float = 3.0,

@@ -63,6 +63,7 @@ from ..io import ParticleStack, write_mrc
 from ..masks import soften
 from ..reconstruction import tau2_from_fsc
 from ..validation import random_halves, soft_sphere_mask
+from ..session.files import as_particles
 from .bootstrap import iter_weighted_sets, resample_counts
 
 __all__ = ["VarianceMaps", "HalfSetVariance", "bootstrap_variance", "half_set_variance", "suggest_mask",
@@ -136,7 +137,7 @@ def check_inputs(particles, n_resamples: int = 100, lowpass_A: float | None = No
 
 
 def _stack(particles) -> ParticleStack:
-    stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
+    stack = as_particles(particles)
     if stack.eulers() is None:
         raise CryolabInputError("the particles have no poses (_rlnAngleRot/Tilt/Psi): compute variance "
                                 "maps after a refinement", path=stack.star_path, field="_rlnAngleRot")

@@ -21,7 +21,7 @@ from ..engine.subtracted import SubtractedParticles
 from ..io import project_path, read_mrc, write_mrc, write_particles, write_star
 from ..io._files import atomic_path
 
-__all__ = ["data_table", "class_names", "model_blocks", "save", "resume", "write_state", "restore", "last_checkpoint"]
+__all__ = ["as_particles", "data_table", "class_names", "model_blocks", "save", "resume", "write_state", "restore", "last_checkpoint"]
 
 _STATE_ARRAYS = ("references", "sigma2", "pdf_class", "offsets_px", "classes", "eulers", "pmax",
                  "n_significant", "loglik", "class_posterior")
@@ -43,6 +43,20 @@ def data_table(session) -> pd.DataFrame:
     df["rlnMaxValueProbDistribution"] = session.pmax
     df["rlnNrOfSignificantSamples"] = session.n_significant
     return df
+
+
+def as_particles(source):
+    """A :class:`~cryolab.io.ParticleStack` from a STAR path, a stack, a Session (its particles with
+    the angles, origins and classes of its last iteration) or an AutoRefine (its refined poses), so
+    the analysis tools take the result of a run as it is."""
+    from ..io import ParticleStack
+    if isinstance(source, ParticleStack):
+        return source
+    if callable(getattr(source, "data_table", None)) and hasattr(source, "particles"):     # AutoRefine
+        return source.particles.with_table(source.data_table())
+    if hasattr(source, "particles") and hasattr(source, "history"):                        # Session
+        return source.particles.with_table(data_table(source))
+    return ParticleStack.from_star(source)
 
 
 def class_names(session, stem: str) -> list:
