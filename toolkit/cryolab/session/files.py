@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -197,11 +197,14 @@ def restore(cls, particles, state: dict, npz_path, changes=None):
     from ..settings import IterationResult, Settings
     if state.get("subtraction"):
         particles = SubtractedParticles.from_state(particles, state["subtraction"])
+    settings = Settings(**{**state["settings"], **(changes or {})})
+    start = replace(settings, skip_align=False, sigma_ang_deg=None)   # the poses come from the checkpoint
     with np.load(npz_path, allow_pickle=False) as arrays:
-        s = cls(particles, Settings(**{**state["settings"], **(changes or {})}), references=arrays["references"])
+        s = cls(particles, start, references=arrays["references"])
         for name in _STATE_ARRAYS:
             setattr(s, name, np.array(arrays[name]))
     s.iteration = state["iteration"]
+    s.settings = settings
     s.max_shell = state["max_shell"]
     s.sigma_offset_px = state["sigma_offset_px"]
     s.history = [IterationResult(**{k: tuple(map(_tup, v)) if isinstance(v, list) else v
