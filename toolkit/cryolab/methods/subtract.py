@@ -25,8 +25,10 @@ Two ways to use it:
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pandas as pd
 
@@ -34,7 +36,8 @@ from ..engine.forward import particle_images, projector_of
 from ..engine.subtracted import SubtractedParticles, particle_poses
 from ..errors import CryolabInputError
 from ..geometry import euler_to_matrix
-from ..io import ParticleStack
+from ..io import ParticleStack, project_path, write_particles
+from ..io._files import atomic_path
 from ..masks import centre_of_mass_A, check_mask
 
 __all__ = ["SubtractedParticles", "subtract_particles", "original_particles", "revert_subtraction",
@@ -104,7 +107,8 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
                        scale: float = 1.0, norm_correction: bool = False, recenter=None,
                        new_box: int | None = None, batch_size: int = 256, progress: bool = False,
                        check_poses: bool = True):
-    """Write the subtracted particles: ``<out_dir>/Particles/<name>.mrcs`` and
+    """Write the subtracted particles: ``<out_dir>/Particles/<name>.mrcs`` (streamed: one batch of
+    images in memory at a time) and
     ``<out_dir>/<name>.star`` (RELION 3.1; see the module text). Returns the new
     :class:`~cryolab.io.ParticleStack`.
 
@@ -113,7 +117,6 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
     All inputs are checked before anything is written (with ``check_poses`` also that the poses
     fit the map, :func:`check_poses_match`); files appear atomically.
     """
-    from ..io.stack import write_particle_stack
     stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
     sub = SubtractedParticles(stack, reference, keep_mask, scale=scale, norm_correction=norm_correction)
     if check_poses:
@@ -136,7 +139,6 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
     table = stack.table.copy()
     table["rlnImageOriginalName"] = stack.image_names_for(None)
     box = new_box or n
-    images = np.empty((len(stack), box, box), np.float32)
     eulers, origins = particle_poses(stack, None)
     shifts = new_origins = None
     if centre_A is not None:
@@ -144,31 +146,41 @@ def subtract_particles(particles, reference, keep_mask, out_dir, *, name: str = 
         for lab, col in zip(ORIGINAL_ORIGIN_LABELS, (0, 1)):
             table[lab] = origins[:, col] * px
         table["rlnOriginXAngst"], table["rlnOriginYAngst"] = new_origins[:, 0] * px, new_origins[:, 1] * px
+        table = table.drop(columns=[c for c in ("rlnOriginXPriorAngst", "rlnOriginYPriorAngst") if c in table])
+    optics = None if stack.optics is None else stack.optics.copy()
+    if optics is not None and "rlnImageSize" in optics.columns:
+        optics["rlnImageSize"] = box
+    if optics is not None:
+        table = table.drop(columns=[c for c in table.columns if c in optics.columns and c != "rlnOpticsGroup"])
+    (out_dir / "Particles").mkdir(parents=True, exist_ok=True)
+    stack_path, star_path = out_dir / "Particles" / f"{name}.mrcs", out_dir / f"{name}.star"
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(stack), desc="subtract", unit="particle")
-    for start in range(0, len(stack), int(batch_size)):
-        rows = np.arange(start, min(len(stack), start + int(batch_size)))
-        img = sub.read(rows)
-        if shifts is not None:
-            img = np.stack([np.roll(im, (s[1], s[0]), axis=(0, 1)) for im, s in zip(img, shifts[rows])])
-        images[rows] = _window(img, box) if box != n else img
-        if bar is not None:
-            bar.update(len(rows))
+    with atomic_path(stack_path) as tmp:          # streamed: one batch of images in memory at a time
+        with mrcfile.new_mmap(tmp, shape=(len(stack), box, box), mrc_mode=2, overwrite=True) as mrc:
+            mrc.set_image_stack()
+            mrc.voxel_size = px
+            for start in range(0, len(stack), int(batch_size)):
+                rows = np.arange(start, min(len(stack), start + int(batch_size)))
+                img = sub.read(rows)
+                if shifts is not None:
+                    img = np.stack([np.roll(im, (sh[1], sh[0]), axis=(0, 1)) for im, sh in zip(img, shifts[rows])])
+                mrc.data[rows[0]:rows[-1] + 1] = _window(img, box) if box != n else img
+                if bar is not None:
+                    bar.update(len(rows))
+            mrc.update_header_stats()
+        os.chmod(tmp, 0o644)
     if bar is not None:
         bar.close()
-    optics = None if stack.optics is None else stack.optics.copy()
-    if optics is not None and "rlnImageSize" in optics.columns:
-        optics["rlnImageSize"] = box
-    for col in ("rlnOriginXPriorAngst", "rlnOriginYPriorAngst"):
-        if centre_A is not None and col in table.columns:
-            del table[col]
-    table = table.drop(columns=[c for c in table.columns if c in (optics.columns if optics is not None else [])
-                                and c != "rlnOpticsGroup"])
-    (out_dir / "Particles").mkdir(parents=True, exist_ok=True)
-    result = write_particle_stack(out_dir / f"{name}.star", images, table, optics,
-                                  stack_name=f"Particles/{name}.mrcs")
+    table["rlnImageName"] = [f"{i + 1:06d}@{project_path(stack_path)}" for i in range(len(stack))]
+    try:
+        write_particles(star_path, table, optics)
+    except BaseException:
+        stack_path.unlink(missing_ok=True)
+        raise
+    result = ParticleStack.from_star(star_path)
     log.info("subtracted %d particles -> %s", len(stack), out_dir / f"{name}.star")
     return result
 
