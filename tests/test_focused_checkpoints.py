@@ -110,3 +110,25 @@ def test_resampled_reference_keeps_its_centre(tmp_path, caplog):
         out = reference_map(path, Stack())
     assert "padded" in caplog.text
     assert np.unravel_index(np.argmax(out), out.shape) == (16, 16, 16)
+
+
+def test_a_stop_in_the_middle_of_an_estep_leaves_the_last_iteration(case):
+    """Per-particle results of an interrupted E-step are not half committed."""
+    star, _, consensus, _, _, _ = case
+    s = Session(star, K=2, references=np.stack([consensus, consensus * 0.9]), skip_align=True, batch_size=16)
+    s.step()
+    before = {k: np.copy(getattr(s, k)) for k in ("classes", "pmax", "loglik", "class_posterior")}
+    calls = {"n": 0}
+    original = s.particles.read
+
+    def read_then_stop(rows):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            s.stop()                                    # after the first batch of the next E-step
+        return original(rows)
+    s.particles.read = read_then_stop
+    with pytest.raises(InterruptedError):
+        s.step()
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(s, k), v)
+    assert s.iteration == 1 and s.sums is None

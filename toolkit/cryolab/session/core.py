@@ -1,7 +1,6 @@
 """The :class:`Session`: a 2D or 3D classification run that can be stepped (see :mod:`cryolab.session`)."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import replace
@@ -21,10 +20,9 @@ from ..geometry import healpix_step_deg
 from ..masks import check_mask, read_mask
 from ..settings import DEFAULT_DIAMETER_FRACTION, IterationResult, Settings
 from ..validation import soft_circle_mask
+from .checks import check_inputs, check_poses_for_fixed_or_local
 
 __all__ = ["Session"]
-
-log = logging.getLogger(__name__)
 
 #: a class whose prior falls below this share of 1/K is re-seeded from the largest class
 RESEED_BELOW = 0.2
@@ -69,7 +67,7 @@ class Session:
         self.top_samples: list = [None] * N
         self.pdf_class = np.full(K, 1.0 / K)
         self.sigma_offset_px = max(self.settings.offset_range_px, 1.0)
-        self._check_inputs(len(particles))
+        check_inputs(self, len(particles))
         diameter_px = self.particle_diameter_A / self.pixel_size_A
         self.mask = soft_circle_mask(self.n, diameter_px / 2, edge_px=max(2.0, self.n / 32), xp=self.xp)
         self.sigma2 = initial_sigma2(particles, self.mask, seed=self.settings.seed, xp=self.xp)
@@ -93,7 +91,7 @@ class Session:
             if e is not None:
                 self.eulers = np.asarray(e, float).copy()
             if self.settings.skip_align or self.settings.sigma_ang_deg:
-                self._check_poses_for_fixed_or_local()
+                check_poses_for_fixed_or_local(self)
         ini = self.settings.ini_high_A
         self.ini_high_A = ini
         self.max_shell = (self._shell_of(ini) if ini else max(4, self.n // 4))
@@ -116,33 +114,6 @@ class Session:
         return float(d) if d else DEFAULT_DIAMETER_FRACTION * self.n * self.pixel_size_A
 
     # ------------------------------------------------------------------ set-up
-    def _check_poses_for_fixed_or_local(self) -> None:
-        """skip_align and local searches start from each particle's 3D angles: from the STAR file, or
-        from the iterations run so far."""
-        s, cols = self.settings, self.particles.table.columns
-        if s.skip_align and s.sigma_ang_deg:
-            raise CryolabInputError("skip_align keeps the poses and sigma_ang_deg searches around them: "
-                                    "choose one", field="sigma_ang_deg")
-        if self.iteration == 0 and not {"rlnAngleRot", "rlnAngleTilt"} <= set(cols):
-            raise CryolabInputError("skip_align and local searches need each particle's 3D angles "
-                                    "(from a refinement, or after a first iteration)",
-                                    path=self.particles.star_path, field="_rlnAngleRot")
-
-    def _check_inputs(self, n_particles: int) -> None:
-        """Errors for settings that cannot work on these particles (the diameter larger than the
-        box, more classes than particles) and a warning for fewer than 10 particles per class."""
-        s, box_A = self.settings, self.n * self.pixel_size_A
-        if s.particle_diameter_A and s.particle_diameter_A > box_A:
-            raise CryolabInputError(f"particle diameter {s.particle_diameter_A:g} A is larger than the box "
-                                    f"({self.n} px x {self.pixel_size_A:g} A = {box_A:g} A)",
-                                    field="particle_diameter")
-        if s.K > n_particles:
-            raise CryolabInputError(f"K = {s.K} classes for {n_particles} particles: at most one class "
-                                    f"per particle", field="K")
-        if s.K > 1 and n_particles < 10 * s.K:
-            log.warning("K = %d classes for %d particles: fewer than 10 particles per class; classes "
-                        "will be noisy or empty", s.K, n_particles)
-
     def _shell_of(self, resolution_A: float) -> int:
         return int(np.floor(self.n * self.pixel_size_A / resolution_A))
 
@@ -167,14 +138,18 @@ class Session:
         s, N = self.settings, len(self.particles)
         pix = fourier_pixels(self.n, self.max_shell, self.xp)
         inputs = self.estep_inputs(pix)
-        new = dict(classes=self.classes.copy(), eulers=self.eulers.copy(), offsets=self.offsets_px.copy())
+        # per-particle results are buffered and committed together once the E-step is complete,
+        # so a stop in the middle leaves the session as it was after the last iteration
+        new = dict(classes=self.classes.copy(), eulers=self.eulers.copy(), offsets=self.offsets_px.copy(),
+                   pmax=self.pmax.copy(), n_significant=self.n_significant.copy(), loglik=self.loglik.copy(),
+                   class_posterior=self.class_posterior.copy(), top_samples=list(self.top_samples))
 
         def store(idx, r):
             new["classes"][idx], new["eulers"][idx], new["offsets"][idx] = r.classes, r.eulers, r.offsets
-            self.pmax[idx], self.n_significant[idx], self.loglik[idx] = r.pmax, r.n_significant, r.loglik
-            self.class_posterior[idx] = r.class_posterior
+            new["pmax"][idx], new["n_significant"][idx], new["loglik"][idx] = r.pmax, r.n_significant, r.loglik
+            new["class_posterior"][idx] = r.class_posterior
             for i, b in enumerate(idx):
-                self.top_samples[b] = r.top_samples[i]
+                new["top_samples"][b] = r.top_samples[i]
 
         order, size = self._batch_order()
         bar = None
@@ -208,6 +183,8 @@ class Session:
             return
         self._changes = self._assignment_changes(new)
         self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
+        self.pmax, self.n_significant, self.loglik = new["pmax"], new["n_significant"], new["loglik"]
+        self.class_posterior, self.top_samples = new["class_posterior"], new["top_samples"]
         self.sums, self.sums_pixels = sums, pix
         self.last_estep_s = time.perf_counter() - t0
 
@@ -392,7 +369,7 @@ class Session:
         with self._lock:
             self.settings = replace(self.settings, **changes)
             if self.dim == 3 and (self.settings.skip_align or self.settings.sigma_ang_deg):
-                self._check_poses_for_fixed_or_local()
+                check_poses_for_fixed_or_local(self)
             self.max_shell = min(self.max_shell, self.shell_limit())
 
     def posterior(self, i: int) -> dict:
