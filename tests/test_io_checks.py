@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cryolab.io import ParticleStack, write_particle_stack
+from cryolab.io import write_particle_stack
 
 OPTICS = pd.DataFrame({"rlnOpticsGroup": [1], "rlnVoltage": [300.0],
                        "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -13,8 +13,6 @@ With posterior weights ``w(b, t, j)`` of a batch (see :mod:`.estep`)::
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import get_xp
 from .estep import image_terms
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-import pandas as pd
 
 from ..engine.forward import particle_images, projector_of
 from ..engine.subtracted import SubtractedParticles, particle_poses
@@ -38,7 +37,7 @@ from ..errors import CryolabInputError
 from ..geometry import euler_to_matrix
 from ..io import ParticleStack, project_path, write_particles
 from ..io._files import atomic_path
-from ..masks import centre_of_mass_A, check_mask
+from ..masks import centre_of_mass_A
 
 __all__ = ["SubtractedParticles", "subtract_particles", "original_particles", "revert_subtraction",
            "recentring_shifts", "check_poses_match",

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import CryolabInputError
 from ..engine.subtracted import SubtractedParticles
-from ..io import project_path, read_mrc, write_mrc, write_particles, write_star
+from ..io import project_path, write_mrc, write_particles, write_star
 from ..io._files import atomic_path
 
 __all__ = ["as_particles", "data_table", "class_names", "model_blocks", "save", "resume", "write_state", "restore", "last_checkpoint"]
