@@ -27,6 +27,7 @@ __all__ = ["Session"]
 #: a class whose prior falls below this share of 1/K is re-seeded from the largest class
 RESEED_BELOW = 0.2
 
+
 class Session:
     """A 2D or 3D classification run that can be stepped.
 
@@ -151,7 +152,7 @@ class Session:
             for i, b in enumerate(idx):
                 new["top_samples"][b] = r.top_samples[i]
 
-        order, size = self._batch_order()
+        order, size = self._batch_order(pix)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -188,12 +189,11 @@ class Session:
         self.sums, self.sums_pixels = sums, pix
         self.last_estep_s = time.perf_counter() - t0
 
-    def _batch_order(self):
+    def _batch_order(self, pix):
         """Order of the particles in the E-step and the batch size. Local searches visit only
         the union of a batch's neighbourhoods: batches are then small and made of particles with
         nearby orientations (sorted by nearest HEALPix direction at order 2, nested, then psi)."""
         N, s = len(self.particles), self.settings
-        pix = fourier_pixels(self.n, self.max_shell, self.xp)
         size = estep_batch_size(s, s.K, self.dim, self._coarse_pixels(pix) or pix.size, self.xp)
         if self.dim != 3 or not s.sigma_ang_deg or s.skip_align:
             return np.arange(N), size
@@ -417,23 +417,10 @@ class Session:
         self.split_class(int(np.argmax(self.pdf_class)) + 1, into=k + 1)
 
     def save(self, directory, prefix: str = "run") -> str:
-        """Write RELION-named outputs of the current iteration; see :mod:`cryolab.session.files`."""
-        from pathlib import Path
-
+        """Write RELION-named outputs of the current iteration (an array reference mask as
+        ``<prefix>_reference_mask.mrc``); see :mod:`cryolab.session.files`."""
         from .files import save
-        mask = self.settings.reference_mask
-        if mask is None or isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__"):
-            return save(self, directory, prefix)
-        from ..io import write_mrc     # an array mask is saved beside the run and named in the settings
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        path = Path(directory).resolve() / f"{prefix}_reference_mask.mrc"
-        write_mrc(path, np.asarray(mask, np.float32), self.pixel_size_A)
-        settings = self.settings
-        self.settings = replace(settings, reference_mask=str(path))
-        try:
-            return save(self, directory, prefix)
-        finally:
-            self.settings = settings
+        return save(self, directory, prefix)
 
     @classmethod
     def resume(cls, directory, iteration: int | None = None, prefix: str = "run", changes=None) -> "Session":

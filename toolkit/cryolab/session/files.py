@@ -126,17 +126,18 @@ def save(session, directory, prefix: str = "run") -> str:
     write_particles(d / f"{stem}_data.star", table.assign(rlnImageName=session.particles.image_names_for()),
                     optics)
     write_star(d / f"{stem}_model.star", model_blocks(session, class_names(session, project_path(d / stem))))
-    state = write_state(session, d / f"{stem}_state.npz")
+    state = write_state(session, d / f"{stem}_state.npz", mask_path=d / f"{prefix}_reference_mask.mrc")
     state["particles_star"] = (str(Path(session.particles.star_path).resolve())
                                if session.particles.star_path else None)
     write_json(d / f"{stem}_optimiser.json", state)
     return str(d / stem)
 
 
-def write_state(session, npz_path) -> dict:
+def write_state(session, npz_path, mask_path=None) -> dict:
     """Write the session's arrays to ``npz_path``; return its other state (JSON-ready).
 
-    A reference mask given as an array is written beside it (``<stem>_reference_mask.mrc``) and a
+    A reference mask given as an array is written to ``mask_path`` (default: beside the arrays,
+    ``<stem>_reference_mask.mrc``) and a
     mask path is stored absolute, so the checkpoint resumes from any folder; particles that are
     subtracted as they are read (:class:`cryolab.engine.subtracted.SubtractedParticles`) record
     their subtraction, so the resumed run subtracts again."""
@@ -148,7 +149,8 @@ def write_state(session, npz_path) -> dict:
     settings = asdict(session.settings)
     mask = session.settings.reference_mask
     if mask is not None and not isinstance(mask, (str, bytes)) and not hasattr(mask, "__fspath__"):
-        settings["reference_mask"] = str(Path(write_mrc(f"{stem}_reference_mask.mrc", np.asarray(mask, np.float32),
+        path = mask_path or f"{stem}_reference_mask.mrc"
+        settings["reference_mask"] = str(Path(write_mrc(path, np.asarray(mask, np.float32),
                                                         session.pixel_size_A)).resolve())
     elif mask is not None:
         settings["reference_mask"] = str(Path(mask).resolve())
