@@ -72,20 +72,14 @@ def _cmd_subtract(args) -> int:
 def write_full_maps(session, stem) -> list[Path]:
     """After a 3D classification of subtracted particles: each class reconstructed from its original
     images (``rlnImageOriginalName``) at the classification's angles, ``<stem>_classNNN_full.mrc``."""
-    import numpy as np
-
     from ..io import write_mrc
+    from ..methods.focused import class_maps
     from ..methods.subtract import original_particles
-    from ..reconstruction import reconstruct_stack
     from ..session.files import data_table
     original = original_particles(session.particles.with_table(data_table(session)))
-    paths = []
-    for k in range(session.settings.K):
-        members = np.flatnonzero(session.classes == k)
-        if members.size:
-            m = reconstruct_stack(original.subset(members), ctf=session.settings.ctf, method="wiener")
-            paths.append(write_mrc(f"{stem}_class{k + 1:03d}_full.mrc", m, session.pixel_size_A))
-    return paths
+    maps = class_maps(original, session.classes, session.settings.K, ctf=session.settings.ctf)
+    return [write_mrc(f"{stem}_class{k + 1:03d}_full.mrc", m, session.pixel_size_A)
+            for k, m in enumerate(maps) if (session.classes == k).any()]
 
 
 def register(sub) -> None:

@@ -31,7 +31,18 @@ from ..settings import METHOD_DEFAULTS
 from .class3d import class3d
 from .subtract import SubtractedParticles, check_poses_match
 
-__all__ = ["FocusedClassification", "focused_class3d"]
+__all__ = ["FocusedClassification", "focused_class3d", "class_maps"]
+
+
+def class_maps(particles, classes, K: int, *, ctf: bool = True, method: str = "wiener") -> np.ndarray:
+    """``[K, N, N, N]``: the particles of each class (0-based ``classes``) reconstructed at their
+    poses (:func:`cryolab.reconstruction.reconstruct_stack`, CTF-corrected); an empty class gives zeros."""
+    out = np.zeros((K,) + (particles.box_size,) * 3, np.float32)
+    for k in range(K):
+        members = np.flatnonzero(np.asarray(classes) == k)
+        if members.size:
+            out[k] = reconstruct_stack(particles.subset(members), ctf=ctf, method=method)
+    return out
 
 
 @dataclass
@@ -51,15 +62,9 @@ class FocusedClassification:
 
     def full_maps(self, method: str = "wiener") -> np.ndarray:
         """``[K, N, N, N]``: each class reconstructed from its original images at the consensus poses
-        (:func:`cryolab.reconstruction.reconstruct_stack`, CTF-corrected); an empty class gives zeros."""
-        n = self.particles.box_size
-        out = np.zeros((self.session.settings.K,) + (n,) * 3, np.float32)
-        for k in range(self.session.settings.K):
-            members = np.flatnonzero(self.classes == k)
-            if members.size:
-                out[k] = reconstruct_stack(self.particles.subset(members), ctf=self.session.settings.ctf,
-                                           method=method)
-        return out
+        (:func:`class_maps`)."""
+        return class_maps(self.particles, self.classes, self.session.settings.K, ctf=self.session.settings.ctf,
+                          method=method)
 
     def save(self, directory, prefix: str = "run") -> str:
         """The Session's RELION-named files (``<prefix>_itNNN_data.star`` naming the original images,
