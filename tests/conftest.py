@@ -56,3 +56,22 @@ def bayes_ceiling(sim, maps=None, volume=None, views=None) -> float:
     set, printed beside what a classification reaches."""
     from cryolab.engine.forward import simulation_ceiling
     return simulation_ceiling(sim, maps=maps, volume=volume, views=views)
+
+
+def rack1_set(n: int, snr: float, seed: int, box: int = 32):
+    """The demo 80S with and without RACK1 (50/50) at ``box`` pixels, random poses, CTF, in memory
+    with the true poses in its tables: ``(simulation, maps {name: [N,N,N]}, RACK1 keep mask,
+    pixel size A, consensus)``, the consensus being the two maps' average on the data's grey scale."""
+    import numpy as np
+
+    from cryolab.data import load_demo
+    from cryolab.fourier import rescale
+    from cryolab.masks import component_mask
+    from cryolab.simulate import simulate_particles
+    d = load_demo()
+    px = d.pixel_size_A * d.box_size / box
+    vols = {k: rescale(d.volumes[k], box, ndim=3) for k in ("80S", "80S_noRACK1")}
+    keep = np.clip(rescale(component_mask("RACK1"), box, ndim=3), 0, 1)
+    sim = simulate_particles(vols, n, px, snr=snr, seed=seed, include_truth_angles=True)
+    consensus = (0.5 * (vols["80S"] + vols["80S_noRACK1"]) * sim.info["signal_scale"]).astype(np.float32)
+    return sim, vols, keep, px, consensus

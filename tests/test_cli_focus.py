@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import rack1_set
 from cryolab.cli import main
-from cryolab.data import load_demo
-from cryolab.fourier import rescale
 from cryolab.io import ParticleStack, read_mrc, read_star, write_mrc
-from cryolab.masks import component_mask
-from cryolab.simulate import simulate_particles, write_simulation
+from cryolab.simulate import write_simulation
 from cryolab.validation import class_accuracy
 
 BOX = 32
@@ -19,16 +17,12 @@ BOX = 32
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    d = load_demo()
-    px = d.pixel_size_A * d.box_size / BOX
-    vols = {k: rescale(d.volumes[k], BOX, ndim=3) for k in ("80S", "80S_noRACK1")}
-    sim = simulate_particles(vols, 240, px, snr=3.0, seed=4, include_truth_angles=True)
+    sim, _, keep, px, consensus = rack1_set(240, 3.0, 4, BOX)
     root = tmp_path_factory.mktemp("project")
     (root / "Refine3D").mkdir()
     write_simulation(sim, root / "Refine3D", "run_data", include_truth_angles=True)
-    consensus = 0.5 * (vols["80S"] + vols["80S_noRACK1"]) * sim.info["signal_scale"]
     write_mrc(root / "Refine3D" / "run_class001.mrc", consensus, px)
-    write_mrc(root / "keep.mrc", np.clip(rescale(component_mask("RACK1"), BOX, ndim=3), 0, 1), px)
+    write_mrc(root / "keep.mrc", keep, px)
     write_mrc(root / "keep40.mrc", np.zeros((40,) * 3, np.float32) + 0.5, px)
     write_mrc(root / "empty.mrc", np.zeros((BOX,) * 3, np.float32), px)
     return root, sim

@@ -6,13 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryolab.data import load_demo
+from conftest import rack1_set
 from cryolab.engine.forward import bayes_optimal_accuracy
-from cryolab.fourier import rescale
 from cryolab.io import ParticleStack, read_mrc
-from cryolab.masks import component_mask
 from cryolab.methods.focused import focused_class3d
-from cryolab.simulate import simulate_particles, write_simulation
+from cryolab.simulate import write_simulation
 from cryolab.validation import class_accuracy, match_classes
 
 BOX, SNR, N = 32, 3.0, 400
@@ -20,13 +18,8 @@ BOX, SNR, N = 32, 3.0, 400
 
 @pytest.fixture(scope="module")
 def rack1(tmp_path_factory):
-    d = load_demo()
-    px = d.pixel_size_A * d.box_size / BOX
-    vols = {k: rescale(d.volumes[k], BOX, ndim=3) for k in ("80S", "80S_noRACK1")}
-    keep = np.clip(rescale(component_mask("RACK1"), BOX, ndim=3), 0, 1)
-    sim = simulate_particles(vols, N, px, snr=SNR, seed=2, include_truth_angles=True)
+    sim, vols, keep, px, consensus = rack1_set(N, SNR, 2, BOX)
     star = write_simulation(sim, tmp_path_factory.mktemp("rack1"), "p", include_truth_angles=True)
-    consensus = (0.5 * (vols["80S"] + vols["80S_noRACK1"]) * sim.info["signal_scale"]).astype(np.float32)
     stack = ParticleStack.from_star(star)
     truth = sim.truth["class_index"].to_numpy()
     ceiling = bayes_optimal_accuracy(sim.images, [vols["80S"], vols["80S_noRACK1"]], stack.eulers(), truth,

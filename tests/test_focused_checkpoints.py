@@ -8,31 +8,24 @@ import logging
 import numpy as np
 import pytest
 
-from cryolab.data import load_demo
+from conftest import rack1_set
 from cryolab.engine.forward import class_log_likelihoods
 from cryolab.engine.subtracted import SubtractedParticles
 from cryolab.errors import CryolabInputError
-from cryolab.fourier import rescale
 from cryolab.io import ParticleStack, write_mrc
-from cryolab.masks import component_mask
 from cryolab.methods.focused import focused_class3d
 from cryolab.session import Session
-from cryolab.simulate import simulate_particles, write_simulation
+from cryolab.simulate import write_simulation
 
 BOX = 32
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
-    d = load_demo()
-    px = d.pixel_size_A * d.box_size / BOX
-    vols = {k: rescale(d.volumes[k], BOX, ndim=3) for k in ("80S", "80S_noRACK1")}
-    keep = np.clip(rescale(component_mask("RACK1"), BOX, ndim=3), 0, 1)
-    sim = simulate_particles(vols, 80, px, snr=3.0, seed=5, include_truth_angles=True)
+    sim, _, keep, px, consensus = rack1_set(80, 3.0, 5, BOX)
     folder = tmp_path_factory.mktemp("fc")
     star = write_simulation(sim, folder, "p", include_truth_angles=True)
     no_angles = write_simulation(sim, folder, "plain")
-    consensus = (0.5 * (vols["80S"] + vols["80S_noRACK1"]) * sim.info["signal_scale"]).astype(np.float32)
     return star, no_angles, consensus, keep, px, sim
 
 
