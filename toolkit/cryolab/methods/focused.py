@@ -93,9 +93,9 @@ def focused_class3d(particles, reference, keep_mask, K: int = 2, iterations: int
     n = stack.box_size
     mask = check_mask(keep_mask, n)
     reference = np.asarray(reference, np.float32)
-    SubtractedParticles(stack, reference, mask)          # poses present, shapes agree (else a clear error)
+    subtracted = SubtractedParticles(stack, reference, mask, scale=scale)   # checks poses and shapes
     check_poses_match(stack, reference)
-    data = SubtractedParticles(stack, reference, mask, scale=scale) if subtract else stack
+    data = subtracted if subtract else stack
     align = {"sigma_ang_deg": sigma_ang_deg, "skip_align": False} if sigma_ang_deg else {}
     defaults = {k: v for k, v in METHOD_DEFAULTS["focused"].items() if k != "K"}
     session = class3d(data, reference, K=K, iterations=iterations, reference_mask=mask, out_dir=None,
