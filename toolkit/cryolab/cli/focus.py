@@ -37,9 +37,6 @@ def _cmd_subtract(args) -> int:
         if getattr(args, flag) is None:
             raise CryolabInputError(f"--{flag} is required (or --revert)")
     stack = load_particles(args.i)
-    if stack.eulers() is None:
-        raise CryolabInputError("the particles have no poses: subtract after a refinement", path=args.i,
-                                field="_rlnAngleRot")
     px, box = float(stack.pixel_size_A), stack.box_size
     ref, ref_px = read_map(args.ref, what="reference map", default_px=px)
     if ref.shape != (box,) * 3 or abs(ref_px - px) > 0.01 * px:
@@ -54,12 +51,9 @@ def _cmd_subtract(args) -> int:
         if any(v is None for v in given):
             raise CryolabInputError("give all of --center_x, --center_y, --center_z (Angstrom from the box centre)")
         centre = tuple(float(v) for v in given)
-    if args.new_box is not None and not 2 <= args.new_box <= box:
-        raise CryolabInputError(f"--new_box {args.new_box} must be at most the box ({box} px)", field="--new_box")
     out = check_output(args.o, folder=True)
-    make_folder(out)
     rec = record("subtract", args, [args.i, args.ref, args.mask])
-    with rec.timed("subtract"):
+    with rec.timed("subtract"):             # checks poses and --new_box before it creates the folder
         sub = subtract_particles(stack, ref, mask, out, scale=args.scale, norm_correction=args.norm,
                                  recenter=centre, new_box=args.new_box, progress=not args.quiet)
     rec.outputs = ["particles_subtracted.star", "Particles/particles_subtracted.mrcs"]
