@@ -189,11 +189,12 @@ class Session:
         self.sums, self.sums_pixels = sums, pix
         self.last_estep_s = time.perf_counter() - t0
 
-    def _batch_order(self, pix):
+    def _batch_order(self, pix=None):
         """Order of the particles in the E-step and the batch size. Local searches visit only
         the union of a batch's neighbourhoods: batches are then small and made of particles with
         nearby orientations (sorted by nearest HEALPix direction at order 2, nested, then psi)."""
         N, s = len(self.particles), self.settings
+        pix = fourier_pixels(self.n, self.max_shell, self.xp) if pix is None else pix
         size = estep_batch_size(s, s.K, self.dim, self._coarse_pixels(pix) or pix.size, self.xp)
         if self.dim != 3 or not s.sigma_ang_deg or s.skip_align:
             return np.arange(N), size
