@@ -87,15 +87,20 @@ class SubtractedParticles(ParticleStack):
 
     def subtraction_state(self, stem) -> dict:
         """Write the reference and the keep mask beside a checkpoint (``<stem>_subtraction_reference.mrc``,
-        ``_mask.mrc``) and return the rest (JSON-ready) for :meth:`from_state`."""
+        ``_mask.mrc``; once per stem, they do not change) and return the rest (JSON-ready) for
+        :meth:`from_state`."""
         from pathlib import Path
 
         from ..io import write_mrc
+        written = self.__dict__.setdefault("_state_written", {})
+        if str(stem) in written:
+            return written[str(stem)]
         paths = {}
         for name, arr in (("reference", self.reference), ("mask", self.keep_mask)):
             paths[name] = str(Path(write_mrc(f"{stem}_subtraction_{name}.mrc", arr, self.pixel_size_A)).resolve())
-        return {**paths, "scale": self.scale, "norm_correction": self.norm_correction,
-                "max_resolution_A": self.max_resolution_A, "norm_average": self._norm_average}
+        written[str(stem)] = {**paths, "scale": self.scale, "norm_correction": self.norm_correction,
+                              "max_resolution_A": self.max_resolution_A, "norm_average": self._norm_average}
+        return written[str(stem)]
 
     @classmethod
     def from_state(cls, stack: ParticleStack, state: dict) -> "SubtractedParticles":

@@ -126,18 +126,18 @@ def save(session, directory, prefix: str = "run") -> str:
     write_particles(d / f"{stem}_data.star", table.assign(rlnImageName=session.particles.image_names_for()),
                     optics)
     write_star(d / f"{stem}_model.star", model_blocks(session, class_names(session, project_path(d / stem))))
-    state = write_state(session, d / f"{stem}_state.npz", mask_path=d / f"{prefix}_reference_mask.mrc")
+    state = write_state(session, d / f"{stem}_state.npz", run_stem=d / prefix)
     state["particles_star"] = (str(Path(session.particles.star_path).resolve())
                                if session.particles.star_path else None)
     write_json(d / f"{stem}_optimiser.json", state)
     return str(d / stem)
 
 
-def write_state(session, npz_path, mask_path=None) -> dict:
+def write_state(session, npz_path, run_stem=None) -> dict:
     """Write the session's arrays to ``npz_path``; return its other state (JSON-ready).
 
-    A reference mask given as an array is written to ``mask_path`` (default: beside the arrays,
-    ``<stem>_reference_mask.mrc``) and a
+    What does not change between iterations goes under ``run_stem`` (one file per run, not per
+    iteration; default: the arrays' stem): a reference mask given as an array (``<run_stem>_reference_mask.mrc``) and a
     mask path is stored absolute, so the checkpoint resumes from any folder; particles that are
     subtracted as they are read (:class:`cryolab.engine.subtracted.SubtractedParticles`) record
     their subtraction, so the resumed run subtracts again."""
@@ -146,19 +146,19 @@ def write_state(session, npz_path, mask_path=None) -> dict:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     stem = str(npz_path)[: -len(".npz")] if str(npz_path).endswith(".npz") else str(npz_path)
+    run_stem = stem if run_stem is None else str(run_stem)
     settings = asdict(session.settings)
     mask = session.settings.reference_mask
     if mask is not None and not isinstance(mask, (str, bytes)) and not hasattr(mask, "__fspath__"):
-        path = mask_path or f"{stem}_reference_mask.mrc"
-        settings["reference_mask"] = str(Path(write_mrc(path, np.asarray(mask, np.float32),
-                                                        session.pixel_size_A)).resolve())
+        path = write_mrc(f"{run_stem}_reference_mask.mrc", np.asarray(mask, np.float32), session.pixel_size_A)
+        settings["reference_mask"] = str(Path(path).resolve())
     elif mask is not None:
         settings["reference_mask"] = str(Path(mask).resolve())
     state = {"cryolab_version": __version__, "iteration": session.iteration, "max_shell": session.max_shell,
              "sigma_offset_px": session.sigma_offset_px, "settings": settings,
              "history": [asdict(h) for h in session.history]}
     if isinstance(session.particles, SubtractedParticles):
-        state["subtraction"] = session.particles.subtraction_state(stem)
+        state["subtraction"] = session.particles.subtraction_state(run_stem)
     return state
 
 
