@@ -35,7 +35,7 @@ def _cmd_msa(args) -> int:
     _validate(args, stack)
     backend = "cupy" if args.gpu else None
     settings = dict(mask_diameter_A=args.mask_diameter, mask_edge_px=args.mask_edge, ctf=args.ctf,
-                    wiener_snr=args.wiener_snr, align=not args.no_align)
+                    wiener_snr=args.wiener_snr, align=not args.no_align, centre=args.centre)
     rec = record("msa", args, [args.i, *map(str, stack.stack_paths)], backend=backend)
     with rec.timed("msa"):         # checks the mask, angles, CTF and k before it reads an image
         result = msa(stack, args.k, batch_size=args.batch_size, power_iterations=args.power_iterations,
@@ -79,6 +79,9 @@ def register(sub) -> None:
     p.add_argument("--wiener_snr", type=positive_float, default=1.0,
                    help="SNR of the Wiener filter CTF / (CTF^2 + 1/SNR) (default 1)")
     p.add_argument("--no_align", action="store_true", help="use the images as they are (no origin shift, no psi)")
+    p.add_argument("--centre", choices=("ctf", "plain"), default="ctf",
+                   help="centre each image on its own CTF's view of the CTF-corrected mean (default), or on the "
+                        "plain mean (a defocus spread is then variance of its own)")
     p.add_argument("--classes", type=positive_int, metavar="K", help="cluster the particles into K classes")
     p.add_argument("--cluster", choices=("kmeans", "ward"), default="kmeans",
                    help="clustering of the factor coordinates (default kmeans)")

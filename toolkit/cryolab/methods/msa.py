@@ -7,10 +7,17 @@ Steps (:func:`msa`):
 1. every image is aligned to its view and CTF-corrected (shifted by its origin, rotated by
    ``-psi``; phase flipping by default, or a Wiener filter) and masked by a soft circle:
    :class:`cryolab.methods.msa_align.AlignedImages`, read in batches, never all at once;
-2. a streamed randomized PCA (:func:`cryolab.methods.msa_svd.streamed_pca`) gives the mean image,
+2. each image is centred on its own view of the CTF-corrected mean (``centre="ctf"``, default):
+   ``mu`` is the least-squares mean of the aligned images ``y_i`` given what the preparation left
+   of each one's CTF, ``H_i`` (``|CTF|`` after phase flipping; Bhamre, Zhang and Singer 2016's
+   mean estimator, one extra pass), and image ``i`` loses ``H_i mu``. Centring on the plain mean
+   instead (``centre="plain"``) leaves ``(H_i - mean H) mu`` in every image: with a defocus spread
+   that is variance of its own, an eigenvalue above the noise edge even in a set of one state.
+   The noise is untouched (``H_i mu`` is a fixed image per particle), so the edge below holds;
+3. a streamed randomized PCA (:func:`cryolab.methods.msa_svd.streamed_pca`) gives the mean image,
    the first ``k`` eigenimages (unit norm), their eigenvalues (variances, pixel units squared),
    the explained variance ratio and each particle's factor coordinates ``[P, k]`` (pixel units);
-3. the eigenvalues are tested against the Marchenko-Pastur upper edge
+4. the eigenvalues are tested against the Marchenko-Pastur upper edge
    ``sigma^2 (1 + sqrt(p / n))^2`` (``p`` pixels where the mask is positive, ``n`` images):
    ``sigma^2`` is given, or is the variance of the raw images' background (pixels beyond the
    mask's reach), averaged over the images. Phase flipping, shifting and rotating keep white noise
@@ -18,7 +25,7 @@ Steps (:func:`msa`):
    line lower the noise, so the edge is conservative. With ``ctf="wiener"`` the noise is
    coloured and ``sigma^2`` is the background variance times the filter's mean power: an
    approximation;
-4. clustering on the first ``m`` factors (k-means or Ward, :mod:`cryolab.methods.msa_cluster`)
+5. clustering on the first ``m`` factors (k-means or Ward, :mod:`cryolab.methods.msa_cluster`)
    and a classification written like any other: ``<prefix>_data.star`` with ``rlnClassNumber``
    and the class averages ``<prefix>_classes.mrcs``.
 
@@ -60,16 +67,19 @@ _GENERAL = {"n_images": "cryolabMsaImages", "n_pixels": "cryolabMsaPixels",
             "pixel_size_A": "rlnImagePixelSize"}
 SCRATCH_AUTO_BYTES = 2 * 1024 ** 3
 _SETTINGS = {key: "cryolabMsa" + key.title().replace("_", "") for key in
-             ("ctf", "wiener_snr", "align", "batch_size", "oversampling", "power_iterations", "seed")}
+             ("ctf", "wiener_snr", "align", "centre", "batch_size", "oversampling", "power_iterations",
+              "seed")}
 
 
 @dataclass
 class MSAResult:
     """What :func:`msa` found; NumPy arrays.
 
-    ``mean_image [N, N]`` and ``eigenimages [k, N, N]`` are in the analysis frame (aligned,
-    CTF-corrected, times the mask, each image's component along the mask removed); eigenimages have
-    unit norm. ``eigenvalues [k]``: variances along them (pixel units squared, ``/ (n - 1)``);
+    ``mean_image [N, N]`` (the plain mean) and ``eigenimages [k, N, N]`` are in the analysis frame
+    (aligned, CTF-corrected, times the mask, each image's component along the mask removed);
+    eigenimages have unit norm. ``ctf_mean [N, N]``: the CTF-corrected mean the images were
+    centred on (aligned frame, no mask; None with ``centre="plain"``). ``eigenvalues [k]``:
+    variances along them (pixel units squared, ``/ (n - 1)``);
     ``explained_variance_ratio [k]``: over ``total_variance``; ``coordinates [P, k]``: each
     particle's centred vector times the eigenimages (pixel units). ``noise_variance``, ``noise_edge``
     and ``n_significant``: the Marchenko-Pastur test (None without a noise estimate). ``settings``:
@@ -90,6 +100,7 @@ class MSAResult:
     pixel_size_A: float | None
     settings: dict = field(default_factory=dict)
     image_names: list = field(default_factory=list)
+    ctf_mean: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -108,7 +119,8 @@ class MSAResult:
         """The particles prepared as this analysis prepared its images (same mask and settings)."""
         s = self.settings
         return AlignedImages(_stack(particles), mask=self.mask, ctf=s.get("ctf", "flip"),
-                             wiener_snr=s.get("wiener_snr", 1.0), align=s.get("align", True), backend=backend)
+                             wiener_snr=s.get("wiener_snr", 1.0), align=s.get("align", True), ctf_mean=self.ctf_mean,
+                             backend=backend)
 
     def write_classification(self, particles, labels, directory, prefix: str = "run", backend: str | None = None):
         """``<prefix>_data.star`` (``rlnClassNumber`` = label + 1) and ``<prefix>_classes.mrcs`` (class
@@ -119,8 +131,9 @@ class MSAResult:
     def save(self, directory, prefix: str = "run") -> list[Path]:
         """Write ``<prefix>_eigenimages.mrcs`` (MRC stack ``[k, N, N]``), ``<prefix>_mean.mrc``,
         ``<prefix>_mask.mrc``, ``<prefix>_eigenvalues.star`` (a general block with the test and the
-        settings, a loop of eigenvalues) and ``<prefix>_coordinates.npz`` (``coordinates`` and
-        ``image_names``; no pickled objects). Returns the paths."""
+        settings, a loop of eigenvalues), ``<prefix>_coordinates.npz`` (``coordinates`` and
+        ``image_names``; no pickled objects) and, when centred on it, ``<prefix>_ctf_mean.mrc``.
+        Returns the paths."""
         d = Path(directory)
         px = self.pixel_size_A or 1.0
         general = {label: _plain(getattr(self, name)) for name, label in _GENERAL.items()}
@@ -131,7 +144,8 @@ class MSAResult:
                               if self.noise_edge is not None else np.zeros(self.k, dtype=int)})
         npz = d / f"{prefix}_coordinates.npz"
         np.savez(npz, coordinates=self.coordinates, image_names=np.asarray(self.image_names, dtype=str))
-        return [write_mrc(d / f"{prefix}_eigenimages.mrcs", self.eigenimages, px),
+        extra = [] if self.ctf_mean is None else [write_mrc(d / f"{prefix}_ctf_mean.mrc", self.ctf_mean, px)]
+        return extra + [write_mrc(d / f"{prefix}_eigenimages.mrcs", self.eigenimages, px),
                 write_mrc(d / f"{prefix}_mean.mrc", self.mean_image, px),
                 write_mrc(d / f"{prefix}_mask.mrc", self.mask, px),
                 write_star(d / f"{prefix}_eigenvalues.star", {"general": general, "eigenvalues": table}), npz]
@@ -149,6 +163,7 @@ class MSAResult:
         if "align" in settings:
             settings["align"] = bool(settings["align"])
         eigenimages = read_mrc(d / f"{prefix}_eigenimages.mrcs")[0]
+        ctf_mean = d / f"{prefix}_ctf_mean.mrc"
         return cls(mean_image=read_mrc(d / f"{prefix}_mean.mrc")[0],
                    eigenimages=eigenimages.reshape(-1, *eigenimages.shape[-2:]),
                    eigenvalues=table["cryolabMsaEigenvalue"].to_numpy(float),
@@ -157,7 +172,8 @@ class MSAResult:
                    noise_variance=values["noise_variance"], noise_edge=values["noise_edge"],
                    n_significant=None if values["n_significant"] is None else int(values["n_significant"]),
                    mask=read_mrc(d / f"{prefix}_mask.mrc")[0], n_pixels=int(values["n_pixels"]),
-                   pixel_size_A=values["pixel_size_A"], settings=settings, image_names=names)
+                   pixel_size_A=values["pixel_size_A"], settings=settings, image_names=names,
+                   ctf_mean=read_mrc(ctf_mean)[0] if ctf_mean.is_file() else None)
 
 
 def _plain(value):
@@ -211,7 +227,7 @@ def _stack(particles) -> ParticleStack:
 
 
 def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = None, mask_edge_px: float = 3.0,
-        ctf: str = "flip", wiener_snr: float = 1.0, align: bool = True, batch_size: int = 256,
+        ctf: str = "flip", wiener_snr: float = 1.0, align: bool = True, centre: str = "ctf", batch_size: int = 256,
         oversampling: int = 10, power_iterations: int = 10, noise_variance: float | None = None,
         seed: int = 0, scratch="auto", backend: str | None = None) -> MSAResult:
     """Multivariate statistical analysis of the particles (module doc).
@@ -230,6 +246,10 @@ def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = No
         Phase flipping ``sign(CTF)``, Wiener filter ``CTF / (CTF^2 + 1 / wiener_snr)``, or nothing.
     align : bool
         Shift each image by its origin and rotate it by ``-psi`` (default), or take it as it is.
+    centre : ``"ctf"`` (default) or ``"plain"``
+        What each image is centred on: its own view of the CTF-corrected mean (``H_i mu``, module
+        doc; one more pass over the images), or the plain mean of all images (the only choice with
+        ``ctf="none"``). With ``"plain"`` a defocus spread is variance of its own.
     batch_size, oversampling, power_iterations, seed
         Images per batch (the results do not depend on it beyond rounding), and the randomized
         PCA's extra vectors, power iterations and random seed (``power_iterations + 3`` passes).
@@ -250,6 +270,9 @@ def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = No
     aligned = AlignedImages(stack, mask=mask, mask_diameter_A=mask_diameter_A, mask_edge_px=mask_edge_px,
                             ctf=ctf, wiener_snr=wiener_snr, align=align, backend=backend)
     n, p = aligned.n_images, aligned.n_pixels
+    if centre not in ("ctf", "plain"):
+        raise CryolabInputError(f"centre must be 'ctf' or 'plain', got {centre!r}", field="centre")
+    centre = "plain" if ctf == "none" else centre
     if not 1 <= int(k) < n or int(k) > p:
         raise CryolabInputError(f"k = {k} eigenimages asked for {n} images of {p} pixels in the mask (k must be "
                                 "at least 1, below the number of images and at most the pixels)",
@@ -259,6 +282,7 @@ def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = No
     if noise_variance is not None and not (np.isfinite(noise_variance) and noise_variance >= 0):
         raise CryolabInputError(f"noise_variance must be a number >= 0, got {noise_variance!r}",
                                 field="noise_variance")
+    plain_mean = aligned.fit_ctf_mean(batch_size) if centre == "ctf" else None
     vectors = _Vectors(aligned, batch_size, scratch)
     try:
         pca = streamed_pca(vectors, int(k), oversampling=oversampling, power_iterations=power_iterations,
@@ -268,12 +292,14 @@ def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = No
     sigma2 = aligned.noise_variance if noise_variance is None else float(noise_variance)
     edge = None if sigma2 is None else marchenko_pastur_edge(sigma2, p, n)
     settings = {"ctf": ctf, "wiener_snr": float(wiener_snr), "align": bool(align), "batch_size": int(batch_size),
-                "oversampling": int(oversampling), "power_iterations": int(power_iterations), "seed": int(seed)}
-    return MSAResult(mean_image=aligned.unflatten(pca.mean[None])[0], eigenimages=aligned.unflatten(pca.components),
+                "oversampling": int(oversampling), "power_iterations": int(power_iterations), "seed": int(seed),
+                "centre": centre}
+    mean = pca.mean if plain_mean is None else to_numpy(plain_mean)
+    return MSAResult(mean_image=aligned.unflatten(mean[None])[0], eigenimages=aligned.unflatten(pca.components),
                      eigenvalues=pca.eigenvalues, explained_variance_ratio=pca.explained_variance_ratio,
                      coordinates=pca.coordinates, total_variance=pca.total_variance,
                      noise_variance=sigma2, noise_edge=edge,
                      n_significant=None if edge is None else count_significant(pca.eigenvalues, edge),
                      mask=np.asarray(to_numpy(aligned.mask), dtype=np.float32),
                      n_pixels=p, pixel_size_A=stack.pixel_size_A, settings=settings,
-                     image_names=stack.image_names_for(None))
+                     image_names=stack.image_names_for(None), ctf_mean=aligned.ctf_mean)

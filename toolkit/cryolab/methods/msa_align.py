@@ -29,6 +29,7 @@ mask (a constant offset, such as the one background normalisation leaves, is no 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -152,7 +153,8 @@ class AlignedImages:
     """
 
     def __init__(self, stack, *, mask=None, mask_diameter_A: float | None = None, mask_edge_px: float = 3.0,
-                 ctf: str = "flip", wiener_snr: float = 1.0, align: bool = True, backend: str | None = None):
+                 ctf: str = "flip", wiener_snr: float = 1.0, align: bool = True, ctf_mean=None,
+                 backend: str | None = None):
         self.stack, self.xp = stack, resolve_backend(backend)
         self.n, self.ctf, self.align = stack.box_size, ctf, bool(align)
         if ctf not in CTF_MODES:
@@ -176,6 +178,9 @@ class AlignedImages:
         outside = r > self.reach_px + 1 if self.align else m == 0
         self._background = to_device(outside.ravel(), self.xp) if outside.sum() >= _MIN_BACKGROUND else None
         self.noise_variance = None      # from the background, after a full pass of batches()
+        self.ctf_mean, self._mean_ft = None, None
+        if ctf_mean is not None:
+            self.set_ctf_mean(ctf_mean)
 
     def _make_mask(self, mask, diameter_A, edge_px):
         xp, n = self.xp, self.n
@@ -235,6 +240,57 @@ class AlignedImages:
             images = rotate_images(images, -self.stack.eulers(rows)[:, 2], self.reach_px)
         return images, bg, gain
 
+    def transfer(self, rows):
+        """What the preparation leaves of the microscope's CTF, per image, in the aligned frame:
+        ``[B, N, N//2+1]`` (centred half grid, float32 on the device): ``|CTF|`` (``"flip"``),
+        ``CTF^2 / (CTF^2 + 1 / wiener_snr)`` (``"wiener"``); None for ``"none"``. Aligning rotates
+        the image by ``-psi``, which turns an astigmatic CTF's axis by ``+psi``."""
+        if self.ctf == "none":
+            return None
+        params = self.stack.ctf(rows)
+        if self.align:
+            params = replace(params, defocus_angle_deg=np.asarray(params.defocus_angle_deg, dtype=np.float64)
+                             + self.stack.eulers(rows)[:, 2])
+        c = ctf_2d(params, self.n, self.pixel_size_A, xp=self.xp)
+        if self.ctf == "flip":
+            return self.xp.abs(c)
+        return c * c / (c * c + self.xp.float32(1 / self.wiener_snr))
+
+    def fit_ctf_mean(self, batch_size: int = 256):
+        """One pass: the CTF-corrected mean image ``mu`` of the aligned images ``y_i`` (least squares
+        with their transfers ``H_i``, :meth:`transfer`: ``mu = sum H_i y_i / (sum H_i^2 + eps)`` per
+        Fourier pixel, ``eps`` = 1e-6 of the number of images; Bhamre, Zhang and Singer 2016), set as
+        the mean that :meth:`batches` subtracts (``H_i mu`` from each image). Returns the mean of the
+        images' vectors ``[n_pixels]`` (float64 on the device), that is, the plain mean image."""
+        xp, n = self.xp, self.n
+        numerator = xp.zeros((n, n // 2 + 1), dtype=xp.complex128)
+        denominator = xp.zeros((n, n // 2 + 1), dtype=xp.float64)
+        plain = xp.zeros(self.n_pixels, dtype=xp.float64)
+        rows = np.arange(self.n_images)
+        for lo in range(0, len(rows), int(batch_size)):
+            chunk = rows[lo:lo + int(batch_size)]
+            images = self._corrected(chunk)[0]
+            h = self.transfer(chunk)
+            numerator += (h * rfft2c(images)).sum(axis=0)
+            denominator += (h.astype(xp.float64) ** 2).sum(axis=0)
+            plain += self.vectors(images).sum(axis=0, dtype=xp.float64)
+        mean_ft = numerator / (denominator + 1e-6 * self.n_images)
+        self.set_ctf_mean(irfft2c(mean_ft.astype(xp.complex64), n))
+        return plain / self.n_images
+
+    def set_ctf_mean(self, image):
+        """Use ``image`` ``[N, N]`` (aligned frame) as the CTF-corrected mean that :meth:`batches`
+        subtracts, filtered by each image's transfer (None: nothing is subtracted)."""
+        if image is None:
+            self.ctf_mean, self._mean_ft = None, None
+            return
+        m = np.asarray(to_numpy(image), dtype=np.float32)
+        if m.shape != (self.n, self.n) or self.ctf == "none":
+            raise CryolabInputError(f"a CTF-corrected mean must be [{self.n}, {self.n}] and needs ctf 'flip' or "
+                                    f"'wiener' (shape {m.shape}, ctf {self.ctf!r})", field="ctf_mean")
+        self.ctf_mean = m
+        self._mean_ft = rfft2c(to_device(m, self.xp))
+
     def images(self, rows):
         """Aligned, CTF-corrected images of ``rows`` times the mask, ``[B, N, N]`` float32 on the device."""
         return self._corrected(np.atleast_1d(rows))[0] * self.mask
@@ -251,7 +307,8 @@ class AlignedImages:
         """Yield ``(rows, vectors [B, n_pixels])`` in order; a pass over every image also sets
         :attr:`noise_variance` (the variance of the raw background pixels, outside the mask's reach,
         averaged over the images; with ``ctf="wiener"`` times the filter's mean power; None without
-        a background of at least 16 pixels)."""
+        a background of at least 16 pixels). With a CTF-corrected mean (:meth:`fit_ctf_mean`), each
+        image loses its own view of it, ``H_i mu``, before it becomes a vector."""
         if int(batch_size) < 1:
             raise CryolabInputError(f"batch_size must be >= 1, got {batch_size!r}", field="batch_size")
         every = rows is None
@@ -261,6 +318,8 @@ class AlignedImages:
             chunk = rows[lo:lo + int(batch_size)]
             images, b, g = self._corrected(chunk)
             bg, gain = bg + b, gain + g
+            if self._mean_ft is not None:     # each image minus its own view of the CTF-corrected mean
+                images = images - irfft2c(self.transfer(chunk) * self._mean_ft, self.n).astype(self.xp.float32)
             yield chunk, self.vectors(images)
         if every and self._background is not None:
             self.noise_variance = bg / len(rows) * gain / len(rows)
