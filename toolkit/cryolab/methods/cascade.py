@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..backend import to_numpy
 from ..errors import CryolabInputError
 from ..io import ParticleStack, write_particles
 from ..io._files import atomic_path
@@ -39,7 +40,9 @@ class CascadeNode:
     """One node: ``name`` (``"root"``, ``"root/2"``, ``"root/2/1"``: class numbers 1-based),
     ``rows`` (particles, row numbers of the root stack), and after :meth:`Cascade.classify`
     ``run`` (its folder, relative to the cascade's), ``method``, ``K``, ``class_sizes``,
-    ``resolution_A`` (per class) and ``children`` (names)."""
+    ``resolution_A`` (per class), ``children`` (names), ``reference`` (where a 3D run's starting
+    map came from: ``"given"``, ``"parent class"`` or ``"consensus"``) and ``log_likelihoods`` (the
+    final log-likelihood of each start, the kept one first)."""
     name: str
     rows: list
     run: str | None = None
@@ -48,6 +51,8 @@ class CascadeNode:
     class_sizes: list = field(default_factory=list)
     resolution_A: list = field(default_factory=list)
     children: list = field(default_factory=list)
+    reference: str | None = None
+    log_likelihoods: list = field(default_factory=list)
 
 
 class Cascade:
@@ -80,24 +85,39 @@ class Cascade:
         return self.particles.subset(np.asarray(node.rows, int))
 
     def classify(self, name: str, K: int, iterations: int = 15, *, method: str = "class3d", reference=None,
-                 mask=None, progress: bool = False, **settings) -> CascadeNode:
+                 mask=None, starts: int = 1, progress: bool = False, **settings) -> CascadeNode:
         """Classify node ``name`` into ``K`` classes with ``method`` (``class2d``, ``class3d``, or
         ``focused`` with ``mask`` and ``reference`` the consensus map) and add its classes as
-        children ``name/1 .. name/K``. The run is written to ``<out_dir>/<name>/run_itNNN_*``."""
+        children ``name/1 .. name/K``. The run is written to ``<out_dir>/<name>/run_itNNN_*``.
+
+        ``class3d`` without a ``reference`` starts from the data's own map: the node's class map in
+        its parent's run (while the cascade is live), else the Wiener reconstruction of the node's
+        particles at their poses (a consensus refinement's). That map is on the data's grey scale,
+        so the first iteration is not projection matching (``firstiter_cc=False`` unless given);
+        :func:`cryolab.methods.class3d.class3d` makes ``K`` seeds from it on random subsets.
+        ``starts``: run ``class3d`` with seeds ``seed .. seed + starts - 1`` and keep the run with
+        the highest final log-likelihood (RELION users' "run it several times")."""
         node = self.node(name)
         if node.children:
             raise CryolabInputError(f"node {name!r} is already classified", field="node")
         if len(node.rows) < K:
             raise CryolabInputError(f"node {name!r} has {len(node.rows)} particles, fewer than K = {K}", field="K")
         stack = self.particles_of(name)
+        origin = "given"
+        if method == "class3d" and reference is None:       # checked before anything is written
+            reference, origin = self._own_map(name, stack)
+            settings.setdefault("firstiter_cc", False)
         folder = self.out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         if method == "class2d":
             session = class2d(stack, K, iterations, progress=progress, **settings)
         elif method == "class3d":
-            if reference is None:
-                raise CryolabInputError("class3d needs a reference map", field="reference")
-            session = class3d(stack, reference, K, iterations, progress=progress, **settings)
+            seed = int(settings.pop("seed", 0))
+            runs = [class3d(stack, reference, K, iterations, progress=progress, seed=seed + i, **settings)
+                    for i in range(max(1, int(starts)))]
+            lls = [float(r.history[-1].loglik) if r.history else float("-inf") for r in runs]
+            session = runs[int(np.argmax(lls))]
+            node.reference, node.log_likelihoods = origin, sorted(lls, reverse=True)
         elif method == "focused":
             if reference is None or mask is None:
                 raise CryolabInputError("focused classification needs the consensus map and a mask", field="mask")
@@ -116,6 +136,18 @@ class Cascade:
             node.children.append(child)
         self.save()
         return node
+
+    def _own_map(self, name: str, stack: ParticleStack):
+        """The starting map of a class3d run without a reference (see :meth:`classify`)."""
+        parent, _, k = name.rpartition("/")
+        if parent in self.sessions and self.nodes[parent].method == "class3d":
+            return np.asarray(to_numpy(self.sessions[parent].references[int(k) - 1])), "parent class"
+        if stack.eulers() is None:
+            raise CryolabInputError(f"node {name!r}: class3d without a reference needs the particles' poses "
+                                    "(a consensus refinement) or a reference map", path=stack.star_path,
+                                    field="_rlnAngleRot")
+        from ..reconstruction import reconstruct_stack
+        return reconstruct_stack(stack, method="wiener"), "consensus"
 
     def leaves(self) -> list:
         """Names of the nodes not classified further."""
