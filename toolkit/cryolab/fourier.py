@@ -27,7 +27,7 @@ __all__ = [
     "rfft2c", "irfft2c", "rfft3c", "irfft3c", "fft2c", "ifft2c", "fft3c",
     "rfft_grid", "shell_index", "radial_average", "power_spectrum",
     "shell_resolution_A", "resolution_shell", "lowpass", "highpass",
-    "fourier_crop", "fourier_pad", "rescale",
+    "fourier_crop", "fourier_pad", "rescale", "phase_shift",
 ]
 
 
@@ -147,6 +147,25 @@ def rfft_grid(n: int, ndim: int = 2, xp=np, half: bool = True):
     last = xp.arange(n // 2 + 1) if half else full
     axes = [full] * (ndim - 1) + [last]
     return xp.meshgrid(*axes, indexing="ij")
+
+
+def phase_shift(x, shift_px):
+    """Translate images ``[..., N, N]`` or one volume ``[N, N, N]`` by ``shift_px`` (``(x, y)`` or
+    ``(x, y, z)`` pixels, fractional allowed; content moves by ``+shift``, periodically) with a
+    Fourier phase ramp ``exp(-2 pi i k.s / N)``.
+
+    >>> v = np.zeros((8, 8, 8)); v[4, 4, 4] = 1
+    >>> [int(i) for i in np.unravel_index(np.argmax(phase_shift(v, (2, 0, -1))), v.shape)]   # z, y, x
+    [3, 4, 6]
+    """
+    xp = get_xp(x)
+    s = np.asarray(shift_px, float).ravel()
+    ndim = s.size
+    n = x.shape[-1]
+    grids = rfft_grid(n, ndim, xp)[::-1]                      # kx, ky(, kz)
+    phase = sum(-2.0 * np.pi / n * float(si) * g for si, g in zip(s, grids))
+    ft = _rfftnc(x, ndim) * xp.exp(1j * phase).astype(xp.complex64)
+    return _irfftnc(ft, n, ndim).astype(x.dtype, copy=False)
 
 
 def shell_index(n: int, ndim: int = 2, xp=np, half: bool = True):

@@ -37,7 +37,49 @@ from ..session import Session, Settings
 from ..settings import method_settings
 from ..validation import fsc, postprocess, random_halves, resolution_at, resolution_shell_at, soft_sphere_mask
 
-__all__ = ["refine", "AutoRefine", "RefineIteration"]
+__all__ = ["refine", "AutoRefine", "RefineIteration", "halves_mstep", "joined_map"]
+
+
+def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0):
+    """The gold-standard M-step of two K=1 Sessions after their E-steps: unregularised half maps,
+    their FSC (zero beyond the frequencies used) and resolution (FSC 0.143, A); the halves' sums
+    joined below ``join_halves_A`` (RELION's joining of the half-sets at low resolution); each
+    half's MAP map with ``tau2`` from the FSC; and the next E-step's frequency limit a few shells
+    beyond the resolution. Returns ``(fsc, resolution_A, half_maps, back_projectors)``."""
+    n, px = halves[0].n, halves[0].pixel_size_A
+    bps = [h.sums.bps[0] for h in halves]
+    unfil = [to_numpy(bp.reconstruct(method="plain", sym=sym, mask_outside=False)) for bp in bps]
+    curve = to_numpy(fsc(unfil[0], unfil[1]))
+    curve[halves[0].sums_pixels.max_shell + 1:] = 0.0     # beyond the frequencies used
+    res = resolution_at(curve, 0.143, n, px)
+    _, shells = bps[0].shells()
+    low = shells <= n * px / join_halves_A
+    for name in ("data", "weight"):
+        a, b = getattr(bps[0], name), getattr(bps[1], name)
+        tot = a[low] + b[low]
+        a[low] = tot
+        b[low] = tot
+    for h, bp in zip(halves, bps):
+        h.tau2 = [tau2_from_fsc(curve, to_numpy(bp.weight_spectrum()))]
+        h.mstep()
+    shell = resolution_shell_at(curve, 0.143)
+    for h in halves:
+        h.max_shell = int(min(h.shell_limit(), max(int(shell) + max(3, n // 10), 4)))
+    return curve, res, unfil, bps
+
+
+def joined_map(bps, curve, n: int, pixel_size_A: float, join_halves_A: float = 40.0, sym: str = "C1") -> np.ndarray:
+    """The map of both halves' sums (after :func:`halves_mstep` joined them below
+    ``join_halves_A``, so those frequencies count once), Wiener-filtered with tau2 from the
+    half-set FSC ``curve`` (``[N, N, N]`` float32)."""
+    joined = bps[0].__class__(n, pad=2, xp=bps[0].xp)
+    joined.add(bps[0]).add(bps[1])
+    _, shells = joined.shells()
+    low = shells <= n * pixel_size_A / join_halves_A
+    joined.data[low] *= 0.5
+    joined.weight[low] *= 0.5
+    tau2 = tau2_from_fsc(curve, to_numpy(joined.weight_spectrum()), whole_map=True)
+    return to_numpy(joined.reconstruct(method="wiener", tau2=tau2, sym=sym)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -143,23 +185,12 @@ class AutoRefine:
             h.estep(progress=progress)
             if h.sums is None:
                 raise InterruptedError("stopped during the E-step")
-        bps = [h.sums.bps[0] for h in self.halves]
-        unfil = [to_numpy(bp.reconstruct(method="plain", sym=self.sym, mask_outside=False)) for bp in bps]
-        curve = to_numpy(fsc(unfil[0], unfil[1]))
-        curve[self.halves[0].sums_pixels.max_shell + 1:] = 0.0     # beyond the frequencies used
-        res = resolution_at(curve, 0.143, self.n, self.pixel_size_A)
-        self._join_low_resolution(bps)
-        for h, bp in zip(self.halves, bps):
-            h.tau2 = [tau2_from_fsc(curve, to_numpy(bp.weight_spectrum()))]
-            h.mstep()
+        curve, res, unfil, bps = halves_mstep(self.halves, self.sym, self.join_halves_A)
         s = self.settings
         changes = [h.history[-1] for h in self.halves]
         w = [len(r) for r in self.rows]
         dang = float(np.average([c.mean_angle_change_deg for c in changes], weights=w))
         doff = float(np.average([c.mean_offset_change_px for c in changes], weights=w))
-        shell = resolution_shell_at(curve, 0.143)
-        for h in self.halves:
-            h.max_shell = int(min(h.shell_limit(), max(int(shell) + max(3, self.n // 10), 4)))
         self.iteration += 1
         result = RefineIteration(self.iteration, res, tuple(float(v) for v in curve), s.healpix_order,
                                  s.offset_step_px, s.offset_range_px, s.sigma_ang_deg, dang, doff,
@@ -171,18 +202,6 @@ class AutoRefine:
         else:
             self._update_sampling(res, dang)
         return result
-
-    def _join_low_resolution(self, bps) -> None:
-        """Sum the halves' Fourier accumulators below ``join_halves_A`` into both (RELION's
-        joining of the half-sets at low resolution)."""
-        shell = self.n * self.pixel_size_A / self.join_halves_A
-        _, shells = bps[0].shells()
-        low = shells <= shell
-        for name in ("data", "weight"):
-            a, b = getattr(bps[0], name), getattr(bps[1], name)
-            tot = a[low] + b[low]
-            a[low] = tot
-            b[low] = tot
 
     def _update_sampling(self, res: float, dang: float) -> None:
         if res < self.best_resolution_A - 1e-6:
@@ -218,15 +237,7 @@ class AutoRefine:
         return self.fine_step_deg() <= needed or self.settings.healpix_order >= self.max_healpix_order
 
     def _finish(self, bps, curve) -> None:
-        joined = bps[0].__class__(self.n, pad=2, xp=bps[0].xp)
-        joined.add(bps[0]).add(bps[1])
-        # the low frequencies were joined into both halves: count them once
-        _, shells = joined.shells()
-        low = shells <= self.n * self.pixel_size_A / self.join_halves_A
-        joined.data[low] *= 0.5
-        joined.weight[low] *= 0.5
-        tau2 = tau2_from_fsc(curve, to_numpy(joined.weight_spectrum()), whole_map=True)
-        self.map = to_numpy(joined.reconstruct(method="wiener", tau2=tau2, sym=self.sym)).astype(np.float32)
+        self.map = joined_map(bps, curve, self.n, self.pixel_size_A, self.join_halves_A, self.sym)
         mask = soft_sphere_mask(self.n, self.diameter_A / self.pixel_size_A / 2, edge_px=3.0)
         self.postprocess = postprocess(self.half_maps[0], self.half_maps[1], to_numpy(mask), self.pixel_size_A)
         self._final_next = False

@@ -1,0 +1,72 @@
+"""The images one body is refined against: the particle minus the other bodies, re-centred.
+
+For body ``b`` with centre of mass ``c_b`` (pixels, ``(x, y, z)`` from the box centre) and a
+particle with consensus pose ``(A_i, o_i)`` (RELION origin, pixels), the image is
+
+``Y_ib = roll(X_i - sum_{c != b} scale * C_i * shift(P_{A_ic}(W_c), -o_ic), s_ib)``
+
+where ``W_c`` is body ``c``'s map times its mask (times ``1 - M_b``, so that voxels the two masks
+share are not removed twice), centred on ``c_c``, at its current pose ``(A_ic, o_ic)`` in the
+original image, and ``s_ib = round(o_i - (A_i c_b)_xy)`` the whole-pixel move that brings
+``c_b`` to the image centre (RELION's re-centring rule, :func:`cryolab.methods.subtract.recentring_shifts`).
+The table's angles are the consensus angles and its origins the fractional rest
+``o_i - (A_i c_b)_xy - s_ib``, so a Session started on these images starts at the consensus pose.
+A body pose found on ``Y`` (angles ``A_ib``, origin ``t_ib``) is, in the original image, the pose
+``(A_ib, t_ib + s_ib)`` of the centred body map (:meth:`BodyParticles.original_origins_px`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...engine.forward import residual_images
+from ...engine.subtracted import particle_poses
+from ...errors import CryolabInputError
+from ...io import ParticleStack
+from ..subtract import recentring_shifts
+
+__all__ = ["BodyParticles"]
+
+
+class BodyParticles(ParticleStack):
+    """One body's images (see the module text) over ``stack`` (particles with consensus poses).
+
+    ``centre_px``: the body's centre of mass (pixels from the box centre). ``others``: a list of
+    ``(projector, eulers [B, 3], origins_px [B, 2])``, one per other body, in the rows of this
+    stack, set before each E-step (empty: nothing subtracted).
+    """
+
+    def __init__(self, stack: ParticleStack, centre_px, *, scale: float = 1.0):
+        self.__dict__.update(stack.__dict__)
+        eulers, origins = particle_poses(stack, np.arange(len(stack)))
+        self.consensus_eulers, self.consensus_origins_px = eulers, origins
+        self.centre_px = np.asarray(centre_px, float).reshape(3)
+        self.roll, frac = recentring_shifts(eulers, origins, self.centre_px)
+        table = stack.table.copy()
+        table = table.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in table])
+        px = float(stack.pixel_size_A)
+        table["rlnOriginXAngst"], table["rlnOriginYAngst"] = frac[:, 0] * px, frac[:, 1] * px
+        self.table = table
+        self.start_origins_px = frac
+        self.scale = float(scale)
+        self.others: list = []
+
+    def original_origins_px(self, origins_px, rows=None) -> np.ndarray:
+        """Origins ``[B, 2]`` (pixels) found on these images, as origins in the original images."""
+        roll = self.roll if rows is None else self.roll[np.asarray(rows)]
+        return np.asarray(origins_px, float) + roll
+
+    def read(self, indices=None) -> np.ndarray:
+        rows = self._rows(indices)
+        images = np.asarray(super().read(rows), np.float32)
+        ctf = self.ctf(rows) if self.others else None
+        for projector, eulers, origins in self.others:
+            images = np.asarray(residual_images(images, projector, eulers[rows], origins[rows], ctf,
+                                                self.pixel_size_A, scale=self.scale), np.float32)
+        out = np.empty_like(images)
+        for j, (sx, sy) in enumerate(self.roll[rows]):
+            out[j] = np.roll(images[j], (int(sy), int(sx)), axis=(0, 1))
+        return out
+
+    def with_table(self, table):
+        raise CryolabInputError("a body's images are defined over the particles they were made from; "
+                                "make a BodyParticles of the subset instead", field="particles")

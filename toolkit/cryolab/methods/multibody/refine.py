@@ -1,0 +1,282 @@
+"""Multi-body refinement (Nakane et al. 2018; RELION's ``relion_refine --multibody_masks``).
+
+From a consensus refinement (particles with poses and half-sets, the consensus map or its half
+maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every iteration:
+
+1. for each body ``b`` and half-set, the images are the particles minus the other bodies'
+   projections at their current poses, re-centred on ``b``'s centre of mass
+   (:class:`~.images.BodyParticles`);
+2. a K=1 :class:`~cryolab.session.Session` per body and half searches locally around the
+   consensus pose: orientations within 3 sigma of a Gaussian prior of ``sigma_angles_deg``
+   centred on the consensus angles (the search restarts from the consensus each iteration, so
+   the prior stays there) and offsets with a prior of ``sigma_offset_A`` about the consensus
+   origin; rotations are about the body's centre of mass; the body's mask multiplies its map
+   before projection;
+3. the gold-standard M-step per body (:func:`cryolab.methods.refine.halves_mstep`): half maps,
+   FSC and resolution per body, MAP maps with tau2 from the FSC.
+
+The other bodies' poses and maps used in step 1 are those of the previous iteration (all
+bodies are updated together). Iterations stop when every body's poses change by less than
+half the fine angular step on average, or after ``max_iter``. Body maps are kept centred on
+their centre of mass (as RELION projects them); :meth:`MultiBodyRefine.body_maps` puts them
+back in the consensus frame.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...backend import to_numpy
+from ...engine.forward import projector_of
+from ...fourier import phase_shift
+from ...geometry import angular_distance, healpix_step_deg
+from ...io import ParticleStack
+from ...session import Session
+from ...settings import method_settings
+from ...validation import fsc, random_halves, resolution_at
+from ..refine import halves_mstep, joined_map
+from .bodies import Body, check_bodies
+from .images import BodyParticles
+
+__all__ = ["MultiBodyRefine", "MultiBodyIteration", "multibody_refine"]
+
+
+@dataclass(frozen=True)
+class MultiBodyIteration:
+    """One iteration: per body the resolution (A, FSC 0.143 of its half maps), the mean change of
+    its orientations (deg) and origins (px) since the last iteration, and the wall time (s)."""
+    iteration: int
+    resolution_A: tuple
+    mean_angle_change_deg: tuple
+    mean_offset_change_px: tuple
+    time_s: float
+
+
+def _centred(volume, centre_px):
+    """``volume`` moved so that ``centre_px`` ``(x, y, z)`` is at the box centre."""
+    return phase_shift(np.asarray(volume, np.float32), -np.asarray(centre_px, float))
+
+
+def _halves_of(stack: ParticleStack, seed: int) -> np.ndarray:
+    if "rlnRandomSubset" in stack.table.columns:
+        subset = stack.table["rlnRandomSubset"].to_numpy(int)
+        if set(np.unique(subset)) == {1, 2}:
+            return subset
+    return random_halves(len(stack), seed)
+
+
+def _body_diameter_A(mask, pixel_size_A: float, box: int) -> float:
+    """Twice the largest distance from the box centre of a centred mask's voxels >= 0.05,
+    plus two pixels, at most the box less two pixels (the Session's circular image mask)."""
+    c = np.arange(box) - box // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    r = np.sqrt(x ** 2 + y ** 2 + z ** 2)[mask >= 0.05].max()
+    return float(min(2 * r + 2, box - 2) * pixel_size_A)
+
+
+class MultiBodyRefine:
+    """A multi-body refinement that can be stepped (see the module text).
+
+    ``sessions[b][h]``: the Session of body ``b`` on half ``h`` (its ``posterior(i)`` shows a
+    particle's body posterior); ``images[b][h]``: its :class:`BodyParticles`; ``rows[h]``: the
+    particles of each half; ``centres_A [B, 3]``; ``history``; after each iteration ``fsc[b]``,
+    ``resolution_A[b]`` and ``half_maps[b]`` (centred, unregularised).
+    """
+
+    def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 4,
+                 oversampling: int = 1, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
+                 join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0, **kw):
+        stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
+        self.particles, self.bodies = stack, list(bodies)
+        n, px = stack.box_size, float(stack.pixel_size_A)
+        self.n, self.pixel_size_A, self.join_halves_A = n, px, join_halves_A
+        reference = np.asarray(reference, np.float32)
+        self.reference = reference
+        self.signal_share = check_bodies(self.bodies, n, px, reference)
+        halves = (reference, reference) if half_maps is None else tuple(np.asarray(m, np.float32) for m in half_maps)
+        self.subset = _halves_of(stack, seed)
+        self.rows = [np.flatnonzero(self.subset == h) for h in (1, 2)]
+        self.centres_A = np.array([b.centre_A(px, reference) for b in self.bodies])
+        self.sessions, self.images, self.removal_masks = [], [], []
+        for b, body in enumerate(self.bodies):
+            c_px = self.centres_A[b] / px
+            mask_c = np.clip(_centred(body.mask, c_px), 0, 1)
+            settings = method_settings("refine", healpix_order=healpix_order, oversampling=oversampling,
+                                       sigma_ang_deg=body.sigma_angles_deg, offset_range_px=offset_range_px,
+                                       offset_step_px=offset_step_px, firstiter_cc=False, ini_high_A=None,
+                                       particle_diameter_A=_body_diameter_A(mask_c, px, n), reference_mask=mask_c,
+                                       seed=seed, ctf=ctf, **kw)
+            start = [body.reference if body.reference is not None else h for h in halves]
+            imgs = [BodyParticles(stack.subset(r), c_px, scale=scale) for r in self.rows]
+            sess = [Session(im, settings, references=_centred(ref, c_px)[None]) for im, ref in zip(imgs, start)]
+            self.images.append(imgs)
+            self.sessions.append(sess)
+            # what body b removes of each other body c: c's map under c's mask, less what b keeps
+            self.removal_masks.append({c: np.clip(_centred(o.mask * (1 - body.mask), self.centres_A[c] / px), 0, 1)
+                                       for c, o in enumerate(self.bodies) if c != b})
+        if half_maps is not None:
+            curve = fsc(halves[0], halves[1])
+            shell = int(np.argmax(curve < 0.143)) if (curve < 0.143).any() else n // 2
+            for sess in self.sessions:
+                for s in sess:
+                    s.max_shell = int(min(s.shell_limit(), max(shell + max(3, n // 10), 4)))
+        self.iteration = 0
+        self.history: list[MultiBodyIteration] = []
+        self.fsc = [None] * len(self.bodies)
+        self.resolution_A = [np.inf] * len(self.bodies)
+        self.half_maps = [None] * len(self.bodies)
+        self._bps = [None] * len(self.bodies)
+        self.converged = False
+
+    # ------------------------------------------------------------------ poses
+    def body_eulers(self, b: int) -> np.ndarray:
+        """Body ``b``'s angles ``[N, 3]`` (deg), all particles in input order."""
+        out = np.zeros((len(self.particles), 3))
+        for h, r in enumerate(self.rows):
+            out[r] = self.sessions[b][h].eulers
+        return out
+
+    def body_origins_px(self, b: int) -> np.ndarray:
+        """Body ``b``'s origins ``[N, 2]`` (pixels) in the original images, for its centred map."""
+        out = np.zeros((len(self.particles), 2))
+        for h, r in enumerate(self.rows):
+            out[r] = self.images[b][h].original_origins_px(self.sessions[b][h].offsets_px)
+        return out
+
+    @property
+    def consensus_eulers(self) -> np.ndarray:
+        out = np.zeros((len(self.particles), 3))
+        for h, r in enumerate(self.rows):
+            out[r] = self.images[0][h].consensus_eulers
+        return out
+
+    @property
+    def consensus_origins_px(self) -> np.ndarray:
+        out = np.zeros((len(self.particles), 2))
+        for h, r in enumerate(self.rows):
+            out[r] = self.images[0][h].consensus_origins_px
+        return out
+
+    # ------------------------------------------------------------------ one iteration
+    def fine_step_deg(self) -> float:
+        s = self.sessions[0][0].settings
+        return healpix_step_deg(s.healpix_order + s.oversampling)
+
+    def step(self, progress: bool = False) -> MultiBodyIteration:
+        t0 = time.perf_counter()
+        B = len(self.bodies)
+        before = [(self.body_eulers(b), self.body_origins_px(b)) for b in range(B)]
+        others = [[[(projector_of(self.sessions[c][h].references[0], self.removal_masks[b][c]),
+                     self.sessions[c][h].eulers.copy(),
+                     self.images[c][h].original_origins_px(self.sessions[c][h].offsets_px))
+                    for c in range(B) if c != b] for h in range(2)] for b in range(B)]
+        for b, body in enumerate(self.bodies):
+            for h in range(2):
+                sess, imgs = self.sessions[b][h], self.images[b][h]
+                imgs.others = others[b][h]
+                sess.eulers = imgs.consensus_eulers.copy()
+                sess.offsets_px = imgs.start_origins_px.copy()
+                sess.sigma_offset_px = max(body.sigma_offset_A / self.pixel_size_A, 1e-3)
+                sess.estep(progress=progress)
+                if sess.sums is None:
+                    raise InterruptedError("stopped during the E-step")
+        for b in range(B):
+            curve, res, unfil, bps = halves_mstep(self.sessions[b], "C1", self.join_halves_A)
+            self.fsc[b], self.resolution_A[b], self.half_maps[b], self._bps[b] = curve, res, unfil, bps
+        dang, doff = [], []
+        for b in range(B):
+            e0, o0 = before[b]
+            dang.append(float(np.mean(angular_distance(e0, self.body_eulers(b)))))
+            doff.append(float(np.mean(np.linalg.norm(self.body_origins_px(b) - o0, axis=1))))
+        self.iteration += 1
+        it = MultiBodyIteration(self.iteration, tuple(float(r) for r in self.resolution_A), tuple(dang), tuple(doff),
+                                time.perf_counter() - t0)
+        self.history.append(it)
+        self.converged = self.iteration >= 2 and max(dang) < 0.5 * self.fine_step_deg()
+        return it
+
+    def run(self, max_iter: int = 8, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
+        """Iterate until converged or ``max_iter``; ``callback(self, iteration)`` after each.
+        With ``out_dir`` the files of :meth:`save` are written at the end. Returns the history."""
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=max_iter, desc="multi-body", unit="it")
+        while self.iteration < max_iter and not self.converged:
+            it = self.step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(" ".join(f"body{b + 1} {r:.1f} A" for b, r in enumerate(it.resolution_A)))
+            if callback is not None:
+                callback(self, it)
+        if bar is not None:
+            bar.close()
+        if out_dir is not None:
+            self.save(out_dir, prefix)
+        return self.history
+
+    # ------------------------------------------------------------------ maps and files
+    def body_map(self, b: int, centred: bool = False) -> np.ndarray:
+        """Body ``b``'s map (the halves joined, Wiener-filtered with tau2 from their FSC; before
+        the first iteration the mean of its references), centred on its centre of mass or, by
+        default, in the consensus frame."""
+        if self._bps[b] is None:
+            m = 0.5 * (self.sessions[b][0].references[0] + self.sessions[b][1].references[0])
+        else:
+            m = joined_map(self._bps[b], self.fsc[b], self.n, self.pixel_size_A, self.join_halves_A)
+        return m if centred else phase_shift(np.asarray(m, np.float32), self.centres_A[b] / self.pixel_size_A)
+
+    def body_fsc_against(self, b: int, truth) -> np.ndarray:
+        """FSC of body ``b``'s map (consensus frame, times its mask) against ``truth`` times the mask."""
+        mask = self.bodies[b].mask
+        return to_numpy(fsc(self.body_map(b) * mask, np.asarray(truth, np.float32) * mask))
+
+    def save(self, directory, prefix: str = "run") -> str:
+        """Write ``<prefix>_body001.mrc`` ... (consensus frame), ``<prefix>_half{1,2}_body001_unfil.mrc``
+        (centred), ``<prefix>_body001_mask.mrc``, ``<prefix>_body001_data.star`` (each particle's
+        body pose in the original images: reconstructing it gives the body centred on its centre of
+        mass), ``<prefix>_data.star`` (the consensus poses) and ``<prefix>_bodies.json`` (per body:
+        centre, resolution, FSC, history). Returns the folder."""
+        from ...io import write_mrc, write_particles
+        from ...session.files import write_json
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        px = self.pixel_size_A
+        names = self.particles.image_names_for()
+        base = self.particles.table.copy()
+        base["rlnImageName"] = names
+        base["rlnRandomSubset"] = self.subset
+        write_particles(d / f"{prefix}_data.star", base, self.particles.optics)
+        for b in range(len(self.bodies)):
+            tag = f"body{b + 1:03d}"
+            write_mrc(d / f"{prefix}_{tag}.mrc", self.body_map(b), px)
+            write_mrc(d / f"{prefix}_{tag}_mask.mrc", self.bodies[b].mask, px)
+            if self.half_maps[b] is not None:
+                for h in range(2):
+                    write_mrc(d / f"{prefix}_half{h + 1}_{tag}_unfil.mrc", self.half_maps[b][h], px)
+            t = base.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in base])
+            e, o = self.body_eulers(b), self.body_origins_px(b) * px
+            t["rlnAngleRot"], t["rlnAngleTilt"], t["rlnAnglePsi"] = e[:, 0], e[:, 1], e[:, 2]
+            t["rlnOriginXAngst"], t["rlnOriginYAngst"] = o[:, 0], o[:, 1]
+            write_particles(d / f"{prefix}_{tag}_data.star", t, self.particles.optics)
+        write_json(d / f"{prefix}_bodies.json", {
+            "pixel_size_A": px, "centres_A": self.centres_A.tolist(),
+            "signal_share": [float(v) for v in self.signal_share],
+            "bodies": [{"rotate_relative_to": b.rotate_relative_to, "sigma_angles_deg": b.sigma_angles_deg,
+                        "sigma_offset_A": b.sigma_offset_A, "resolution_A": float(self.resolution_A[i]),
+                        "fsc": None if self.fsc[i] is None else [float(v) for v in self.fsc[i]]}
+                       for i, b in enumerate(self.bodies)],
+            "history": [asdict(h) for h in self.history]})
+        return str(d)
+
+
+def multibody_refine(particles, reference, bodies, *, max_iter: int = 8, out_dir=None, prefix: str = "run",
+                     progress: bool = True, callback=None, **kw) -> MultiBodyRefine:
+    """Run a :class:`MultiBodyRefine` to convergence (or ``max_iter``) and return it; keywords as
+    its constructor (``half_maps``, ``healpix_order``, ``offset_range_px`` ...)."""
+    mb = MultiBodyRefine(particles, reference, bodies, **kw)
+    mb.run(max_iter, progress=progress, callback=callback, out_dir=out_dir, prefix=prefix)
+    return mb
