@@ -4,6 +4,8 @@
   orientations, shifted, CTF-modulated, with white or coloured noise at a set SNR;
 * :func:`simulate_views_2d` - a few fixed views, each rotated in-plane by a random psi and
   shifted (test sets for 2D classification);
+* :func:`simulate_hinge` - two bodies, the second rotated per particle about a hinge (continuous
+  motion, the ribosome's ratchet with :func:`ratchet_bodies`);
 * :func:`write_simulation` - ``particles.mrcs`` + ``particles.star`` (RELION 3.1) + ``truth.csv``.
 
 Image formation: ``image = a * CTF * P_{rot,tilt,psi}(V) moved by -origin + noise``, made with
@@ -33,8 +35,10 @@ Reproducible: every random draw comes from ``seed``; the noise of particle ``i``
 """
 from __future__ import annotations
 
+from .hinge import ratchet_bodies, simulate_hinge
 from .particles import simulate_particles
 from .tables import TRUTH_LABELS, Simulation, write_simulation
 from .views import simulate_views_2d
 
-__all__ = ["Simulation", "simulate_particles", "simulate_views_2d", "write_simulation"]
+__all__ = ["Simulation", "simulate_particles", "simulate_views_2d", "write_simulation", "simulate_hinge",
+           "ratchet_bodies"]
