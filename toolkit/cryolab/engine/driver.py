@@ -165,6 +165,9 @@ class EStepWorker:
         self.coarse = None if (fixed or self.local) else sampler.coarse(inputs.coarse_pixels)
         n_shells = n // 2 + 1
         self.inv_s2 = xp.asarray(1.0 / inputs.sigma2[to_numpy(pix.shell)], dtype=xp.float32)
+        # the Gaussian's normalisation, sum of log(2 pi sigma2) over the likelihood pixels (RELION's
+        # logsigma2): without it a particle's log-likelihood changes with every new noise estimate
+        self.log_norm = float(np.log(2 * np.pi * inputs.sigma2[to_numpy(pix.shell)].astype(np.float64)).sum())
         self.log_pdf = xp.asarray(np.log(np.maximum(inputs.pdf_class, 1e-30)), dtype=xp.float32)
         self.mask = xp.asarray(inputs.mask)
         self.sums = EStepSums(bps, np.zeros((K, n_shells)), 0.0, 0.0, np.zeros(K), 0)
@@ -207,7 +210,8 @@ class EStepWorker:
         else:
             new_eulers[:] = res.best_orient[:, :3]
         return ChunkResult(res.best_class, new_eulers, offsets_px + res.best_trans, res.pmax,
-                           res.n_significant, res.loglik, res.class_posterior, list(res.top_samples))
+                           res.n_significant, res.loglik - self.log_norm, res.class_posterior,
+                           list(res.top_samples))
 
 
     def finish(self) -> "EStepSums":
