@@ -570,7 +570,7 @@ NB04 = [
     """),
     code("""
     versus_truth = {name: fsc(vol, truth) for name, vol in maps.items() if name != "truth"}
-    FSCViewer(versus_truth, n, pixel_size_A)
+    FSCViewer(versus_truth, n, pixel_size_A, criteria=0.5)     # against a reference: 0.5
     """),
     md("""
     ## The gold standard: independent half sets
@@ -585,7 +585,7 @@ NB04 = [
     half_maps = [back_project(np.flatnonzero(halves == h)).reconstruct("wiener") for h in (1, 2)]
     half_fsc = fsc(*half_maps)
     fsc_viewer = FSCViewer({"half 1 vs half 2": half_fsc, "full (Wiener) vs truth": versus_truth["Wiener (τ² learned)"]},
-                           n, pixel_size_A)
+                           n, pixel_size_A, criteria={"half 1 vs half 2": 0.143, "full (Wiener) vs truth": 0.5})
     print(f"gold-standard resolution (FSC 0.143): {resolution_at(half_fsc, 0.143, n, pixel_size_A):.1f} Å")
     print(f"full map vs truth (FSC 0.5):          {resolution_at(versus_truth['Wiener (τ² learned)'], 0.5, n, pixel_size_A):.1f} Å")
     fsc_viewer

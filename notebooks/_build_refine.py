@@ -116,7 +116,8 @@ NB08 = [
     """),
     code("""
     versus_truth = fsc(run.map, truth)
-    FSCViewer({"half 1 vs half 2 (final)": run.fsc_curve, "final map vs truth": versus_truth}, box, pixel_size_A)
+    FSCViewer({"half 1 vs half 2 (final)": run.fsc_curve, "final map vs truth": versus_truth}, box, pixel_size_A,
+              criteria={"final map vs truth": 0.5})     # half maps 0.143, against the truth 0.5
     """),
     code("""
     print(f"gold-standard resolution {run.resolution_A:.1f} Å; map vs truth at FSC 0.5: "
@@ -247,7 +248,8 @@ NB08 = [
     FSCViewer({"from the right model: half maps": run.fsc_curve,
                "from the right model: map vs truth": fsc(run.map, truth),
                "from a blob: half maps": run_blob.fsc_curve,
-               "from a blob: map vs truth": fsc(run_blob.map, truth)}, box, pixel_size_A)
+               "from a blob: map vs truth": fsc(run_blob.map, truth)}, box, pixel_size_A,
+              criteria={"from the right model: map vs truth": 0.5, "from a blob: map vs truth": 0.5})
     """),
     code("""
     print(f"{'start':22s} {'gold-standard':>14s} {'cc with truth':>14s}")

@@ -155,3 +155,20 @@ def test_class_gallery_keep_discard_apply(stepped):
     np.testing.assert_array_equal(gallery.selected.read([0]), s.particles.read(s.class_members([1])[:1]))
     gallery.discard(1)
     assert gallery.apply() is None and gallery.kept_classes == []
+
+
+def test_dashboard_panels_are_sharp_and_their_labels_do_not_overlap(star):
+    from cryolab.widgets._display import overlapping_text
+    s = Session(star, K=3, mode="map", seed=0)
+    dash = SessionDashboard(s)
+    before = [t for p in dash.panels.values() for t, _ in p.text_boxes]
+    assert "0.04" not in before and "−0.04" not in before       # no arbitrary axis before the first step
+    s.run(2, progress=False)      # observers redraw the panels
+    for name, panel in dash.panels.items():
+        png_width = int.from_bytes(panel.value[16:20], "big")
+        assert png_width == 2 * float(panel.layout.width.rstrip("px")), name      # device pixel ratio 2
+        assert overlapping_text(panel.text_boxes) == [], (name, overlapping_text(panel.text_boxes))
+    # the SSNR axis starts at 1e-2 whatever an emptied class does; the status names the plotted iteration
+    ticks = [t for t, _ in dash.panels["spectra"].text_boxes if "10^{" in t]
+    assert ticks and all(int(t.split("10^{")[1].split("}")[0].replace("−", "-")) >= -2 for t in ticks), ticks
+    assert f"iteration {s.history[-1].iteration}</b>" in dash.status.value

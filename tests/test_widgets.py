@@ -139,3 +139,26 @@ def test_fsc_viewer_marks_resolutions():
 def test_example_map_is_cubic():
     vol, px = example_map()
     assert vol.ndim == 3 and len(set(vol.shape)) == 1 and px > 0 and vol.std() > 0
+
+
+def _png_width(png: bytes) -> int:
+    return int.from_bytes(png[16:20], "big")          # IHDR width of a PNG
+
+
+def test_fsc_viewer_names_the_criterion_per_curve_and_flags_nyquist():
+    n, px = 64, 2.0
+    shells = np.arange(n // 2 + 1)
+    half = 1 / (1 + np.exp((shells - 20) / 2.0))
+    truth = 1 / (1 + np.exp((shells - 12) / 2.0))
+    w = FSCViewer({"half maps": half, "vs truth": truth, "never crosses": np.ones(n // 2 + 1)}, n, px,
+                  criteria={"vs truth": 0.5})
+    assert w.criteria == {"half maps": 0.143, "vs truth": 0.5, "never crosses": 0.143}
+    assert w.resolution_text("vs truth") == f"{resolution_at(truth, 0.5, n, px):.1f} Å"
+    assert w.resolution_text("never crosses") == "≥ Nyquist (4.0 Å)" and not w.crosses["never crosses"][0.143]
+    assert "≥ Nyquist" in w.caption.value
+    # drawn at twice the CSS width (device pixel ratio 2), shown at the figure's size, no label on another
+    assert _png_width(w.panel.value) == 2 * float(w.panel.layout.width.rstrip("px"))
+    from cryolab.widgets._display import overlapping_text
+    texts = [t for t, _ in w.panel.text_boxes]
+    assert "0.143" in texts and "0.5" in texts
+    assert overlapping_text(w.panel.text_boxes) == []

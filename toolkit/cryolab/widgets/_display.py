@@ -10,10 +10,12 @@ import io
 
 import ipywidgets as W
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image as PILImage
 
-__all__ = ["new_figure", "figure_png", "ImagePanel", "log_amplitude", "full_from_half",
-           "image_axes", "slider", "resolution_axis"]
+__all__ = ["new_figure", "figure_png", "ImagePanel", "text_boxes", "overlapping_text", "log_amplitude",
+           "full_from_half", "image_axes", "slider", "resolution_axis", "scale_bar"]
 
 
 def new_figure(width_in: float, height_in: float):
@@ -22,24 +24,86 @@ def new_figure(width_in: float, height_in: float):
 
 
 def figure_png(fig, dpi: int = 80) -> bytes:
-    """PNG bytes of a figure."""
+    """PNG bytes of a figure drawn at ``dpi`` (the figure keeps that dpi and its drawn layout)."""
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    PILImage.fromarray(np.asarray(canvas.buffer_rgba())).save(buf, format="png")
     return buf.getvalue()
 
 
 class ImagePanel(W.Image):
-    """An ``ipywidgets.Image`` that shows a matplotlib figure; :meth:`show` replaces it."""
+    """An ``ipywidgets.Image`` that shows a matplotlib figure; :meth:`show` replaces it.
+
+    The figure is drawn at ``pixel_ratio`` (2) times ``dpi`` and shown at its size in CSS pixels
+    (``width x dpi``), so it is sharp on high-density screens and never stretched; a layout
+    with its own ``width`` keeps that width. After :meth:`show`, ``text_boxes`` lists every
+    visible text of the figure as ``(text, (x0, y0, x1, y1))`` in CSS pixels from the bottom left
+    (for checks that no labels overlap, :func:`overlapping_text`).
+    """
+
+    pixel_ratio = 2
 
     def __init__(self, dpi: int = 80, **kw):
         kw.setdefault("format", "png")
         kw.setdefault("layout", W.Layout(max_width="100%", height="auto"))
         super().__init__(**kw)
         self.dpi = dpi
+        self._own_width = self.layout.width is not None
+        self.text_boxes: list = []
 
     def show(self, fig) -> None:
         """Render ``fig`` and display it (the figure is then discarded)."""
-        self.value = figure_png(fig, self.dpi)
+        png = figure_png(fig, self.dpi * self.pixel_ratio)
+        self.text_boxes = text_boxes(fig, 1.0 / self.pixel_ratio)
+        if not self._own_width:
+            self.layout.width = f"{int.from_bytes(png[16:20], 'big') / self.pixel_ratio:g}px"   # PNG width / ratio
+        self.value = png
+
+
+def _drawn_texts(fig):
+    """The texts a draw of ``fig`` showed: titles, axis labels, tick labels inside the view, texts, legends."""
+    texts = list(fig.texts) + ([fig._suptitle] if fig._suptitle is not None else [])
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            tol = 1e-9 * max(1.0, abs(hi - lo))
+            texts += [axis.label, axis.get_offset_text()]
+            if axis.get_visible():
+                texts += [t for loc, t in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+                          if lo - tol <= loc <= hi + tol]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += list(legend.get_texts())
+    return texts
+
+
+def text_boxes(fig, scale: float = 1.0) -> list:
+    """Visible, non-empty texts of a drawn figure (:func:`figure_png`) with their boxes ``(x0, y0, x1, y1)``
+    in pixels x ``scale``."""
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for t in _drawn_texts(fig):
+        if t.get_visible() and t.get_text().strip():
+            b = t.get_window_extent(renderer)
+            out.append((t.get_text(), (b.x0 * scale, b.y0 * scale, b.x1 * scale, b.y1 * scale)))
+    return out
+
+
+def overlapping_text(boxes, tolerance_px: float = 1.0) -> list:
+    """Pairs of texts in ``boxes`` (as :attr:`ImagePanel.text_boxes`) whose boxes overlap by more than ``tolerance_px``."""
+    pairs = []
+    for i, (ta, a) in enumerate(boxes):
+        for tb, b in boxes[i + 1:]:
+            dx = min(a[2], b[2]) - max(a[0], b[0])
+            dy = min(a[3], b[3]) - max(a[1], b[1])
+            if dx > tolerance_px and dy > tolerance_px:
+                pairs.append((ta, tb))
+    return pairs
 
 
 def image_axes(ax, image, title: str, cmap: str = "gray", **kw):
@@ -98,3 +162,15 @@ def resolution_axis(ax, max_freq_per_A: float, max_ticks: int = 7):
     top.set_xticklabels([f"{r:g}" for r in res], fontsize=8)
     top.set_xlabel("resolution (Å)", fontsize=8)
     return top
+
+
+def scale_bar(ax, pixel_size_A: float, n_px: int, colour: str = "w") -> float:
+    """A scale bar in the bottom left of an image axis (``n_px`` wide), about a fifth of it, labelled in Å or nm."""
+    target = 0.2 * n_px * pixel_size_A
+    nice = [v for v in (10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000) if v <= target]
+    length_A = nice[-1] if nice else target
+    x0, y0, bar = 0.06 * n_px - 0.5, 0.07 * n_px - 0.5, length_A / pixel_size_A
+    ax.plot([x0, x0 + bar], [y0, y0], color=colour, lw=2.5, solid_capstyle="butt")
+    label = f"{length_A / 10:g} nm" if length_A >= 100 else f"{length_A:g} Å"
+    ax.text(x0, y0 + 0.03 * n_px, label, color=colour, fontsize=7, va="bottom", ha="left")
+    return length_A

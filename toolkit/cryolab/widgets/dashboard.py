@@ -147,17 +147,19 @@ class SessionDashboard(W.VBox):
             self.session.set(**changes)
 
     # ------------------------------------------------------------------ drawing
-    def _show_state(self) -> None:
+    def _show_state(self, hist=None) -> None:
         s = self.session
+        hist = list(s.history) if hist is None else hist
         state = ("paused" if self._paused else "running") if self.running else "idle"
         for b in (self.step_button, self.run_button, self.iterations):
             b.disabled = self.running
         self.pause_button.disabled = self.stop_button.disabled = not self.running
         self.pause_button.description = "Resume" if self._paused else "Pause"
         self.pause_button.icon = "play" if self._paused else "pause"
-        text = f"<b>iteration {s.iteration}</b> · {state} · {MODE_NAMES[s.settings.mode]}, K = {_n_classes(s)}"
-        if s.history:
-            h = s.history[-1]
+        shown = hist[-1].iteration if hist else s.iteration      # the iteration the panels show
+        text = f"<b>iteration {shown}</b> · {state} · {MODE_NAMES[s.settings.mode]}, K = {_n_classes(s)}"
+        if hist:
+            h = hist[-1]
             text += (f" · last iteration {h.time_s:.1f} s · log L {h.loglik:.5g} · mean Pmax {h.mean_pmax:.2f}"
                      f" · changed classes {h.changed_assignments:.0%}")
         pending = dict(self._pending)
@@ -168,21 +170,24 @@ class SessionDashboard(W.VBox):
         self.status.value = text
 
     def refresh(self) -> None:
-        """Redraw all panels and the status line from the Session (called after each iteration)."""
-        self.panels["curves"].show(self._draw_curves())
-        self.panels["classes"].show(draw_class_grid(self.session))
-        self.panels["spectra"].show(self._draw_spectra())
-        self._show_state()
+        """Redraw all panels and the status line from the Session (called after each iteration).
 
-    def _draw_curves(self):
-        s, hist = self.session, self.session.history
+        All of them are drawn from one copy of the history, so they show the same iteration.
+        """
+        hist = list(self.session.history)
+        self.panels["curves"].show(self._draw_curves(hist))
+        self.panels["classes"].show(draw_class_grid(self.session))
+        self.panels["spectra"].show(self._draw_spectra(hist))
+        self._show_state(hist)
+
+    def _draw_curves(self, hist):
+        s = self.session
         K = _n_classes(s)
         colours = _class_colours(K)
         fig = new_figure(11, 2.6)
         ax_ll, ax_cd, ax_pm = fig.subplots(1, 3)
         its = [h.iteration for h in hist]
-        ax_ll.plot(its, [h.loglik for h in hist], "o-", color="k")
-        ax_ll.set(xlabel="iteration", title="log-likelihood")
+        _loglik(ax_ll, hist)
         dist = np.array([h.class_distribution for h in hist]).reshape(len(hist), K)
         for k in range(K):
             ax_cd.plot(its, dist[:, k], "o-", color=colours[k], label=f"{k + 1}")
@@ -197,8 +202,8 @@ class SessionDashboard(W.VBox):
         _iteration_axes(hist, ax_ll, ax_cd)
         return fig
 
-    def _draw_spectra(self):
-        s, hist = self.session, self.session.history
+    def _draw_spectra(self, hist):
+        s = self.session
         K = _n_classes(s)
         colours = _class_colours(K)
         fig = new_figure(6.4, 2.8)
@@ -207,15 +212,21 @@ class SessionDashboard(W.VBox):
         res = np.array([h.resolution_A for h in hist], dtype=float).reshape(len(hist), K)
         for k in range(K):
             ax_res.plot(its, np.where(np.isfinite(res[:, k]), res[:, k], np.nan), "o-", color=colours[k])
-        ax_res.set(xlabel="iteration", ylabel="Å", title="resolution per class")
+        ax_res.set(xlabel="iteration", ylabel="resolution (Å)", title="resolution per class")
+        if not hist:
+            _waiting(ax_res)
         if hist and np.any(np.asarray(hist[-1].ssnr)):
             ssnr = np.asarray(hist[-1].ssnr)
             freq = np.arange(ssnr.shape[1]) / (s.n * s.pixel_size_A)
             for k in range(K):
-                ax_ssnr.semilogy(freq[1:], np.where(ssnr[k, 1:] > 0, ssnr[k, 1:], np.nan), color=colours[k])
+                ax_ssnr.semilogy(freq[1:], np.where(ssnr[k, 1:] > SSNR_FLOOR, ssnr[k, 1:], np.nan), color=colours[k])
             ax_ssnr.axhline(1.0, color="0.5", ls=":")
+            # an emptied class has an SSNR of ~1e-30: the axis shows 1e-2 .. the largest value
+            ax_ssnr.set_ylim(SSNR_FLOOR, max(10.0, 2.0 * float(np.nanmax(ssnr[:, 1:]))))
             ax_ssnr.set_xlim(0, freq[-1])
             resolution_axis(ax_ssnr, freq[-1], max_ticks=5)
+        elif not hist:
+            _waiting(ax_ssnr)
         else:
             ax_ssnr.text(0.5, 0.5, "SSNR comes from the MAP prior\n(mode='map')", ha="center",
                          va="center", transform=ax_ssnr.transAxes, fontsize=8)
@@ -224,3 +235,35 @@ class SessionDashboard(W.VBox):
             ax.title.set_fontsize(9)
         _iteration_axes(hist, ax_res)
         return fig
+
+
+SSNR_FLOOR = 1e-2
+
+
+def _waiting(ax) -> None:
+    """An axis with nothing to show yet: no ticks (no arbitrary ±0.04 range), a short note."""
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, "after the first iteration", ha="center", va="center", transform=ax.transAxes,
+            fontsize=8, color="0.4")
+
+
+def _loglik(ax, hist) -> None:
+    """The log-likelihood per iteration; the line joins only iterations with the same Fourier pixels.
+
+    It is a sum over the pixels the E-step used, so it steps when their number (``max_shell``)
+    changes; open markers show such iterations.
+    """
+    ax.set(xlabel="iteration", title="log-likelihood (RELION's)")
+    if not hist:
+        _waiting(ax)
+        return
+    its = np.array([h.iteration for h in hist], float)
+    ll = np.array([h.loglik for h in hist], float)
+    shells = np.array([h.max_shell for h in hist])
+    new = np.r_[False, shells[1:] != shells[:-1]]
+    for seg in np.split(np.arange(len(hist)), np.flatnonzero(new)):
+        ax.plot(its[seg], ll[seg], "-", color="k")
+    ax.plot(its[~new], ll[~new], "o", color="k")
+    if new.any():
+        ax.plot(its[new], ll[new], "o", mfc="w", color="k", label="more/fewer Fourier shells")
+        ax.legend(fontsize=7, loc="lower right")

@@ -129,64 +129,80 @@ def _as_curves(fsc_curves, labels):
 
 
 class FSCViewer(W.VBox):
-    """FSC curves against spatial frequency with the 0.143 and 0.5 criteria and resolutions.
+    """FSC curves against spatial frequency, each with its resolution at its own criterion.
 
     ``fsc_curves``: one curve ``[N//2+1]`` (shells 0 .. N//2), a list of curves or a dict
-    ``label -> curve``; ``n`` the box size and ``pixel_size_A`` the voxel size.
-    ``resolutions_A`` maps each label to ``{0.143: Å, 0.5: Å}`` (:func:`cryolab.validation.resolution_at`).
-    :meth:`add` appends a curve (e.g. one per iteration).
+    ``label -> curve``; ``n`` the box size and ``pixel_size_A`` the voxel size. ``criteria``:
+    the threshold of each curve, ``0.143`` for two independent half maps (the default) or
+    ``0.5`` for a map against a reference (e.g. the truth); a number for all, or a dict
+    ``label -> threshold``. ``resolutions_A`` maps each label to ``{0.143: Å, 0.5: Å}``
+    (:func:`cryolab.validation.resolution_at`); ``crosses`` to ``{0.143: bool, 0.5: bool}``
+    (False: the curve stays above the threshold up to Nyquist, and its resolution is quoted
+    as "≥ Nyquist"). :meth:`add` appends a curve (e.g. one per iteration).
     """
 
     thresholds = (0.143, 0.5)
 
-    def __init__(self, fsc_curves, n: int, pixel_size_A: float, labels=None, dpi: int = 72):
+    def __init__(self, fsc_curves, n: int, pixel_size_A: float, labels=None, dpi: int = 72,
+                 criteria=0.143):
         self.n, self.pixel_size_A = int(n), float(pixel_size_A)
-        self.curves = {}
-        self.resolutions_A = {}
+        self.curves, self.resolutions_A, self.crosses, self.criteria = {}, {}, {}, {}
+        self._default = criteria if not isinstance(criteria, dict) else 0.143
+        given = criteria if isinstance(criteria, dict) else {}
         self.show_half = W.Checkbox(value=True, description="show the 0.5 criterion", indent=False)
         self.caption = W.HTML()
         self.panel = ImagePanel(dpi=dpi)
         super().__init__([self.show_half, self.caption, self.panel])
         self.show_half.observe(lambda _c: self._draw(), names="value")
         for label, curve in _as_curves(fsc_curves, labels).items():
-            self._store(label, curve)
+            self._store(label, curve, given.get(label))
         self._draw()
 
-    def _store(self, label: str, curve) -> None:
+    def _store(self, label: str, curve, criterion=None) -> None:
         curve = np.asarray(curve, dtype=float)
         self.curves[label] = curve
+        self.criteria[label] = float(self._default if criterion is None else criterion)
         self.resolutions_A[label] = {t: resolution_at(curve, t, self.n, self.pixel_size_A)
                                      for t in self.thresholds}
+        self.crosses[label] = {t: bool(np.any(curve[1:] < t)) for t in self.thresholds}
 
-    def add(self, curve, label: str | None = None) -> None:
-        """Add (or replace) one curve and redraw."""
-        self._store(label or f"FSC {len(self.curves) + 1}", curve)
+    def add(self, curve, label: str | None = None, criterion: float | None = None) -> None:
+        """Add (or replace) one curve (``criterion``: its threshold, default as the viewer's) and redraw."""
+        self._store(label or f"FSC {len(self.curves) + 1}", curve, criterion)
         self._draw()
+
+    def resolution_text(self, label: str, threshold: float | None = None) -> str:
+        """The resolution of one curve at ``threshold`` (default: its criterion), "≥ Nyquist (x Å)" when it never crosses."""
+        t = self.criteria[label] if threshold is None else threshold
+        res = self.resolutions_A[label][t]
+        return f"{res:.1f} Å" if self.crosses[label][t] else f"≥ Nyquist ({2 * self.pixel_size_A:.1f} Å)"
 
     def _draw(self) -> None:
         shown = self.thresholds if self.show_half.value else self.thresholds[:1]
-        rows = "".join(f"<tr><td>{lab}</td>" + "".join(f"<td>{res[t]:.1f} Å</td>" for t in shown)
-                       + "</tr>" for lab, res in self.resolutions_A.items())
-        head = "".join(f"<th>FSC = {t}</th>" for t in shown)
+        rows = "".join(f"<tr><td>{lab}</td><td>{self.criteria[lab]:g}</td><td><b>{self.resolution_text(lab)}</b></td>"
+                       + "".join(f"<td>{self.resolution_text(lab, t)}</td>" for t in shown) + "</tr>"
+                       for lab in self.curves)
+        head = "<th>criterion</th><th>resolution</th>" + "".join(f"<th>FSC = {t}</th>" for t in shown)
         self.caption.value = f"<table><tr><th></th>{head}</tr>{rows}</table>"
         fig = new_figure(7.5, 3.6)
         ax = fig.subplots()
         max_freq = 0.5 / self.pixel_size_A
-        for i, (label, curve) in enumerate(self.curves.items()):
+        for label, curve in self.curves.items():
             freq = np.arange(curve.size) / (self.n * self.pixel_size_A)
             line, = ax.plot(freq, curve, lw=1.4,
-                            label=f"{label}: {self.resolutions_A[label][0.143]:.1f} Å")
-            res = self.resolutions_A[label][0.143]
-            ax.axvline(1.0 / res, color=line.get_color(), ls=":", lw=1.0)
+                            label=f"{label} (FSC {self.criteria[label]:g}): {self.resolution_text(label)}")
+            if self.crosses[label][self.criteria[label]]:
+                ax.axvline(1.0 / self.resolutions_A[label][self.criteria[label]], color=line.get_color(), ls=":", lw=1.0)
         for t, style in zip(shown, ("--", "-.")):
             ax.axhline(t, color="0.4", ls=style, lw=0.9)
-            ax.text(max_freq, t + 0.02, f"{t}", ha="right", fontsize=7, color="0.3")
+            # the thresholds are labelled outside the axes, right of the plot, where no curve runs
+            ax.text(1.01, t, f"{t}", transform=ax.get_yaxis_transform(), va="center", fontsize=7, color="0.3")
         ax.axhline(0, color="0.8", lw=0.6)
         ax.set_xlim(0, max_freq)
         ax.set_ylim(min(-0.1, min((float(c.min()) for c in self.curves.values()), default=0.0) - 0.05), 1.05)
         ax.set_xlabel("spatial frequency (1/Å)", fontsize=8)
         ax.set_ylabel("Fourier shell correlation", fontsize=8)
         if self.curves:
-            ax.legend(fontsize=7, loc="upper right")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.10, 1.0), frameon=False)
         resolution_axis(ax, max_freq)
         self.panel.show(fig)

@@ -24,7 +24,7 @@ from ...errors import CryolabInputError
 from ...geometry import euler_to_matrix
 
 __all__ = ["BodyMotions", "MotionPCA", "body_motions", "motion_pca", "component_maps", "move_map",
-           "rotation_vectors", "rotation_matrices"]
+           "rotation_vectors", "rotation_matrices", "select_by_component"]
 
 
 def rotation_vectors(Q) -> np.ndarray:
@@ -60,13 +60,15 @@ class BodyMotions:
 
 
 def body_motions(mb) -> BodyMotions:
-    """The motions of every body in every particle of a :class:`~.refine.MultiBodyRefine`."""
+    """The motions of every body in every particle of a :class:`~.result.MultiBodyResult` (or a
+    live :class:`~.refine.MultiBodyRefine`)."""
+    mb = mb.result(with_maps=False) if hasattr(mb, "result") else mb
     px = mb.pixel_size_A
     e = mb.consensus_eulers
     A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2])
     At = np.swapaxes(A, -1, -2)
     Qs, ds = [], []
-    for b in range(len(mb.bodies)):
+    for b in range(mb.n_bodies):
         eb = mb.body_eulers(b)
         Qs.append(At @ euler_to_matrix(eb[:, 0], eb[:, 1], eb[:, 2]))
         unmoved = mb.consensus_origins_px - (A @ (mb.centres_A[b] / px))[:, :2]
@@ -75,8 +77,8 @@ def body_motions(mb) -> BodyMotions:
     Q, d = np.stack(Qs, 1), np.stack(ds, 1)
     c = np.asarray(mb.centres_A, float)
     rel_rot, rel_tr, rel = [], [], []
-    for b, body in enumerate(mb.bodies):
-        r = body.rotate_relative_to
+    for b in range(mb.n_bodies):
+        r = mb.relative_to[b]
         rel.append(r)
         if r is None:
             rel_rot.append(Q[:, b])
@@ -162,22 +164,32 @@ def component_maps(mb, pca: MotionPCA, k: int, n_bins: int = 5, body_maps=None) 
     their score; per bin every body's centred map (times its mask) moved by the bin's mean
     motion relative to the consensus and summed. Returns ``(maps [n_bins, N, N, N], bin centres
     [n_bins] in score units)``."""
+    mb = mb.result() if hasattr(mb, "result") else mb
     scores = pca.scores[:, k]
     edges = np.quantile(scores, np.linspace(0, 1, n_bins + 1))
     which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
-    maps = body_maps if body_maps is not None else [mb.body_map(b, centred=True) for b in range(len(mb.bodies))]
-    masks = [np.clip(np.asarray(_masked_centred(mb, b)), 0, 1) for b in range(len(mb.bodies))]
+    B = mb.n_bodies
+    maps = body_maps if body_maps is not None else [mb.body_map(b, centred=True) for b in range(B)]
+    masks = [mb.body_mask(b, centred=True) for b in range(B)]
     m = pca.motions
     out = np.zeros((n_bins,) + (mb.n,) * 3, np.float32)
     centres = np.zeros(n_bins)
     for j in range(n_bins):
         sel = which == j
         centres[j] = float(scores[sel].mean()) if sel.any() else np.nan
-        for b in range(len(mb.bodies)):
+        for b in range(B):
             Q = rotation_matrices(rotation_vectors(m.Q[sel, b]).mean(axis=0))
             out[j] += move_map(maps[b] * masks[b], Q, m.d_A[sel, b].mean(axis=0), m.centres_A[b], mb.pixel_size_A)
     return out, centres
 
 
-def _masked_centred(mb, b):
-    return mb.sessions[b][0].reference_mask_array()
+
+def select_by_component(particles, pca: MotionPCA, k: int, low: float = -np.inf, high: float = np.inf):
+    """The particles whose score on component ``k`` lies in ``[low, high]`` (a
+    :class:`~cryolab.io.ParticleStack` subset, e.g. for a reconstruction of one end of a motion;
+    RELION's ``--select_eigenvalue``)."""
+    keep = np.flatnonzero((pca.scores[:, k] >= low) & (pca.scores[:, k] <= high))
+    if keep.size == 0:
+        raise CryolabInputError(f"no particle has a component-{k + 1} score in [{low:g}, {high:g}]",
+                                field="select_eigenvalue")
+    return particles.subset(keep)

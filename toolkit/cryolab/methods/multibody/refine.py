@@ -229,6 +229,18 @@ class MultiBodyRefine:
             m = joined_map(self._bps[b], self.fsc[b], self.n, self.pixel_size_A, self.join_halves_A)
         return m if centred else phase_shift(np.asarray(m, np.float32), self.centres_A[b] / self.pixel_size_A)
 
+    def result(self, with_maps: bool = True):
+        """A :class:`~.result.MultiBodyResult` of the current state (poses; maps in the consensus
+        frame unless ``with_maps`` is False)."""
+        from .result import MultiBodyResult
+        B = len(self.bodies)
+        return MultiBodyResult(self.particles, self.pixel_size_A, self.centres_A,
+                               [b.rotate_relative_to for b in self.bodies], self.consensus_eulers,
+                               self.consensus_origins_px, [self.body_eulers(b) for b in range(B)],
+                               [self.body_origins_px(b) for b in range(B)],
+                               [self.body_map(b) if with_maps else None for b in range(B)],
+                               [b.mask for b in self.bodies])
+
     def body_fsc_against(self, b: int, truth) -> np.ndarray:
         """FSC of body ``b``'s map (consensus frame, times its mask) against ``truth`` times the mask."""
         mask = self.bodies[b].mask
