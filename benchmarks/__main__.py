@@ -4,8 +4,11 @@ The full suite takes about 12 minutes on two cores (most of it relion_refine and
 consensus refinement of ``focused``: ``--no-relion`` or ``--only`` for less); ``--quick``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
 The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
-runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``; so does
-the full size of the focused-classification comparison (``python -m benchmarks.focused --full``, ~15 min).
+runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``; so do
+the multi-body comparison with RELION (``--only multibody``, a RELION consensus and both programs'
+multi-body refinements, ~15 min at 600 particles; ``python -m benchmarks.multibody --full`` for the
+issue's 2,000 particles at SNR 0.5 and 0.1) and the full size of the focused-classification
+comparison (``python -m benchmarks.focused --full``, ~15 min).
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
 """
 from __future__ import annotations
@@ -13,10 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, msa, refine, saves, variance
+from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, refine, saves, variance
 
 DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa")
-PARTS = DEFAULT + ("refine",)
+PARTS = DEFAULT + ("refine", "multibody")
 
 
 def main(argv=None) -> int:
@@ -24,7 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run, < 2 min)")
     ap.add_argument("--no-relion", action="store_true", help="skip every RELION comparison")
     ap.add_argument("--only", default=",".join(DEFAULT),
-                    help=f"comma-separated subset of {', '.join(PARTS)} (default: all but refine)")
+                    help=f"comma-separated subset of {', '.join(PARTS)} (default: all but refine and multibody)")
     ap.add_argument("--n", type=int, default=None,
                     help="particles for gemm (default 400), class2d (default 800) and class3d (default 200)")
     ap.add_argument("--iter", type=int, default=None,
@@ -58,6 +61,8 @@ def main(argv=None) -> int:
         results["variance"] = variance.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
+    if "multibody" in parts:
+        results["multibody"] = multibody.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")
     for part in results.values():
         for r in part["ratios"]:
