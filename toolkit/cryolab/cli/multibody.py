@@ -62,7 +62,7 @@ def _cmd_flex_analyse(args) -> int:
     from ..methods.multibody.motion import body_motions, component_maps, motion_pca, select_by_component
     from ..methods.multibody.result import MultiBodyResult
     from ..session.files import write_json
-    res = MultiBodyResult.load(require_input(args.i, "multi-body folder"), args.prefix)
+    res = MultiBodyResult.load(args.i, args.prefix)
     pca = motion_pca(body_motions(res))
     k = min(args.k, pca.components.shape[0])
     if args.select_eigenvalue is not None and not 1 <= args.select_eigenvalue <= k:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import direction_distance, euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
+from ..geometry import direction_distance, euler_to_direction, euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
 from ..projection import FourierProjector
 from ..projection import shift_ramps
 from .cache import CachedProjections
@@ -47,7 +47,12 @@ def local_log_prior(priors, orients, sigma_deg: float, sym=None, cutoff_sigmas: 
     if o.shape[0] == 0:
         return np.zeros((priors.shape[0], 0))
     sym = None if sym is None or str(sym).upper() == "C1" else sym
-    d = direction_distance(priors[:, None, :2], o[None, :, :2], sym)
+    if sym is None:     # one GEMM of unit vectors: the angle from the chord, 2 asin(|d1 - d2| / 2)
+        d1, d2 = euler_to_direction(priors[:, 0], priors[:, 1]), euler_to_direction(o[:, 0], o[:, 1])
+        chord = np.sqrt(np.maximum(2.0 - 2.0 * (d1 @ d2.T), 0.0))
+        d = np.degrees(2.0 * np.arcsin(np.minimum(chord / 2.0, 1.0)))
+    else:
+        d = direction_distance(priors[:, None, :2], o[None, :, :2], sym)
     dpsi = np.abs((o[None, :, 2] - priors[:, None, 2] + 180.0) % 360.0 - 180.0)
     lp = -0.5 * (d / sigma_deg) ** 2 - 0.5 * (dpsi / sigma_deg) ** 2
     inside = (d < cutoff_sigmas * sigma_deg) & (dpsi < cutoff_sigmas * sigma_deg)
