@@ -133,6 +133,11 @@ def test_posterior_explorer_3d_shows_viewing_directions(tmp_path):
         assert 1 <= k <= 2 and p0 == pytest.approx(max(q for _, _, q in top_orientations(post, 100)))
         assert f"particle {i}" in ex.caption.value
     assert not ex.errors
+    # the direction map is labelled (rot, tilt, a probability colour bar) and the particle has a scale bar
+    texts = [t for t, _ in ex.panel.text_boxes]
+    assert {"rot", "tilt", "probability"} <= set(texts) and any(t.endswith(" nm") or t.endswith(" Å") for t in texts)
+    from cryolab.widgets._display import overlapping_text
+    assert overlapping_text(ex.panel.text_boxes) == []
 
 
 def test_top_orientations_sum_over_offsets():

@@ -10,7 +10,7 @@ import ipywidgets as W
 import numpy as np
 
 from ..projection import FourierProjector, FourierRotator2D
-from ._display import ImagePanel, image_axes, new_figure
+from ._display import ImagePanel, image_axes, new_figure, scale_bar
 from ._session_common import MODE_NAMES, _class_colours, _guarded, _n_classes
 
 __all__ = ["PosteriorExplorer", "top_orientations", "viewing_directions"]
@@ -118,7 +118,9 @@ class PosteriorExplorer(W.VBox):
         grid = fig.add_gridspec(n_rows, cols)
         for r, (s, post, top) in enumerate(zip(self.sessions, self.posteriors, self.top)):
             mode = s.settings.mode
-            image_axes(fig.add_subplot(grid[r, 0]), self.image, f"{mode}: particle {i}")
+            ax = fig.add_subplot(grid[r, 0])
+            image_axes(ax, self.image, f"{mode}: particle {i}")
+            scale_bar(ax, float(s.pixel_size_A), self.image.shape[-1])
             for j in range(self.n_top):
                 ax = fig.add_subplot(grid[r, 1 + j])
                 if j < len(top):
@@ -152,7 +154,7 @@ class PosteriorExplorer(W.VBox):
     def _draw_class_bars(ax, probs):
         probs = np.asarray(probs)
         ax.bar(np.arange(1, probs.size + 1), probs, color=_class_colours(probs.size))
-        ax.set(ylim=(0, 1), xlabel="class", xticks=np.arange(1, probs.size + 1))
+        ax.set(ylim=(0, 1), xlabel="class", ylabel="probability", xticks=np.arange(1, probs.size + 1))
         ax.set_title("P(class)", fontsize=9)
         ax.tick_params(labelsize=7)
 
@@ -175,11 +177,16 @@ class PosteriorExplorer(W.VBox):
         marker area and colour by probability."""
         ax.set_title("P(direction), top samples", fontsize=9)
         ax.grid(True, alpha=0.4)
-        ax.set_xticklabels([])
-        ax.set_yticklabels([])
+        ax.set_xticks(np.deg2rad([-120, 0, 120]), ["−120°", "0°", "120°"], fontsize=6)
+        ax.set_yticks(np.deg2rad([-60, 0, 60]), ["150°", "90°", "30°"], fontsize=6)   # tilt = 90° - latitude
+        ax.set_xlabel("rot", fontsize=7)
+        ax.set_ylabel("tilt", fontsize=7)
         if len(directions) == 0:
             return
         rot, tilt, p = directions.T
         lon = np.deg2rad((rot + 180.0) % 360.0 - 180.0)
         lat = np.deg2rad(90.0 - tilt)
-        ax.scatter(lon, lat, s=10 + 150 * p / p.max(), c=p, cmap="viridis", vmin=0, alpha=0.85)
+        points = ax.scatter(lon, lat, s=10 + 150 * p / p.max(), c=p, cmap="viridis", vmin=0, alpha=0.85)
+        bar = ax.figure.colorbar(points, ax=ax, shrink=0.6, pad=0.02)
+        bar.set_label("probability", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
