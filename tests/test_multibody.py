@@ -259,3 +259,18 @@ def test_cli_multibody_and_flex_analyse(ratchet, tmp_path):
     sel = ParticleStack.from_star(tmp_path / "A" / "analyse_eval001_select.star")
     assert len(sel) == int((scores[:, 0] <= 0).sum())
     assert (tmp_path / "A" / "analyse_component001_bin003.mrc").is_file()
+
+
+def test_hinge_explorer_moves_the_small_subunit(ratchet, refined):
+    from cryolab.methods.multibody.motion import composite_map
+    from cryolab.widgets import HingeExplorer
+    pca = motion_pca(body_motions(refined))
+    w = HingeExplorer(refined, pca, backend="slices")
+    centre = w.viewer.volume.copy()
+    w.score.value = 2.0
+    moved = w.viewer.volume
+    m60, m40 = ratchet["bodies"][0].mask >= 0.99, ratchet["bodies"][1].mask >= 0.99
+    diff = np.abs(moved - centre)
+    assert diff[m40].mean() > 3 * diff[m60].mean()
+    assert "body 2 rotates" in w.text.value
+    assert np.allclose(moved, composite_map(refined, pca, 0, 2.0))

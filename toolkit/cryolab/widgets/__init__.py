@@ -6,6 +6,7 @@
 * :class:`FSCViewer` - FSC curves with the 0.143 / 0.5 thresholds and resolutions;
 * :class:`MaskEditor` - place and size a soft mask on a map, preview the masked map;
 * :class:`CascadeTree` - browse a cascade of classifications and select a branch;
+* :class:`HingeExplorer` - slide along a motion of a multi-body refinement, the map moving;
 * :class:`SessionDashboard`, :class:`PosteriorExplorer`, :class:`ClassGallery` - steer a live
   classification :class:`cryolab.session.Session`, read posteriors, keep/discard classes;
 * :func:`example_map` / :func:`phantom_volume` - maps for the course notebooks.
@@ -17,10 +18,11 @@ from .cascade import CascadeTree
 from .dashboard import SessionDashboard
 from .demo import example_map, phantom_volume
 from .gallery import ClassGallery
+from .hinge import HingeExplorer
 from .masks import MaskEditor
 from .posterior import PosteriorExplorer
 from .teaching import CTFExplorer, ProjectionSliceExplorer
 from .viewers import FSCViewer, MapViewer
 
 __all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer", "MaskEditor", "CascadeTree",
-           "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]
+           "HingeExplorer", "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]

@@ -24,7 +24,7 @@ from ...errors import CryolabInputError
 from ...geometry import euler_to_matrix
 
 __all__ = ["BodyMotions", "MotionPCA", "body_motions", "motion_pca", "component_maps", "move_map",
-           "rotation_vectors", "rotation_matrices", "select_by_component"]
+           "rotation_vectors", "rotation_matrices", "select_by_component", "composite_map"]
 
 
 def rotation_vectors(Q) -> np.ndarray:
@@ -182,6 +182,24 @@ def component_maps(mb, pca: MotionPCA, k: int, n_bins: int = 5, body_maps=None) 
             out[j] += move_map(maps[b] * masks[b], Q, m.d_A[sel, b].mean(axis=0), m.centres_A[b], mb.pixel_size_A)
     return out, centres
 
+
+
+def composite_map(mb, pca: MotionPCA, k: int, score_sd: float, fixed: int = 0, body_maps=None) -> np.ndarray:
+    """The map at ``score_sd`` standard deviations along component ``k``: body ``fixed`` where
+    the consensus has it, every other body moved by its motion relative to its reference body
+    read off the component (``mean + score * component``). ``body_maps``: the bodies' centred
+    maps (default :meth:`~.result.MultiBodyResult.body_map`), each multiplied by its mask."""
+    mb = mb.result() if hasattr(mb, "result") else mb
+    B = mb.n_bodies
+    maps = body_maps if body_maps is not None else [mb.body_map(b, centred=True) for b in range(B)]
+    feat = pca.mean + float(score_sd) * np.sqrt(pca.variance[k]) * pca.components[k]
+    out = np.zeros((mb.n,) * 3, np.float32)
+    for b in range(B):
+        Q, d = np.eye(3), np.zeros(3)
+        if b != fixed:
+            Q, d = rotation_matrices(feat[6 * b:6 * b + 3]), feat[6 * b + 3:6 * b + 6]
+        out += move_map(maps[b] * mb.body_mask(b, centred=True), Q, d, mb.centres_A[b], mb.pixel_size_A)
+    return out
 
 
 def select_by_component(particles, pca: MotionPCA, k: int, low: float = -np.inf, high: float = np.inf):
