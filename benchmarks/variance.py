@@ -34,8 +34,8 @@ import pandas as pd
 from . import finish, load_now, part_parser, ratio, relion_available, saves, work_folder
 
 STATES = ("80S", "80S_noRACK1")
-SIZES = {"quick": dict(box=32, n=300, resamples=10, relion=3, lowpass_A=40.0),
-         "default": dict(box=64, n=1500, resamples=100, relion=10, lowpass_A=30.0)}
+SIZES = {"quick": dict(box=32, n=300, resamples=10, relion=3, lowpass_A="auto"),
+         "default": dict(box=64, n=1500, resamples=100, relion=10, lowpass_A="auto")}
 
 
 def simulate(folder, box: int, n: int, snr: float, states=STATES, seed: int = 2):
@@ -125,21 +125,26 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, relion_r
             res, wall, load = timed(lambda: bootstrap_variance(stack, r, lowpass_A=lp, pad=1, keep_maps=False))
             rows[f"two_snr{snr:g}"] = {"auc": auc(res.variance, differ, universe), "wall_s": wall, "load_before": load,
                                        "auc_significance": auc(res.significance, differ, universe),
-                                       "peak": peak(res.variance, particle)}
-            print(f"  two states, SNR {snr:g}: AUC {rows[f'two_snr{snr:g}']['auc']:.3f} (significance "
-                  f"{rows[f'two_snr{snr:g}']['auc_significance']:.3f}), {wall:.1f} s with the null", flush=True)
+                                       "peak": peak(res.variance, particle), "lowpass_A": res.lowpass_A,
+                                       "half_set_fsc": None if res.fsc is None else res.fsc.tolist()}
+            row = rows[f"two_snr{snr:g}"]
+            print(f"  two states, SNR {snr:g}: low-pass {res.lowpass_A or 0:.1f} A ({lp}), AUC {row['auc']:.3f} "
+                  f"(significance {row['auc_significance']:.3f}), {wall:.1f} s with the null", flush=True)
         res, wall, load = timed(lambda: bootstrap_variance(one, r, lowpass_A=lp, pad=1, keep_maps=False))
         rows["one_snr0.5"] = {"peak": peak(res.variance, particle), "peak_significance": peak(res.significance, particle),
-                              "median_significance": float(np.median(res.significance[particle])), "wall_s": wall}
-        print(f"  one state: max/median {rows['one_snr0.5']['peak']:.2f} (significance "
-              f"{rows['one_snr0.5']['peak_significance']:.2f}; two states {rows['two_snr0.5']['peak']:.2f})", flush=True)
+                              "median_significance": float(np.median(res.significance[particle])), "wall_s": wall,
+                              "lowpass_A": res.lowpass_A}
+        row = rows["one_snr0.5"]
+        print(f"  one state: low-pass {res.lowpass_A or 0:.1f} A, max/median {row['peak']:.2f} (significance "
+              f"{row['peak_significance']:.2f}; two states {rows['two_snr0.5']['peak']:.2f})", flush=True)
         stack = sets[0.5]
-        full, wall, load = timed(lambda: bootstrap_variance(stack, r, null=False, keep_maps=False))
+        full, wall, load = timed(lambda: bootstrap_variance(stack, r, null=False, keep_maps=False, lowpass_A=None))
         rows["two_snr0.5_full_resolution"] = {"auc": auc(full.variance, differ, universe), "wall_s": wall,
                                               "load_before": load, "per_resample_s": wall / r}
         print(f"  full resolution, pad 2, no null: AUC {rows['two_snr0.5_full_resolution']['auc']:.3f}, "
               f"{wall:.1f} s ({wall / r:.2f} s per resample)", flush=True)
-        ratios += [ratio("variance.auc_snr0.5", rows["two_snr0.5"]["auc"], f"RACK1 voxels, {lp:g} A, {r} resamples",
+        lp = rows["two_snr0.5"]["lowpass_A"] or 30.0      # the low-pass chosen at SNR 0.5, for RELION's maps too
+        ratios += [ratio("variance.auc_snr0.5", rows["two_snr0.5"]["auc"], f"RACK1 voxels, {lp:.1f} A, {r} resamples",
                          ">= 0.9"),
                    ratio("variance.auc_snr0.1", rows["two_snr0.1"]["auc"], "RACK1 voxels"),
                    ratio("variance.auc_snr0.05", rows["two_snr0.05"]["auc"], "RACK1 voxels"),
@@ -149,7 +154,7 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, relion_r
             k = size["relion"]
             halves = random_halves(n, 0)
             curve = fsc(*(reconstruct_stack(stack.subset(np.flatnonzero(halves == h))) for h in (1, 2)))
-            ours, wall, _ = timed(lambda: bootstrap_variance(stack, k, fsc=curve, null=False))
+            ours, wall, _ = timed(lambda: bootstrap_variance(stack, k, fsc=curve, null=False, lowpass_A=None))
             theirs, relion_s = run_relion(folder, stack, ours.counts, curve)
 
             def low(maps):
@@ -159,13 +164,14 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, relion_r
             rows["relion"] = {"resamples": k, "wall_s": relion_s, "per_resample_s": relion_s / k,
                               "correlation": agree, "correlation_lowpass": agree_low, "ours_s": wall}
             print(f"  relion_reconstruct: {relion_s / k:.2f} s per resample; variance correlation {agree:.3f} "
-                  f"(both low-passed at {lp:g} A: {agree_low:.3f})", flush=True)
-            ratios += [ratio("variance.relion_agreement", agree_low, f"variance maps, both low-passed at {lp:g} A",
+                  f"(both low-passed at {lp:.1f} A: {agree_low:.3f})", flush=True)
+            ratios += [ratio("variance.relion_agreement", agree_low, f"variance maps, both low-passed at {lp:.1f} A",
                              ">= 0.95"),
                        ratio("variance.cryolab_over_relion_time",
                              rows["two_snr0.5_full_resolution"]["per_resample_s"] / (relion_s / k),
                              f"per resample: one pass of {r} vs relion_reconstruct of STAR files", "< 1")]
-    result = {"n": n, "box": box, "resamples": r, "lowpass_A": lp, "runs": rows, "ratios": ratios, "quick": quick}
+    result = {"n": n, "box": box, "resamples": r, "lowpass_A": size["lowpass_A"], "runs": rows, "ratios": ratios,
+              "quick": quick}
     return finish("variance", result, out, save)
 
 

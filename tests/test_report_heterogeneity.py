@@ -23,7 +23,7 @@ def pair(tmp_path_factory):
 def test_variance_section(pair, tmp_path):
     from cryolab.methods.variance import bootstrap_variance
     star, _ = pair
-    var = bootstrap_variance(star, 4, lowpass_A=30.0, pad=1)
+    var = bootstrap_variance(star, 4, pad=1)              # the low-pass from the half-set FSC
     var.write(tmp_path)
     data = collect_directory(tmp_path)
     title, figures, stats = data.extra[0]
@@ -31,6 +31,7 @@ def test_variance_section(pair, tmp_path):
     z, y, x = np.unravel_index(int(np.argmax(sig)), sig.shape)
     assert title == "Bootstrapped variance" and len(figures) == 1
     assert stats["most significant voxel (x, y, z)"] == f"({x}, {y}, {z})"
+    assert stats["low-pass"] == f"{var.lowpass_A:.1f} A (2/3 of the half-set FSC 0.5 shell)"
     html = directory_report(tmp_path).read_text()
     assert "<h2>Bootstrapped variance</h2>" in html and "peak / median" in html
 
@@ -44,6 +45,7 @@ def test_msa_section(pair, tmp_path):
     assert "<h2>MSA (run)</h2>" in html
     assert f"<th>eigenvalues above the noise edge</th><td>{result.n_significant}</td>" in html
     assert f"<th>images</th><td>{len(result.coordinates)}</td>" in html
+    assert "<th>images centred on</th><td>their own view of the CTF-corrected mean</td>" in html
 
 
 def test_msa_and_variance_take_a_session(pair):

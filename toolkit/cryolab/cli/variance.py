@@ -1,8 +1,9 @@
 """``cryolab variance``: bootstrapped 3D variance maps of particles with poses (where do they differ?).
 
-``cryolab variance --i Refine3D/run_data.star --o Variance/ --n 100 --lowpass 30 --mask_out keep.mrc``
+``cryolab variance --i Refine3D/run_data.star --o Variance/ --n 100 --mask_out keep.mrc``
 writes ``Variance/mean.mrc``, ``variance.mrc``, ``significance.mrc`` (variance over the variance of
-a homogeneous null, ~1 where the particles vary no more than noise makes them) and
+a homogeneous null, ~1 where the particles vary no more than noise makes them), ``lowpass.star``
+(the low-pass kept, by default chosen from the half-set FSC, and that FSC) and
 ``variance_run.json``; ``--mask_out`` a soft mask around the most significant region, ready for
 ``cryolab subtract --mask`` and ``cryolab class3d --solvent_mask``; ``--halves`` also the
 correlation of the two half-sets' variance maps. See :mod:`cryolab.methods.variance`.
@@ -10,10 +11,17 @@ correlation of the two half-sets' variance maps. See :mod:`cryolab.methods.varia
 from __future__ import annotations
 
 from ..errors import CryolabInputError
-from .common import (add_common, check_output, load_particles, make_folder, nonneg_float, positive_float,
+from .common import (add_common, check_gpu, check_output, load_particles, make_folder, nonneg_float, positive_float,
                      positive_int, provenance_name, record, say)
 
-OUTPUTS = ("mean.mrc", "variance.mrc", "significance.mrc")
+OUTPUTS = ("mean.mrc", "variance.mrc", "significance.mrc", "lowpass.star")
+
+
+def _lowpass(text: str):
+    """``--lowpass``: ``auto``, ``none`` (every shell) or a resolution in Angstrom."""
+    if text.lower() in ("auto", "none"):
+        return "auto" if text.lower() == "auto" else None
+    return positive_float(text)
 
 
 def _cmd_variance(args) -> int:
@@ -23,6 +31,7 @@ def _cmd_variance(args) -> int:
     from ..methods.variance import bootstrap_variance, check_inputs, half_set_variance, suggest_mask
     from ..validation import soft_sphere_mask
     stack = check_inputs(load_particles(args.i), args.n, args.lowpass)
+    check_gpu(args)
     out = check_output(args.o, folder=True)
     mask_out = check_output(args.mask_out) if args.mask_out else None
     if args.particle_diameter and args.particle_diameter / stack.pixel_size_A < 2:
@@ -33,16 +42,19 @@ def _cmd_variance(args) -> int:
     make_folder(out)
     if mask_out is not None:
         make_folder(mask_out.parent)
-    rec = record("variance", args, [args.i])
+    backend = "cupy" if args.gpu else None
+    rec = record("variance", args, [args.i], backend=backend)
     options = dict(seed=args.seed, lowpass_A=args.lowpass, pad=args.pad, memory_GB=args.memory_GB,
-                   progress=not args.quiet)
+                   progress=not args.quiet, backend=backend)
     with rec.timed("bootstrap"):
         res = bootstrap_variance(stack, args.n, keep_maps=False, **options)
     written = [p.name for p in res.write(out)]
     n, px = stack.box_size, res.pixel_size_A
     inside = soft_sphere_mask(n, (args.particle_diameter or 0.8 * n * px) / px / 2, 0.0) > 0.5
     sig, var = res.significance[inside], res.variance[inside]
-    rec.results = {"particles": len(stack), "resamples": args.n, "max_significance": float(sig.max()),
+    rec.results = {"particles": len(stack), "resamples": args.n, "lowpass_A": res.lowpass_A,
+                   "lowpass_chosen_from_fsc": res.fsc is not None,
+                   "half_set_fsc": None if res.fsc is None else res.fsc.tolist(), "max_significance": float(sig.max()),
                    "median_significance": float(np.median(sig)),
                    "max_over_median_variance": float(var.max() / max(float(np.median(var)), 1e-30))}
     if args.halves:
@@ -56,7 +68,9 @@ def _cmd_variance(args) -> int:
         rec.results["mask_fraction"] = float(keep.mean())
     rec.outputs = written
     rec.write(provenance_name(out, "variance"))
-    say(args, f"variance maps of {len(stack)} particles ({args.n} resamples) -> {out}",
+    chosen = "every shell" if res.lowpass_A is None else f"low-pass {res.lowpass_A:.1f} A"
+    chosen += " (from the half-set FSC)" if res.fsc is not None else ""
+    say(args, f"variance maps of {len(stack)} particles ({args.n} resamples, {chosen}) -> {out}",
         *([f"half-set correlation of the variance maps: {rec.results['half_set_correlation']:.3f}"]
           if args.halves else []),
         *([f"focus mask -> {mask_out}"] if mask_out is not None else []))
@@ -73,9 +87,9 @@ def register(sub) -> None:
     p.add_argument("--o", required=True, metavar="DIR", help="output folder")
     p.add_argument("--n", type=positive_int, default=100, help="number of bootstrap resamples (>= 2; default 100)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the resamples and the null (default 0)")
-    p.add_argument("--lowpass", type=positive_float, metavar="ANGSTROM",
-                   help="reconstruct only to this resolution (recommended: heterogeneity is at low resolution, "
-                   "e.g. 30)")
+    p.add_argument("--lowpass", type=_lowpass, default="auto", metavar="ANGSTROM|auto|none",
+                   help="reconstruct only to this resolution; auto (default): the shells before the half-set FSC "
+                   "of the particles falls below 0.9 (heterogeneity is at low resolution); none: every shell")
     p.add_argument("--pad", type=positive_float, default=2.0,
                    help="oversampling of the Fourier accumulators (default 2; 1 is 4-8x cheaper with --lowpass)")
     p.add_argument("--memory_GB", type=positive_float, default=2.0,
@@ -92,5 +106,6 @@ def register(sub) -> None:
                    help="--mask_out: grow the region by this much (default 12)")
     p.add_argument("--width_soft_edge", type=nonneg_float, default=12.0, metavar="ANGSTROM",
                    help="--mask_out: raised-cosine edge (default 12)")
+    p.add_argument("--gpu", action="store_true", help="accumulate and reconstruct on the GPU (CuPy)")
     add_common(p)
     p.set_defaults(func=_cmd_variance)

@@ -37,9 +37,12 @@ a variance estimated from ``R`` maps. About 1 means "as homogeneous data would v
 **Low-pass.** Noise spreads its variance over every shell the reconstruction keeps, while a
 missing or moving part changes mostly low resolutions: on the demo ribosome with and without
 RACK1 (1,500 particles at 6 A, SNR 0.5) the variance map ranks RACK1's voxels above the rest of
-the particle with a ROC AUC of 0.68 at full resolution, 0.78 at ``lowpass_A=20``, 0.97 at 30 and
-40. With a low-pass, ``pad=1`` gives the same maps' ranking at a quarter of the time and an eighth
-of the memory (``docs/variance.md``). Outside the sphere of diameter ``N`` every map is flattened
+the particle with a ROC AUC of 0.73 at full resolution, 0.85 at ``lowpass_A=20``, 0.98 at 30 and
+40. By default (``lowpass_A="auto"``) the low-pass comes from the data:
+:func:`cryolab.methods.bootstrap.choose_lowpass` keeps 2/3 of the shells up to where the FSC of
+two random halves falls to 0.5 (one more pass; 27 A there, AUC 0.956; the result records it and
+the FSC). With a low-pass, ``pad=1`` gives the same maps' ranking at a quarter of the time and an
+eighth of the memory (``docs/variance.md``). Outside the sphere of diameter ``N`` every map is flattened
 (as RELION does), so the maps mean nothing there.
 
 **Memory.** The accumulators of ``R + 1`` sets: ``3 V (R + 1)`` numbers (``dtype``, float32: 4
@@ -58,16 +61,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import resolve_backend, to_numpy
 from ..errors import CryolabInputError
-from ..io import ParticleStack, write_mrc
+from ..io import ParticleStack, write_mrc, write_star
 from ..masks import soften
 from ..reconstruction import tau2_from_fsc
 from ..validation import random_halves, soft_sphere_mask
 from ..session.files import as_particles
-from .bootstrap import iter_weighted_sets, resample_counts
+from .bootstrap import AUTO_FSC, choose_lowpass, iter_weighted_sets, resample_counts
 
 __all__ = ["VarianceMaps", "HalfSetVariance", "bootstrap_variance", "half_set_variance", "suggest_mask",
-           "covariance_at", "check_inputs"]
+           "covariance_at", "check_inputs", "choose_lowpass", "AUTO_FSC"]
+
 
 
 @dataclass
@@ -77,7 +82,9 @@ class VarianceMaps:
     ``mean``, ``variance`` (unbiased, over the resamples), ``full`` (the map of all particles, as
     the null's model), ``null_variance`` and ``significance`` (None without the null), ``maps``
     ``[R, N, N, N]`` (None unless kept), ``counts`` ``[R, P]`` (multiplicity of each particle in
-    each resample), ``tau2`` and ``sigma2_noise`` (the filter; None for plain), ``max_shell``.
+    each resample), ``tau2`` and ``sigma2_noise`` (the filter; None for plain), ``max_shell``,
+    ``lowpass_A`` (the resolution kept, ``N * pixel / max_shell``; None: all) and ``fsc`` (the
+    half-set FSC it was chosen from with ``lowpass_A="auto"``, shells ``0 .. N//2``; else None).
     """
     mean: np.ndarray
     variance: np.ndarray
@@ -92,6 +99,12 @@ class VarianceMaps:
     null_variance: np.ndarray | None = None
     significance: np.ndarray | None = None
     maps: np.ndarray | None = field(default=None, repr=False)
+    fsc: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def lowpass_A(self) -> float | None:
+        n = self.mean.shape[-1]
+        return None if self.max_shell is None else float(n * self.pixel_size_A / self.max_shell)
 
     @property
     def n_resamples(self) -> int:
@@ -104,10 +117,19 @@ class VarianceMaps:
         return covariance_at(self.maps, point_A, self.pixel_size_A, correlation)
 
     def write(self, folder) -> list[Path]:
-        """``mean.mrc``, ``variance.mrc`` and (with the null) ``significance.mrc`` in ``folder``."""
+        """``mean.mrc``, ``variance.mrc``, (with the null) ``significance.mrc`` and ``lowpass.star`` (the
+        low-pass kept, and the half-set FSC it was chosen from) in ``folder``."""
+        import pandas as pd
         folder = Path(folder)
+        general = {"cryolabVarianceLowpass": "None" if self.lowpass_A is None else self.lowpass_A,
+                   "cryolabVarianceLowpassFromFsc": int(self.fsc is not None)}
+        blocks = {"general": general}
+        if self.fsc is not None:
+            blocks["fsc"] = pd.DataFrame({"rlnSpectralIndex": np.arange(self.fsc.size),
+                                          "rlnFourierShellCorrelation": self.fsc})
         out = [write_mrc(folder / "mean.mrc", self.mean, self.pixel_size_A),
-               write_mrc(folder / "variance.mrc", self.variance, self.pixel_size_A)]
+               write_mrc(folder / "variance.mrc", self.variance, self.pixel_size_A),
+               write_star(folder / "lowpass.star", blocks)]
         if self.significance is not None:
             out.append(write_mrc(folder / "significance.mrc", self.significance, self.pixel_size_A))
         return out
@@ -147,8 +169,11 @@ def _stack(particles) -> ParticleStack:
 
 
 def _max_shell(stack, lowpass_A):
-    if lowpass_A is None:
+    if lowpass_A is None or (isinstance(lowpass_A, str) and lowpass_A == "auto"):
         return None
+    if isinstance(lowpass_A, str) or not np.isfinite(lowpass_A):
+        raise CryolabInputError(f"lowpass_A must be a resolution in Angstrom, 'auto' or None, got {lowpass_A!r}",
+                                field="lowpass_A")
     px, n = stack.pixel_size_A, stack.box_size
     if not lowpass_A >= 2 * px:
         raise CryolabInputError(f"lowpass_A {lowpass_A} must be at least the Nyquist resolution {2 * px:g} A",
@@ -166,16 +191,26 @@ def _check_resamples(n_resamples) -> int:
 # --------------------------------------------------------------------------- the passes
 
 
+def _options(stack, lowpass_A, *, seed, ctf, pad, batch_size, dtype, memory_GB, backend):
+    """The pass options and the half-set FSC (``"auto"``, :func:`choose_lowpass`) or None."""
+    curve, max_shell = None, _max_shell(stack, lowpass_A)
+    if isinstance(lowpass_A, str):
+        max_shell, curve = choose_lowpass(stack, seed=seed, ctf=ctf, pad=pad, batch_size=batch_size,
+                                          xp=resolve_backend(backend))
+    return dict(ctf=ctf, pad=pad, max_shell=max_shell, batch_size=batch_size, dtype=dtype, memory_GB=memory_GB,
+                xp=resolve_backend(backend)), curve
+
+
 def _resample_stats(stack, full_sets, counts, *, method, tau2s=None, fsc=None, keep_maps=False, images=None,
                     progress=None, **options):
     """Per group ``g``: the map of ``full_sets[g]`` (its ``tau2`` estimated there, from ``fsc`` when
     given, unless ``tau2s``), then mean, variance (and maps) over the resample sets ``counts[g]``."""
-    groups, r = len(counts), counts[0].shape[0]
+    groups, r, xp = len(counts), counts[0].shape[0], options.get("xp", np)
     lead = [] if tau2s is not None else list(full_sets)
     weights = np.concatenate([np.asarray(lead, np.int32).reshape(-1, len(stack))] + list(counts))
     n = stack.box_size
-    out = [dict(tau2=None if tau2s is None else tau2s[g], full=None, total=np.zeros((n,) * 3),
-                total_sq=np.zeros((n,) * 3), maps=np.empty((r,) + (n,) * 3, np.float32) if keep_maps else None)
+    out = [dict(tau2=None if tau2s is None else tau2s[g], full=None, total=xp.zeros((n,) * 3),
+                total_sq=xp.zeros((n,) * 3), maps=np.empty((r,) + (n,) * 3, np.float32) if keep_maps else None)
            for g in range(groups)]
     max_shell = options.get("max_shell")
     for k, bp in iter_weighted_sets(stack, weights, images=images, progress=progress, **options):
@@ -184,21 +219,23 @@ def _resample_stats(stack, full_sets, counts, *, method, tau2s=None, fsc=None, k
             tau2 = None
             if fsc is not None and method != "plain":
                 tau2 = tau2_from_fsc(fsc, bp.weight_spectrum(), whole_map=True)
-            o["full"] = bp.reconstruct(method=method, tau2=tau2, max_shell=max_shell)
-            o["tau2"] = getattr(bp, "tau2", None) if method != "plain" else None
+            o["full"] = to_numpy(bp.reconstruct(method=method, tau2=tau2, max_shell=max_shell))
+            tau2 = getattr(bp, "tau2", None) if method != "plain" else None
+            o["tau2"] = None if tau2 is None else to_numpy(tau2)
             o["sigma2"] = bp.sigma2_noise
             continue
         g, j = divmod(k - len(lead), r)
         o = out[g]
-        m = bp.reconstruct(method=method, tau2=o["tau2"], max_shell=max_shell).astype(np.float64)
+        m = bp.reconstruct(method=method, tau2=o["tau2"], max_shell=max_shell).astype(xp.float64)
         o["total"] += m
         o["total_sq"] += m * m
         if keep_maps:
-            o["maps"][j] = m
+            o["maps"][j] = to_numpy(m)
         o["sigma2"] = bp.sigma2_noise
     for o in out:
-        o["mean"] = (o["total"] / r).astype(np.float32)
-        o["variance"] = (np.maximum(o.pop("total_sq") - o.pop("total") ** 2 / r, 0) / (r - 1)).astype(np.float32)
+        o["mean"] = to_numpy(o["total"] / r).astype(np.float32)
+        spread = xp.maximum(o.pop("total_sq") - o.pop("total") ** 2 / r, 0) / (r - 1)
+        o["variance"] = to_numpy(spread).astype(np.float32)
     return out
 
 
@@ -252,10 +289,10 @@ class _Progress:
 
 
 def bootstrap_variance(particles, n_resamples: int = 100, *, seed: int = 0, ctf: bool = True,
-                       lowpass_A: float | None = None, method: str = "wiener", fsc=None, null: bool = True,
+                       lowpass_A: float | str | None = "auto", method: str = "wiener", fsc=None, null: bool = True,
                        null_smooth_px: float = 2.0, keep_maps: bool = True, pad: float = 2,
                        batch_size: int = 256, dtype=np.float32, memory_GB: float = 2.0,
-                       progress: bool = False) -> VarianceMaps:
+                       progress: bool = False, backend: str | None = None) -> VarianceMaps:
     """Bootstrapped variance of the 3D reconstruction of ``particles`` (a STAR path or
     :class:`~cryolab.io.ParticleStack` with poses); see the module text for the method, the null
     and the memory. Returns :class:`VarianceMaps`.
@@ -264,14 +301,18 @@ def bootstrap_variance(particles, n_resamples: int = 100, *, seed: int = 0, ctf:
     (:func:`~cryolab.methods.bootstrap.resample_counts`) and the null's noise; ``ctf``: CTF-weighted
     insertion (``C X`` and ``C^2``); ``lowpass_A``: insert and reconstruct only to this resolution
     (Angstrom; a hard edge at shell ``floor(N * pixel / lowpass_A)``; less memory; heterogeneity is
-    usually at low resolution, see ``docs/variance.md``); ``method``: ``"wiener"`` (default) or
+    usually at low resolution, see ``docs/variance.md``); ``"auto"`` (default): chosen from the
+    half-set FSC (:func:`choose_lowpass`, one more pass; the result's ``lowpass_A`` and ``fsc``);
+    None: every shell; ``method``: ``"wiener"`` (default) or
     ``"plain"``; ``fsc``: an FSC curve (shells ``0 .. N//2``, e.g. of a refinement's half-maps)
     that sets ``tau2`` as ``relion_reconstruct --fsc`` does, instead of the estimate; ``null``: also
     the null variance and the significance (a second pass, over simulated images);
     ``null_smooth_px``: Gaussian sigma (voxels) of the null's smoothing; ``keep_maps``: keep the
     resample maps (for :meth:`VarianceMaps.covariance_at`); ``pad``, ``dtype``: oversampling and
     real dtype of the accumulators; ``batch_size``: images read at a time; ``memory_GB``: bound on
-    the accumulators (more passes over the images beyond it); ``progress``: tqdm bars.
+    the accumulators (more passes over the images beyond it); ``progress``: tqdm bars; ``backend``:
+    ``"numpy"``, ``"cupy"`` or None (``CRYOLAB_BACKEND``), where the accumulators and the
+    reconstructions live (the results come back as NumPy arrays).
 
     The result's ``counts`` say which particles made each resample: ``ParticleStack.subset(
     cryolab.methods.bootstrap.resampled_rows(counts[r]))`` is resample ``r`` as a STAR file would
@@ -281,15 +322,15 @@ def bootstrap_variance(particles, n_resamples: int = 100, *, seed: int = 0, ctf:
     r = _check_resamples(n_resamples)
     if method not in ("wiener", "plain"):
         raise CryolabInputError(f"method must be 'wiener' or 'plain', got {method!r}", field="method")
-    options = dict(ctf=ctf, pad=pad, max_shell=_max_shell(stack, lowpass_A), batch_size=batch_size,
-                   dtype=dtype, memory_GB=memory_GB)
+    options, curve = _options(stack, lowpass_A, seed=seed, ctf=ctf, pad=pad, batch_size=batch_size, dtype=dtype,
+                              memory_GB=memory_GB, backend=backend)
     counts = resample_counts(len(stack), r, seed)
     bar = _Progress(progress, "")
     (o,) = _resample_stats(stack, [np.ones(len(stack), np.int32)], [counts], method=method, fsc=fsc,
                            keep_maps=keep_maps, progress=bar.updater("resamples"), **options)
     result = VarianceMaps(mean=o["mean"], variance=o["variance"], full=o["full"], pixel_size_A=stack.pixel_size_A,
                           counts=counts, method=method, tau2=o["tau2"], sigma2_noise=o["sigma2"],
-                          max_shell=options["max_shell"], seed=int(seed), maps=o["maps"])
+                          max_shell=options["max_shell"], seed=int(seed), maps=o["maps"], fsc=curve)
     if null:
         images = _null_images(stack, o["full"], ctf=ctf, seed=seed, batch_size=batch_size)
         (z,) = _resample_stats(stack, None, [counts], method=method, tau2s=[o["tau2"]], images=images,
@@ -317,9 +358,9 @@ def _masked_correlation(a, b, mask) -> float:
 
 
 def half_set_variance(particles, n_resamples: int = 100, *, seed: int = 0, mask=None, ctf: bool = True,
-                      lowpass_A: float | None = None, method: str = "wiener", pad: float = 2,
+                      lowpass_A: float | str | None = "auto", method: str = "wiener", pad: float = 2,
                       batch_size: int = 256, dtype=np.float32, memory_GB: float = 2.0,
-                      progress: bool = False) -> HalfSetVariance:
+                      progress: bool = False, backend: str | None = None) -> HalfSetVariance:
     """Bootstrap variance maps of the two random halves (:func:`cryolab.validation.random_halves`
     with ``seed``; each half resampled within itself, its own ``tau2``), in one pass, and the
     correlation of the two variance maps inside ``mask`` (default: a sphere of diameter 0.8 box
@@ -329,8 +370,8 @@ def half_set_variance(particles, n_resamples: int = 100, *, seed: int = 0, mask=
     halves = random_halves(len(stack), seed)
     full = [(halves == h).astype(np.int32) for h in (1, 2)]
     counts = [resample_counts(len(stack), r, seed + h, subset=np.flatnonzero(halves == h)) for h in (1, 2)]
-    options = dict(ctf=ctf, pad=pad, max_shell=_max_shell(stack, lowpass_A), batch_size=batch_size,
-                   dtype=dtype, memory_GB=memory_GB)
+    options, curve = _options(stack, lowpass_A, seed=seed, ctf=ctf, pad=pad, batch_size=batch_size, dtype=dtype,
+                              memory_GB=memory_GB, backend=backend)
     bar = _Progress(progress, "")
     out = _resample_stats(stack, full, counts, method=method, progress=bar.updater("half-sets"), **options)
     bar.close()
@@ -340,7 +381,7 @@ def half_set_variance(particles, n_resamples: int = 100, *, seed: int = 0, mask=
         raise CryolabInputError(f"the mask is {mask.shape}, the particles need {(n,) * 3}", field="mask")
     maps = tuple(VarianceMaps(mean=o["mean"], variance=o["variance"], full=o["full"], pixel_size_A=stack.pixel_size_A,
                               counts=c, method=method, tau2=o["tau2"], sigma2_noise=o["sigma2"],
-                              max_shell=options["max_shell"], seed=int(seed) + h)
+                              max_shell=options["max_shell"], seed=int(seed) + h, fsc=curve)
                  for h, (o, c) in enumerate(zip(out, counts), start=1))
     return HalfSetVariance(maps, _masked_correlation(maps[0].variance, maps[1].variance, mask), mask)
 

@@ -35,6 +35,12 @@ def _variance_section(folder: Path):
     inside = maps["mean"] > 0.05 * maps["mean"].max() if "mean" in maps else np.ones(score.shape, bool)
     stats = {"most significant voxel (x, y, z)": f"({x}, {y}, {z})",
              "peak / median inside the particle": f"{score[inside].max() / np.median(score[inside]):.2f}"}
+    if (folder / "lowpass.star").is_file():
+        from ..io import read_star
+        general = read_star(folder / "lowpass.star")["general"].iloc[0]
+        value = general.get("cryolabVarianceLowpass")
+        stats["low-pass"] = ("none" if value is None or str(value) == "None" else f"{float(value):.1f} A") + (
+            " (2/3 of the half-set FSC 0.5 shell)" if int(general.get("cryolabVarianceLowpassFromFsc", 0)) else "")
     return png(fig), stats
 
 
@@ -59,6 +65,9 @@ def _msa_sections(folder: Path):
                              if eig is not None else [])
         stats = {"images": int(general.get("cryolabMsaImages", 0)),
                  "eigenvalues above the noise edge": int(general.get("cryolabMsaSignificant", 0))}
+        if general.get("cryolabMsaCentre") is not None:
+            stats["images centred on"] = {"ctf": "their own view of the CTF-corrected mean",
+                                          "plain": "the plain mean"}.get(str(general["cryolabMsaCentre"]), "?")
         yield f"MSA ({prefix})", figs, stats
 
 
