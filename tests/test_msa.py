@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy.linalg import subspace_angles
 
-from cryolab.backend import to_numpy
+from cryolab.backend import cupy_available, to_numpy
 from cryolab.ctf import CTFParams, ctf_2d
 from cryolab.data import load_demo
 from cryolab.errors import CryolabInputError
@@ -346,6 +346,21 @@ def small_stack(folder, n=40, with_psi=True):
     return write_particle_stack(folder / "p.star", rng.normal(size=(n, 16, 16)).astype(np.float32), table, OPTICS)
 
 
+@pytest.mark.skipif(not cupy_available(), reason="CuPy or a GPU is not available")
+def test_cupy_gives_the_numpy_result(tmp_path):
+    """Alignment, CTF-corrected centring and the streamed PCA on CuPy: the same code, the same result."""
+    rng = np.random.default_rng(12)
+    n = 80
+    table = pd.DataFrame({"rlnDefocusU": rng.uniform(8000, 25000, n), "rlnAnglePsi": rng.uniform(0, 360, n)})
+    states = rng.integers(0, 2, n)[:, None, None] * 0.7 + 0.3            # two states: one direction stands out
+    images = (20 * states * blob_image(0.0, (0.0, 0.0))[None] + rng.normal(size=(n, BOX, BOX))).astype(np.float32)
+    stack = write_particle_stack(tmp_path / "p.star", images, table, OPTICS)
+    on_cpu, on_gpu = (msa(stack, k=3, batch_size=32, backend=b) for b in ("numpy", "cupy"))
+    assert on_gpu.eigenvalues[0] == pytest.approx(on_cpu.eigenvalues[0], rel=1e-4)
+    np.testing.assert_allclose(on_gpu.ctf_mean, on_cpu.ctf_mean, atol=1e-4 * np.abs(on_cpu.ctf_mean).max())
+    assert abs(np.sum(on_gpu.eigenimages[0] * on_cpu.eigenimages[0])) > 1 - 1e-6
+
+
 def test_scratch_file_changes_nothing_and_is_removed(tmp_path):
     stack = small_stack(tmp_path / "data")
     (tmp_path / "scratch").mkdir()
@@ -372,6 +387,8 @@ def test_bad_input_is_refused_with_the_field_named(tmp_path):
         msa(stack, k=3, align=False, mask_diameter_A=1000.0)
     with pytest.raises(CryolabInputError, match="ctf"):
         msa(stack, k=3, align=False, ctf="invert")
+    with pytest.raises(CryolabInputError, match="field centre"):
+        msa(stack, k=3, align=False, centre="median")
     with pytest.raises(CryolabInputError, match="reaches beyond"):           # rotated corners: outside the box
         msa(small_stack(tmp_path / "psi"), k=3, mask=np.ones((16, 16), np.float32))
     with pytest.raises(CryolabInputError, match="field k"):
