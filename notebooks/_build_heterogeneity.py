@@ -58,7 +58,10 @@ NB11 = [
 
     Particles of the 80S ribosome and of its large subunit alone (60S), all seen from the same
     direction, rotated in-plane and shifted: aligning them (undoing psi and the shift) leaves
-    only the difference between the states, and noise.
+    only the difference between the states, and noise. One more thing differs from image to
+    image: the CTF. After phase flipping each image is the particle times its own `|CTF|`, so
+    `msa` centres every image on *its own view* of the CTF-corrected mean (`centre="ctf"`);
+    centred on the plain mean, a defocus spread would be variance of its own (exercise 1).
     """),
     code("""
     n_msa = 600 if QUICK else 3000
@@ -93,13 +96,18 @@ NB11 = [
     variance over them is largest where the particles differ. The significance map divides by the
     variance the same resamples would have if every particle were alike. The most significant
     region inside the particle, grown and given a soft edge, is a suggested focus mask.
+
+    Noise adds variance at every resolution, a missing part mostly at low resolution, so the
+    resample maps are low-pass filtered. The filter is chosen from the data: two random halves
+    are reconstructed, and the maps keep 2/3 of the shells up to where their FSC falls to 0.5.
     """),
     code("""
     n_var, resamples = 1500, 100                      # 64 px: a few seconds (one pass over the images)
     pair = {k: demo.volumes[k] for k in ("80S", "80S_noRACK1")}
     sim2 = simulate_particles(pair, n_var, demo.pixel_size_A, snr=0.5, seed=2, include_truth_angles=True)
     star2 = write_simulation(sim2, WORK, "rack1", include_truth_angles=True)
-    var = bootstrap_variance(star2, resamples, lowpass_A=30.0, pad=1)
+    var = bootstrap_variance(star2, resamples, pad=1)      # lowpass_A="auto": from the half-set FSC
+    print(f"low-pass chosen from the data: {var.lowpass_A:.1f} A (half-set FSC: {np.round(var.fsc[::4], 2)})")
     rack1 = np.clip(component_mask("RACK1"), 0, 1)
     particle = threshold_mask(var.mean, 0.05 * var.mean.max(), demo.pixel_size_A, extend_A=6.0, soft_edge_A=0.0) > 0.5
     mask = suggest_mask(var.significance, demo.pixel_size_A, within=particle)
@@ -141,15 +149,21 @@ NB11 = [
     ## Exercises
 
     1. In part 1, simulate one state only (`states = {"80S": ...}`). How many eigenvalues lie
-       above the noise edge now? What do the first eigenimages show?
+       above the noise edge now? Run `msa(star, k=8, centre="plain")` on it too (with 3000
+       images of 64 px): what does the eigenimage above the edge show, and why is it there?
     2. Lower the SNR in part 1 to 0.01. When does the difference eigenvalue sink below the edge,
        and what happens to the clustering?
-    3. In part 2, reconstruct without the low-pass (`lowpass_A=None`). Why does the variance
-       map get worse, although it uses more information?
+    3. In part 2, reconstruct without the low-pass (`lowpass_A=None`) and with `lowpass_A=15`.
+       Why does the variance map get worse, although it uses more information?
     4. Use the suggested mask of part 2 as the keep mask of a focused classification (notebook
        10). How close does it get to the result with the RACK1 mask?
     5. In part 3, seed the first level with the 40S and the 80S maps instead. Which particles go
        wrong, and why? (Compare their shapes: which state is "between" the other two?)
+    6. Cascade from one reference: simulate part 3's particles with `include_truth_angles=True`
+       (poses, as a consensus refinement gives them) and call `classify("root", 2, 8, starts=2,
+       ...)` without `reference=`: the first level starts from the reconstruction of all
+       particles, the second (`classify(larger, 2, 8, ...)`) from its class's map. Which split
+       does the first level find?
     """),
 ]
 
