@@ -106,12 +106,15 @@ def overlapping_text(boxes, tolerance_px: float = 1.0) -> list:
     return pairs
 
 
-def image_axes(ax, image, title: str, cmap: str = "gray", **kw):
-    """Draw a 2D array with its centre pixel at the middle and no ticks."""
-    im = ax.imshow(np.asarray(image), cmap=cmap, origin="lower", interpolation="nearest", **kw)
+def image_axes(ax, image, title: str, cmap: str = "gray", pixel_size_A: float | None = None, **kw):
+    """Draw a 2D array with its centre pixel at the middle and no ticks; with ``pixel_size_A`` a scale bar."""
+    image = np.asarray(image)
+    im = ax.imshow(image, cmap=cmap, origin="lower", interpolation="nearest", **kw)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
+    if pixel_size_A is not None:
+        scale_bar(ax, pixel_size_A, image.shape[-1])
     return im
 
 

@@ -76,7 +76,8 @@ def draw_class_grid(session, columns: int = 5, size_in: float = 1.6):
     counts, res = class_counts(session), class_resolutions_A(session)
     for k, ax in enumerate(axes):
         if k < K:
-            image_axes(ax, class_image(refs[k]), f"{k + 1}: {counts[k]} ptcls\n{_resolution_text(res[k])}")
+            image_axes(ax, class_image(refs[k]), f"{k + 1}: {counts[k]} ptcls\n{_resolution_text(res[k])}",
+                       pixel_size_A=float(session.pixel_size_A))
         else:
             ax.set_axis_off()
     return fig

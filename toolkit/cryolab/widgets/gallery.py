@@ -67,7 +67,8 @@ class ClassGallery(W.VBox):
         counts, res = class_counts(self.session), class_resolutions_A(self.session)
         for k, tile in enumerate(self.tiles):
             fig = new_figure(1.9, 2.1)
-            image_axes(fig.subplots(), class_image(refs[k]), f"class {k + 1}: {counts[k]} ptcls\n{_resolution_text(res[k])}")
+            image_axes(fig.subplots(), class_image(refs[k]), f"class {k + 1}: {counts[k]} ptcls\n{_resolution_text(res[k])}",
+                       pixel_size_A=float(self.session.pixel_size_A))
             tile.show(fig)
         self._preview()
 

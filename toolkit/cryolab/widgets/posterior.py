@@ -10,7 +10,7 @@ import ipywidgets as W
 import numpy as np
 
 from ..projection import FourierProjector, FourierRotator2D
-from ._display import ImagePanel, image_axes, new_figure, scale_bar
+from ._display import ImagePanel, image_axes, new_figure
 from ._session_common import MODE_NAMES, _class_colours, _guarded, _n_classes
 
 __all__ = ["PosteriorExplorer", "top_orientations", "viewing_directions"]
@@ -118,9 +118,7 @@ class PosteriorExplorer(W.VBox):
         grid = fig.add_gridspec(n_rows, cols)
         for r, (s, post, top) in enumerate(zip(self.sessions, self.posteriors, self.top)):
             mode = s.settings.mode
-            ax = fig.add_subplot(grid[r, 0])
-            image_axes(ax, self.image, f"{mode}: particle {i}")
-            scale_bar(ax, float(s.pixel_size_A), self.image.shape[-1])
+            image_axes(fig.add_subplot(grid[r, 0]), self.image, f"{mode}: particle {i}", pixel_size_A=float(s.pixel_size_A))
             for j in range(self.n_top):
                 ax = fig.add_subplot(grid[r, 1 + j])
                 if j < len(top):

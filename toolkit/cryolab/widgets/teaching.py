@@ -84,7 +84,7 @@ class ProjectionSliceExplorer(W.VBox):
         ft_slice = log_amplitude(full_from_half(self.slice_ft, n))
         diff = log_amplitude(full_from_half(self.projection_ft - self.slice_ft, n))
         vmax = max(ft_proj.max(), ft_slice.max())
-        image_axes(axes[0], self.projection, "projection (real space)")
+        image_axes(axes[0], self.projection, "projection (real space)", pixel_size_A=self.pixel_size_A)
         image_axes(axes[1], ft_proj, "log |FT of the projection|", cmap="magma", vmin=0, vmax=vmax)
         image_axes(axes[2], ft_slice, "log |central slice of 3D FT|", cmap="magma", vmin=0, vmax=vmax)
         image_axes(axes[3], diff, "log |difference| (same scale)", cmap="magma", vmin=0, vmax=vmax)
@@ -185,7 +185,7 @@ class CTFExplorer(W.VBox):
                    cmap="RdBu_r", vmin=-1, vmax=1)
         self._draw_ctf2(fig.add_subplot(cells[2]))
         if with_images:
-            image_axes(fig.add_subplot(gs[1, 0]), self.projection, "projection (no CTF)")
+            image_axes(fig.add_subplot(gs[1, 0]), self.projection, "projection (no CTF)", pixel_size_A=self.pixel_size_A)
             image_axes(fig.add_subplot(gs[1, 1]), self.image, "with CTF")
             image_axes(fig.add_subplot(gs[1, 2]), self.flipped, "phase-flipped")
         self.panel.show(fig)

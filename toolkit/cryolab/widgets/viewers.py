@@ -112,7 +112,7 @@ class MapViewer(W.VBox):
                          "yz (x = centre)": v[:, :, c], "maximum along z": v.max(axis=0)}
         fig = new_figure(11.0, 3.1)
         for ax, (title, img) in zip(fig.subplots(1, 4), self.sections.items()):
-            image_axes(ax, img, title)
+            image_axes(ax, img, title, pixel_size_A=self.pixel_size_A if title.startswith("xy") else None)
             if img.min() < self.threshold < img.max():
                 ax.contour(img, levels=[self.threshold], colors="#f5a623", linewidths=0.8)
         self.panel.show(fig)
