@@ -203,6 +203,17 @@ def test_demo_quick(work, capsys):
     assert (out / "class3d" / "run_it006_class002.mrc").is_file()
     text = (out / "report.html").read_text()
     assert count_embedded_images(text) >= 6 and "class3d/run_it006_class001.mrc" in text
+    # what a scientist keeps: optics and Nyquist, per-step figures of 2D, 3D and the refinement (its viewing
+    # directions and FSC), settings with units and RELION names, versions of the dependencies and the commit
+    for must in ("pixel size (Å)", "Nyquist resolution (Å)", "voltage (kV)", "defocus U (µm)",
+                 "class2d/run: convergence", "class3d/run: convergence", "states/80S/run: convergence",
+                 "class3d/run: angular distribution (viewing directions)",
+                 "states/80S/run: angular distribution (viewing directions)",
+                 "states/80S/run: FSC per refined map", "Post-processed maps: FSC", "psi step (°) [--psi_step]",
+                 "[--healpix_order]", "resolution (Å)", "git_commit", "scipy", "matplotlib", "as RELION's does"):
+        assert must in text, must
+    assert sum(line.startswith(("1/6", "2/6", "3/6", "4/6", "5/6", "6/6")) for line in printed.splitlines()) == 6
+    assert "batch/s" not in printed and "E-step:" not in printed          # no progress bars between the lines
 
 
 # --------------------------------------------------------------------------- bad input

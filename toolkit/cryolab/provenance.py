@@ -32,10 +32,46 @@ __all__ = ["RunRecord", "sha256_file", "provenance_path", "read_run", "command_l
 
 
 def environment() -> dict:
-    """cryolab, Python and numpy versions, host and platform."""
+    """cryolab's version and git commit, Python and numpy versions, every dependency's version, host and platform."""
     import numpy
-    return {"cryolab_version": __version__, "host": platform.node(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": numpy.__version__}
+    return {"cryolab_version": __version__, "git_commit": git_commit(), "host": platform.node(),
+            "platform": platform.platform(), "python": platform.python_version(), "numpy": numpy.__version__,
+            "dependencies": dependency_versions()}
+
+
+def dependency_versions() -> dict:
+    """``{name: version}`` of cryolab's required packages (``"missing"`` when one is not installed)."""
+    import re
+    from importlib import metadata
+    try:
+        required = metadata.requires("cryolab") or []
+    except metadata.PackageNotFoundError:
+        return {}
+    out = {}
+    for req in required:
+        if "extra ==" in req:
+            continue
+        name = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0]
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def git_commit() -> str:
+    """The git commit of the cryolab source (with ``+modified`` when its files differ from it);
+    ``""`` when cryolab is not run from a git checkout or git is not installed."""
+    import subprocess
+    here = Path(__file__).resolve().parent
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(here), *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=10, check=True).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        modified = run("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("+modified" if modified else "")
 
 
 def sha256_file(path, chunk_bytes: int = 1 << 20) -> str:

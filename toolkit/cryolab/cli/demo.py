@@ -74,7 +74,7 @@ def _classes_vs_states(session, truth, states=tuple(STATES)) -> list:
             for k, row in tab.iterrows()]
 
 
-def _class3d(out: Path, sizes: dict, seed: int, progress: bool, log, rec) -> dict:
+def _class3d(out: Path, sizes: dict, seed: int, log, rec) -> dict:
     """3D classification (K = 2) of a small simulated set of two states, scored against the truth."""
     import numpy as np
     from ..methods import class3d
@@ -94,17 +94,16 @@ def _class3d(out: Path, sizes: dict, seed: int, progress: bool, log, rec) -> dic
     with rec.timed("class3d"):
         session = class3d(sim.star_path, maps[REFERENCE_3D], K=len(STATES_3D), iterations=sizes["iterations"],
                           healpix_order=sizes["healpix_order"], offset_range_px=2, oversampling=0,
-                          ini_high_A=50, seed=seed, out_dir=out, progress=progress, callback=after)
+                          ini_high_A=50, seed=seed, out_dir=out, progress=False, callback=after)
     summary = {"accuracy": round(class_accuracy(session.classes, truth), 3),
             "class_sizes": np.bincount(session.classes, minlength=len(STATES_3D)).tolist(),
             "classes_vs_true_states": _classes_vs_states(session, sim.truth, STATES_3D),
-            "reference": f"{REFERENCE_3D}, low-pass filtered to 50 A", "snr": sizes["snr"],
+            "reference": f"{REFERENCE_3D}, low-pass filtered to 50 Å", "snr": sizes["snr"],
             "box": sizes["box"], "particles": sizes["n"]}
     return summary, session, sim, maps[REFINED_STATE]
 
 
-def _refine_state(session, sim, reference, folder: Path, sizes: dict, seed: int, progress: bool, log,
-                  rec) -> dict:
+def _refine_state(session, sim, reference, folder: Path, sizes: dict, seed: int, log, rec) -> dict:
     """Gold-standard auto-refinement of the particles in the 3D class holding most particles of
     ``REFINED_STATE``, from ``reference`` low-pass filtered to 60 A; returns a summary row."""
     import numpy as np
@@ -119,19 +118,19 @@ def _refine_state(session, sim, reference, folder: Path, sizes: dict, seed: int,
         f"{REFINED_STATE}), max. {sizes['max_iter']} iterations")
 
     def after(r, it):
-        log(f"    iteration {it.iteration}: resolution {it.resolution_A:.1f} A, HEALPix order {it.healpix_order}, "
-            f"mean angular change {it.mean_angle_change_deg:.1f} deg ({it.time_s:.1f} s)"
+        log(f"    iteration {it.iteration}: resolution {it.resolution_A:.1f} Å, HEALPix order {it.healpix_order}, "
+            f"mean angular change {it.mean_angle_change_deg:.1f}° ({it.time_s:.1f} s)"
             + (" (final)" if it.final else ""))
 
     with rec.timed("refine"):
         r = refine(stack, reference, ini_high_A=60, healpix_order=1, offset_range_px=3, offset_step_px=1,
                    max_iter=sizes["max_iter"], local_healpix_order=3, max_healpix_order=3, seed=seed,
-                   out_dir=make_folder(folder), progress=progress, callback=after)
+                   out_dir=make_folder(folder), progress=False, callback=after)
     truth = sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()[idx]
     err = float(np.mean(angular_distance(r.eulers, truth)))
     return {"state": REFINED_STATE, "particles": int(len(idx)), "resolution_A": round(r.postprocess.resolution_A, 2),
             "bfactor_A2": round(r.postprocess.bfactor_A2, 1), "mask": "soft sphere",
-            "angles": f"auto-refine of 3D class {k + 1} from {REFINED_STATE} low-passed to 60 A",
+            "angles": f"auto-refine of 3D class {k + 1} from {REFINED_STATE} low-passed to 60 Å",
             "half_map_resolution_A": round(float(r.resolution_A), 2),
             "mean_angular_error_deg": round(err, 2), "fine_angular_step_deg": round(r.fine_step_deg(), 2),
             "iterations": r.iteration, "converged": bool(r.converged)}
@@ -161,7 +160,11 @@ def _state_maps(stack, truth, state, folder: Path, px, seed, rec) -> dict:
 
 def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = True, log=print,
              argv=None) -> dict:
-    """Run the demo into folder ``out``; returns the results (also in ``out/run.json``)."""
+    """Run the demo into folder ``out``; returns the results (also in ``out/run.json``).
+
+    Progress is one line per step and per iteration through ``log`` (no progress bars, so the
+    lines do not interleave); ``progress=False`` prints nothing.
+    """
     import numpy as np
     from ..io import ParticleStack
     from ..methods import class2d
@@ -169,12 +172,13 @@ def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = Tr
     from ..report import directory_report
     from ..simulate import simulate_particles
     sizes = SIZES["quick" if quick else "full"]
+    log = log if progress else (lambda *a: None)
     out = check_output(out, folder=True)
     t0 = time.perf_counter()
     make_folder(out)
     rec = RunRecord("demo", {"quick": quick, "states": STATES, **sizes}, argv=argv, seed=seed)
     maps, px = _maps(sizes["box"])
-    log(f"1/6 simulating {sizes['n']} particles of {', '.join(STATES)} ({sizes['box']} px, {px:g} A/px, "
+    log(f"1/6 simulating {sizes['n']} particles of {', '.join(STATES)} ({sizes['box']} px, {px:g} Å/px, "
         f"SNR {sizes['snr']:g})")
     with rec.timed("simulate"):
         sim = simulate_particles(maps, sizes["n"], px, fractions=list(STATES.values()), snr=sizes["snr"],
@@ -194,15 +198,15 @@ def run_demo(out="demo", quick: bool = False, seed: int = 0, progress: bool = Tr
         session = class2d(stack.subset(np.arange(sizes["n_class2d"])), K=sizes["K"],
                           iterations=sizes["iterations"], psi_step_deg=sizes["psi_step_deg"],
                           offset_range_px=sizes["offset_range_px"], ctf=True, seed=seed,
-                          progress=progress, callback=after)
+                          progress=False, callback=after)
     c3 = sizes["class3d"]
     log(f"3/6 3D classification of {' vs '.join(STATES_3D)} from the {REFERENCE_3D} map: {c3['n']} new "
         f"particles ({c3['box']} px, SNR {c3['snr']:g}), K={len(STATES_3D)}, {c3['iterations']} iterations")
-    class3d, session3d, sim3d, ref3d = _class3d(out / "class3d", c3, seed, progress, log, rec)
+    class3d, session3d, sim3d, ref3d = _class3d(out / "class3d", c3, seed, log, rec)
     log(f"4/6 gold-standard auto-refinement of the {REFINED_STATE} class from the {REFINED_STATE} map "
-        f"low-pass filtered to 60 A")
+        f"low-pass filtered to 60 Å")
     refined = _refine_state(session3d, sim3d, ref3d, out / "states" / REFINED_STATE, sizes["refine"], seed,
-                            progress, log, rec)
+                            log, rec)
     others = [s for s in STATES if s != REFINED_STATE]
     log(f"5/6 half maps of {', '.join(others)} from their particles with the true angles; gold-standard FSC")
     truth_stack = _with_truth(stack, sim.truth)
@@ -231,9 +235,9 @@ def _cmd_demo(args) -> int:
                    log=(lambda *a: None) if quiet else print, argv=args.argv)
     say(args, f"done in {res['time_s']:.0f} s. Report: {res['report']}",
         f"2D class sizes: {res['class2d']['class_sizes']}",
-        *(f"state {s['state']}: {s['particles']} particles, resolution {s['resolution_A']:.1f} A (FSC 0.143)"
-          + (f"; {s['angles']}: mean angular error {s['mean_angular_error_deg']:.1f} deg "
-             f"(fine step {s['fine_angular_step_deg']:.1f} deg), {s['iterations']} iterations"
+        *(f"state {s['state']}: {s['particles']} particles, resolution {s['resolution_A']:.1f} Å (FSC 0.143)"
+          + (f"; {s['angles']}: mean angular error {s['mean_angular_error_deg']:.1f}° "
+             f"(fine step {s['fine_angular_step_deg']:.1f}°), {s['iterations']} iterations"
              if "mean_angular_error_deg" in s else ", known angles")
           for s in res["states"]),
         f"3D classification {' vs '.join(STATES_3D)}: {100 * res['class3d']['accuracy']:.0f}% of the particles "

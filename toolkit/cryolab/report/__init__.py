@@ -24,6 +24,8 @@ import numpy as np
 from .figures import (fig_central_slices, fig_class_averages, fig_fsc, fig_histogram, fig_history,
                       fig_rot_tilt)
 from .heterogeneity import heterogeneity_sections
+from .steps import (CONVERGENCE_TEXT, REFINE_TEXT, optics_summary, read_step_settings, readable,
+                    resolution_text, settings_rows)
 
 __all__ = ["ReportData", "collect_directory", "collect_session", "render_html",
            "directory_report", "session_report"]
@@ -50,6 +52,10 @@ class ReportData:
     results: dict = field(default_factory=dict)
     sources: list = field(default_factory=list)      # files the report was built from
     extra: list = field(default_factory=list)        # (title, [png base64], {label: value}) sections
+    label: str = ""                                  # the step's folder and prefix, e.g. "class3d/run"
+    optics: dict = field(default_factory=dict)       # particles, box, pixel size, Nyquist, CTF (steps.optics_summary)
+    settings: dict = field(default_factory=dict)     # the step's settings (its optimiser.json)
+    steps: list = field(default_factory=list)        # ReportData of the other runs in the folder
 
 
 # --------------------------------------------------------------------------- collecting
@@ -119,9 +125,11 @@ def _add_gold_standard_fsc(data, blocks, n, px):
             curve = block["rlnGoldStandardFsc"].to_numpy(float)
             if np.any(curve != 0):
                 from ..validation import resolution_at
+                res = resolution_at(curve, 0.143, n, px)
+                crossed = bool(np.any(curve[1:] < 0.143))
                 data.fsc.append({"name": f"class {name.rsplit('_', 1)[1]} (gold standard)",
                                  "freq_per_A": block["rlnResolution"].to_numpy(float), "fsc": curve,
-                                 "resolution_A": resolution_at(curve, 0.143, n, px)})
+                                 "resolution_A": res, "resolution_text": resolution_text(res if crossed else 0, 2 * px)})
 
 
 def _collect_classification(data: ReportData, folder: Path, prefix: str, it: int) -> None:
@@ -134,6 +142,9 @@ def _collect_classification(data: ReportData, folder: Path, prefix: str, it: int
     data.classes = None if cls is None else cls.astype(int)
     data.history = _read_history(folder, prefix)
     data.sources += [f"{stem.name}_data.star", f"{prefix}_itNNN_model.star"]
+    data.optics = optics_summary(f"{stem}_data.star")
+    data.settings = read_step_settings(folder, prefix, it)
+    data.label = f"{folder.name}/{prefix}"
     model = Path(f"{stem}_model.star")
     blocks = read_star(model) if model.is_file() else {}
     general = blocks.get("model_general")
@@ -162,9 +173,10 @@ def _collect_postprocess(data: ReportData, folder: Path) -> None:
         name = rel.parent.name if star.stem == "postprocess" and rel.parent.parts else rel.stem
         res = float(general["rlnFinalResolution"].iloc[0]) if general is not None and \
             "rlnFinalResolution" in general else float("nan")
-        data.fsc.append({"name": name, "freq_per_A": fsc_t["rlnResolution"].to_numpy(float),
+        freq = fsc_t["rlnResolution"].to_numpy(float)
+        data.fsc.append({"name": name, "freq_per_A": freq, "postprocess": True,
                          "fsc": fsc_t["rlnFourierShellCorrelationCorrected"].to_numpy(float),
-                         "resolution_A": res})
+                         "resolution_A": res, "resolution_text": resolution_text(res, 1.0 / freq.max())})
         sharpened = star.with_suffix(".mrc")
         if sharpened.is_file():
             data.maps[name] = read_mrc(sharpened)[0]
@@ -190,12 +202,29 @@ def collect_directory(folder) -> ReportData:
             data.history = run["iterations"]
         _merge_times(data.history, run.get("iterations", []))
         _other_class_maps(data, folder, latest)
+        data.steps = _other_steps(folder, latest)
     _collect_postprocess(data, folder)
     data.extra = list(heterogeneity_sections(folder))
     if not (run or latest or data.fsc or data.extra):
         raise CryolabInputError("nothing to report: no run.json, <prefix>_itNNN_data.star, postprocess.star "
                                 "or heterogeneity results here", path=folder)
     return data
+
+
+def _other_steps(folder: Path, shown) -> list:
+    """A :class:`ReportData` for every other run in ``folder``, its sub-folders and theirs (the
+    demo's ``class3d/`` and the refinement in ``states/80S/``), labelled with their folder."""
+    steps = []
+    for level in ("", "*/", "*/*/"):
+        for sub, prefix, it in _classifications(folder, level):
+            if (sub, prefix, it) == shown:
+                continue
+            step = ReportData()
+            _collect_classification(step, sub, prefix, it)
+            step.label = f"{sub.relative_to(folder).as_posix()}/{prefix}".lstrip("./")
+            step.maps = {}
+            steps.append(step)
+    return steps
 
 
 def _merge_times(history, iterations):
@@ -224,6 +253,7 @@ def collect_session(session) -> ReportData:
         class_images=None if three_d else refs,
         maps={f"class {k + 1}": r for k, r in enumerate(refs)} if three_d else {},
         pmax=np.asarray(session.pmax), psi=np.asarray(session.psi), classes=np.asarray(session.classes) + 1,
+        optics=optics_summary(session.particles.star_path) if session.particles.star_path else {},
         rot=session.eulers[:, 0].copy() if three_d else None, tilt=session.eulers[:, 1].copy() if three_d else None,
         results={"class_sizes": np.bincount(session.classes[session.classes >= 0],
                                             minlength=s.K).tolist()})
@@ -267,36 +297,60 @@ def _img(b64: str, alt: str) -> str:
     return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
 
 
+def _step_sections(d: ReportData, label: str):
+    """The sections of one run (a step): its data, settings and figures, titled with ``label``."""
+    head = f"{label}: " if label else ""
+    if d.optics:
+        yield f"{head}particles and optics", _table(d.optics.items())
+    if d.settings:
+        yield f"{head}settings (units; RELION's flag in brackets)", _table(settings_rows(d.settings))
+    if d.class_images is not None:
+        dist = d.history[-1]["class_distribution"] if d.history else None
+        yield f"{head}class averages", _img(fig_class_averages(d.class_images, dist), "class averages")
+    if d.history:
+        yield f"{head}convergence", (_img(fig_history(d.history), "class distribution and log-likelihood")
+                                     + f"<p class='muted'>{CONVERGENCE_TEXT}</p>")
+    if d.pmax is not None:
+        yield f"{head}Pmax", _img(fig_histogram(d.pmax, "Pmax (max. posterior probability)",
+                                                "Pmax histogram", 25, (0, 1)), "Pmax histogram")
+    if d.rot is not None and d.tilt is not None and np.ptp(d.tilt) > 0:
+        yield f"{head}angular distribution (viewing directions)", _img(fig_rot_tilt(d.rot, d.tilt), "rot/tilt scatter")
+    elif d.psi is not None:
+        yield f"{head}angular distribution", _img(fig_histogram(d.psi % 360, "psi (°)", "in-plane angle",
+                                                                36, (0, 360)), "psi histogram")
+    curves = [c for c in d.fsc if not c.get("postprocess")]
+    if curves:
+        yield f"{head}FSC per refined map (gold standard, threshold 0.143)", _fsc_html(curves, d.optics)
+
+
+def _fsc_html(curves, optics) -> str:
+    nyquist = optics.get("Nyquist resolution (Å)")
+    res = {c["name"]: c.get("resolution_text") or resolution_text(c["resolution_A"], nyquist) for c in curves}
+    return _img(fig_fsc(curves), "FSC curves") + _table(res.items())
+
+
 def _sections(d: ReportData):
     """``(title, html)`` pairs in report order."""
     if d.results:
-        yield "Results", _value(d.results)
+        yield "Results", _value(readable(d.results))
+        if any(isinstance(s, dict) and "converged" in s for s in d.results.get("states", [])):
+            yield "How to read the refinement's results", f"<p>{REFINE_TEXT}</p>"
     if d.parameters:
-        yield "Parameters", _table(d.parameters.items())
-    if d.class_images is not None:
-        dist = d.history[-1]["class_distribution"] if d.history else None
-        yield "Class averages", _img(fig_class_averages(d.class_images, dist), "class averages")
+        yield "Parameters", _table(settings_rows(d.parameters) if d.run else d.parameters.items())
     if d.maps:
         yield "Maps: central slices (3D classes, post-processed maps)", _img(fig_central_slices(d.maps), "central slices")
-    if d.history:
-        yield "Convergence", _img(fig_history(d.history), "class distribution and log-likelihood")
-    if d.pmax is not None:
-        yield "Pmax", _img(fig_histogram(d.pmax, "Pmax (max. posterior probability)",
-                                         "Pmax histogram", 25, (0, 1)), "Pmax histogram")
-    if d.rot is not None and d.tilt is not None and np.ptp(d.tilt) > 0:
-        yield "Angular distribution", _img(fig_rot_tilt(d.rot, d.tilt), "rot/tilt scatter")
-    elif d.psi is not None:
-        yield "Angular distribution", _img(fig_histogram(d.psi % 360, "psi (degrees)", "in-plane angle",
-                                                         36, (0, 360)), "psi histogram")
-    if d.fsc:
-        res = {c["name"]: f"{c['resolution_A']:.2f} A" for c in d.fsc}
-        yield "FSC", _img(fig_fsc(d.fsc), "FSC curves") + _table(res.items())
+    yield from _step_sections(d, d.label)
+    for step in d.steps:
+        yield from _step_sections(step, step.label)
+    post = [c for c in d.fsc if c.get("postprocess")]
+    if post:
+        yield "Post-processed maps: FSC (corrected for the mask, threshold 0.143)", _fsc_html(post, d.optics)
     for title, figures, stats in d.extra:
         yield title, "".join(_img(f, title) for f in figures) + _table(stats.items())
     if d.command:
         yield "Reproduce", f"<pre>{html.escape(d.command)}</pre>"
-    env = {k: d.run[k] for k in ("cryolab_version", "backend", "host", "platform", "python", "numpy",
-                                 "started", "wall_time_s", "steps_s") if k in d.run}
+    env = {k: d.run[k] for k in ("cryolab_version", "git_commit", "backend", "host", "platform", "python",
+                                 "numpy", "dependencies", "started", "wall_time_s", "steps_s") if k in d.run}
     if env:
         yield "Environment", _table(env.items())
     if d.run.get("inputs_sha256"):

@@ -14,7 +14,7 @@ def png(fig) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")   # sharp on a slide and a high-density screen
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -89,7 +89,7 @@ def fig_rot_tilt(rot, tilt) -> str:
     fig = figure(5.0, 3.0)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(rot, tilt, s=2, alpha=0.4)
-    ax.set(xlabel="rot (degrees)", ylabel="tilt (degrees)", title="angular distribution",
+    ax.set(xlabel="rot (°)", ylabel="tilt (°)", title="viewing directions",
            xlim=(-180, 180), ylim=(0, 180))
     return png(fig)
 
@@ -99,14 +99,15 @@ def fig_fsc(curves) -> str:
     ax = fig.add_subplot(1, 1, 1)
     for c in curves:
         res = c.get("resolution_A", float("nan"))
-        label = f"{c['name']}: {res:.1f} A" if np.isfinite(res) else c["name"]
+        label = f"{c['name']}: {c['resolution_text']}" if "resolution_text" in c else (
+            f"{c['name']}: {res:.1f} Å" if np.isfinite(res) else c["name"])
         ax.plot(c["freq_per_A"], c["fsc"], label=label)
     ax.axhline(0.143, color="gray", ls="--", lw=1)
-    ax.text(0.0, 0.16, "0.143", color="gray", fontsize=7)
+    ax.text(1.01, 0.143, "0.143", color="gray", fontsize=7, va="center", transform=ax.get_yaxis_transform())
     ax.axhline(0.0, color="black", lw=0.5)
     from matplotlib.ticker import FuncFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{1 / x:.3g}" if x > 0 else ""))
-    ax.set(xlabel="resolution (A), linear in spatial frequency", ylabel="FSC",
+    ax.set(xlabel="resolution (Å), linear in spatial frequency", ylabel="FSC",
            title="Fourier shell correlation", ylim=(-0.1, 1.05))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.1, 1.0), frameon=False)
     return png(fig)
