@@ -6,7 +6,9 @@ Simulates ``--n`` particles (default 3000) of the demo 80S and 60S at one view (
 written as STAR + MRC stack, and a set of the same size of the 80S alone. Then, back to back:
 
 * cryolab ``msa(particles, k=10)`` from the STAR file: alignment, phase flipping, soft mask,
-  streamed randomized PCA (10 power iterations), the Marchenko-Pastur noise edge (whole run);
+  centring on each image's view of the CTF-corrected mean, streamed randomized PCA (10 power
+  iterations), the Marchenko-Pastur noise edge (whole run); and both sets again centred on the
+  plain mean (``centre="plain"``: the defocus spread is then variance above the edge);
 * the PCA step alone on the aligned vectors held in memory: cryolab's ``streamed_pca`` (batches
   of 256) against scikit-learn's ``PCA(n_components=10)``, ``svd_solver="full"`` (LAPACK SVD,
   the reference) and ``"randomized"``.
@@ -126,7 +128,9 @@ def run(quick: bool = False, n: int | None = None, box: int | None = None, snr: 
         t0 = time.perf_counter()
         result = msa(stack, k=10)
         msa_s = time.perf_counter() - t0
-        one = msa(simulate(folder / "one", STATES[:1], n, box, snr, seed=2)[1], k=10)
+        one_stack = simulate(folder / "one", STATES[:1], n, box, snr, seed=2)[1]
+        one = msa(one_stack, k=10)
+        plain = {"two": msa(stack, k=10, centre="plain"), "one": msa(one_stack, k=10, centre="plain")}
         vectors = np.concatenate([v for _, v in result.aligned(stack).batches(1000)]).astype(np.float64)
         cmp = compare_pca(vectors, 10, sklearn_pca) if sklearn_pca else None
         ceiling = bayes_ceiling(sim, maps)
@@ -138,17 +142,24 @@ def run(quick: bool = False, n: int | None = None, box: int | None = None, snr: 
     print(f"  cryolab msa: {msa_s:.2f} s for {n} images (load {load:.1f}); eigenvalues "
           f"{np.round(result.eigenvalues[:4], 3).tolist()}, noise variance {result.noise_variance:.4f}, edge "
           f"{result.noise_edge:.3f}: {result.n_significant} above; one state: "
-          f"{np.round(one.eigenvalues[:2], 3).tolist()}, edge {one.noise_edge:.3f}: {one.n_significant} above")
+          f"{np.round(one.eigenvalues[:2], 3).tolist()}, edge {one.noise_edge:.3f}: {one.n_significant} above; "
+          f"centred on the plain mean instead: {plain['two'].n_significant} and {plain['one'].n_significant} above "
+          f"({np.round(plain['two'].eigenvalues[:2], 3).tolist()}, "
+          f"{np.round(plain['one'].eigenvalues[:1], 3).tolist()})")
     ratios = [ratio("msa.first_eigenimage_vs_true_difference", r_true, "|correlation| with 80S - 60S, phase-flipped",
                     ">= 0.9"),
               ratio("msa.significant_two_states", result.n_significant, "eigenvalues above the noise edge, 80S + 60S"),
               ratio("msa.significant_one_state", one.n_significant, "eigenvalues above the noise edge, 80S alone"),
+              ratio("msa.significant_two_states_plain_mean", plain["two"].n_significant,
+                    "the same, images centred on the plain mean (a defocus spread is variance then)"),
+              ratio("msa.significant_one_state_plain_mean", plain["one"].n_significant, "the same, 80S alone"),
               ratio("msa.kmeans_accuracy", accuracy, "k-means on 5 factors, matched to the states", ">= 0.95"),
               ratio("msa.bayes_optimal_accuracy", ceiling, "the ceiling on these images")]
     record = {"n": n, "box": box, "snr": snr, "k": 10, "msa_s": msa_s, "load_before": load,
               "eigenvalues": result.eigenvalues.tolist(), "noise_variance": result.noise_variance,
               "noise_edge": result.noise_edge, "one_state_eigenvalues": one.eigenvalues.tolist(),
-              "one_state_noise_edge": one.noise_edge, "n_pixels": result.n_pixels}
+              "one_state_noise_edge": one.noise_edge, "n_pixels": result.n_pixels,
+              "plain_mean_eigenvalues": {k: v.eigenvalues.tolist() for k, v in plain.items()}}
     if cmp is not None:
         m = max(1, result.n_significant or 0)
         pca, ref, fast = cmp.pop("pca"), cmp.pop("reference_components"), cmp.pop("randomized_components")
