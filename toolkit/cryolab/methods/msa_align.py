@@ -25,6 +25,12 @@ are zero-padded further when the mask reaches so far out that a shear could wrap
 The analysis vector of an image ``y`` is ``m * (y - c)`` over the pixels where the soft mask
 ``m`` is positive, with ``c = sum(m^2 y) / sum(m^2)``: each image loses its component along the
 mask (a constant offset, such as the one background normalisation leaves, is no signal).
+
+What the preparation leaves of each image's CTF is its *transfer* ``H_i`` (:meth:`AlignedImages.transfer`:
+``|CTF|`` after phase flipping, ``CTF^2 / (CTF^2 + 1 / wiener_snr)`` after the Wiener filter, in
+the aligned frame). :meth:`AlignedImages.fit_ctf_mean` estimates the mean image ``mu`` by least
+squares with them and :meth:`AlignedImages.batches` then subtracts each image's own ``H_i mu``, so
+that a defocus spread is not variance (:mod:`cryolab.methods.msa`, step 2).
 """
 from __future__ import annotations
 
