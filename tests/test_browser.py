@@ -5,7 +5,11 @@ notebooks, runs notebook 02 (projection-slice explorer), waits for the sliders a
 presses an arrow key on a slider (browser -> kernel -> browser) and checks that the figure
 changed; then runs notebook 01 and checks that the 3D map viewer draws (a canvas, when nglview is
 installed). A second test clicks Step on a SessionDashboard: the iteration runs in a background
-thread of the kernel and its status line and panels must reach the browser. Fails on browser console errors about widget modules. Screenshots go to
+thread of the kernel and its status line and panels must reach the browser; there, beside an
+FSCViewer, every widget image must carry at least 2 image pixels per CSS pixel (device pixel
+ratio 2) and no two texts of the FSC and dashboard figures may overlap (their boxes, measured in
+the kernel from the drawn figures). Fails on browser console errors about widget modules.
+Screenshots of the pages and of every widget image go to
 ``test-artifacts/`` (or ``$CRYOLAB_TEST_ARTIFACTS``). Skipped when playwright, jupyterlab or a
 Chromium binary (``$CHROME``, ``chromium``, ``chromium-browser``) is missing.
 """
@@ -133,6 +137,26 @@ def _lab_page(height: int):
     assert not widget_errors, widget_errors[:5]
 
 
+KERNEL_PRINT_JS = """async (code) => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const f = k.requestExecute({code}); let out = '';
+  f.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') out += msg.content.text; };
+  await f.done; return out; }"""
+PIXEL_RATIOS_JS = """() => [...document.querySelectorAll('.jp-OutputArea img.widget-image')]
+  .filter(img => img.clientWidth > 0).map(img => img.naturalWidth / img.clientWidth)"""
+
+
+def _check_widget_images(page, name: str) -> int:
+    """Every widget image on the page has at least 2 image pixels per CSS pixel (sharp at device
+    pixel ratio 2, not stretched); each is saved to the artefacts. Returns how many were checked."""
+    ratios = page.evaluate(PIXEL_RATIOS_JS)
+    assert ratios and min(ratios) >= 1.99, ratios
+    images = page.locator(".jp-OutputArea img.widget-image")
+    for i in range(images.count()):
+        if images.nth(i).is_visible():
+            images.nth(i).screenshot(path=str(_artifacts() / f"widget-{name}-{i}.png"))
+    return len(ratios)
+
+
 def _image_src(page) -> str:
     return page.locator(".jp-OutputArea img.widget-image").first.get_attribute("src") or ""
 
@@ -160,6 +184,7 @@ def test_widgets_render_and_respond_in_jupyterlab(lab):
             "(src) => document.querySelector('.jp-OutputArea img.widget-image').getAttribute('src') !== src",
             arg=before, timeout=20_000)
         page.screenshot(path=str(shots / "browser-02-projection-slice.png"), full_page=True)
+        assert _check_widget_images(page, "02") >= 1
 
         _run_notebook(page, base, token, "01_image_formation.ipynb")
         viewer = page.locator(".jp-OutputArea canvas" if have_nglview()
@@ -177,6 +202,8 @@ def test_widgets_render_and_respond_in_jupyterlab(lab):
         else:
             pytest.fail("the map view did not change with the threshold slider")
         page.screenshot(path=str(shots / "browser-01-map-viewer.png"), full_page=True)
+        if not have_nglview():
+            _check_widget_images(page, "01")
         (shots / "browser-console.json").write_text(json.dumps(logs, indent=1))
     assert time.monotonic() - t0 < 90
 
@@ -187,11 +214,24 @@ from cryolab.data import load_demo
 from cryolab.fourier import rescale
 from cryolab.session import Session
 from cryolab.simulate import simulate_views_2d
-from cryolab.widgets import SessionDashboard
+import numpy as np
+from cryolab.widgets import FSCViewer, SessionDashboard
 demo = load_demo()
 sim = simulate_views_2d(rescale(demo.volumes["80S"], 32, ndim=3), 100, 2 * demo.pixel_size_A,
                         view_eulers=[[0, 0], [0, 90]], snr=0.5, seed=3, out_dir=tempfile.mkdtemp(), name="v")
-SessionDashboard(Session(sim.star_path, K=2, mode="map", seed=0))
+dash = SessionDashboard(Session(sim.star_path, K=2, mode="map", seed=0))
+display(dash)
+shells = np.arange(17)
+fsc_viewer = FSCViewer({"half maps": 1 / (1 + np.exp((shells - 10) / 1.5)), "map vs truth": np.ones(17)}, 32,
+                       2 * demo.pixel_size_A, criteria={"map vs truth": 0.5})
+fsc_viewer
+"""
+# measured in the kernel from the figures the widgets drew: pairs of texts whose boxes overlap
+OVERLAPS = """\
+import json
+from cryolab.widgets._display import overlapping_text
+panels = {"fsc": fsc_viewer.panel, **dash.panels}
+print(json.dumps({name: overlapping_text(p.text_boxes) for name, p in panels.items()}))
 """
 
 
@@ -217,4 +257,7 @@ def test_session_dashboard_steps_in_jupyterlab(lab, tmp_path):
             has_text="idle").wait_for(timeout=60_000)
         assert _image_src(page) != before
         page.screenshot(path=str(_artifacts() / "browser-session-dashboard.png"), full_page=True)
+        assert _check_widget_images(page, "dashboard") >= 4        # FSC viewer and the three dashboard panels
+        overlaps = json.loads(page.evaluate(KERNEL_PRINT_JS, OVERLAPS).strip().splitlines()[-1])
+        assert overlaps == {"fsc": [], "curves": [], "classes": [], "spectra": []}, overlaps
     assert time.monotonic() - t0 < 100

@@ -196,13 +196,14 @@ class FSCViewer(W.VBox):
         for t, style in zip(shown, ("--", "-.")):
             ax.axhline(t, color="0.4", ls=style, lw=0.9)
             # the thresholds are labelled outside the axes, right of the plot, where no curve runs
-            ax.text(1.01, t, f"{t}", transform=ax.get_yaxis_transform(), va="center", fontsize=7, color="0.3")
+            ax.text(1.01, t, f"{t}", transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="0.3")
         ax.axhline(0, color="0.8", lw=0.6)
         ax.set_xlim(0, max_freq)
         ax.set_ylim(min(-0.1, min((float(c.min()) for c in self.curves.values()), default=0.0) - 0.05), 1.05)
-        ax.set_xlabel("spatial frequency (1/Å)", fontsize=8)
-        ax.set_ylabel("Fourier shell correlation", fontsize=8)
+        ax.set_xlabel("spatial frequency (1/Å)", fontsize=9)
+        ax.set_ylabel("Fourier shell correlation", fontsize=9)
+        ax.tick_params(labelsize=8)
         if self.curves:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.10, 1.0), frameon=False)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.10, 1.0), frameon=False)
         resolution_axis(ax, max_freq)
         self.panel.show(fig)
