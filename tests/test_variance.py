@@ -160,6 +160,16 @@ def test_weighted_sets_on_cupy_equal_numpy():
     np.testing.assert_allclose(sums[1], sums[0], atol=1e-9 * abs(sums[0]).max())
 
 
+@pytest.mark.skipif(not cupy_available(), reason="CuPy or a GPU is not available")
+def test_bootstrap_variance_on_cupy_equals_numpy(small):
+    """The whole run on CuPy (the low-pass choice, the resamples, the null): the NumPy maps to float32 rounding."""
+    a, b = (bootstrap_variance(small, 4, seed=2, backend=name) for name in ("numpy", "cupy"))
+    assert a.max_shell == b.max_shell
+    for name in ("mean", "variance", "significance"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert isinstance(y, np.ndarray) and np.abs(x - y).max() <= 1e-4 * np.abs(x).max(), name
+
+
 def test_the_automatic_lowpass_is_two_thirds_of_the_half_set_resolution(tmp_path):
     """Against reconstruct_stack of the two random halves (Wiener, each its own estimate) and their FSC:
     the same curve, and the shell is 2/3 of where that FSC first falls to 0.5 (linear between shells)."""

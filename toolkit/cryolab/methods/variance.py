@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import resolve_backend, to_numpy
+from ..backend import resolve_backend, to_device, to_numpy
 from ..errors import CryolabInputError
 from ..io import ParticleStack, write_mrc, write_star
 from ..masks import soften
@@ -239,26 +239,29 @@ def _resample_stats(stack, full_sets, counts, *, method, tau2s=None, fsc=None, k
     return out
 
 
-def _null_images(stack, model, *, ctf, seed, batch_size):
-    """A callable ``rows -> images``: ``model`` projected at each particle's pose, shift and CTF plus
-    Gaussian noise with the residual power spectrum of the first batch (see the module text)."""
+def _null_images(stack, model, *, ctf, seed, batch_size, xp=np):
+    """A callable ``rows -> images`` (on ``xp``): ``model`` projected at each particle's pose, shift and
+    CTF plus Gaussian noise with the residual power spectrum of the first batch (module text; the
+    noise is drawn on the host, so both backends simulate the same images)."""
     from ..engine.forward import particle_images, projector_of
     from ..fourier import irfft2c, radial_average, rfft2c, shell_index
     n, px = stack.box_size, stack.pixel_size_A
-    proj = projector_of(np.asarray(model, np.float32))
+    proj = projector_of(to_device(np.asarray(model, np.float32), xp))
     eulers = stack.eulers()
 
     def clean(rows):
         return particle_images(proj, eulers[rows], stack.origins_A(rows) / px, stack.ctf(rows) if ctf else None, px)
 
     first = np.arange(min(len(stack), int(batch_size)))
-    power = radial_average(abs(rfft2c(stack.read(first) - clean(first))) ** 2, n).mean(axis=0)
-    amplitude = np.sqrt(np.maximum(power, 0) / (n * n))[np.minimum(shell_index(n), n // 2)]
+    residual = to_numpy(abs(rfft2c(to_device(stack.read(first), xp) - clean(first))) ** 2)
+    power = radial_average(residual, n).mean(axis=0)
+    amplitude = to_device(np.sqrt(np.maximum(power, 0) / (n * n))[np.minimum(shell_index(n), n // 2)]
+                          .astype(np.float32), xp)
 
     def images(rows):
         rng = np.random.default_rng([int(seed), 11, int(rows[0])])
-        white = rng.standard_normal((len(rows), n, n)).astype(np.float32)
-        return clean(rows) + irfft2c(rfft2c(white) * amplitude.astype(np.float32), n)
+        white = to_device(rng.standard_normal((len(rows), n, n)).astype(np.float32), xp)
+        return clean(rows) + irfft2c(rfft2c(white) * amplitude, n)
     return images
 
 
@@ -332,7 +335,7 @@ def bootstrap_variance(particles, n_resamples: int = 100, *, seed: int = 0, ctf:
                           counts=counts, method=method, tau2=o["tau2"], sigma2_noise=o["sigma2"],
                           max_shell=options["max_shell"], seed=int(seed), maps=o["maps"], fsc=curve)
     if null:
-        images = _null_images(stack, o["full"], ctf=ctf, seed=seed, batch_size=batch_size)
+        images = _null_images(stack, o["full"], ctf=ctf, seed=seed, batch_size=batch_size, xp=options["xp"])
         (z,) = _resample_stats(stack, None, [counts], method=method, tau2s=[o["tau2"]], images=images,
                                sigma2_noise=o["sigma2"], progress=bar.updater("null"), **options)
         result.null_variance = _smooth(z["variance"], null_smooth_px)
