@@ -6,7 +6,9 @@
   shifted (test sets for 2D classification);
 * :func:`simulate_hinge` - two bodies, the second rotated per particle about a hinge (continuous
   motion, the ribosome's ratchet with :func:`ratchet_bodies`);
-* :func:`write_simulation` - ``particles.mrcs`` + ``particles.star`` (RELION 3.1) + ``truth.csv``.
+* :func:`write_simulation` - ``particles.mrcs`` + ``particles.star`` (RELION 3.1) + ``truth.csv``;
+* :func:`simulate_micrographs` / :func:`write_micrographs` - whole micrographs with particles at known
+  positions, carbon, contaminants and pure-noise ones (:mod:`cryolab.simulate.micrographs`).
 
 Image formation: ``image = a * CTF * P_{rot,tilt,psi}(V) moved by -origin + noise``, made with
 :class:`cryolab.projection.FourierProjector` (or :class:`~cryolab.projection.FourierRotator2D`
@@ -36,6 +38,7 @@ Reproducible: every random draw comes from ``seed``; the noise of particle ``i``
 from __future__ import annotations
 
 from .hinge import ratchet_bodies, simulate_hinge
+from .micrographs import MicrographSet, simulate_micrographs, write_micrographs
 from .particles import simulate_particles
 from .tables import TRUTH_LABELS, Simulation, write_simulation
 from .views import simulate_views_2d
