@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..errors import CryolabInputError
-from . import classify, common, demo, focus, maps, msa, multibody, variance
+from . import classify, common, demo, focus, maps, msa, multibody, picking, variance
 
 
 def _cmd_info(args) -> int:
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     focus.register(sub)
     variance.register(sub)
     msa.register(sub)
+    picking.register(sub)
     multibody.register(sub)
     demo.register(sub)
     return parser
