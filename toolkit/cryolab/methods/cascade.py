@@ -6,7 +6,10 @@ rare states. :class:`Cascade` keeps the tree as one object: every node is a set 
 (row numbers of the root stack) and, once classified, a RELION-named run in its own subfolder
 (``<root>/<node>/run_itNNN_*``) whose classes are the node's children. The whole tree is saved
 as plain JSON (``cascade.json``: sizes, settings, resolutions, the cryolab version) and reloaded
-with :meth:`Cascade.load`; :meth:`Cascade.labels` gives the leaves as one classification.
+with :meth:`Cascade.load`; :meth:`Cascade.labels` gives the leaves as one classification. A 3D
+node needs no map of its own: without ``reference`` it starts from the consensus reconstruction of
+its particles (the root) or from its class map in the parent's run, and ``starts`` keeps the best
+of several seeds by log-likelihood (:meth:`Cascade.classify`).
 
 :func:`class_stability` repeats a classification with other seeds (or on bootstrap resamples)
 and gives each particle the fraction of repeats that put it in the same class as the first run
