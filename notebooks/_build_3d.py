@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _build import HERE, MAP_HELPERS, SETUP, build, code, md, quick_flag
+from _build import HERE, MAP_HELPERS, SETUP, answers, build, code, md, quick_flag
 
 # --------------------------------------------------------------------------- 07
 NB07 = [
@@ -325,6 +325,27 @@ NB07 = [
        the extra classes? Which classes would you merge?
     6. Change `tau2_fudge` (default 4 in 3D) to 1 and to 16. How do the class maps and the
        accuracy change?
+    """),
+    answers("""
+    1. At the lower SNR the accuracy rises more slowly and levels off lower; more particles help,
+       so it keeps improving for more iterations. Watch the fraction of changed assignments: when
+       it stays near zero, further iterations gain little.
+    2. Identical starting classes give every particle the same likelihood for each class, so each
+       class receives the same weighted average and they stay alike: only noise and the random
+       first iteration can break the symmetry, and then slowly if at all. Seeds from different
+       random subsets differ from the start; that small difference is what the classification
+       amplifies.
+    3. Near chance (about 50 % with two equal states) and flat: at this SNR, box and angular
+       sampling a 40S-or-not decision per particle is not possible yet.
+    4. The 40S is about a third of the mass of the 80S, so its signal is strong: if a class with
+       it appears, the data overcame the reference, and at 50 Å the reference biases little. If
+       none appears, the reference dominated; comparing with a run from the 80S tells which.
+    5. Without reseeding an unneeded class can empty and stay empty; with `K = 4` one state is
+       usually spread over several classes. Merge the classes whose maps agree (high correlation,
+       the same 40S density ratio) and check a doubtful one by classifying its particles again.
+    6. `tau2_fudge` multiplies the signal power in the prior: 1 gives smoother, more cautious
+       maps; 16 sharper but noisier ones that can fit noise and make classes differ by noise.
+       The accuracy is usually best in between.
     """),
 ]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _build import HERE, SETUP, build, code, md, quick_flag
+from _build import HERE, SETUP, answers, build, code, md, quick_flag
 
 IMPORTS = SETUP + """
     import tempfile
@@ -127,6 +127,11 @@ NB05 = [
                      "time (s)": time.perf_counter() - t0})
     pd.DataFrame(rows).set_index("mode").round(3)
     """),
+    code("""
+    # the claims below, checked: projection matching is always sure (Pmax = 1), the likelihood methods are not
+    assert np.all(sessions["maxcc"].pmax == 1.0)
+    assert sessions["ml"].pmax.mean() < 0.9 and sessions["map"].pmax.mean() < 0.9
+    """),
     md("""
     With this much noise the cross-correlation is often highest for a wrong class just by chance.
     Projection matching then averages those particles into the wrong reference, which makes the
@@ -201,6 +206,26 @@ NB05 = [
     5. Why is `Pmax` of `map` even lower than that of `ml` here? (Hint: the noise model per
        frequency, `session.sigma2`.)
     """),
+    answers("""
+    1. With more particles, more views and more iterations the likelihood methods usually keep a
+       clear lead over projection matching, and their averages look sharper and cleaner: wrong
+       hard assignments blur the maxCC averages and feed on themselves.
+    2. At SNR 1 all three approach 100 %: when the noise does not hide the answer, the best
+       sample dominates the posterior, `Pmax` of `ml` approaches 1, and hedging makes no
+       difference (the lecture's noiseless limit).
+    3. By several per cent between seeds, often as much as between the methods in QUICK mode. A
+       single small run cannot rank methods; repeat with several seeds (or more particles) and
+       compare the spread with the difference.
+    4. A spread around one angle: neighbouring angles fit almost equally well, because the noise
+       hides the fine detail that would tell them apart (finer sampling does not help). A spread
+       between two distant angles, often 180° apart: the view looks almost the same turned (a
+       pseudo-symmetric view), a genuine ambiguity of the data.
+    5. `map` estimates the noise power per frequency, `session.sigma2`. Where it is larger than
+       the white average that `ml` assumes (at the low frequencies that carry most of the signal
+       here), the same difference between image and reference costs less likelihood, so the
+       posterior is flatter; the prior also keeps the references smooth, which makes neighbouring
+       samples more alike.
+    """),
 ]
 
 # --------------------------------------------------------------------------- 06
@@ -227,7 +252,7 @@ NB06 = [
     code(IMPORTS + """
     from cryolab.io import write_particle_stack
     from cryolab.methods import class2d
-    from cryolab.widgets import ClassGallery, SessionDashboard
+    from cryolab.widgets import ClassGallery, PosteriorExplorer, SessionDashboard
 
 
     def purity(labels, truth):
@@ -319,6 +344,14 @@ NB06 = [
     for a, b in zip(hist, hist[1:]):
         if a.max_shell == b.max_shell:
             assert b.loglik >= a.loglik - 1e-6 * abs(a.loglik), (a.iteration, a.loglik, b.loglik)
+    """),
+    md("""
+    One particle's posterior, as in notebook 05: the references at its most probable in-plane
+    angles, `P(class)` and `P(ψ)`. We start on the particle the run is least sure about; move the
+    slider to see how sure it is about the others (a junk image spreads its probability).
+    """),
+    code("""
+    PosteriorExplorer(session, index=int(np.argmin(session.class_posterior.max(axis=1))))
     """),
     md("""
     `class2d(stack, K, iterations)` from `cryolab.methods` does the same without widgets: it
@@ -417,6 +450,22 @@ NB06 = [
        you notice without the truth?
     5. Use the `SessionDashboard` on the second round too: `Session(cleaned, K=3, mode="map")`.
        How many iterations until the class distribution stops changing?
+    """),
+    answers("""
+    1. Noise is unlike every view, so the junk usually still gathers in one class (with more of it,
+       sometimes in two). With `K = len(views)` there is no room for it: it joins the view
+       classes, or two views share a class and the junk takes the other, and the purity drops.
+    2. `T` = 0.5 trusts the prior more: smoother, blurrier averages, worse resolution per class.
+       `T` = 8 trusts the data more: sharper but noisier averages, and resolutions that look
+       better than the averages deserve (noise fitted as signal).
+    3. Limiting early iterations keeps the alignment on the low frequencies, where the signal
+       is, instead of chasing noise; with images this small and this clean the final classes
+       may hardly change, but on real data it often helps the first iterations.
+    4. The discarded view has no class in the second round. Without the truth you notice it in
+       the gallery (a view you saw before is missing), in the class sizes, and later in 3D as a
+       gap in the angular distribution (missing directions, notebook 02).
+    5. Watch the class-distribution panel: with clean data it settles after a few iterations,
+       when the fraction of particles that change class falls to a few per cent.
     """),
 ]
 
@@ -590,6 +639,20 @@ NB09 = [
        run_it010_model.star --display rlnReferenceImage`) and check that the classes match.
     5. After discarding classes, write the selection with `gallery.selected.write_star(...)` and
        start a new `Session` from that file.
+    """),
+    answers("""
+    1. The dashboard's status line gives the time of the last iteration; the time grows about in
+       proportion to the number of particles (and the number of classes, angles and pixels), so
+       scale the time of a few hundred particles to the whole set.
+    2. Averages of the downscaled images look the same up to their new Nyquist frequency (twice
+       the new pixel size), and every iteration is several times faster; downscale as long as
+       Nyquist stays finer than the resolution the classes reach.
+    3. The maxCC averages are usually noisier and more blurred: every wrong hard assignment
+       enters them with full weight (notebook 05).
+    4. They should be the same images in the same order: the files follow RELION's names and
+       conventions, so `relion_display` shows the classes cryolab computed.
+    5. `Session(gallery.selected.write_star(path), K=..., mode="map")` (or `class2d(path, ...)`):
+       the written STAR file is an ordinary particle file, with the optics table.
     """),
 ]
 
