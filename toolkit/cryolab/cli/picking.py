@@ -84,6 +84,45 @@ def _cmd_extract(args) -> int:
     return 0
 
 
+def _angles(path, what):
+    import numpy as np
+
+    from ..io import read_particles
+    table, _ = read_particles(require_input(path, what))
+    missing = [c for c in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi") if c not in table.columns]
+    if missing:
+        raise CryolabInputError("orientations missing", path=path, field=missing[0])
+    return table[["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"]].to_numpy(np.float64)
+
+
+def _cmd_tiltpair(args) -> int:
+    import pandas as pd
+
+    from ..io._files import atomic_path
+    from ..validation.tiltpair import relion_axis_deg, tilt_pair_stats
+    out = check_output(args.o)
+    untilted, tilted = _angles(args.u, "untilted particles"), _angles(args.t, "tilted particles")
+    if len(untilted) != len(tilted):
+        raise CryolabInputError(f"{len(untilted)} untilted but {len(tilted)} tilted particles: the lists must pair "
+                                "up row by row", path=args.t, field="data_particles")
+    st = tilt_pair_stats(untilted, tilted, expected_tilt_deg=args.exp_tilt, expected_axis_deg=args.exp_axis,
+                         within_deg=args.within, seed=0)
+    make_folder(out.parent)
+    table = pd.DataFrame({"tilt_deg": st.tilt, "axis_deg": st.axis, "relion_axis_deg": relion_axis_deg(st.axis)})
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    rec = record("tiltpair", args, [args.u, args.t])
+    rec.outputs = [out.name]
+    rec.results = {k: getattr(st, k) for k in ("n", "median_tilt", "median_axis", "relion_axis", "tilt_ci", "axis_ci",
+                                                "fraction_within", "rayleigh_r", "rayleigh_p", "hand")}
+    rec.write(provenance_name(out.parent, out.stem))
+    say(args, f"{st.n} pairs: median tilt {st.median_tilt:.2f} deg (95 % {st.tilt_ci[0]:.2f}-{st.tilt_ci[1]:.2f}), "
+              f"axis {st.median_axis:.1f} deg (relion_tiltpair_plot: {st.relion_axis:.1f}); "
+              f"{st.fraction_within:.0%} within {st.within_deg:g} deg; Rayleigh p = {st.rayleigh_p:.2g}; "
+              f"hand {st.hand}", f"per-pair angles -> {out}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("autopick", help="pick particles with templates or LoG (as relion_autopick)",
                        description="Template picking (2D references rotated by --ang, or projections of a 3D map at "
@@ -141,3 +180,17 @@ def register(sub) -> None:
     p.add_argument("--invert_contrast", action="store_true", help="invert the contrast (dark particles to white)")
     add_common(p)
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("tiltpair", help="tilt-pair validation: tilt angle and axis per pair (as relion_tiltpair_plot)",
+                       description="From the orientations of untilted and tilted particles (same order), each pair's "
+                       "tilt angle and axis (degrees from the image x axis; relion_tiltpair_plot reports 180 - axis), "
+                       "their medians with bootstrap intervals, the fraction of pairs within --within degrees of the "
+                       "expected tilt, Rayleigh's test of the axes and, with --exp_tilt and --exp_axis, the hand.")
+    p.add_argument("--u", required=True, metavar="STAR", help="untilted particles with rlnAngleRot/Tilt/Psi")
+    p.add_argument("--t", required=True, metavar="STAR", help="tilted particles, in the same order")
+    p.add_argument("--o", default="tiltpair.csv", help="per-pair angles (CSV; default tiltpair.csv)")
+    p.add_argument("--exp_tilt", type=float, help="the goniometer's tilt in degrees")
+    p.add_argument("--exp_axis", type=float, help="the goniometer's tilt axis in degrees (this program's convention)")
+    p.add_argument("--within", type=positive_float, default=5.0, help="tolerance in degrees (default 5)")
+    add_common(p)
+    p.set_defaults(func=_cmd_tiltpair)
