@@ -6,19 +6,22 @@ and white noise, then runs :func:`cryolab.methods.variance.bootstrap_variance` w
 
 1. detection: the ROC AUC of the variance map for the voxels where the two states differ
    (``|80S - 80S_noRACK1| > 0.02``) among the particle's voxels, at SNR 0.5, 0.1 and 0.05, Wiener
-   with ``lowpass_A`` 30 and ``pad`` 1; at SNR 0.5 also at full resolution and pad 2;
+   with the low-pass chosen from the half-set FSC (``lowpass_A="auto"``, printed) and ``pad`` 1; at
+   SNR 0.5 also at full resolution and pad 2;
 2. no false peak: max/median of the variance and significance maps inside the particle for the
    one-state set (and the two-state set beside it);
 3. time: the one-pass bootstrap of 100 resamples (Wiener, pad 2, full resolution, no null: the same
    work as RELION's) against ``relion_reconstruct --ctf --fsc`` of resampled STAR files, timed on
    the first ``--relion-resamples`` resamples (default 10) and scaled to 100;
 4. agreement: the correlation inside the particle of the variance maps of those resamples, ours
-   against RELION's, at full resolution and with both sets of maps low-passed at 30 A.
+   against RELION's, at full resolution and with both sets of maps low-passed at the low-pass
+   chosen at SNR 0.5.
 
-Measured (two shared cores; docs/variance.md): AUC 0.974 / 0.760 / 0.653 at SNR 0.5 / 0.1 / 0.05
-(0.715 at full resolution), one-state max/median 1.66 (4.09 with RACK1 varying); 100 resamples and
-the null in ~4 s (pad 1, 30 A); at full resolution, pad 2, 0.20 s per resample against 3.6 s for
-relion_reconstruct; variance correlation with RELION's 0.976 (0.983 both low-passed at 30 A).
+Measured (two shared cores; docs/variance.md): low-pass chosen 27.4 / 38.4 / 38.4 A, AUC 0.956 /
+0.786 / 0.678 at SNR 0.5 / 0.1 / 0.05 (0.715 at full resolution; with 30 A given 0.974 / 0.760 /
+0.653), one-state max/median 1.78 (3.13 with RACK1 varying); at full resolution, pad 2, 0.20 s per
+resample against 3.6 s for relion_reconstruct (quiet cores); variance correlation with RELION's
+0.976 (0.982 both low-passed at 27.4 A).
 The whole part takes ~2 min (~40 s of it RELION); ``--quick`` a few seconds.
 
 Usage: ``python -m benchmarks.variance [--quick] [--n N] [--no-relion] [--relion-resamples 10] [--keep DIR]``
