@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..projection import shift_ramps
-from .estep import normalise, score, significant_mask
+from .estep import image_terms, normalise, score, significant_mask, split_complex
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
 
@@ -69,6 +69,38 @@ def _log_prior(log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px):
     return lp if lpo is None else lp + lpo[:, None, :]
 
 
+#: local searches score each image against its own orientations only when, on average, an image
+#: may take fewer than this share of the batch's orientations (one GEMM per image instead of a
+#: GEMM over the union, most of which the prior then discards)
+SPARSE_BELOW = 0.5
+
+
+def score_subsets(X, ctf, inv_sigma2, P, ramps, allowed, *, mode: str = "map"):
+    """:func:`~.estep.score` ``[B, T, J]`` with each image scored only against the references
+    ``allowed [B, J]`` (bool) lets it take, :data:`NEG` elsewhere (equal to ``score`` there);
+    returns ``(scores, Yc)`` like ``score(..., return_terms=True)``."""
+    xp = get_xp(X)
+    B, M = X.shape
+    T = ramps.shape[0]
+    c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
+    w = xp.ones(M, xp.float32) if mode == "maxcc" else inv_sigma2.astype(xp.float32)
+    Yc = image_terms(X, c, w, ramps)
+    Ps, P2 = split_complex(P), (P.real ** 2 + P.imag ** 2).astype(xp.float32)
+    out = xp.full((B, T, P.shape[0]), NEG, dtype=xp.float32)
+    for b in range(B):
+        j = xp.asarray(np.flatnonzero(allowed[b]))
+        if j.size == 0:
+            continue
+        cross = Yc[b * T:(b + 1) * T] @ Ps[j].T                                    # [T, Jb]
+        if mode == "maxcc":
+            norm_cp = xp.sqrt(xp.maximum((c[b] * c[b]) @ P2[j].T, 1e-30))
+            cross = cross / (norm_cp[None, :] * xp.maximum(xp.sqrt(xp.sum(xp.abs(X[b]) ** 2)), 1e-30))
+        else:
+            cross -= ((c[b] * c[b] * (0.5 * w)) @ P2[j].T)[None, :]
+        out[b][:, j] = cross
+    return out, Yc
+
+
 def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, pix, *,
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
@@ -94,8 +126,12 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
         raise ValueError("a coarse pass at lower resolution needs oversampling > 0")
     cut = (lambda a: None if a is None else a[:, :mc])  # noqa: E731
-    s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True)
     lpo = None if orient_log_prior is None else orient_log_prior(coarse.orients)
+    allowed = None if lpo is None or lpo.shape[0] != B or B == 1 else to_numpy(lpo > NEG / 2)
+    if allowed is not None and allowed.mean() < SPARSE_BELOW:
+        s, Yc = score_subsets(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, allowed, mode=mode)
+    else:
+        s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True)
     if mode != "maxcc":
         s += _log_prior(log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
