@@ -98,7 +98,7 @@ NB10 = [
     assert inside < 0.9 * rest, "partial occupancy should show as weaker density inside the mask"
     c = centre_of_mass_A(keep, px)
     print("RACK1 centre (x, y, z) in A from the box centre:", np.round(c, 1))
-    W.HBox([W.VBox([W.HTML(f"<b>{name}</b>"), MapViewer(v, px, threshold_sigma=1.5, backend="slices")])
+    W.VBox([W.VBox([W.HTML(f"<b>{name}</b>"), MapViewer(v, px, threshold_sigma=1.5, backend="slices")])
             for name, v in {"consensus": consensus, "80S (truth)": states["80S"]}.items()])
     """),
     md("""
@@ -181,7 +181,7 @@ NB10 = [
     with_rack1 = int(np.flatnonzero(to_state == 0)[0])
     selected = focused.session.select_classes([with_rack1 + 1])
     print(f"selected {len(selected)} particles; first image: {selected.table['rlnImageName'].iloc[0]}")
-    W.HBox([W.VBox([W.HTML(f"<b>class {k + 1}: {names[k]}</b>"), MapViewer(full[k], px, threshold_sigma=1.5,
+    W.VBox([W.VBox([W.HTML(f"<b>class {k + 1}: {names[k]}</b>"), MapViewer(full[k], px, threshold_sigma=1.5,
                                                                           backend="slices")]) for k in range(2)])
     """),
     md("""
