@@ -31,6 +31,8 @@ __all__ = ["PickSettings", "Picker", "Picks", "SIDE_LOBE_FRACTION"]
 
 #: a peak lower than this fraction of a higher one within two particle diameters is its side lobe
 SIDE_LOBE_FRACTION = 0.5
+#: ... within this many particle diameters
+SHADOW_DIAMETERS = 2.0
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,16 @@ class Picker:
         self.margin = int(np.ceil(max(0.5 * self.window_px, half_box)))
 
     def shrink(self, micrograph) -> np.ndarray:
-        """The micrograph on the search grid (Fourier cropping)."""
+        """The micrograph on the search grid: its best-fitting plane subtracted (an ice gradient, which the
+        circular correlation would otherwise see as a step at the edges), then Fourier-cropped."""
         mic = np.asarray(micrograph, np.float64)
         if mic.shape != (self.size, self.size):
             raise CryolabInputError(f"micrograph of shape {mic.shape}, expected ({self.size}, {self.size})",
                                     field="micrograph")
+        y, x = (np.mgrid[:self.size, :self.size] - self.size / 2) / self.size
+        design = np.stack([np.ones(mic.size), x.ravel(), y.ravel()], -1)
+        coef, *_ = np.linalg.lstsq(design, mic.ravel(), rcond=None)
+        mic = mic - (design @ coef).reshape(mic.shape)
         return mic if self.grid == self.size else rescale(mic, self.grid)
 
     def fom(self, grid_micrograph, ctf: CTFParams | None):
@@ -159,7 +166,7 @@ class Picker:
         s = self.settings
         min_dist_A = s.min_distance_A or s.particle_diameter_A
         return enforce_min_distance(x, y, v, min_dist_A / self.grid_px, eligible=valid[y, x],
-                                    shadow_distance=2 * s.particle_diameter_A / self.grid_px,
+                                    shadow_distance=SHADOW_DIAMETERS * s.particle_diameter_A / self.grid_px,
                                     shadow_fraction=SIDE_LOBE_FRACTION)
 
     def pick(self, micrograph, ctf: CTFParams | None = None, threshold: float | None = None) -> Picks:
