@@ -116,7 +116,7 @@ NB13 = [
     one body is a Session posterior like any other.
     """),
     code("""
-    mb = MultiBodyRefine(stack, consensus, bodies, half_maps=halves, healpix_order=3 if QUICK else 4,
+    mb = MultiBodyRefine(stack, consensus, bodies, half_maps=halves, healpix_order=3, oversampling=1 if QUICK else 2,
                          offset_range_px=2 if QUICK else 3, offset_step_px=1)
     print("share of the map's density per body:", np.round(mb.signal_share, 2))
     for _ in range(2 if QUICK else 6):

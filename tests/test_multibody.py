@@ -57,7 +57,7 @@ def ratchet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def refined(ratchet):
     mb = MultiBodyRefine(ratchet["stack"], ratchet["consensus"], ratchet["bodies"], half_maps=ratchet["halves"],
-                         healpix_order=3, offset_range_px=2, offset_step_px=1)
+                         healpix_order=3, oversampling=1, offset_range_px=2, offset_step_px=1)
     mb.run(2, progress=False)
     return mb
 
@@ -244,7 +244,8 @@ def test_cli_multibody_and_flex_analyse(ratchet, tmp_path):
     small.write_star(tmp_path / "small.star")
     run = ["cryolab", "multibody", "--i", str(tmp_path / "small.star"), "--ref", str(tmp_path / "consensus.mrc"),
            "--half1", str(tmp_path / "half1.mrc"), "--half2", str(tmp_path / "half2.mrc"), "--multibody_masks",
-           str(bodies), "--o", str(tmp_path / "MB"), "--iter", "1", "--healpix_order", "3", "--offset_range", "2",
+           str(bodies), "--o", str(tmp_path / "MB"), "--iter", "1", "--healpix_order", "3", "--oversampling", "1",
+           "--offset_range", "2",
            "--quiet"]
     subprocess.run(run, check=True, capture_output=True, text=True)
     for name in ("run_body001.mrc", "run_body002.mrc", "run_body002_data.star", "run_bodies.json",

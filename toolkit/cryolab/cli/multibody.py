@@ -117,8 +117,11 @@ def register(sub) -> None:
     p.add_argument("--o", required=True, metavar="DIR", help="output folder")
     p.add_argument("--prefix", default="run", help="file name prefix (default run)")
     p.add_argument("--iter", type=positive_int, default=8, help="at most this many iterations (default 8)")
-    p.add_argument("--healpix_order", type=positive_int, default=4, help="angular sampling (default 4: 3.75 deg)")
-    p.add_argument("--oversampling", type=int, default=1, help="adaptive oversampling order (default 1)")
+    p.add_argument("--healpix_order", type=positive_int, default=3,
+                   help="coarse angular sampling (default 3: 7.5 deg)")
+    p.add_argument("--oversampling", type=int, default=2,
+                   help="adaptive oversampling orders of the fine pass (default 2: 1.875 deg, the finest step of RELION's "
+                   "--healpix_order 4 --oversampling 1)")
     p.add_argument("--offset_range", type=positive_float, default=3.0, help="offset search range, pixels (default 3)")
     p.add_argument("--offset_step", type=positive_float, default=1.0, help="offset step, pixels (default 1)")
     p.add_argument("--sigma_ang", type=positive_float, help="override every body's _rlnBodySigmaAngles (deg)")

@@ -86,8 +86,8 @@ class MultiBodyRefine:
     ``resolution_A[b]`` and ``half_maps[b]`` (centred, unregularised).
     """
 
-    def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 4,
-                 oversampling: int = 1, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
+    def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 3,
+                 oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
                  join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0, **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
