@@ -10,7 +10,8 @@ Steps (:func:`msa`):
 2. each image is centred on its own view of the CTF-corrected mean (``centre="ctf"``, default):
    ``mu`` is the least-squares mean of the aligned images ``y_i`` given what the preparation left
    of each one's CTF, ``H_i`` (``|CTF|`` after phase flipping; Bhamre, Zhang and Singer 2016's
-   mean estimator, one extra pass), and image ``i`` loses ``H_i mu``. Centring on the plain mean
+   mean estimator, fitted in the pass that aligns the images; the kept vectors then lose it in one
+   pass over the scratch file), and image ``i`` loses ``H_i mu``. Centring on the plain mean
    instead (``centre="plain"``) leaves ``(H_i - mean H) mu`` in every image: with a defocus spread
    that is variance of its own, an eigenvalue above the noise edge even in a set of one state.
    The noise is untouched (``H_i mu`` is a fixed image per particle), so the edge below holds;
@@ -205,6 +206,21 @@ class _Vectors:
     def __call__(self):
         return self._read() if self.filled else self._align()
 
+    def centre_on_ctf_mean(self):
+        """The first pass: the CTF-corrected mean (:meth:`AlignedImages.fit_ctf_mean`), the images'
+        vectors kept in the scratch file, which then loses each image's view of the mean; returns
+        the plain mean vector."""
+        plain = self.aligned.fit_ctf_mean(self.batch_size, keep=None if self.file is None else self._keep)
+        if self.file is not None:
+            for lo in range(0, len(self.file), self.batch_size):
+                rows = np.arange(lo, min(lo + self.batch_size, len(self.file)))
+                self.file[rows] -= to_numpy(self.aligned.mean_vectors(rows))
+            self.filled = True
+        return plain
+
+    def _keep(self, rows, vectors):
+        self.file[rows] = to_numpy(vectors)
+
     def _align(self):
         for rows, x in self.aligned.batches(self.batch_size):
             if self.file is not None:
@@ -248,7 +264,7 @@ def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = No
         Shift each image by its origin and rotate it by ``-psi`` (default), or take it as it is.
     centre : ``"ctf"`` (default) or ``"plain"``
         What each image is centred on: its own view of the CTF-corrected mean (``H_i mu``, module
-        doc; one more pass over the images), or the plain mean of all images (the only choice with
+        doc; one more pass over the kept vectors), or the plain mean of all images (the only choice with
         ``ctf="none"``). With ``"plain"`` a defocus spread is variance of its own.
     batch_size, oversampling, power_iterations, seed
         Images per batch (the results do not depend on it beyond rounding), and the randomized
@@ -282,9 +298,9 @@ def msa(particles, k: int = 10, *, mask=None, mask_diameter_A: float | None = No
     if noise_variance is not None and not (np.isfinite(noise_variance) and noise_variance >= 0):
         raise CryolabInputError(f"noise_variance must be a number >= 0, got {noise_variance!r}",
                                 field="noise_variance")
-    plain_mean = aligned.fit_ctf_mean(batch_size) if centre == "ctf" else None
     vectors = _Vectors(aligned, batch_size, scratch)
     try:
+        plain_mean = vectors.centre_on_ctf_mean() if centre == "ctf" else None
         pca = streamed_pca(vectors, int(k), oversampling=oversampling, power_iterations=power_iterations,
                            seed=seed, what=str(stack.star_path))
     finally:

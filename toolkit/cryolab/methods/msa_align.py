@@ -262,24 +262,26 @@ class AlignedImages:
             return self.xp.abs(c)
         return c * c / (c * c + self.xp.float32(1 / self.wiener_snr))
 
-    def fit_ctf_mean(self, batch_size: int = 256):
+    def fit_ctf_mean(self, batch_size: int = 256, keep=None):
         """One pass: the CTF-corrected mean image ``mu`` of the aligned images ``y_i`` (least squares
         with their transfers ``H_i``, :meth:`transfer`: ``mu = sum H_i y_i / (sum H_i^2 + eps)`` per
         Fourier pixel, ``eps`` = 1e-6 of the number of images; Bhamre, Zhang and Singer 2016), set as
         the mean that :meth:`batches` subtracts (``H_i mu`` from each image). Returns the mean of the
-        images' vectors ``[n_pixels]`` (float64 on the device), that is, the plain mean image."""
+        images' vectors ``[n_pixels]`` (float64 on the device), that is, the plain mean image; sets
+        :attr:`noise_variance` as a pass of :meth:`batches` does. ``keep``: called with ``(rows,
+        vectors)`` of every batch (the images' own vectors, before the mean is known)."""
         xp, n = self.xp, self.n
         numerator = xp.zeros((n, n // 2 + 1), dtype=xp.complex128)
         denominator = xp.zeros((n, n // 2 + 1), dtype=xp.float64)
         plain = xp.zeros(self.n_pixels, dtype=xp.float64)
-        rows = np.arange(self.n_images)
-        for lo in range(0, len(rows), int(batch_size)):
-            chunk = rows[lo:lo + int(batch_size)]
-            images = self._corrected(chunk)[0]
+        for chunk, images in self._pass(batch_size):
             h = self.transfer(chunk)
             numerator += (h * rfft2c(images)).sum(axis=0)
             denominator += (h.astype(xp.float64) ** 2).sum(axis=0)
-            plain += self.vectors(images).sum(axis=0, dtype=xp.float64)
+            v = self.vectors(images)
+            plain += v.sum(axis=0, dtype=xp.float64)
+            if keep is not None:
+                keep(chunk, v)
         mean_ft = numerator / (denominator + 1e-6 * self.n_images)
         self.set_ctf_mean(irfft2c(mean_ft.astype(xp.complex64), n))
         return plain / self.n_images
@@ -315,6 +317,17 @@ class AlignedImages:
         averaged over the images; with ``ctf="wiener"`` times the filter's mean power; None without
         a background of at least 16 pixels). With a CTF-corrected mean (:meth:`fit_ctf_mean`), each
         image loses its own view of it, ``H_i mu``, before it becomes a vector."""
+        for chunk, images in self._pass(batch_size, rows):
+            v = self.vectors(images)
+            yield chunk, v if self._mean_ft is None else v - self.mean_vectors(chunk)
+
+    def mean_vectors(self, rows):
+        """The vectors ``[B, n_pixels]`` of each image's own view of the CTF-corrected mean, ``H_i mu``
+        (what :meth:`batches` subtracts; vectors are linear in the image)."""
+        return self.vectors(irfft2c(self.transfer(rows) * self._mean_ft, self.n).astype(self.xp.float32))
+
+    def _pass(self, batch_size: int, rows=None):
+        """Yield ``(rows, aligned images)``; a pass over every image sets :attr:`noise_variance`."""
         if int(batch_size) < 1:
             raise CryolabInputError(f"batch_size must be >= 1, got {batch_size!r}", field="batch_size")
         every = rows is None
@@ -324,9 +337,7 @@ class AlignedImages:
             chunk = rows[lo:lo + int(batch_size)]
             images, b, g = self._corrected(chunk)
             bg, gain = bg + b, gain + g
-            if self._mean_ft is not None:     # each image minus its own view of the CTF-corrected mean
-                images = images - irfft2c(self.transfer(chunk) * self._mean_ft, self.n).astype(self.xp.float32)
-            yield chunk, self.vectors(images)
+            yield chunk, images
         if every and self._background is not None:
             self.noise_variance = bg / len(rows) * gain / len(rows)
 
