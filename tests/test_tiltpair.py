@@ -36,7 +36,7 @@ def expected_rotation_about(axis, angle_deg):
     return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
 
 
-def _pairs(n=300, sigma_deg=1.5, seed=0, mirror=False):
+def _pairs(n=300, sigma_deg=3.0, seed=0, mirror=False):
     """Untilted orientations and the tilted ones (R(axis, tilt) A_u), each with an orientation error."""
     rng = np.random.default_rng(seed)
     u = random_rotations(n, rng)
@@ -62,8 +62,8 @@ def test_exact_pairs_give_the_tilt_and_axis():
 
 
 def test_correct_map_mirrored_map_and_wrong_map():
-    """Measured (300 pairs, 1.5 deg errors per particle): median tilt 15.0, axis 30.0, 82 % within 5 deg,
-    hand correct; mirrored: axis 210, hand flipped; unrelated orientations: 0 % within 5 deg."""
+    """Measured (300 pairs, orientation errors of N(0, 3 deg) per particle): median tilt 15.16, axis 31.3,
+    86 % within 5 deg, hand correct; mirrored: hand flipped; unrelated orientations: 0 % within 5 deg."""
     st = tilt_pair_stats(*_pairs(), expected_tilt_deg=TILT, expected_axis_deg=AXIS, n_boot=200)
     assert abs(st.median_tilt - TILT) < 1.5 and abs((st.median_axis - AXIS + 180) % 360 - 180) < 5
     assert st.fraction_within >= 0.70 and st.hand == "correct" and st.rayleigh_p < 1e-10
