@@ -49,10 +49,10 @@ NB13 = [
     from cryolab.fourier import fourier_crop
     from cryolab.io import ParticleStack
     from cryolab.methods import refine
-    from cryolab.methods.multibody import MultiBodyRefine, partition_bodies, write_bodies
+    from cryolab.methods.multibody import MultiBodyRefine, partition_bodies, ratchet_bodies, write_bodies
     from cryolab.methods.multibody.motion import body_motions, motion_pca, select_by_component
     from cryolab.reconstruction import reconstruct_stack
-    from cryolab.simulate import ratchet_bodies, simulate_hinge
+    from cryolab.simulate import simulate_hinge
     from cryolab.validation import fsc, random_halves, resolution_at
     from cryolab.widgets import FSCViewer, HingeExplorer, MapViewer
 

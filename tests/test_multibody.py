@@ -19,13 +19,13 @@ import pytest
 from cryolab.errors import CryolabInputError
 from cryolab.fourier import fourier_crop
 from cryolab.io import ParticleStack, read_mrc
-from cryolab.methods.multibody import (Body, MultiBodyRefine, check_bodies, partition_bodies, read_bodies,
-                                       write_bodies)
+from cryolab.methods.multibody import (Body, MultiBodyRefine, check_bodies, partition_bodies, ratchet_bodies,
+                                       read_bodies, write_bodies)
 from cryolab.methods.multibody.motion import (body_motions, component_maps, motion_pca, rotation_matrices,
                                               rotation_vectors, select_by_component)
 from cryolab.methods.multibody.result import MultiBodyResult
 from cryolab.reconstruction import reconstruct_stack
-from cryolab.simulate import ratchet_bodies, simulate_hinge
+from cryolab.simulate import simulate_hinge
 from cryolab.simulate.hinge import rotation_about
 from cryolab.validation import fsc, random_halves
 

@@ -5,7 +5,7 @@
 * :func:`simulate_views_2d` - a few fixed views, each rotated in-plane by a random psi and
   shifted (test sets for 2D classification);
 * :func:`simulate_hinge` - two bodies, the second rotated per particle about a hinge (continuous
-  motion, the ribosome's ratchet with :func:`ratchet_bodies`);
+  motion; the ribosome's ratchet with :func:`cryolab.methods.multibody.ratchet_bodies`);
 * :func:`write_simulation` - ``particles.mrcs`` + ``particles.star`` (RELION 3.1) + ``truth.csv``;
 * :func:`simulate_micrographs` / :func:`write_micrographs` - whole micrographs with particles at known
   positions, carbon, contaminants and pure-noise ones (:mod:`cryolab.simulate.micrographs`).
@@ -37,11 +37,10 @@ Reproducible: every random draw comes from ``seed``; the noise of particle ``i``
 """
 from __future__ import annotations
 
-from .hinge import ratchet_bodies, simulate_hinge
+from .hinge import simulate_hinge
 from .micrographs import MicrographSet, simulate_micrographs, write_micrographs
 from .particles import simulate_particles
 from .tables import TRUTH_LABELS, Simulation, write_simulation
 from .views import simulate_views_2d
 
-__all__ = ["Simulation", "simulate_particles", "simulate_views_2d", "write_simulation", "simulate_hinge",
-           "ratchet_bodies"]
+__all__ = ["Simulation", "simulate_particles", "simulate_views_2d", "write_simulation", "simulate_hinge"]

@@ -13,9 +13,8 @@ drawn uniform in ``angle_range_deg``, or ``"bimodal"`` (two Gaussians at the ran
 points, sigma a tenth of the range), or given. The truth table adds ``hinge_angle_deg`` and the
 moving body's own pose (``body2_rot_deg`` ...) to the usual columns.
 
-:func:`ratchet_bodies` splits the demo ribosome into the large subunit (with Lso2) and the small
-subunit (with RACK1) and puts the hinge axis on the line through their centres of mass, through
-the centre of their contact (a twist of the small subunit, like the ribosome's ratchet).
+:func:`cryolab.methods.multibody.ratchet_bodies` gives the demo ribosome as two such bodies with
+the hinge of its ratchet.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ from ..projection import FourierProjector
 from .pipeline import _bad, _class_volumes, _draw_ctf, _draw_origins_A, _finish
 from .tables import Simulation, _ctf_truth
 
-__all__ = ["simulate_hinge", "ratchet_bodies", "hinge_poses", "rotation_about"]
+__all__ = ["simulate_hinge", "hinge_poses", "rotation_about"]
 
 
 def rotation_about(axis, angle_deg) -> np.ndarray:
@@ -49,21 +48,6 @@ def hinge_poses(eulers_deg, Q, pivot_px):
     A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2])
     body = np.stack(matrix_to_euler(A @ Q), axis=-1)
     return body, (A @ np.asarray(pivot_px, float))[:, :2]
-
-
-def ratchet_bodies(demo: str = "ribosome"):
-    """``(volumes, pivot_A, axis)`` for the demo ribosome: ``{"60S": large subunit + Lso2, "40S":
-    small subunit + RACK1}`` (they sum to the 80S), the centre of the subunits' contact (A, from
-    the box centre) and the unit vector from the 60S's centre of mass to the 40S's."""
-    from ..data import load_demo
-    from ..masks import centre_of_mass_A, component_mask
-    d = load_demo(demo)
-    large = d.components["60S_core"] + d.components["Lso2"]
-    small = d.components["40S_core"] + d.components["RACK1"]
-    contact = component_mask(["60S_core", "Lso2"], demo) * component_mask(["40S_core", "RACK1"], demo)
-    pivot = centre_of_mass_A(contact, d.pixel_size_A)
-    axis = centre_of_mass_A(small, d.pixel_size_A) - centre_of_mass_A(large, d.pixel_size_A)
-    return {"60S": large, "40S": small}, pivot, axis / np.linalg.norm(axis)
 
 
 def _hinge_angles(rng, n, distribution, angle_range_deg):
@@ -93,10 +77,11 @@ def simulate_hinge(volumes, n: int, pixel_size_A: float, *, pivot_A, axis, angle
     (``snr``, ``noise``, ``out_dir``, ``name``, ``keep_clean``, ``batch_size``,
     ``include_truth_angles``, ...) are passed on as there.
 
-    >>> vols, pivot, axis = ratchet_bodies()
-    >>> sim = simulate_hinge(vols, 3, 6.0, pivot_A=pivot, axis=axis, seed=1, snr=float("inf"))
+    >>> fixed = np.zeros((16, 16, 16), np.float32); fixed[6:10, 6:10, 4:8] = 1
+    >>> moving = np.zeros_like(fixed); moving[6:10, 6:10, 8:12] = 1
+    >>> sim = simulate_hinge([fixed, moving], 3, 5.0, pivot_A=(0, 0, 0), axis=(1, 0, 0), seed=1, snr=float("inf"))
     >>> sim.images.shape, bool(np.all(np.abs(sim.truth["hinge_angle_deg"]) <= 15))
-    ((3, 64, 64), True)
+    ((3, 16, 16), True)
     """
     names, arrays = _class_volumes(volumes)
     if len(arrays) != 2:

@@ -26,7 +26,8 @@ from ...errors import CryolabInputError
 from ...io import read_mrc, read_star, write_star
 from ...masks import centre_of_mass_A, check_mask, read_mask, soften, write_mask
 
-__all__ = ["Body", "read_bodies", "write_bodies", "check_bodies", "partition_bodies", "MIN_SIGNAL_FRACTION"]
+__all__ = ["Body", "read_bodies", "write_bodies", "check_bodies", "partition_bodies", "ratchet_bodies",
+           "MIN_SIGNAL_FRACTION"]
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +188,18 @@ def partition_bodies(densities, pixel_size_A: float, *, level: float = 0.05, sof
         mask = soften(region, pixel_size_A, soft_edge_A)
         bodies.append(Body(mask, 1 if i == 0 else 0, sigma_angles_deg, sigma_offset_A, name=f"body{i + 1}"))
     return bodies
+
+
+def ratchet_bodies(demo: str = "ribosome"):
+    """``(volumes, pivot_A, axis)`` for the demo ribosome: ``{"60S": large subunit + Lso2, "40S":
+    small subunit + RACK1}`` (they sum to the 80S), the centre of the subunits' contact (A, from
+    the box centre) and the unit vector from the 60S's centre of mass to the 40S's."""
+    from ...data import load_demo
+    from ...masks import component_mask
+    d = load_demo(demo)
+    large = d.components["60S_core"] + d.components["Lso2"]
+    small = d.components["40S_core"] + d.components["RACK1"]
+    contact = component_mask(["60S_core", "Lso2"], demo) * component_mask(["40S_core", "RACK1"], demo)
+    pivot = centre_of_mass_A(contact, d.pixel_size_A)
+    axis = centre_of_mass_A(small, d.pixel_size_A) - centre_of_mass_A(large, d.pixel_size_A)
+    return {"60S": large, "40S": small}, pivot, axis / np.linalg.norm(axis)
