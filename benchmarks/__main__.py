@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, refine, saves, variance
+from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, variance
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking")
 PARTS = DEFAULT + ("refine", "multibody")
 
 
@@ -59,6 +59,8 @@ def main(argv=None) -> int:
         results["msa"] = msa.run(a.quick, out=a.out, save=save)
     if "variance" in parts:
         results["variance"] = variance.run(a.quick, relion=relion, out=a.out, save=save)
+    if "picking" in parts:
+        results["picking"] = picking.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
     if "multibody" in parts:
