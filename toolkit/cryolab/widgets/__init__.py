@@ -6,6 +6,8 @@
 * :class:`FSCViewer` - FSC curves with the 0.143 / 0.5 thresholds and resolutions;
 * :class:`MaskEditor` - place and size a soft mask on a map, preview the masked map;
 * :class:`CascadeTree` - browse a cascade of classifications and select a branch;
+* :class:`PickingViewer` - a micrograph with its picks, the figure-of-merit map and a live threshold;
+  :func:`tilt_pair_plot` - the polar plot of tilt-pair validation;
 * :class:`HingeExplorer` - slide along a motion of a multi-body refinement, the map moving;
 * :class:`SessionDashboard`, :class:`PosteriorExplorer`, :class:`ClassGallery` - steer a live
   classification :class:`cryolab.session.Session`, read posteriors, keep/discard classes;
@@ -20,9 +22,11 @@ from .demo import example_map, phantom_volume
 from .gallery import ClassGallery
 from .hinge import HingeExplorer
 from .masks import MaskEditor
+from .picking import PickingViewer, tilt_pair_plot
 from .posterior import PosteriorExplorer
 from .teaching import CTFExplorer, ProjectionSliceExplorer
 from .viewers import FSCViewer, MapViewer
 
 __all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer", "MaskEditor", "CascadeTree",
            "HingeExplorer", "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]
+__all__ += ["PickingViewer", "tilt_pair_plot"]
