@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _build import HERE, SETUP, build, code, md, quick_flag
+from _build import HERE, SETUP, answers, build, code, md, quick_flag
 
 NB10 = [
     md("""
@@ -199,6 +199,25 @@ NB10 = [
     5. Classify with local searches around the consensus poses
        (`focused_class3d(..., sigma_ang_deg=5)`). Does letting the poses move help here? (At
        this size it does not: the masked part is too small to align on.)
+    """),
+    answers("""
+    1. With more particles and a larger box the focused classification comes closer to the
+       ceiling (the gap is mostly the consensus poses' error), and the mask-only run stays well
+       below it: without subtraction the rest of the ribosome, projected at slightly wrong poses
+       and buried in its noise, differs between particles more than RACK1 does.
+    2. A mask that is too small cuts off part of RACK1's signal; one that is too large takes in
+       density that is the same in both states, whose residues (pose errors, the subtraction's
+       imperfections) and noise then compete with the small difference the classification looks
+       for: the accuracy falls on both sides of a mask that just holds the variable part.
+    3. Half the rest of the ribosome stays in every image; it varies with the pose, not with the
+       state, so the classification partly sorts by it, and the accuracy falls towards the
+       mask-only result.
+    4. The accuracy moves towards the Bayes-optimal ceiling: the difference between the true-pose
+       and the consensus-pose results is the part of the gap due to the poses, the rest is the
+       classification itself (its references, its prior, the number of iterations).
+    5. Here it does not help, and it may hurt: RACK1 is a small part, too little signal to align
+       on, so letting the poses move mostly adds noise to them. Local searches pay off when the
+       masked part is large enough to carry its own alignment.
     """),
 ]
 
