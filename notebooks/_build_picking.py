@@ -145,7 +145,7 @@ NB12 = [
     code("""
     import ipywidgets as W
     from cryolab.geometry import euler_to_matrix, matrix_to_euler, random_rotations
-    from cryolab.validation.tiltpair import expected_rotation, tilt_pair_stats
+    from cryolab.validation.tiltpair import axis_angle_rotation, expected_rotation, tilt_pair_stats
     from cryolab.widgets._display import ImagePanel
 
     n_pairs, tilt, axis = (100 if QUICK else 300), 15.0, 30.0
@@ -157,12 +157,8 @@ NB12 = [
         out = []
         for m in a:
             v = rng.standard_normal(3); v /= np.linalg.norm(v)
-            out.append(matrix_to_euler(expected_rotation_about(v, rng.normal(0, err_deg)) @ m))
+            out.append(matrix_to_euler(axis_angle_rotation(v, rng.normal(0, err_deg)) @ m))
         return np.array(out)
-
-    def expected_rotation_about(v, deg):
-        k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]]); t = np.radians(deg)
-        return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
 
     mirror = np.diag([1.0, 1.0, -1.0])
     cases = {"correct map": (found(a_u), found(a_t)),

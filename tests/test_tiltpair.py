@@ -18,7 +18,7 @@ from conftest import requires_relion
 from cryolab.cli.main import main as cli
 from cryolab.geometry import euler_to_matrix, matrix_to_euler, random_rotations
 from cryolab.io import write_star
-from cryolab.validation.tiltpair import expected_rotation, pair_tilts, rayleigh_test, relion_axis_deg, tilt_pair_stats
+from cryolab.validation.tiltpair import axis_angle_rotation, expected_rotation, pair_tilts, rayleigh_test, relion_axis_deg, tilt_pair_stats
 
 TILT, AXIS = 15.0, 30.0
 
@@ -27,13 +27,7 @@ def _jitter(rng, n, sigma_deg):
     """Random rotations with angles ~ |N(0, sigma)| about random axes."""
     axes = rng.standard_normal((n, 3))
     axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    return np.stack([expected_rotation_about(a, rng.normal(0, sigma_deg)) for a in axes])
-
-
-def expected_rotation_about(axis, angle_deg):
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    t = np.radians(angle_deg)
-    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+    return np.stack([axis_angle_rotation(a, rng.normal(0, sigma_deg)) for a in axes])
 
 
 def _pairs(n=300, sigma_deg=3.0, seed=0, mirror=False):

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CryolabInputError
 from ..geometry import euler_to_matrix
 
-__all__ = ["pair_tilts", "relion_axis_deg", "expected_rotation", "TiltPairStats", "tilt_pair_stats",
+__all__ = ["pair_tilts", "relion_axis_deg", "expected_rotation", "axis_angle_rotation", "TiltPairStats", "tilt_pair_stats",
            "rayleigh_test"]
 
 
@@ -57,12 +57,18 @@ def relion_axis_deg(axis_deg):
     return (180.0 - np.asarray(axis_deg, np.float64)) % 360
 
 
+def axis_angle_rotation(axis, angle_deg: float) -> np.ndarray:
+    """The rotation ``[3, 3]`` by ``angle_deg`` (right-handed) about the unit vector ``axis`` (x, y, z)."""
+    n = np.asarray(axis, np.float64) / np.linalg.norm(axis)
+    k = np.array([[0, -n[2], n[1]], [n[2], 0, -n[0]], [-n[1], n[0], 0]])
+    t = np.radians(angle_deg)
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * (k @ k)
+
+
 def expected_rotation(tilt_deg: float, axis_deg: float) -> np.ndarray:
     """The goniometer's rotation ``[3, 3]``: ``tilt_deg`` about the in-plane axis at ``axis_deg``."""
-    a, t = np.radians(axis_deg), np.radians(tilt_deg)
-    n = np.array([np.cos(a), np.sin(a), 0.0])
-    k = np.array([[0, -n[2], n[1]], [n[2], 0, -n[0]], [-n[1], n[0], 0]])
-    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * (k @ k)
+    a = np.radians(axis_deg)
+    return axis_angle_rotation([np.cos(a), np.sin(a), 0.0], tilt_deg)
 
 
 def _rotation(tilt_deg, axis_deg):
