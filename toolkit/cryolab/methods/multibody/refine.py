@@ -132,33 +132,29 @@ class MultiBodyRefine:
         self.converged = False
 
     # ------------------------------------------------------------------ poses
+    def _joined(self, per_half) -> np.ndarray:
+        """``per_half(h)`` (arrays over half ``h``'s particles) put together in input order."""
+        parts = [np.asarray(per_half(h), float) for h in range(2)]
+        out = np.zeros((len(self.particles),) + parts[0].shape[1:])
+        for r, part in zip(self.rows, parts):
+            out[r] = part
+        return out
+
     def body_eulers(self, b: int) -> np.ndarray:
         """Body ``b``'s angles ``[N, 3]`` (deg), all particles in input order."""
-        out = np.zeros((len(self.particles), 3))
-        for h, r in enumerate(self.rows):
-            out[r] = self.sessions[b][h].eulers
-        return out
+        return self._joined(lambda h: self.sessions[b][h].eulers)
 
     def body_origins_px(self, b: int) -> np.ndarray:
         """Body ``b``'s origins ``[N, 2]`` (pixels) in the original images, for its centred map."""
-        out = np.zeros((len(self.particles), 2))
-        for h, r in enumerate(self.rows):
-            out[r] = self.images[b][h].original_origins_px(self.sessions[b][h].offsets_px)
-        return out
+        return self._joined(lambda h: self.images[b][h].original_origins_px(self.sessions[b][h].offsets_px))
 
     @property
     def consensus_eulers(self) -> np.ndarray:
-        out = np.zeros((len(self.particles), 3))
-        for h, r in enumerate(self.rows):
-            out[r] = self.images[0][h].consensus_eulers
-        return out
+        return self._joined(lambda h: self.images[0][h].consensus_eulers)
 
     @property
     def consensus_origins_px(self) -> np.ndarray:
-        out = np.zeros((len(self.particles), 2))
-        for h, r in enumerate(self.rows):
-            out[r] = self.images[0][h].consensus_origins_px
-        return out
+        return self._joined(lambda h: self.images[0][h].consensus_origins_px)
 
     # ------------------------------------------------------------------ one iteration
     def fine_step_deg(self) -> float:
