@@ -129,8 +129,9 @@ NB05 = [
     """),
     code("""
     # the claims below, checked: projection matching is always sure (Pmax = 1), the likelihood methods are not
+    # (QUICK: mean Pmax 0.25 for ml, 0.03 for map)
     assert np.all(sessions["maxcc"].pmax == 1.0)
-    assert sessions["ml"].pmax.mean() < 0.9 and sessions["map"].pmax.mean() < 0.9
+    assert sessions["ml"].pmax.mean() < 0.5 and sessions["map"].pmax.mean() < sessions["ml"].pmax.mean()
     """),
     md("""
     With this much noise the cross-correlation is often highest for a wrong class just by chance.
