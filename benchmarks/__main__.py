@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, variance
+from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, tiltpair, variance
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking", "tiltpair")
 PARTS = DEFAULT + ("refine", "multibody")
 
 
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
         results["variance"] = variance.run(a.quick, relion=relion, out=a.out, save=save)
     if "picking" in parts:
         results["picking"] = picking.run(a.quick, relion=relion, out=a.out, save=save)
+    if "tiltpair" in parts:
+        results["tiltpair"] = tiltpair.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
     if "multibody" in parts:

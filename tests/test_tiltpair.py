@@ -7,7 +7,6 @@ elsewhere).
 """
 from __future__ import annotations
 
-import re
 import subprocess
 
 import numpy as np
@@ -18,7 +17,8 @@ from conftest import requires_relion
 from cryolab.cli.main import main as cli
 from cryolab.geometry import euler_to_matrix, matrix_to_euler, random_rotations
 from cryolab.io import write_star
-from cryolab.validation.tiltpair import axis_angle_rotation, expected_rotation, pair_tilts, rayleigh_test, relion_axis_deg, tilt_pair_stats
+from cryolab.validation.tiltpair import (axis_angle_rotation, expected_rotation, pair_tilts, rayleigh_test,
+                                        relion_axis_deg, relion_tiltpair_points, tilt_pair_stats)
 
 TILT, AXIS = 15.0, 30.0
 
@@ -94,12 +94,9 @@ def test_per_pair_angles_agree_with_relion_tiltpair_plot(tmp_path):
     _write_angles(tmp_path / "t.star", t)
     subprocess.run([exe, "--u", "u.star", "--t", "t.star", "--o", "tp.eps", "--max_tilt", "30"], cwd=tmp_path,
                    check=True, capture_output=True)
-    pts = np.array([[float(a), float(b)] for a, b in
-                    re.findall(r"^([-\d.e]+) ([-\d.e]+) 3 0 360 arc", (tmp_path / "tp.eps").read_text(), re.M)])
-    dx, dy = pts[:, 0] - 300, pts[:, 1] - 400
-    relion_tilt, relion_axis = np.hypot(dx, dy) * 30 / 250, np.degrees(np.arctan2(dy, dx)) % 360
+    relion_tilt, relion_axis = relion_tiltpair_points((tmp_path / "tp.eps").read_text(), 30.0)
     tilt, axis, _ = pair_tilts(u, t)
-    assert len(pts) == len(tilt)
+    assert len(relion_tilt) == len(tilt)
     assert np.abs(relion_tilt - tilt).max() < 0.01
     assert np.abs((relion_axis - relion_axis_deg(axis) + 180) % 360 - 180).max() < 0.05
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CryolabInputError
 from ..geometry import euler_to_matrix
 
-__all__ = ["pair_tilts", "relion_axis_deg", "expected_rotation", "axis_angle_rotation", "TiltPairStats", "tilt_pair_stats",
+__all__ = ["pair_tilts", "relion_axis_deg", "relion_tiltpair_points", "expected_rotation", "axis_angle_rotation", "TiltPairStats", "tilt_pair_stats",
            "rayleigh_test"]
 
 
@@ -63,6 +63,17 @@ def axis_angle_rotation(axis, angle_deg: float) -> np.ndarray:
     k = np.array([[0, -n[2], n[1]], [n[2], 0, -n[0]], [-n[1], n[0], 0]])
     t = np.radians(angle_deg)
     return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * (k @ k)
+
+
+def relion_tiltpair_points(eps_text: str, max_tilt_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(tilt_deg [P], relion_axis_deg [P])`` read back from the EPS polar plot ``relion_tiltpair_plot``
+    writes (it writes no numbers): each pair is a dot ``x y 3 0 360 arc`` at radius ``tilt * 250 /
+    max_tilt_deg`` and angle ``relion_axis`` around (300, 400) (RELION 3.1's layout)."""
+    import re
+    pts = np.array([[float(a), float(b)] for a, b in
+                    re.findall(r"^([-\d.e+]+) ([-\d.e+]+) 3 0 360 arc", eps_text, re.M)]).reshape(-1, 2)
+    dx, dy = pts[:, 0] - 300.0, pts[:, 1] - 400.0
+    return np.hypot(dx, dy) * float(max_tilt_deg) / 250.0, np.degrees(np.arctan2(dy, dx)) % 360
 
 
 def expected_rotation(tilt_deg: float, axis_deg: float) -> np.ndarray:
