@@ -37,18 +37,18 @@ def test_two_levels_of_two_classes_from_one_reference_separate_three_states(thre
     cas = Cascade(sim.star_path, work / "Cascade")
     first = cas.classify("root", 2, 8, starts=2, healpix_order=1, ini_high_A=40.0, offset_range_px=2)
     big = f"root/{int(np.argmax(first.class_sizes)) + 1}"
-    second = cas.classify(big, 2, 8, healpix_order=1, ini_high_A=40.0, offset_range_px=2)
+    second = cas.classify(big, 2, 6, healpix_order=1, ini_high_A=40.0, offset_range_px=2)
     ari = adjusted_rand_index(cas.labels(), truth)
     print(f"one reference: adjusted Rand index {ari:.3f}; level 1 {first.class_sizes} (log-likelihoods "
           f"{np.round(first.log_likelihoods)}), level 2 {second.class_sizes}; leaves {cas.leaves()}")
-    assert ari >= 0.9, ari                                  # measured 0.990 (level 1: 80S against 60S + 40S)
+    assert ari >= 0.9, ari              # measured 0.981 (level 1: 80S against 60S + 40S; seed 0 alone: 0.527)
     assert (first.reference, second.reference) == ("consensus", "parent class")
     assert len(first.log_likelihoods) == 2 and first.log_likelihoods[0] >= first.log_likelihoods[1]
     assert sorted(len(cas.node(n).rows) for n in cas.leaves()) == sorted(np.bincount(cas.labels()))
     again = Cascade.load(work / "Cascade")                  # the tree is saved as plain JSON
     assert again.leaves() == cas.leaves() and np.array_equal(again.labels(), cas.labels())
     assert again.node("root").reference == "consensus" and again.node("root").log_likelihoods == first.log_likelihoods
-    assert (work / "Cascade" / big / "run_it008_data.star").is_file()
+    assert (work / "Cascade" / big / "run_it006_data.star").is_file()
     picked = again.select(cas.leaves()[0], work / "leaf.star")
     assert len(ParticleStack.from_star(work / "leaf.star")) == len(picked) == len(cas.node(cas.leaves()[0]).rows)
     with pytest.raises(CryolabInputError, match="already classified"):
