@@ -103,11 +103,11 @@ def rayleigh_test(angles_deg) -> tuple[float, float]:
 
 
 def _circular_median(angles_deg) -> float:
-    """The direction minimising the summed angular distance to ``angles_deg`` (searched at 0.1 deg)."""
-    a = np.asarray(angles_deg, np.float64)
-    grid = np.arange(0, 360, 0.1)
-    d = np.abs((a[None, :] - grid[:, None] + 180) % 360 - 180).sum(axis=1)
-    return float(grid[np.argmin(d)])
+    """The direction minimising the summed angular distance to ``angles_deg`` (one of the directions
+    themselves: the sum is piecewise linear between them)."""
+    a = np.asarray(angles_deg, np.float64) % 360
+    d = np.abs((a[None, :] - a[:, None] + 180) % 360 - 180).sum(axis=1)
+    return float(a[np.argmin(d)])
 
 
 @dataclass
