@@ -4,9 +4,14 @@ Simulates 300 particle pairs of the demo 80S (32 px, 12 A/px, CTF, SNR 3, centre
 orientations and the same particles tilted 15 deg about the in-plane axis at 30 deg. Both lists are
 oriented with :func:`cryolab.methods.tiltpair.orient_particles` (the engine's projection matching at a
 fixed map: HEALPix order 3, then a local search at order 4 within 3 x 3 deg) against the correct map,
-its mirror image (the wrong hand) and a wrong map (the 60S subunit), and validated
+its mirror image (the wrong hand), a wrong map (the 80S with random Fourier phases beyond shell 2: the
+right size and spectrum, the wrong structure) and the 60S subunit alone (two thirds right), and validated
 (:func:`cryolab.validation.tiltpair.tilt_pair_stats`). Targets: correct map: median tilt within 1.5 deg,
 axis within 5 deg, >= 70 % of pairs within 5 deg; mirrored: hand flagged; wrong map: <= 15 % within 5 deg.
+Measured (300 pairs, two shared cores, ~4 min): correct 15.32 deg (95 % 14.98-15.55), axis 30.0, 94 % within
+5 deg, hand correct; mirrored: axis 210.3, hand flipped; wrong map: 0.3 % within 5 deg; the 60S alone:
+21 % within 5 deg;
+relion_tiltpair_plot: the same per-pair tilt and axis to 0.001 deg.
 With ``relion_tiltpair_plot`` on PATH the orientations found against the correct map go through it too
 and its per-pair tilt and axis (read back from its EPS plot) are compared with cryolab's.
 
@@ -33,6 +38,7 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, out=None
     from cryolab.io import write_star
     from cryolab.methods.tiltpair import orient_particles
     from cryolab.simulate import simulate_particles
+    from cryolab.validation import phase_randomize
     from cryolab.validation.tiltpair import (expected_rotation, pair_tilts, relion_axis_deg, relion_tiltpair_points,
                                              tilt_pair_stats)
     n = n or (30 if quick else 300)
@@ -40,7 +46,8 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, out=None
     px = demo.pixel_size_A * demo.box_size / BOX
     maps = {"correct": rescale(demo.volumes["80S"], BOX, ndim=3)}
     maps["mirrored"] = maps["correct"][::-1].copy()
-    maps["wrong (60S)"] = rescale(demo.volumes["60S"], BOX, ndim=3)
+    maps["wrong (phases)"] = phase_randomize(maps["correct"], 2.0, seed=3)
+    maps["60S only"] = rescale(demo.volumes["60S"], BOX, ndim=3)
     print(f"== tiltpair: {n} pairs tilted {TILT:g} deg about {AXIS:g} deg, {BOX} px at {px:g} A/px, SNR {SNR:g}",
           flush=True)
     rng = np.random.default_rng(0)
@@ -60,7 +67,7 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, out=None
             rows[name] = {"median_tilt": st.median_tilt, "median_axis": st.median_axis, "tilt_ci": st.tilt_ci,
                           "axis_ci": st.axis_ci, "fraction_within_5": st.fraction_within, "rayleigh_p": st.rayleigh_p,
                           "hand": st.hand, "wall_s": time.perf_counter() - t0}
-            print(f"  {name:12s} median tilt {st.median_tilt:.2f} (95 % {st.tilt_ci[0]:.2f}-{st.tilt_ci[1]:.2f}), axis "
+            print(f"  {name:14s} median tilt {st.median_tilt:.2f} (95 % {st.tilt_ci[0]:.2f}-{st.tilt_ci[1]:.2f}), axis "
                   f"{st.median_axis:.1f} (relion: {st.relion_axis:.1f}), {st.fraction_within:.0%} within 5 deg, "
                   f"Rayleigh p {st.rayleigh_p:.2g}, hand {st.hand} ({rows[name]['wall_s']:.0f} s)", flush=True)
         c = rows["correct"]
@@ -70,8 +77,10 @@ def run(quick: bool = False, n: int | None = None, relion: bool = True, out=None
                    ratio("tiltpair.fraction_within_5", c["fraction_within_5"], "correct map", ">= 0.7"),
                    ratio("tiltpair.mirrored_flagged", float(rows["mirrored"]["hand"] == "flipped"), "hand flagged",
                          "1"),
-                   ratio("tiltpair.wrong_fraction_within_5", rows["wrong (60S)"]["fraction_within_5"], "wrong map",
-                         "<= 0.15")]
+                   ratio("tiltpair.wrong_fraction_within_5", rows["wrong (phases)"]["fraction_within_5"],
+                         "wrong map (the 80S with random phases beyond shell 2)", "<= 0.15"),
+                   ratio("tiltpair.60S_fraction_within_5", rows["60S only"]["fraction_within_5"],
+                         "the 60S subunit alone (two thirds of the particle)")]
         if relion_available(relion, "relion_tiltpair_plot"):
             e = found["correct"]
             for k in e:
