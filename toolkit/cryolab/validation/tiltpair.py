@@ -117,7 +117,8 @@ class TiltPairStats:
     pairs whose relative rotation lies within ``within_deg`` of the expected one (the goniometer's when
     given, else the median tilt about the median axis), Rayleigh's ``R`` and ``p`` for the axes, and
     ``hand``: ``"correct"``, ``"flipped"`` (the axes cluster near ``expected_axis + 180``) or
-    ``"unknown"`` (no expected axis, or no cluster)."""
+    ``"unknown"`` (no expected axis, no cluster, or a median tilt more than max(5 deg, 25 %) from the
+    expected one: then the map is wrong in more than its hand)."""
 
     n: int
     median_tilt: float
@@ -153,7 +154,8 @@ def tilt_pair_stats(eulers_untilted, eulers_tilted, *, expected_tilt_deg: float 
     within = float(np.mean(_angle_between(r_pairs, expected_rotation(ref_t, ref_a)[None]) <= within_deg))
     big_r, p = rayleigh_test(axis)
     hand = "unknown"
-    if expected_axis_deg is not None and p < 0.01:
+    tilt_ok = expected_tilt_deg is None or abs(med_tilt - float(expected_tilt_deg)) <= max(5.0, 0.25 * ref_t)
+    if expected_axis_deg is not None and p < 0.01 and tilt_ok:
         off = abs((med_axis - float(expected_axis_deg) + 180) % 360 - 180)
         hand = "correct" if off < 45 else "flipped" if off > 135 else "unknown"
     return TiltPairStats(n=len(tilt), median_tilt=med_tilt, median_axis=med_axis,
