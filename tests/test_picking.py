@@ -274,3 +274,21 @@ def test_relion_reconstruct_reads_extracted_particles_and_agrees(tmp_path, monke
         return float(np.corrcoef(a, b)[0, 1])
     assert corr(ours, lowpass(theirs, 20.0, PX, ndim=3)) > 0.97
     assert corr(ours, ref) > 0.92 and corr(theirs, ref) > 0.92
+
+
+def test_picking_viewer_threshold_slider_repicks(field):
+    """The viewer's picks at the picker's threshold are the picker's; a higher threshold gives a subset,
+    and its precision/recall are match_picks' numbers."""
+    pytest.importorskip("ipywidgets")
+    from cryolab.widgets import PickingViewer
+    sim, refs = field
+    picker = Picker(PickSettings(particle_diameter_A=DIAMETER_A, highpass_A=600), PX, SIZE, _templates(refs))
+    picks = picker.pick(sim.micrographs[0], sim.ctf[0])
+    viewer = PickingViewer(sim.micrographs[0], picks, PX, DIAMETER_A, truth_xy=sim.coordinates(0), dpi=30)
+    assert match_picks(viewer.xy, picks.xy(), 0.5)["tp"] == len(picks.table) == len(viewer.xy)
+    viewer.slider.value = picks.threshold * 2
+    fewer = viewer.xy
+    assert 0 < len(fewer) < len(picks.table)
+    s = viewer.scores()
+    assert s["tp"] == match_picks(fewer, sim.coordinates(0), DIAMETER_A / 4 / PX)["tp"]
+    assert f"{len(fewer)} picks" in viewer.summary.value and viewer.panel.value[:4] == b"\x89PNG"
