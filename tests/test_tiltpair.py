@@ -139,3 +139,22 @@ def test_engine_orients_pairs_and_flags_the_mirrored_map(tmp_path):
     mirrored = validate_tilt_pairs(*stars, vol[::-1].copy(), expected_tilt_deg=TILT, expected_axis_deg=AXIS,
                                    local_order=4)
     assert mirrored.hand == "flipped"
+
+
+def test_simulated_tilt_pair_field():
+    """simulate_tilt_pair: each pair's orientations differ by the tilt about the axis (exactly), positions
+    keep their component along the axis and shrink across it by cos(tilt) (to the 1-pixel rounding)."""
+    from cryolab.fourier import rescale
+    from cryolab.simulate import simulate_tilt_pair
+    from cryolab.data import load_demo
+    vol = rescale(load_demo().volumes["80S"], 32, ndim=3)
+    untilted, tilted = simulate_tilt_pair(vol, 12, 12.0, tilt_deg=40.0, axis_deg=AXIS, size_px=384,
+                                          particle_diameter_A=300, seed=3)
+    cols = ["rot_deg", "tilt_deg", "psi_deg"]
+    tilt, axis, _ = pair_tilts(untilted.truth[cols].to_numpy(), tilted.truth[cols].to_numpy())
+    assert np.allclose(tilt, 40.0, atol=1e-6) and np.allclose(axis, AXIS, atol=1e-6)
+    a = np.array([np.cos(np.radians(AXIS)), np.sin(np.radians(AXIS))])
+    b = np.array([-a[1], a[0]])
+    d_u, d_t = untilted.coordinates(0) - 192, tilted.coordinates(0) - 192
+    assert np.abs(d_t @ a - d_u @ a).max() <= 1.0
+    assert np.abs(d_t @ b - np.cos(np.radians(40.0)) * (d_u @ b)).max() <= 1.0

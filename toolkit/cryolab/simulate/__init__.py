@@ -8,7 +8,8 @@
   motion; the ribosome's ratchet with :func:`cryolab.methods.multibody.ratchet_bodies`);
 * :func:`write_simulation` - ``particles.mrcs`` + ``particles.star`` (RELION 3.1) + ``truth.csv``;
 * :func:`simulate_micrographs` / :func:`write_micrographs` - whole micrographs with particles at known
-  positions, carbon, contaminants and pure-noise ones (:mod:`cryolab.simulate.micrographs`).
+  positions, carbon, contaminants and pure-noise ones; :func:`simulate_tilt_pair` - one field untilted
+  and tilted (:mod:`cryolab.simulate.micrographs`).
 
 Image formation: ``image = a * CTF * P_{rot,tilt,psi}(V) moved by -origin + noise``, made with
 :class:`cryolab.projection.FourierProjector` (or :class:`~cryolab.projection.FourierRotator2D`
@@ -38,9 +39,10 @@ Reproducible: every random draw comes from ``seed``; the noise of particle ``i``
 from __future__ import annotations
 
 from .hinge import simulate_hinge
-from .micrographs import MicrographSet, simulate_micrographs, write_micrographs
+from .micrographs import MicrographSet, simulate_micrographs, simulate_tilt_pair, write_micrographs
 from .particles import simulate_particles
 from .tables import TRUTH_LABELS, Simulation, write_simulation
 from .views import simulate_views_2d
 
 __all__ = ["Simulation", "simulate_particles", "simulate_views_2d", "write_simulation", "simulate_hinge"]
+__all__ += ["MicrographSet", "simulate_micrographs", "simulate_tilt_pair", "write_micrographs"]

@@ -41,7 +41,7 @@ from ..io._files import atomic_path
 from ..projection import FourierProjector
 from .pipeline import SIGNAL_DISC_FRACTION, _class_volumes
 
-__all__ = ["MicrographSet", "simulate_micrographs", "micrograph_tables", "write_micrographs"]
+__all__ = ["MicrographSet", "simulate_micrographs", "simulate_tilt_pair", "micrograph_tables", "write_micrographs"]
 
 
 @dataclass
@@ -234,6 +234,37 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
                          noise=np.arange(total) >= n_mic, particle_diameter_A=diameter_A,
                          info={"snr": float(snr), "pixel_snr": pixel_snr, "signal_scale": float(scale), "seed": int(seed),
                                "dark": bool(dark), "box": int(box), "size_px": size})
+
+
+def simulate_tilt_pair(volume, n_particles: int, pixel_size_A: float, *, tilt_deg: float, axis_deg: float,
+                       size_px: int = 1024, seed: int = 0, **kw) -> tuple[MicrographSet, MicrographSet]:
+    """The same field imaged untilted and tilted by ``tilt_deg`` about the in-plane axis at ``axis_deg``
+    (degrees from the x axis towards +y, through the micrograph's centre): ``(untilted, tilted)``, truth
+    rows in the same order (pair ``i`` is row ``i`` of both). A particle at ``p`` moves to ``c + a (a . d)
+    + b (b . d) cos(tilt)`` (``d = p - c``, ``a`` the axis, ``b`` perpendicular in the plane; heights in
+    the ice neglected); its orientation ``A`` becomes ``R A`` with ``R`` the tilt about the axis
+    (:func:`cryolab.validation.tiltpair.expected_rotation`). Each image has its own defocus, uniform over
+    the field (no defocus gradient across the tilted one). Further keywords go to :func:`simulate_micrographs`.
+    """
+    from ..geometry import euler_to_matrix, matrix_to_euler
+    from ..validation.tiltpair import expected_rotation
+    box = np.asarray(volume).shape[-1]
+    untilted = simulate_micrographs(volume, 1, n_particles, pixel_size_A, size_px=size_px, seed=seed, carbon=False,
+                                    contaminants=0, **kw)
+    pos = untilted.coordinates(0)
+    eul = untilted.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
+    c = size_px / 2
+    a = np.array([np.cos(np.radians(axis_deg)), np.sin(np.radians(axis_deg))])
+    b = np.array([-a[1], a[0]])
+    d = pos - c
+    moved = np.rint(c + np.outer(d @ a, a) + np.outer((d @ b) * np.cos(np.radians(tilt_deg)), b)).astype(np.int64)
+    rot = expected_rotation(tilt_deg, axis_deg)
+    tilted_eul = np.array([matrix_to_euler(rot @ m) for m in euler_to_matrix(*eul.T)])
+    if np.any(moved < box // 2) or np.any(moved >= size_px - box // 2):
+        raise _bad("a tilted particle's box leaves the micrograph", "tilt_deg")
+    tilted = simulate_micrographs(volume, 1, n_particles, pixel_size_A, size_px=size_px, seed=seed + 1,
+                                  positions=[moved], eulers=[tilted_eul], **kw)
+    return untilted, tilted
 
 
 def micrograph_tables(names, pixel_size_A: float, ctf: CTFParams) -> dict:
