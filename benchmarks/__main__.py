@@ -7,8 +7,9 @@ The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more 
 runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``; so do
 the multi-body comparison with RELION (``--only multibody``, a RELION consensus and both programs'
 multi-body refinements, ~15 min at 600 particles; ``python -m benchmarks.multibody --full`` for the
-issue's 2,000 particles at SNR 0.5 and 0.1) and the full size of the focused-classification
-comparison (``python -m benchmarks.focused --full``, ~15 min).
+issue's 2,000 particles at SNR 0.5 and 0.1), the tilt-pair validation with the engine (``--only
+tiltpair``, ~4 min) and the full size of the focused-classification comparison (``python -m
+benchmarks.focused --full``, ~15 min). ``picking`` (part of the suite) spends ~20 min in relion_autopick.
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ import time
 
 from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, tiltpair, variance
 
-DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking", "tiltpair")
-PARTS = DEFAULT + ("refine", "multibody")
+DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking")
+PARTS = DEFAULT + ("refine", "multibody", "tiltpair")
 
 
 def main(argv=None) -> int:
