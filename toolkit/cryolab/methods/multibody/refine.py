@@ -16,9 +16,10 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    FSC and resolution per body, MAP maps with tau2 from the FSC.
 
 The other bodies' poses and maps used in step 1 are those of the previous iteration (all
-bodies are updated together). Iterations stop when every body's poses change by less than
-half the fine angular step on average, or after ``max_iter``. Body maps are kept centred on
-their centre of mass (as RELION projects them); :meth:`MultiBodyRefine.body_maps` puts them
+bodies are updated together). Iterations stop when every body's orientations change by less than
+the finest angular step on average and no body's resolution improved by more than 2 %, or after
+``max_iter``. Body maps are kept centred on
+their centre of mass (as RELION projects them); :meth:`MultiBodyRefine.body_map` puts them
 back in the consensus frame.
 """
 from __future__ import annotations
@@ -191,7 +192,11 @@ class MultiBodyRefine:
         it = MultiBodyIteration(self.iteration, tuple(float(r) for r in self.resolution_A), tuple(dang), tuple(doff),
                                 time.perf_counter() - t0)
         self.history.append(it)
-        self.converged = self.iteration >= 2 and max(dang) < 0.5 * self.fine_step_deg()
+        prev = self.history[-2].resolution_A if len(self.history) > 1 else None
+        gained = prev is not None and any(r < 0.98 * p for r, p in zip(it.resolution_A, prev))
+        # the poses move by less than the finest step (what is left is the jitter of noisy
+        # particles between neighbouring samples) and no body's resolution improved by 2 %
+        self.converged = self.iteration >= 2 and max(dang) < self.fine_step_deg() and not gained
         return it
 
     def run(self, max_iter: int = 8, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
