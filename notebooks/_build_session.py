@@ -129,9 +129,11 @@ NB05 = [
     """),
     code("""
     # the claims below, checked: projection matching is always sure (Pmax = 1), the likelihood methods are not
-    # (QUICK: mean Pmax 0.25 for ml, 0.03 for map)
+    # (QUICK: mean Pmax 0.25 for ml, 0.03 for map; at full size map's is not always the lower)
     assert np.all(sessions["maxcc"].pmax == 1.0)
-    assert sessions["ml"].pmax.mean() < 0.5 and sessions["map"].pmax.mean() < sessions["ml"].pmax.mean()
+    assert sessions["ml"].pmax.mean() < 0.9 and sessions["map"].pmax.mean() < 0.9
+    if QUICK:                                       # exercise 5 asks why, "here"
+        assert sessions["map"].pmax.mean() < sessions["ml"].pmax.mean()
     """),
     md("""
     With this much noise the cross-correlation is often highest for a wrong class just by chance.
@@ -204,8 +206,8 @@ NB05 = [
        from run to run? What does that mean for conclusions drawn from a single run?
     4. For `ml`, find a particle with `n_significant` > 100. Look at its `P(ψ)` in the explorer:
        is the spread around one angle or between two different angles? What could cause each?
-    5. Why is `Pmax` of `map` even lower than that of `ml` here? (Hint: the noise model per
-       frequency, `session.sigma2`.)
+    5. Why is `Pmax` of `map` even lower than that of `ml` here (in QUICK mode)? (Hint: the noise
+       model per frequency, `session.sigma2`.)
     """),
     answers("""
     1. With more particles, more views and more iterations the likelihood methods usually keep a
