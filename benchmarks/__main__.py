@@ -6,8 +6,8 @@ runs every part on small sizes in under two minutes (a smoke run: its numbers me
 The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
 runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``; so do
 the multi-body comparison with RELION (``--only multibody``, a RELION consensus and both programs'
-multi-body refinements, ~15 min at 600 particles; ``python -m benchmarks.multibody --full`` for the
-issue's 2,000 particles at SNR 0.5 and 0.1), the tilt-pair validation with the engine (``--only
+multi-body refinements, ~70 min at 600 particles on two busy cores; ``python -m benchmarks.multibody
+--full`` for the issue's 2,000 particles at SNR 0.5 and 0.1), the tilt-pair validation with the engine (``--only
 tiltpair``, ~4 min) and the full size of the focused-classification comparison (``python -m
 benchmarks.focused --full``, ~15 min). ``picking`` (part of the suite) spends ~20 min in relion_autopick.
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.

@@ -42,7 +42,18 @@ centre of the body it rotates relative to, to its own centre (centres of mass of
 to whole pixels; ml_model.cpp) onto z (transformations.cpp ``alignWithZ``). Body 2 relative to body
 1 is then ``Q_1^T Q_2``, the same composition as cryolab's :func:`body_motions`.
 
-Usage: ``python -m benchmarks.multibody [--full] [--n N] [--snr S ...] [--iter 6] [--no-relion] [--keep DIR]``
+Measured at the default size (600 particles, SNR 0.5; two cores shared with other work, load 4-12):
+RELION consensus 9 iterations, 924 s, whole-particle angular error 2.03 deg mean (1.71 median).
+RELION multi-body: body 2 about the hinge |r| 0.995, MAE 0.71 deg (0.08 of the truth's SD), first
+component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 1,245 s (relion_flex_analyse < 1 s).
+cryolab: |r| 0.987, MAE 1.07 deg (0.13 SD), first component |r| 0.983, body-2 pose error 1.78 deg,
+3 iterations (converged), 1,941 s. Body-2 maps: the masked FSC against the true 40S stays above 0.5
+to Nyquist for both (shell 32; the consensus map's drops at shell 21.4). So cryolab meets the
+issue's accuracy targets but is less accurate than RELION (MAE ratio 0.66) and slower (RELION /
+cryolab wall time 0.64, the target is >= 3): about 650 s per cryolab iteration against about 140 s
+per RELION iteration. The whole part took ~70 min.
+
+Usage: ``python -m benchmarks.multibody [--full] [--n N] [--snr S ...] [--iter 6] [--no-relion] [--keep DIR [--reuse]]``
 """
 from __future__ import annotations
 
