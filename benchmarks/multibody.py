@@ -279,7 +279,8 @@ def run_relion(folder: Path, optimiser: str, masks, relative_to, n: int, pixel_s
 
 def _report(mb, it) -> None:
     print(f"    cryolab iteration {it.iteration}: " + ", ".join(
-        f"body {b + 1} {r:.1f} A, {d:.2f} deg" for b, (r, d) in enumerate(zip(it.resolution_A, it.mean_angle_change_deg)))
+        f"body {b + 1} {r:.1f} A, {d:.2f} deg"
+        for b, (r, d) in enumerate(zip(it.resolution_A, it.mean_angle_change_deg)))
         + f" ({it.time_s:.0f} s)", flush=True)
 
 
@@ -414,7 +415,8 @@ def run(quick: bool = False, full: bool = False, n: int | None = None, snrs=None
                          "body-2 map vs true 40S, FSC 0.5 shell minus the consensus map's", ">= 1")]
         if "relion" in res:
             r = res["relion"]
-            ratios += [ratio(f"multibody.{tag}.relion_angle_r", r["angle_r"], "body-2 rotation about the hinge vs truth"),
+            ratios += [ratio(f"multibody.{tag}.relion_angle_r", r["angle_r"],
+                             "body-2 rotation about the hinge vs truth"),
                        ratio(f"multibody.{tag}.relion_angle_mae_deg", r["angle_mae_deg"], "mean absolute error, deg"),
                        ratio(f"multibody.{tag}.cryolab_over_relion_angle_r", c["angle_r"] / r["angle_r"], "|r| ratio",
                              ">= 1"),
