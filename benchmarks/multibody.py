@@ -106,8 +106,8 @@ def _run(folder: Path, sub: str, command: list[str], reuse: bool = False) -> tup
     done = folder / sub / "wall_s.txt"
     if reuse and done.is_file() and (folder / sub / "command.txt").is_file() \
             and (folder / sub / "command.txt").read_text() == " ".join(command):
-        wall, cpu = (float(v) for v in done.read_text().split())
-        return wall, cpu
+        times = [float(v) for v in done.read_text().split()] + [float("nan")]
+        return times[0], times[1]                 # CPU unknown (NaN) when only the wall time was recorded
     (folder / sub).mkdir(exist_ok=True)
     for old in (folder / sub).iterdir():          # no stale iterations from an earlier run
         if old.is_file():
