@@ -51,7 +51,8 @@ class Body:
 
     def centre_A(self, pixel_size_A: float, density=None) -> np.ndarray:
         """The body's centre of mass ``(x, y, z)`` in Angstrom from the box centre: of
-        ``density * mask`` (RELION's rule), or of the mask alone without ``density``."""
+        ``density * mask`` (where the body's mass is; what the refinement rotates about), or of
+        the mask alone without ``density`` (RELION 3.1 uses the mask's, rounded to whole pixels)."""
         return centre_of_mass_A(self.mask if density is None else np.asarray(density) * self.mask, pixel_size_A)
 
 
