@@ -17,10 +17,11 @@ A pick is correct within a quarter of the particle diameter of a true centre (on
 programs' precision, recall, false picks per pure-noise micrograph and time per micrograph (cryolab uses
 two FFT threads, relion_autopick without MPI one). ``--quick``: 2 + 1 micrographs of 512^2.
 
-Measured at the default size (two shared cores, ~20 min, most of it relion_autopick): cryolab templates
-precision 0.889, recall 0.931, 9.2 s per micrograph; relion_autopick templates (best threshold) 0.767 /
-0.742, 68.6 s; cryolab LoG 1.000 / 0.923, 1.4 s; relion_autopick LoG (best threshold) 0.930 / 1.000,
-2.6 s; no false pick on the pure-noise micrographs by either program.
+Measured at the default size (two shared cores, ~7 min, most of it relion_autopick): cryolab templates
+precision 0.987, recall 0.931, 6.7 s per micrograph; relion_autopick templates (best threshold) 0.767 /
+0.742, 23.8 s; cryolab LoG 1.000 / 0.923, 0.54 s; relion_autopick LoG (best threshold) 0.930 / 1.000,
+0.52 s; no false pick on the pure-noise micrographs by either program (timings vary widely between runs
+on the shared cores).
 
 Usage: ``python -m benchmarks.picking [--quick] [--no-relion] [--keep FOLDER]``
 """

@@ -60,25 +60,25 @@ def _score(sim, picker):
 
 
 def test_template_picking_precision_recall(field):
-    """Measured at this size: precision 0.85, recall 0.81 (42 particles; the misses lie beside the
-    contaminants, the false picks on the carbon, both a larger share of a 512-pixel field than of the
-    issue's 1024-pixel one, where benchmarks/picking.py measures the done-when numbers); no pick on either
-    pure-noise micrograph. Asserted 0.05 below."""
+    """Measured at this size: precision 1.00, recall 0.81 (42 particles; the misses lie beside the
+    contaminants and the carbon, a larger share of a 512-pixel field than of the issue's 1024-pixel one,
+    where benchmarks/picking.py measures the done-when numbers; the carbon edges found at z 6.9-13.3);
+    no pick on either pure-noise micrograph. Asserted 0.05 below."""
     sim, refs = field
     picker = Picker(PickSettings(particle_diameter_A=DIAMETER_A, highpass_A=600), PX, SIZE, _templates(refs))
     precision, recall, noise = _score(sim, picker)
-    assert precision >= 0.80 and recall >= 0.76, (precision, recall)
+    assert precision >= 0.95 and recall >= 0.76, (precision, recall)
     assert max(noise) <= 1, noise
 
 
 def test_log_picking_recall(field):
-    """Measured at this size: precision 1.00, recall 0.67 (see above); no pick on the noise micrographs.
+    """Measured at this size: precision 1.00, recall 0.71 (see above); no pick on the noise micrographs.
     Asserted 0.05 below."""
     sim, _ = field
     picker = Picker(PickSettings(particle_diameter_A=DIAMETER_A, mode="log", log_diameters_A=(200, 350),
                                  highpass_A=600), PX, SIZE)
     precision, recall, noise = _score(sim, picker)
-    assert recall >= 0.62 and precision >= 0.95, (precision, recall)
+    assert recall >= 0.66 and precision >= 0.95, (precision, recall)
     assert max(noise) <= 1, noise
 
 
@@ -130,6 +130,29 @@ def test_null_score_is_a_unit_variance_field_and_the_false_alarm_count_matches()
     assert abs(np.mean(stds) - 1) < 0.03, np.mean(stds)
     ratio = np.sum(counts) / np.sum(predicted)
     assert 0.7 < ratio < 1.4, ratio
+
+
+def test_film_edge_found_on_a_step_and_not_on_noise_or_a_blob():
+    """A step of 0.3 noise sigmas beyond a straight line in white noise: the line found to 0.5 deg and 2 px,
+    the film on the right side, the mask covering the film and a radius beside it; pure noise and a single
+    dense disc (a contaminant, no edge) give no edge (measured: 0.1 deg, 0 px; z 10.8, pure noise 3.0)."""
+    from cryolab.picking.carbon import film_mask, find_film_edge
+    n, theta, edge = 256, np.deg2rad(35.0), 60.0
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    s = xx * np.cos(theta) + yy * np.sin(theta)
+    image = rng.standard_normal((n, n)) - 0.3 * (s > edge)
+    found = find_film_edge(image, 20, 8, 6.0)
+    assert found is not None
+    th, e, z, sign = found
+    if sign < 0:                                   # the same line written the other way round
+        th, e, sign = th + np.pi, -e, -sign
+    assert abs(np.rad2deg(th) - 35.0) < 0.5 and abs(e - edge) < 2 and sign == 1, found
+    mask = film_mask(image, 20, 8, 6.0)
+    assert mask[s > edge + 3].all() and not mask[s < edge - 11].any() and mask[(s > edge - 5) & (s < edge)].all()
+    assert find_film_edge(rng.standard_normal((n, n)), 20, 8, 6.0) is None
+    blob = rng.standard_normal((n, n)) - 2.0 * (np.hypot(xx - 40, yy + 30) < 20)
+    assert not film_mask(blob, 20, 8, 6.0).any()
 
 
 def test_min_distance_against_brute_force():

@@ -33,6 +33,7 @@ def _cmd_autopick(args) -> int:
 
     from ..picking import Picker, PickSettings
     from ..picking.files import coordinate_path, read_micrographs, write_coordinates
+    from ..picking.picker import FILM_EDGE_Z
     odir = check_output(args.odir, folder=True)
     if not args.LoG and not args.ref:
         raise CryolabInputError("give --ref (template picking) or --LoG", field="--ref")
@@ -44,6 +45,7 @@ def _cmd_autopick(args) -> int:
                             lowpass_A=args.lowpass or None, highpass_A=args.highpass or None,
                             min_distance_A=args.min_distance or None, threshold=args.threshold,
                             false_alarm_rate=args.false_alarm_rate, max_stddev_noise=args.max_stddev_noise or None,
+                            film_edge_z=FILM_EDGE_Z if args.film_edge_z is None else args.film_edge_z or None,
                             log_diameters_A=(args.LoG_diam_min, args.LoG_diam_max), invert=args.LoG_invert)
     templates = None if args.LoG else _templates(args, mics.pixel_size_A)
     picker = Picker(settings, mics.pixel_size_A, mics.shape[0], templates)
@@ -154,6 +156,9 @@ def register(sub) -> None:
     p.add_argument("--max_stddev_noise", type=nonneg_float, default=1.5,
                    help="reject picks where the local standard deviation exceeds this multiple of the median "
                    "(carbon, contaminants; default 1.5; 0: never)")
+    p.add_argument("--film_edge_z", type=nonneg_float, metavar="Z",
+                   help="reject picks on a film beyond a straight edge (and within a particle radius of it) when "
+                   "the edge's step in mean level reaches this robust z-score (default 6; 0: never)")
     p.add_argument("--LoG", action="store_true", help="Laplacian-of-Gaussian picking (no templates)")
     p.add_argument("--LoG_diam_min", type=positive_float, metavar="ANGSTROM", help="smallest LoG diameter")
     p.add_argument("--LoG_diam_max", type=positive_float, metavar="ANGSTROM", help="largest LoG diameter")

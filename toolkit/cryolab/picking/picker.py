@@ -3,9 +3,10 @@
 :class:`Picker` searches each micrograph on a coarser grid where the low-pass filter allows it (pixel
 ``lowpass_A / 2``: the filter's cut-off is that grid's Nyquist frequency), computes the
 figure of merit there (:mod:`cryolab.picking.score`), keeps the local maxima above the threshold that
-are at least half a window from the edges and not in a region whose local standard deviation exceeds
-``max_stddev_noise`` times the micrograph's median (carbon, ice contaminants), enforces the minimum
-distance and returns the centres in the micrograph's own pixels (RELION's ``_rlnCoordinateX/Y``:
+are at least half a window from the edges, not in a region whose local standard deviation exceeds
+``max_stddev_noise`` times the micrograph's median (carbon, ice contaminants) and not on a film beyond
+a straight edge in the mean level nor within a particle radius of it (:mod:`cryolab.picking.carbon`),
+enforces the minimum distance and returns the centres in the micrograph's own pixels (RELION's ``_rlnCoordinateX/Y``:
 column and row, 0-based).
 
 Without an explicit ``threshold`` it is set for each micrograph from ``false_alarm_rate`` (expected false
@@ -23,16 +24,21 @@ import scipy.fft as sfft
 from ..ctf import CTFParams
 from ..errors import CryolabInputError
 from ..fourier import rescale
+from .carbon import film_mask
 from .peaks import enforce_min_distance, false_alarm_threshold, local_maxima
 from .score import band_filter, local_std, log_map, ncc_map
 from .templates import Templates, resample_images
 
-__all__ = ["PickSettings", "Picker", "Picks", "SIDE_LOBE_FRACTION"]
+__all__ = ["PickSettings", "Picker", "Picks", "SIDE_LOBE_FRACTION", "FILM_EDGE_Z"]
 
 #: a peak lower than this fraction of a higher one within two particle diameters is its side lobe
 SIDE_LOBE_FRACTION = 0.5
 #: ... within this many particle diameters
 SHADOW_DIAMETERS = 2.0
+#: robust z-score of a straight step in mean level that counts as a film edge (measured without a film: up to 4.9)
+FILM_EDGE_Z = 6.0
+#: the strips compared on either side of a candidate edge, in particle diameters
+FILM_WINDOW_DIAMETERS = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,9 @@ class PickSettings:
     from ``false_alarm_rate`` (false picks expected per pure-noise micrograph, default 0.1).
     ``max_stddev_noise``: reject picks where the standard deviation of the band-filtered micrograph in a
     disc of twice the particle diameter exceeds this multiple of its median over the micrograph (carbon,
-    contaminants; None: never). ``log_diameters_A``: the LoG diameter range, searched at
+    contaminants; None: never). ``film_edge_z``: reject picks on a film beyond a straight edge and within a
+    particle radius of the edge, when the edge's step in mean level reaches this robust z-score
+    (:mod:`cryolab.picking.carbon`; None: never). ``log_diameters_A``: the LoG diameter range, searched at
     ``log_scales`` diameters; ``invert`` for LoG: the particles are white.
     """
 
@@ -56,6 +64,7 @@ class PickSettings:
     threshold: float | None = None
     false_alarm_rate: float = 0.1
     max_stddev_noise: float | None = 1.5
+    film_edge_z: float | None = FILM_EDGE_Z
     log_diameters_A: tuple = (None, None)
     log_scales: int = 5
     invert: bool = False
@@ -152,12 +161,16 @@ class Picker:
         filtered = sfft.irfft2(sfft.rfft2(grid_micrograph) * h, s=grid_micrograph.shape)
         return fom, best, lambdas, local_std(filtered, self.window_px).astype(np.float32)
 
-    def _valid(self, std):
+    def _valid(self, std, grid_micrograph=None):
         valid = np.zeros(std.shape, bool)
         m = self.margin
         valid[m:self.grid - m, m:self.grid - m] = True
-        if self.settings.max_stddev_noise:
-            valid &= std <= self.settings.max_stddev_noise * np.median(std[valid])
+        s = self.settings
+        if s.max_stddev_noise:
+            valid &= std <= s.max_stddev_noise * np.median(std[valid])
+        if s.film_edge_z and grid_micrograph is not None:
+            diameter = s.particle_diameter_A / self.grid_px
+            valid &= ~film_mask(grid_micrograph, FILM_WINDOW_DIAMETERS * diameter, 0.5 * diameter, s.film_edge_z)
         return valid
 
     def _suppress(self, x, y, v, valid):
@@ -171,8 +184,9 @@ class Picker:
 
     def pick(self, micrograph, ctf: CTFParams | None = None, threshold: float | None = None) -> Picks:
         """Pick one micrograph ``[S, S]`` (its CTF: one entry). ``threshold`` overrides the settings'."""
-        fom, best, lambdas, std = self.fom(self.shrink(micrograph), ctf)
-        valid = self._valid(std)
+        grid_micrograph = self.shrink(micrograph)
+        fom, best, lambdas, std = self.fom(grid_micrograph, ctf)
+        valid = self._valid(std, grid_micrograph)
         level = threshold if threshold is not None else self.settings.threshold
         if level is None:
             level = false_alarm_threshold(self.settings.false_alarm_rate, lambdas, float(np.sum(valid)))
