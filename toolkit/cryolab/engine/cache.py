@@ -61,10 +61,11 @@ class CachedProjections:
             hit = self._cache_keys[np.minimum(pos, self._cache_keys.size - 1)] == keys
         miss = np.flatnonzero(~hit)
         if miss.size:
-            if (self._cache_keys.size + np.unique(keys[miss]).size) * self.pix.size * 8 > self.cache_bytes:
+            ukeys, first = np.unique(keys[miss], return_index=True)
+            if (self._cache_keys.size + ukeys.size) * self.pix.size * 8 > self.cache_bytes:
                 self._init_cache()                  # full: start again, and this call's hits are gone too
                 miss = np.arange(keys.size)
-            ukeys, first = np.unique(keys[miss], return_index=True)
+                ukeys, first = np.unique(keys, return_index=True)
             rows = self.project_uncached(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]])
             allk = np.concatenate([self._cache_keys, ukeys])
             allp = np.concatenate([self._cache_pos, self._cache_append(rows)])

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..projection import shift_ramps
-from .estep import image_terms, normalise, score, significant_mask, split_complex
+from .estep import image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
 
@@ -83,21 +83,13 @@ def score_subsets(X, ctf, inv_sigma2, P, ramps, allowed, *, mode: str = "map"):
     B, M = X.shape
     T = ramps.shape[0]
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
-    w = xp.ones(M, xp.float32) if mode == "maxcc" else inv_sigma2.astype(xp.float32)
-    Yc = image_terms(X, c, w, ramps)
-    Ps, P2 = split_complex(P), (P.real ** 2 + P.imag ** 2).astype(xp.float32)
+    Yc = image_terms(X, c, xp.ones(M, xp.float32) if mode == "maxcc" else inv_sigma2.astype(xp.float32), ramps)
     out = xp.full((B, T, P.shape[0]), NEG, dtype=xp.float32)
     for b in range(B):
         j = xp.asarray(np.flatnonzero(allowed[b]))
-        if j.size == 0:
-            continue
-        cross = Yc[b * T:(b + 1) * T] @ Ps[j].T                                    # [T, Jb]
-        if mode == "maxcc":
-            norm_cp = xp.sqrt(xp.maximum((c[b] * c[b]) @ P2[j].T, 1e-30))
-            cross = cross / (norm_cp[None, :] * xp.maximum(xp.sqrt(xp.sum(xp.abs(X[b]) ** 2)), 1e-30))
-        else:
-            cross -= ((c[b] * c[b] * (0.5 * w)) @ P2[j].T)[None, :]
-        out[b][:, j] = cross
+        if j.size:
+            out[b][:, j] = score(X[b:b + 1], c[b:b + 1], inv_sigma2, P[j], ramps, mode=mode,
+                                 Yc=Yc[b * T:(b + 1) * T])[0]
     return out, Yc
 
 
