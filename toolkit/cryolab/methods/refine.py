@@ -37,7 +37,8 @@ from ..session import Session, Settings
 from ..settings import method_settings
 from ..validation import fsc, postprocess, random_halves, resolution_at, resolution_shell_at, soft_sphere_mask
 
-__all__ = ["refine", "AutoRefine", "RefineIteration", "halves_mstep", "joined_map"]
+__all__ = ["refine", "AutoRefine", "RefineIteration", "halves_mstep", "joined_map",
+           "next_max_shell"]
 
 
 def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0):
@@ -62,10 +63,16 @@ def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0):
     for h, bp in zip(halves, bps):
         h.tau2 = [tau2_from_fsc(curve, to_numpy(bp.weight_spectrum()))]
         h.mstep()
-    shell = resolution_shell_at(curve, 0.143)
     for h in halves:
-        h.max_shell = int(min(h.shell_limit(), max(int(shell) + max(3, n // 10), 4)))
+        h.max_shell = next_max_shell(h, curve)
     return curve, res, unfil, bps
+
+
+def next_max_shell(session, curve) -> int:
+    """The next E-step's frequency limit after a half-set FSC ``curve``: a few shells (3, or a
+    tenth of the box) beyond where it falls below 0.143, at least 4, at most ``session``'s limit."""
+    shell = int(resolution_shell_at(curve, 0.143))
+    return int(min(session.shell_limit(), max(shell + max(3, session.n // 10), 4)))
 
 
 def joined_map(bps, curve, n: int, pixel_size_A: float, join_halves_A: float = 40.0, sym: str = "C1") -> np.ndarray:

@@ -38,7 +38,7 @@ from ...io import ParticleStack
 from ...session import Session
 from ...settings import method_settings
 from ...validation import fsc, random_halves, resolution_at
-from ..refine import halves_mstep, joined_map
+from ..refine import halves_mstep, joined_map, next_max_shell
 from .bodies import Body, check_bodies
 from .images import BodyParticles
 
@@ -118,18 +118,18 @@ class MultiBodyRefine:
             # what body b removes of each other body c: c's map under c's mask, less what b keeps
             self.removal_masks.append({c: np.clip(_centred(o.mask * (1 - body.mask), self.centres_A[c] / px), 0, 1)
                                        for c, o in enumerate(self.bodies) if c != b})
-        if half_maps is not None:
-            curve = fsc(halves[0], halves[1])
-            shell = int(np.argmax(curve < 0.143)) if (curve < 0.143).any() else n // 2
+        if half_maps is not None:          # the same frequency limit auto-refinement would use next
+            curve = to_numpy(fsc(halves[0], halves[1]))
             for sess in self.sessions:
                 for s in sess:
-                    s.max_shell = int(min(s.shell_limit(), max(shell + max(3, n // 10), 4)))
+                    s.max_shell = next_max_shell(s, curve)
         self.iteration = 0
         self.history: list[MultiBodyIteration] = []
         self.fsc = [None] * len(self.bodies)
         self.resolution_A = [np.inf] * len(self.bodies)
         self.half_maps = [None] * len(self.bodies)
         self._bps = [None] * len(self.bodies)
+        self._maps: dict = {}             # joined body maps (centred) of the current iteration
         self.converged = False
 
     # ------------------------------------------------------------------ poses
@@ -183,6 +183,7 @@ class MultiBodyRefine:
         for b in range(B):
             curve, res, unfil, bps = halves_mstep(self.sessions[b], "C1", self.join_halves_A)
             self.fsc[b], self.resolution_A[b], self.half_maps[b], self._bps[b] = curve, res, unfil, bps
+        self._maps.clear()
         dang, doff = [], []
         for b in range(B):
             e0, o0 = before[b]
@@ -224,11 +225,12 @@ class MultiBodyRefine:
         """Body ``b``'s map (the halves joined, Wiener-filtered with tau2 from their FSC; before
         the first iteration the mean of its references), centred on its centre of mass or, by
         default, in the consensus frame."""
-        if self._bps[b] is None:
-            m = 0.5 * (self.sessions[b][0].references[0] + self.sessions[b][1].references[0])
-        else:
-            m = joined_map(self._bps[b], self.fsc[b], self.n, self.pixel_size_A, self.join_halves_A)
-        return m if centred else phase_shift(np.asarray(m, np.float32), self.centres_A[b] / self.pixel_size_A)
+        if b not in self._maps:           # one reconstruction per body and iteration
+            self._maps[b] = (0.5 * (self.sessions[b][0].references[0] + self.sessions[b][1].references[0])
+                             if self._bps[b] is None else
+                             joined_map(self._bps[b], self.fsc[b], self.n, self.pixel_size_A, self.join_halves_A))
+        m = self._maps[b]
+        return m.copy() if centred else phase_shift(np.asarray(m, np.float32), self.centres_A[b] / self.pixel_size_A)
 
     def result(self, with_maps: bool = True):
         """A :class:`~.result.MultiBodyResult` of the current state (poses; maps in the consensus
