@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipywidgets as W
 import numpy as np
 
-from ..methods.multibody.motion import composite_map
+from ..methods.multibody.motion import composite_map, masked_body_maps
 from .viewers import MapViewer
 
 __all__ = ["HingeExplorer"]
@@ -27,7 +27,7 @@ class HingeExplorer(W.VBox):
                  threshold_sigma: float = 2.0):
         self.result = result.result() if hasattr(result, "result") else result
         self.pca, self.fixed = pca, int(fixed)
-        self._body_maps = [self.result.body_map(b, centred=True) for b in range(self.result.n_bodies)]
+        self._masked_maps = masked_body_maps(self.result)          # once: every slider position moves them
         self.maps: dict = {}
         k = pca.components.shape[0]
         self.component = W.Dropdown(options=[(f"component {j + 1} ({100 * pca.variance_fraction[j]:.0f} %)", j)
@@ -44,7 +44,7 @@ class HingeExplorer(W.VBox):
     def _map(self) -> np.ndarray:
         key = (int(self.component.value), round(float(self.score.value), 3))
         if key not in self.maps:
-            self.maps[key] = composite_map(self.result, self.pca, key[0], key[1], self.fixed, self._body_maps)
+            self.maps[key] = composite_map(self.result, self.pca, key[0], key[1], self.fixed, self._masked_maps)
         return self.maps[key]
 
     def _describe(self) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import CryolabInputError
-from ...io import read_mrc, read_star, write_star
+from ...io import read_mrc, read_star, write_mrc, write_star
 from ...masks import centre_of_mass_A, check_mask, read_mask, soften, write_mask
 
 __all__ = ["Body", "read_bodies", "write_bodies", "check_bodies", "partition_bodies", "ratchet_bodies",
@@ -122,7 +122,6 @@ def write_bodies(path, bodies: list[Body], pixel_size_A: float, *, prefix: str =
         ref_name = "None"
         if b.reference is not None:
             ref_name = f"{prefix}{i + 1:03d}_reference.mrc"
-            from ...io import write_mrc
             write_mrc(path.parent / ref_name, b.reference, pixel_size_A)
         rows.append({"rlnBodyMaskName": mask_name,
                      "rlnBodyRotateRelativeTo": 0 if b.rotate_relative_to is None else b.rotate_relative_to + 1,

@@ -24,7 +24,8 @@ from ...errors import CryolabInputError
 from ...geometry import euler_to_matrix
 
 __all__ = ["BodyMotions", "MotionPCA", "body_motions", "motion_pca", "component_maps", "move_map",
-           "rotation_vectors", "rotation_matrices", "select_by_component", "composite_map"]
+           "rotation_vectors", "rotation_matrices", "select_by_component", "composite_map",
+           "masked_body_maps"]
 
 
 def rotation_vectors(Q) -> np.ndarray:
@@ -159,46 +160,49 @@ def move_map(volume_centred, Q, d_A, centre_A, pixel_size_A: float, order: int =
     return ndimage.affine_transform(v, M, offset=ctr - M @ (ctr + t), order=order, mode="constant").astype(np.float32)
 
 
-def component_maps(mb, pca: MotionPCA, k: int, n_bins: int = 5, body_maps=None) -> tuple[np.ndarray, np.ndarray]:
+def masked_body_maps(mb) -> list:
+    """Every body's map times its mask, both centred on the body's centre of mass: what
+    :func:`component_maps` and :func:`composite_map` move (compute once, pass on for many maps)."""
+    mb = mb.result() if hasattr(mb, "result") else mb
+    return [mb.body_map(b, centred=True) * mb.body_mask(b, centred=True) for b in range(mb.n_bodies)]
+
+
+def component_maps(mb, pca: MotionPCA, k: int, n_bins: int = 5, masked_maps=None) -> tuple[np.ndarray, np.ndarray]:
     """Composite maps along component ``k``: particles in ``n_bins`` bins of equal population by
-    their score; per bin every body's centred map (times its mask) moved by the bin's mean
-    motion relative to the consensus and summed. Returns ``(maps [n_bins, N, N, N], bin centres
-    [n_bins] in score units)``."""
+    their score; per bin every body's centred, masked map (``masked_maps``, default
+    :func:`masked_body_maps`) moved by the bin's mean motion relative to the consensus and summed.
+    Returns ``(maps [n_bins, N, N, N], bin centres [n_bins] in score units)``."""
     mb = mb.result() if hasattr(mb, "result") else mb
     scores = pca.scores[:, k]
     edges = np.quantile(scores, np.linspace(0, 1, n_bins + 1))
     which = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
-    B = mb.n_bodies
-    maps = body_maps if body_maps is not None else [mb.body_map(b, centred=True) for b in range(B)]
-    masks = [mb.body_mask(b, centred=True) for b in range(B)]
+    maps = masked_body_maps(mb) if masked_maps is None else masked_maps
     m = pca.motions
     out = np.zeros((n_bins,) + (mb.n,) * 3, np.float32)
     centres = np.zeros(n_bins)
     for j in range(n_bins):
         sel = which == j
         centres[j] = float(scores[sel].mean()) if sel.any() else np.nan
-        for b in range(B):
+        for b in range(mb.n_bodies):
             Q = rotation_matrices(rotation_vectors(m.Q[sel, b]).mean(axis=0))
-            out[j] += move_map(maps[b] * masks[b], Q, m.d_A[sel, b].mean(axis=0), m.centres_A[b], mb.pixel_size_A)
+            out[j] += move_map(maps[b], Q, m.d_A[sel, b].mean(axis=0), m.centres_A[b], mb.pixel_size_A)
     return out, centres
 
 
-
-def composite_map(mb, pca: MotionPCA, k: int, score_sd: float, fixed: int = 0, body_maps=None) -> np.ndarray:
+def composite_map(mb, pca: MotionPCA, k: int, score_sd: float, fixed: int = 0, masked_maps=None) -> np.ndarray:
     """The map at ``score_sd`` standard deviations along component ``k``: body ``fixed`` where
     the consensus has it, every other body moved by its motion relative to its reference body
-    read off the component (``mean + score * component``). ``body_maps``: the bodies' centred
-    maps (default :meth:`~.result.MultiBodyResult.body_map`), each multiplied by its mask."""
+    read off the component (``mean + score * component``). ``masked_maps``: as
+    :func:`masked_body_maps` gives them (computed when None)."""
     mb = mb.result() if hasattr(mb, "result") else mb
-    B = mb.n_bodies
-    maps = body_maps if body_maps is not None else [mb.body_map(b, centred=True) for b in range(B)]
+    maps = masked_body_maps(mb) if masked_maps is None else masked_maps
     feat = pca.mean + float(score_sd) * np.sqrt(pca.variance[k]) * pca.components[k]
     out = np.zeros((mb.n,) * 3, np.float32)
-    for b in range(B):
+    for b in range(mb.n_bodies):
         Q, d = np.eye(3), np.zeros(3)
         if b != fixed:
             Q, d = rotation_matrices(feat[6 * b:6 * b + 3]), feat[6 * b + 3:6 * b + 6]
-        out += move_map(maps[b] * mb.body_mask(b, centred=True), Q, d, mb.centres_A[b], mb.pixel_size_A)
+        out += move_map(maps[b], Q, d, mb.centres_A[b], mb.pixel_size_A)
     return out
 
 
