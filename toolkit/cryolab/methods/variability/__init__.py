@@ -1,0 +1,15 @@
+"""Continuous heterogeneity: particles on a manifold and the energy landscape along it.
+
+* :func:`fit_variability` - linear variability (probabilistic PCA of maps fitted by EM at the
+  consensus poses): mean map, eigenvolumes, per-particle coordinates (:mod:`.linear`);
+* :func:`diffusion_coordinates` - diffusion maps of images of similar viewing direction,
+  CTF-aware distances, bandwidth from the data, aligned across views (:mod:`.diffusion`);
+* :func:`free_energy` / :func:`equal_population_bins` / :func:`bin_maps` - occupancy as
+  ``-kT ln p`` with bootstrap errors, maps of bins with half-set FSCs (:mod:`.landscape`);
+* :func:`latent_leaks` - does a coordinate follow pose, origin, defocus or image norm instead of
+  the structure? (:mod:`.leaks`).
+"""
+from .linear import filter_shell, fit_variability
+from .result import VariabilityResult, load_variability
+
+__all__ = ["fit_variability", "filter_shell", "VariabilityResult", "load_variability"]
