@@ -9,7 +9,12 @@
 * :func:`latent_leaks` - does a coordinate follow pose, origin, defocus or image norm instead of
   the structure? (:mod:`.leaks`).
 """
+from .landscape import (BinMaps, FreeEnergyProfile, bin_maps, equal_population_bins, find_minima, free_energy,
+                        free_energy_2d)
+from .leaks import LEAK_THRESHOLD, latent_leaks, nuisance_table
 from .linear import filter_shell, fit_variability
 from .result import VariabilityResult, load_variability
 
-__all__ = ["fit_variability", "filter_shell", "VariabilityResult", "load_variability"]
+__all__ = ["fit_variability", "filter_shell", "VariabilityResult", "load_variability", "free_energy",
+           "free_energy_2d", "find_minima", "FreeEnergyProfile", "equal_population_bins", "bin_maps", "BinMaps",
+           "latent_leaks", "nuisance_table", "LEAK_THRESHOLD"]
