@@ -185,7 +185,7 @@ class _EM:
         lhs = lhs.reshape(-1, k1, k1)
         scale = _shell_mean(lhs[:, 0, 0], g.shell_of_voxel, self.n_shells, xp)[g.shell_of_voxel]
         lam = xp.full(k1, self.reg)
-        lam[0] = 0.1 * self.reg
+        lam[0] = 1e-3
         lhs = lhs + (scale[:, None] * lam[None, :])[:, :, None] * xp.eye(k1)[None] + 1e-300 * xp.eye(k1)[None]
         sol = xp.linalg.solve(lhs, xp.stack([rhs.real, rhs.imag], axis=-1))              # [V, K+1, 2]
         self.V = sol[..., 0] + 1j * sol[..., 1]

@@ -1,0 +1,227 @@
+"""Continuous heterogeneity: linear variability, the energy landscape and the leak detector on the simulated ratchet.
+
+Data: :func:`cryolab.simulate.simulate_hinge` on :func:`cryolab.methods.multibody.ratchet_bodies`
+(the demo 80S as 60S + 40S, the 40S rotated per particle about the hinge axis; 64 px, 6 A/px,
+CTF, white noise). Sizes: the default and ``--full`` are the issue's, 2,000 particles at SNR 0.5
+and 0.1; ``--quick`` 300 particles at SNR 0.5 (a smoke run).
+
+1. **Consensus.** ``--consensus refine`` (default): cryolab's gold-standard auto-refinement
+   (:func:`cryolab.methods.refine`) with local searches from the start (HEALPix order 3, sigma_ang
+   3.75 deg) around the true large-subunit poses, from the unrotated 80S low-passed to 30 A (what
+   the multi-body benchmark gives RELION); its poses and origins are the consensus.
+   ``--consensus truth``: the true large-subunit poses (a perfect consensus).
+2. **Linear variability** (:func:`cryolab.methods.variability.fit_variability`, 3 components,
+   filter 30 A): the first coordinate's ``|r|`` with the true hinge angle (target >= 0.8 at SNR
+   0.5) and the first eigenvolume's correlation with the true derivative of the map with respect
+   to the angle (``(V(+1 deg) - V(-1 deg)) / 2``, both low-passed to the filter; target >= 0.7).
+3. **Landscape.** The same with a 70/30 bimodal occupancy (Gaussians of SD 3 deg at -7.5 and
+   +7.5 deg): :func:`~cryolab.methods.variability.free_energy` of the first coordinate; its minima
+   are put in degrees by the straight line through (coordinate, true angle) and compared with the
+   minima of the true occupancy (target: two minima, each within 3 deg).
+4. **Leaks.** One state (the 80S alone, true poses): every coordinate's ``|r|`` with pose, origin,
+   defocus and image norm (target all <= 0.2); and a deliberate leak, the same fit without CTF
+   correction on data whose defocus range is wide: the detector must flag it.
+
+Usage: ``python -m benchmarks.variability [--quick] [--n N] [--snr S ...] [--consensus refine|truth]``
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import finish, load_now, part_parser, ratio, saves, work_folder
+
+BOX, PIXEL_A, FILTER_A, REFERENCE_A = 64, 6.0, 30.0, 30.0
+SIZES = {"quick": dict(n=300, snrs=(0.5,)), "default": dict(n=2000, snrs=(0.5, 0.1))}
+BIMODAL = dict(centres_deg=(-7.5, 7.5), weights=(0.7, 0.3), sd_deg=3.0)
+
+
+def hinge_map(vols, pivot_A, axis, angle_deg: float, pixel_size_A: float) -> np.ndarray:
+    """The ratchet's map with the moving body (``vols`` second entry) rotated by ``angle_deg``
+    about ``axis`` through ``pivot_A`` (as :func:`cryolab.simulate.simulate_hinge` moves it)."""
+    from cryolab.fourier import phase_shift
+    from cryolab.methods.multibody.motion import move_map
+    from cryolab.simulate.hinge import rotation_about
+    fixed, moving = (np.asarray(v, np.float32) for v in (list(vols.values()) if isinstance(vols, dict) else vols))
+    pivot_px = np.asarray(pivot_A, float) / pixel_size_A
+    centred = np.asarray(phase_shift(moving, -pivot_px), np.float32)
+    moved = move_map(centred, rotation_about(axis, angle_deg)[0], np.zeros(3), pivot_A, pixel_size_A)
+    return fixed + moved
+
+
+def hinge_derivative(vols, pivot_A, axis, pixel_size_A: float, step_deg: float = 1.0) -> np.ndarray:
+    """``d map / d angle`` at angle 0 by central differences (per degree)."""
+    return (hinge_map(vols, pivot_A, axis, step_deg, pixel_size_A)
+            - hinge_map(vols, pivot_A, axis, -step_deg, pixel_size_A)) / (2 * step_deg)
+
+
+def bimodal_angles(n: int, seed: int, centres_deg=BIMODAL["centres_deg"], weights=BIMODAL["weights"],
+                   sd_deg=BIMODAL["sd_deg"]) -> np.ndarray:
+    rng = np.random.default_rng([seed, 70])
+    which = rng.random(n) < weights[0]
+    return np.where(which, centres_deg[0], centres_deg[1]) + rng.normal(0, sd_deg, n)
+
+
+def true_minima_deg(centres_deg=BIMODAL["centres_deg"], weights=BIMODAL["weights"], sd_deg=BIMODAL["sd_deg"]):
+    """The minima of ``-ln p`` of the true mixture (its modes)."""
+    from cryolab.methods.variability import find_minima
+    s = np.linspace(-20, 20, 4001)
+    p = sum(w * np.exp(-0.5 * ((s - c) / sd_deg) ** 2) for c, w in zip(centres_deg, weights))
+    return np.sort(s[find_minima(-np.log(p), 0.1)])
+
+
+def correlation(a, b, mask=None) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if mask is not None:
+        a, b = a[mask > 0.5], b[mask > 0.5]
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def simulate(folder: Path, n: int, snr: float, distribution="uniform", seed: int = 3, box: int = BOX):
+    """The ratchet in ``folder``: ``(simulation, volumes, pivot, axis, pixel size)``; the STAR file
+    holds the true large-subunit poses."""
+    from cryolab.fourier import fourier_crop
+    from cryolab.methods.multibody import ratchet_bodies
+    from cryolab.simulate import simulate_hinge
+    vols, pivot, axis = ratchet_bodies()
+    px = PIXEL_A * 64 / box
+    if box != 64:
+        vols = {k: fourier_crop(v, box, ndim=3).astype(np.float32) for k, v in vols.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    sim = simulate_hinge(vols, n, px, pivot_A=pivot, axis=axis, seed=seed, snr=snr, out_dir=folder,
+                         name="particles", include_truth_angles=True, distribution=distribution)
+    return sim, vols, np.asarray(pivot, float), np.asarray(axis, float), px
+
+
+def consensus(folder: Path, sim, vols, how: str, max_iter: int = 8):
+    """``(stack with consensus poses, info)``; see the module text."""
+    from cryolab.fourier import lowpass
+    from cryolab.geometry import angular_distance
+    from cryolab.io import ParticleStack
+    stack = ParticleStack.from_star(sim.star_path)
+    truth = sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
+    if how == "truth":
+        return stack, {"how": "truth", "wall_s": 0.0, "angular_error_deg": 0.0}
+    from cryolab.methods import refine
+    px = float(stack.pixel_size_A)
+    ref = lowpass(vols["60S"] + vols["40S"], REFERENCE_A, px, ndim=3) * float(sim.info["signal_scale"])
+    t0 = time.perf_counter()
+    r = refine(stack, ref, ini_high_A=REFERENCE_A, healpix_order=3, local_healpix_order=3, sigma_ang_deg=3.75,
+               offset_range_px=3, offset_step_px=1, max_iter=max_iter, progress=False, out_dir=folder / "Refine3D")
+    wall = time.perf_counter() - t0
+    refined = ParticleStack.from_star(folder / "Refine3D" / "run_data.star")
+    err = angular_distance(refined.eulers(), truth)
+    return refined, {"how": "refine", "wall_s": wall, "iterations": r.iteration,
+                     "angular_error_deg": float(err.mean()), "resolution_A": float(r.history[-1].resolution_A)}
+
+
+def assess_linear(res, theta, vols, pivot, axis, px) -> dict:
+    """First coordinate vs the truth, first eigenvolume vs the true derivative."""
+    from cryolab.fourier import lowpass
+    der = lowpass(hinge_derivative(vols, pivot, axis, px), res.filter_A, px, ndim=3)
+    r = [abs(np.corrcoef(res.z[:, k], theta)[0, 1]) for k in range(res.n_components)]
+    return {"z1_r": float(r[0]), "best_r": float(max(r)), "best_k": int(np.argmax(r)),
+            "eig1_derivative_corr": abs(correlation(res.eigenvolumes[0], der)),
+            "variance": [float(v) for v in res.variance], "iterations": len(res.history), "fit_s": res.wall_s}
+
+
+def landscape(res, theta) -> dict:
+    """Minima of the first coordinate's free energy, in degrees (the straight line through the truth)."""
+    from cryolab.methods.variability import free_energy
+    z = res.z[:, 0]
+    slope, intercept = np.polyfit(z, theta, 1)
+    prof = free_energy(z, n_boot=100)
+    found = np.sort(prof.minima_s * slope + intercept)
+    true = true_minima_deg()
+    err = [float(np.min(np.abs(found - t))) if found.size else float("inf") for t in true]
+    return {"minima_deg": [float(v) for v in found], "true_minima_deg": [float(v) for v in true],
+            "minima_error_deg": err, "n_minima": int(found.size)}
+
+
+def leaks(folder: Path, n: int, snr: float) -> dict:
+    """One-state data: the largest |r| with any nuisance variable; and the deliberate leak (no CTF)."""
+    from cryolab.io import ParticleStack
+    from cryolab.methods.multibody import ratchet_bodies
+    from cryolab.methods.variability import fit_variability, latent_leaks, nuisance_table
+    from cryolab.simulate import simulate_particles
+    vols, _, _ = ratchet_bodies()
+    sim = simulate_particles(vols["60S"] + vols["40S"], n, PIXEL_A, snr=snr, seed=5, out_dir=folder,
+                             name="onestate", include_truth_angles=True, defocus_range_A=(5000.0, 40000.0))
+    stack = ParticleStack.from_star(sim.star_path)
+    nuis = nuisance_table(stack)
+    clean = latent_leaks(fit_variability(stack, n_components=3, filter_A=FILTER_A).z, nuis)
+    leaky = latent_leaks(fit_variability(stack, n_components=3, filter_A=FILTER_A, ctf=False).z, nuis)
+    return {"one_state_max_r": float(clean.to_numpy().max()), "one_state_flagged": clean.attrs["flagged"],
+            "one_state_table": clean.round(3).to_dict(), "no_ctf_flagged": leaky.attrs["flagged"],
+            "no_ctf_max_r": float(leaky.to_numpy().max())}
+
+
+def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine", out=None, save: bool = True,
+        keep=None) -> dict:
+    from cryolab.methods.variability import fit_variability
+    size = dict(SIZES["quick" if quick else "default"])
+    n = n or size["n"]
+    snrs = tuple(snrs) if snrs else size["snrs"]
+    print(f"== variability: {n} particles of the ratchet (40S +/-15 deg about the hinge; 70/30 bimodal for the "
+          f"landscape), 64 px, SNR {', '.join(f'{s:g}' for s in snrs)}; consensus: {how}", flush=True)
+    runs, ratios = {}, []
+    for snr in snrs:
+        tag = f"snr{snr:g}"
+        res = {}
+        for dist in ("uniform", "bimodal"):
+            with work_folder(Path(keep) / tag / dist if keep else None) as folder:
+                angles = "uniform" if dist == "uniform" else bimodal_angles(n, 3)
+                sim, vols, pivot, axis, px = simulate(folder, n, snr, angles)
+                stack, cons = consensus(folder, sim, vols, how)
+                theta = sim.truth["hinge_angle_deg"].to_numpy()
+                load = load_now()
+                fit = fit_variability(stack, n_components=3, filter_A=FILTER_A)
+                a = assess_linear(fit, theta, vols, pivot, axis, px)
+                a.update(consensus=cons, load_before=load)
+                if dist == "bimodal":
+                    a.update(landscape(fit, theta))
+                res[dist] = a
+                print(f"  [SNR {snr:g}, {dist}] consensus {cons['how']} ({cons['angular_error_deg']:.2f} deg mean "
+                      f"error, {cons['wall_s']:.0f} s); first coordinate vs hinge angle |r| {a['z1_r']:.3f}; first "
+                      f"eigenvolume vs d map / d angle {a['eig1_derivative_corr']:.3f}; {a['iterations']} EM "
+                      f"iterations, {a['fit_s']:.1f} s (load {load:.1f})"
+                      + (f"; minima {np.round(a['minima_deg'], 1).tolist()} deg (truth "
+                         f"{np.round(a['true_minima_deg'], 1).tolist()})" if dist == "bimodal" else ""), flush=True)
+        runs[tag] = res
+        u, b = res["uniform"], res["bimodal"]
+        target = snr >= 0.5
+        ratios += [ratio(f"variability.{tag}.z1_r", u["z1_r"], "first coordinate vs true hinge angle, |r|",
+                         ">= 0.8" if target else None),
+                   ratio(f"variability.{tag}.eig1_derivative_corr", u["eig1_derivative_corr"],
+                         "first eigenvolume vs the true d map / d angle", ">= 0.7" if target else None),
+                   ratio(f"variability.{tag}.bimodal_minima_error_deg", max(b["minima_error_deg"]),
+                         "largest distance of a true minimum to the nearest found, deg", "<= 3" if target else None),
+                   ratio(f"variability.{tag}.fit_s", u["fit_s"], "fit_variability wall time, s")]
+    with work_folder(Path(keep) / "leaks" if keep else None) as folder:
+        lk = leaks(folder, n, snrs[0])
+    print(f"  [one state, SNR {snrs[0]:g}] largest |r| of a coordinate with pose/origin/defocus/norm "
+          f"{lk['one_state_max_r']:.3f} (flagged {lk['one_state_flagged']}); without CTF correction flagged: "
+          f"{lk['no_ctf_flagged']}", flush=True)
+    ratios += [ratio("variability.one_state_max_leak_r", lk["one_state_max_r"],
+                     "largest |r| of a coordinate with a nuisance variable, one state", "<= 0.2"),
+               ratio("variability.no_ctf_leak_flagged", float(len(lk["no_ctf_flagged"]) > 0),
+                     "the detector flags the fit without CTF correction (1 = yes)", ">= 1")]
+    result = {"n": n, "box": BOX, "pixel_size_A": PIXEL_A, "snrs": list(snrs), "filter_A": FILTER_A,
+              "consensus": how, "runs": runs, "leaks": lk, "ratios": ratios, "quick": quick}
+    return finish("variability", result, out, save)
+
+
+def main(argv=None):
+    ap = part_parser("variability", __doc__, "300 particles at SNR 0.5 (smoke run)",
+                     "particles (default 2000)", keep=True)
+    ap.add_argument("--snr", type=float, nargs="+", default=None, help="signal-to-noise ratios (default 0.5 0.1)")
+    ap.add_argument("--consensus", choices=("refine", "truth"), default="refine",
+                    help="poses from cryolab's refinement (default) or the true large-subunit poses")
+    a = ap.parse_args(argv)
+    run(a.quick, a.n, a.snr, a.consensus, a.out, save=saves(a), keep=a.keep)
+
+
+if __name__ == "__main__":
+    main()
