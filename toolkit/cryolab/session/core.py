@@ -126,8 +126,11 @@ class Session:
         return max(lim, 2)
 
     # ------------------------------------------------------------------ stepping
-    def estep(self, progress: bool = False) -> None:
+    def estep(self, progress: bool = False, rows=None) -> None:
         """E-step over all particles (in batches); accumulates the sums the M-step needs.
+
+        ``rows``: only these particles (a mini-batch, e.g. of stochastic EM); the others keep
+        their poses and classes, and the sums hold the mini-batch alone.
 
         The work is :class:`cryolab.engine.driver.EStepWorker`'s: in-process on consecutive
         batches, or, with ``settings.scheduler``, in chunks on a dask cluster (see
@@ -153,6 +156,13 @@ class Session:
                 new["top_samples"][b] = r.top_samples[i]
 
         order, size = self._batch_order(pix)
+        if rows is not None:
+            if s.scheduler:
+                raise CryolabInputError("an E-step over a subset of particles runs in this process only",
+                                        field="scheduler")
+            chosen = np.zeros(N, bool)
+            chosen[np.asarray(rows, int)] = True
+            order, N = order[chosen[order]], int(chosen.sum())
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -182,7 +192,7 @@ class Session:
             bar.close()
         if sums is None:
             return
-        self._changes = self._assignment_changes(new)
+        self._changes = self._assignment_changes(new, None if rows is None else order)
         self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
         self.pmax, self.n_significant, self.loglik = new["pmax"], new["n_significant"], new["loglik"]
         self.class_posterior, self.top_samples = new["class_posterior"], new["top_samples"]
@@ -254,15 +264,21 @@ class Session:
             return np.full_like(self.sigma2, (self.sigma2 * npix).sum() / npix.sum())
         return self.sigma2
 
-    def _assignment_changes(self, new) -> dict:
-        had = self.classes >= 0
-        changed = float(np.mean(new["classes"][had] != self.classes[had])) if had.any() else 1.0
+    def _assignment_changes(self, new, rows=None) -> dict:
+        if rows is not None:    # a mini-batch: changes among its particles
+            new = {k: new[k][rows] for k in ("classes", "eulers", "offsets")}
+            had = self.classes[rows] >= 0
+            old_classes, old_eulers, old_offsets = self.classes[rows], self.eulers[rows], self.offsets_px[rows]
+        else:
+            had = self.classes >= 0
+            old_classes, old_eulers, old_offsets = self.classes, self.eulers, self.offsets_px
+        changed = float(np.mean(new["classes"][had] != old_classes[had])) if had.any() else 1.0
         if self.dim == 2:
-            dpsi = np.abs((new["eulers"][:, 2] - self.eulers[:, 2] + 180) % 360 - 180)
+            dpsi = np.abs((new["eulers"][:, 2] - old_eulers[:, 2] + 180) % 360 - 180)
         else:
             from ..geometry import angular_distance
-            dpsi = angular_distance(new["eulers"], self.eulers)
-        doff = np.linalg.norm(new["offsets"] - self.offsets_px, axis=1)
+            dpsi = angular_distance(new["eulers"], old_eulers)
+        doff = np.linalg.norm(new["offsets"] - old_offsets, axis=1)
         return dict(changed=changed, dangle=float(np.mean(dpsi)), doff=float(doff.mean()))
 
     def mstep(self) -> IterationResult:

@@ -1,0 +1,11 @@
+"""Initial 3D models from the particles alone (RELION's ``relion_refine --denovo_3dref --sgd``).
+
+>>> from cryolab.methods.initial_model import InitialModel, SGDSchedule
+>>> SGDSchedule().n_iter
+50
+"""
+from .schedule import SGDSchedule, ScheduleStep
+from .stochastic import InitialModel, InitialModelIteration, centre_map, initial_model, starting_maps
+
+__all__ = ["InitialModel", "InitialModelIteration", "SGDSchedule", "ScheduleStep", "centre_map",
+           "initial_model", "starting_maps"]

@@ -1,0 +1,80 @@
+"""Files of an initial model: the Session's (maps, data.star, model.star, its state) plus the
+running sums and the schedule, so that a run continues where it stopped (plain files only)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CryolabInputError
+from ...io import write_mrc
+from ...io._files import atomic_path
+from .schedule import SGDSchedule
+
+__all__ = ["save_initial_model", "resume_initial_model"]
+
+
+def _write_sums(sums, path) -> None:
+    arrays = {"w_shell": np.asarray(sums.w_shell), "class_weight": np.asarray(sums.class_weight),
+              "n": np.asarray(float(sums.n)), "residual": np.asarray(sums.residual),
+              "offset_moment": np.asarray(float(sums.offset_moment))}
+    for k, bp in enumerate(sums.bps):
+        arrays[f"data{k}"], arrays[f"weight{k}"] = np.asarray(bp.data), np.asarray(bp.weight)
+        arrays[f"r_max{k}"] = np.asarray(bp.r_max)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _read_sums(path, n: int, K: int):
+    from ...engine.driver import EStepSums
+    from ...reconstruction import BackProjector
+    with np.load(path, allow_pickle=False) as a:
+        bps = []
+        for k in range(K):
+            bp = BackProjector(n, dtype=a[f"weight{k}"].dtype)
+            if bp.data.shape != a[f"data{k}"].shape:
+                raise CryolabInputError("running sums do not match the particles' box", path=path)
+            bp.data[...], bp.weight[...] = a[f"data{k}"], a[f"weight{k}"]
+            bp.r_max = int(a[f"r_max{k}"])
+            bps.append(bp)
+        return EStepSums(bps, np.array(a["w_shell"]), np.array(a["residual"]), float(a["offset_moment"]),
+                         np.array(a["class_weight"]), float(a["n"]))
+
+
+def save_initial_model(im, directory, prefix: str = "run") -> str:
+    """``<prefix>_itNNN_class00k.mrc`` (the maps, centred), ``_data.star``, ``_model.star``,
+    ``_optimiser.json`` and ``_state.npz`` (the Session's), ``_initial_model.json`` (schedule,
+    history) and ``_sums.npz`` (the running sums); returns the stem."""
+    from ...session.files import save, write_json
+    d = Path(directory)
+    stem = save(im.session, d, prefix)
+    for k, m in enumerate(im.maps(centred=True)):          # what a person looks at: centred maps
+        write_mrc(f"{stem}_class{k + 1:03d}.mrc", m, im.session.pixel_size_A)
+    if im.running is not None:
+        _write_sums(im.running, f"{stem}_sums.npz")
+    write_json(f"{stem}_initial_model.json", im.state())
+    return stem
+
+
+def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
+    """An :class:`~.stochastic.InitialModel` continued from the files of :func:`save_initial_model`."""
+    from ...session import Session
+    from ...session.files import last_checkpoint
+    from .stochastic import InitialModelIteration
+    stem, _ = last_checkpoint(directory, prefix, iteration)
+    path = Path(f"{stem}_initial_model.json")
+    if not path.exists():
+        raise CryolabInputError("not an initial-model checkpoint (no _initial_model.json beside it)", path=path)
+    state = json.loads(path.read_text())
+    session = Session.resume(directory, iteration, prefix)
+    im = cls.__new__(cls)
+    im.session, im.particles, im.seed = session, session.particles, int(state["seed"])
+    im.schedule = SGDSchedule(**state["schedule"])
+    im.iteration = int(state["iteration"])
+    im.history = [InitialModelIteration(**{k: tuple(v) if isinstance(v, list) else v for k, v in h.items()})
+                  for h in state["history"]]
+    sums = Path(f"{stem}_sums.npz")
+    im.running = _read_sums(sums, session.n, session.settings.K) if sums.exists() else None
+    return im

@@ -1,0 +1,92 @@
+"""The schedule of a stochastic initial model: mini-batch size, resolution and step per iteration.
+
+Names follow relion_refine's ``--sgd_*`` options. Three phases: ``ini_iter`` iterations at
+``ini_resol_A`` with ``ini_subset`` particles, ``inbetween_iter`` iterations in which the
+resolution moves to ``fin_resol_A`` (linearly in spatial frequency) and the mini-batch grows to
+``fin_subset`` (linearly), then ``fin_iter`` iterations at the final values. The step (the share
+of the running sums that each mini-batch replaces, RELION's ``--sgd_stepsize``) goes from
+``ini_stepsize`` to ``fin_stepsize`` over the same phases.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from ...errors import CryolabInputError
+
+__all__ = ["SGDSchedule", "ScheduleStep"]
+
+
+@dataclass(frozen=True)
+class ScheduleStep:
+    """One iteration's mini-batch size, resolution limit (Angstrom) and step (0 < step <= 1)."""
+    iteration: int
+    subset: int
+    resolution_A: float
+    stepsize: float
+
+
+@dataclass(frozen=True)
+class SGDSchedule:
+    """Iterations, resolutions (Angstrom), mini-batch sizes and steps of an initial model."""
+    ini_iter: int = 10
+    inbetween_iter: int = 30
+    fin_iter: int = 10
+    ini_resol_A: float = 35.0
+    fin_resol_A: float = 15.0
+    ini_subset: int = 100
+    fin_subset: int = 500
+    ini_stepsize: float = 0.5
+    fin_stepsize: float = 0.2
+
+    def __post_init__(self):
+        for f in ("ini_iter", "inbetween_iter", "fin_iter"):
+            if getattr(self, f) < 0:
+                raise CryolabInputError(f"sgd_{f} must be >= 0, got {getattr(self, f)}", field=f"sgd_{f}")
+        if self.n_iter < 1:
+            raise CryolabInputError("the schedule has no iterations (sgd_ini_iter + sgd_inbetween_iter + "
+                                    "sgd_fin_iter = 0)", field="sgd_ini_iter")
+        for f in ("ini_resol_A", "fin_resol_A"):
+            if not getattr(self, f) > 0:
+                raise CryolabInputError(f"sgd_{f[:-2]} must be > 0 Angstrom, got {getattr(self, f)}",
+                                        field=f"sgd_{f[:-2]}")
+        for f in ("ini_subset", "fin_subset"):
+            if getattr(self, f) < 1:
+                raise CryolabInputError(f"sgd_{f} must be >= 1, got {getattr(self, f)}", field=f"sgd_{f}")
+        for f in ("ini_stepsize", "fin_stepsize"):
+            if not 0 < getattr(self, f) <= 1:
+                raise CryolabInputError(f"sgd_{f} must be in (0, 1], got {getattr(self, f)}", field=f"sgd_{f}")
+
+    @property
+    def n_iter(self) -> int:
+        return self.ini_iter + self.inbetween_iter + self.fin_iter
+
+    def _fraction(self, t: int) -> float:
+        """0 in the first phase, rising linearly to 1 in the in-between phase, 1 after."""
+        if t < self.ini_iter:
+            return 0.0
+        if t >= self.ini_iter + self.inbetween_iter:
+            return 1.0
+        return (t - self.ini_iter + 1) / (self.inbetween_iter + 1)
+
+    def at(self, t: int) -> ScheduleStep:
+        """Iteration ``t`` (0-based); past the end the final values."""
+        f = self._fraction(t)
+        inv = (1 - f) / self.ini_resol_A + f / self.fin_resol_A
+        subset = int(round(self.ini_subset + f * (self.fin_subset - self.ini_subset)))
+        step = self.ini_stepsize + f * (self.fin_stepsize - self.ini_stepsize)
+        return ScheduleStep(t, subset, 1.0 / inv, step)
+
+    def steps(self) -> list:
+        return [self.at(t) for t in range(self.n_iter)]
+
+    def changed(self, **changes) -> "SGDSchedule":
+        """A copy with some fields changed (checked)."""
+        known = {f.name for f in fields(self)}
+        bad = set(changes) - known
+        if bad:
+            raise CryolabInputError(f"unknown schedule field(s) {sorted(bad)}; known: {sorted(known)}",
+                                    field=sorted(bad)[0])
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

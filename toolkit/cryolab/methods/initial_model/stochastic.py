@@ -1,0 +1,276 @@
+"""An initial 3D model from the particles alone, by stochastic expectation-maximisation.
+
+The lecture warns that a wrong initial model biases everything after it. Here the model comes
+from the data: each class starts as the reconstruction of a random subset of particles placed
+in random orientations (a featureless blob on the data's grey scale), and every iteration
+
+1. draws a mini-batch of particles (its size and the resolution limit from the
+   :class:`~.schedule.SGDSchedule`, coarse to fine),
+2. runs the E-step on it alone (global search over HEALPix directions x psi and offsets, against
+   the K current maps; the Session's engine, :meth:`cryolab.session.Session.estep` with ``rows``),
+3. forgets a share ``stepsize`` of the running M-step sums (the back-projected data, weights,
+   class weights) and adds the mini-batch's, and
+4. reconstructs every class from the running sums (MAP, Wiener filter with tau2 from the map's
+   power, as RELION's M-step).
+
+This is online EM (Cappe & Moulines 2009) with the same role as the step size of RELION's
+``--sgd``: a mini-batch moves each map part of the way towards its own reconstruction, so the
+noise of small batches breaks the symmetry of the blob, and later, larger batches at higher
+resolution settle the map. The maps' hand is not determined by projections (a map and its
+mirror give mirrored images): compare with another map allowing both hands
+(:func:`cryolab.validation.align_maps`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CryolabInputError
+from ...fourier import lowpass
+from ...session import Session, Settings
+from ...settings import DEFAULT_DIAMETER_FRACTION
+from .schedule import SGDSchedule
+
+__all__ = ["InitialModel", "InitialModelIteration", "initial_model", "starting_maps"]
+
+
+@dataclass(frozen=True)
+class InitialModelIteration:
+    """What one mini-batch iteration did (resolution in Angstrom, time in seconds)."""
+    iteration: int
+    subset: int
+    resolution_A: float
+    stepsize: float
+    class_distribution: tuple
+    mean_pmax: float
+    mean_angle_change_deg: float
+    time_s: float
+
+
+def starting_maps(particles, K: int, resolution_A: float, subset: int, diameter_A: float, seed: int = 0):
+    """``K`` featureless starting maps ``[K, N, N, N]``: per class, ``subset`` random particles
+    back-projected (CTF-weighted) in random orientations, low-pass filtered to ``resolution_A``
+    and masked by a soft sphere of ``diameter_A`` (RELION's ``--denovo_3dref`` start)."""
+    from ...geometry.euler import random_rotations
+    from ...reconstruction import BackProjector
+    from ...validation import soft_sphere_mask
+    n, apix = particles.box_size, float(particles.pixel_size_A)
+    mask = soft_sphere_mask(n, diameter_A / apix / 2, edge_px=3)
+    maps = []
+    for k in range(K):
+        rng = np.random.default_rng([seed, 7919, k])
+        rows = np.sort(rng.choice(len(particles), min(subset, len(particles)), replace=False))
+        bp = BackProjector(n)
+        bp.insert_images(particles.read(rows), random_rotations(rows.size, rng), ctf=particles.ctf(rows),
+                         pixel_size_A=apix)
+        maps.append(lowpass(bp.reconstruct("plain"), resolution_A, apix, ndim=3) * mask)
+    return np.stack(maps).astype(np.float32)
+
+
+def _check(particles, K: int, schedule: SGDSchedule, sym: str):
+    from ...geometry import symmetry_operators
+    where = getattr(particles, "star_path", None)
+    N, n, apix = len(particles), particles.box_size, float(particles.pixel_size_A)
+    biggest = max(schedule.ini_subset, schedule.fin_subset)
+    if N < biggest:
+        raise CryolabInputError(f"{N} particles are fewer than a mini-batch of {biggest} (sgd_ini_subset "
+                                f"{schedule.ini_subset}, sgd_fin_subset {schedule.fin_subset}): lower them "
+                                f"or add particles", path=where, field="sgd_fin_subset")
+    if N < K:
+        raise CryolabInputError(f"K = {K} classes need at least as many particles, got {N}", path=where, field="K")
+    nyquist_A = 2 * apix
+    for name in ("ini_resol_A", "fin_resol_A"):
+        res = getattr(schedule, name)
+        if res < nyquist_A * 1.05:
+            raise CryolabInputError(f"sgd_{name[:-2]} = {res} A is beyond what a {n} px box of {apix} A pixels "
+                                    f"holds (Nyquist {nyquist_A:.2f} A): choose at least {nyquist_A * 1.05:.1f} A",
+                                    path=where, field=f"sgd_{name[:-2]}")
+    try:
+        symmetry_operators(sym)
+    except Exception as exc:
+        raise CryolabInputError(f"unknown symmetry {sym!r} ({exc})", field="sym") from None
+
+
+class InitialModel:
+    """A stochastic initial model that can be stepped (see the module text).
+
+    ``session``: the K-class 3D :class:`~cryolab.session.Session` whose engine runs each
+    mini-batch (its ``references`` are the current maps, its per-particle poses the last E-step's
+    of each particle); ``schedule``: the :class:`SGDSchedule` (change it between steps with
+    :meth:`set_schedule`); ``history``: one :class:`InitialModelIteration` per step.
+
+    >>> # im = InitialModel("particles.star", K=1); im.step(); im.run(); im.maps(centred=True)
+    """
+
+    def __init__(self, particles, K: int = 1, *, schedule: SGDSchedule | None = None, sym: str = "C1",
+                 particle_diameter_A: float | None = None, healpix_order: int = 2, offset_range_px: float = 4.0,
+                 offset_step_px: float = 2.0, tau2_fudge: float = 4.0, ctf: bool = True, seed: int = 0,
+                 **settings):
+        from ...io import ParticleStack
+        if not isinstance(particles, ParticleStack):
+            particles = ParticleStack.from_star(particles)
+        self.schedule = schedule or SGDSchedule()
+        _check(particles, K, self.schedule, sym)
+        self.particles, self.seed = particles, int(seed)
+        s = Settings(K=K, mode="map", healpix_order=healpix_order, offset_range_px=offset_range_px,
+                     offset_step_px=offset_step_px, tau2_fudge=tau2_fudge, sym=sym, ctf=ctf, seed=seed,
+                     particle_diameter_A=particle_diameter_A, oversampling=1, center_classes=False, **settings)
+        diameter_A = s.particle_diameter_A or DEFAULT_DIAMETER_FRACTION * particles.box_size * float(particles.pixel_size_A)
+        refs = starting_maps(particles, K, self.schedule.ini_resol_A, self.schedule.ini_subset, diameter_A, seed)
+        self.session = Session(particles, s, references=refs)
+        self.iteration = 0
+        self.history: list[InitialModelIteration] = []
+        self.running = None          # the running M-step sums (EStepSums)
+
+    # ------------------------------------------------------------------ stepping
+    @property
+    def K(self) -> int:
+        return self.session.settings.K
+
+    @property
+    def references(self) -> np.ndarray:
+        """The current maps ``[K, N, N, N]``."""
+        return self.session.references
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.schedule.n_iter
+
+    def set_schedule(self, **changes) -> None:
+        """Change the schedule between steps (``fin_resol_A=12``, ``fin_iter=20``, ...)."""
+        self.schedule = self.schedule.changed(**changes)
+        _check(self.particles, self.K, self.schedule, self.session.settings.sym)
+
+    def oversampling_at(self, resolution_A: float) -> int:
+        """0 while the coarse HEALPix step is fine enough for ``resolution_A`` (RELION's rule: the
+        step that moves the particle's edge by one resolution element, ``360 res / (pi D)`` degrees,
+        with 25 % slack), else 1 (a finer pass around the significant coarse samples)."""
+        from ...geometry import healpix_step_deg
+        s = self.session
+        needed_deg = 360.0 * resolution_A / (np.pi * s.particle_diameter_A)
+        return 0 if healpix_step_deg(s.settings.healpix_order) <= 1.25 * needed_deg else 1
+
+    def minibatch(self, t: int) -> np.ndarray:
+        """The particles of iteration ``t`` (sorted rows; fixed by the seed and ``t``)."""
+        rng = np.random.default_rng([self.seed, 104729, t])
+        return np.sort(rng.choice(len(self.particles), self.schedule.at(t).subset, replace=False))
+
+    def _blend(self, batch, stepsize: float) -> None:
+        if self.running is None:
+            self.running = batch
+            return
+        keep = 1.0 - stepsize
+        r = self.running
+        for acc, new in zip(r.bps, batch.bps):
+            acc.r_max = max(acc.r_max, new.r_max)      # reconstruct up to this batch's resolution
+            acc.data *= keep
+            acc.weight *= keep
+            acc.add(new)
+        r.w_shell = keep * r.w_shell + batch.w_shell
+        r.class_weight = keep * r.class_weight + batch.class_weight
+        r.n = keep * r.n + batch.n
+        # the noise and offset statistics come from the mini-batch (its pixels are this iteration's)
+        r.residual, r.offset_moment = batch.residual * (r.n / batch.n), batch.offset_moment * (r.n / batch.n)
+
+    def step(self, progress: bool = False) -> InitialModelIteration:
+        """One mini-batch: E-step on it, blend its sums into the running sums, new maps."""
+        t0 = time.perf_counter()
+        s, st = self.session, self.schedule.at(self.iteration)
+        s.max_shell = int(min(s.shell_limit(), max(4, np.floor(s.n * s.pixel_size_A / st.resolution_A))))
+        s.set(oversampling=self.oversampling_at(st.resolution_A))
+        s.estep(progress=progress, rows=self.minibatch(self.iteration))
+        if s.sums is None:
+            raise InterruptedError("stopped during the E-step")
+        self._blend(s.sums, st.stepsize)
+        s.sums = self.running
+        r = s.mstep()
+        self.iteration += 1
+        it = InitialModelIteration(self.iteration, st.subset, float(st.resolution_A), float(st.stepsize),
+                                   r.class_distribution, r.mean_pmax, r.mean_angle_change_deg,
+                                   time.perf_counter() - t0)
+        self.history.append(it)
+        return it
+
+    def run(self, n_iter: int | None = None, progress: bool = True, callback=None, out_dir=None,
+            prefix: str = "run") -> list:
+        """Step to the end of the schedule (or ``n_iter`` more steps); ``callback(self, it)`` after
+        each; with ``out_dir`` the files of :meth:`save` are written at the end. Returns the history."""
+        end = self.schedule.n_iter if n_iter is None else self.iteration + int(n_iter)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=max(end - self.iteration, 0), desc="initial model", unit="batch")
+        while self.iteration < end:
+            it = self.step()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{it.resolution_A:.0f} A, {it.subset} particles")
+            if callback is not None:
+                callback(self, it)
+        if bar is not None:
+            bar.close()
+        if out_dir is not None:
+            self.save(out_dir, prefix)
+        return self.history
+
+    # ------------------------------------------------------------------ results
+    def maps(self, centred: bool = True) -> np.ndarray:
+        """The maps ``[K, N, N, N]``, each moved (whole pixels) so that the centre of mass of its
+        positive density is the box centre when ``centred``."""
+        refs = np.asarray(self.references, np.float32)
+        return np.stack([centre_map(m)[0] for m in refs]) if centred else refs.copy()
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Each particle's most probable class (0-based) in its last mini-batch; -1 if never drawn."""
+        return self.session.classes
+
+    def assign(self, progress: bool = False) -> np.ndarray:
+        """Classes of all particles against the current maps: one E-step over every particle at
+        the last resolution (the maps are not changed). Returns the 0-based classes."""
+        s = self.session
+        s.estep(progress=progress)
+        s.sums = None
+        return s.classes.copy()
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory, prefix: str = "run") -> str:
+        from .files import save_initial_model
+        return save_initial_model(self, directory, prefix)
+
+    @classmethod
+    def resume(cls, directory, iteration: int | None = None, prefix: str = "run") -> "InitialModel":
+        from .files import resume_initial_model
+        return resume_initial_model(cls, directory, iteration, prefix)
+
+    def state(self) -> dict:
+        """The plain state of this object (for the checkpoint JSON)."""
+        return {"kind": "initial_model", "iteration": self.iteration, "seed": self.seed,
+                "schedule": self.schedule.as_dict(), "history": [asdict(h) for h in self.history]}
+
+
+def centre_map(volume) -> tuple[np.ndarray, np.ndarray]:
+    """``(map, shift_px)``: the map moved by whole pixels (periodic) so that the centre of mass of
+    its positive part is pixel ``N // 2``; ``shift_px`` (x, y, z) is how far it moved."""
+    v = np.asarray(volume, np.float32)
+    pos = np.clip(v, 0, None)
+    tot = float(pos.sum())
+    if tot <= 0:
+        return v.copy(), np.zeros(3)
+    n = v.shape[0]
+    com_zyx = np.array([(pos.sum(axis=tuple(j for j in range(3) if j != a)) * np.arange(n)).sum() / tot
+                        for a in range(3)])
+    d_zyx = np.rint(n // 2 - com_zyx).astype(int)
+    return np.roll(v, tuple(d_zyx), axis=(0, 1, 2)), d_zyx[::-1].astype(float)
+
+
+def initial_model(particles, K: int = 1, *, schedule: SGDSchedule | None = None, out_dir=None,
+                  prefix: str = "run", progress: bool = True, callback=None, **kw) -> InitialModel:
+    """Make ``K`` initial models from ``particles`` alone; returns the finished
+    :class:`InitialModel` (``maps()`` gives the centred maps). Keywords as :class:`InitialModel`."""
+    im = InitialModel(particles, K, schedule=schedule, **kw)
+    im.run(progress=progress, callback=callback, out_dir=out_dir, prefix=prefix)
+    return im

@@ -1,0 +1,139 @@
+"""Superposing two maps: rotation, translation and hand (for maps made without a common frame).
+
+An initial model made from the particles alone sits in an arbitrary frame and has an
+undetermined hand (a map and its mirror image give the same projections up to a mirror of
+each image). To compare it with another map, :func:`align_maps` searches all rotations of both
+hands on a coarse grid at low resolution, the translation by FFT cross-correlation for each,
+and refines the best rotation locally.
+
+Conventions: maps ``[z, y, x]`` with the rotation centre at pixel ``N // 2``; a rotation ``R``
+(``3 x 3``, acting on ``(x, y, z)``) moves the map as ``W(x) = V(R^T (x - t))`` with ``t`` the
+shift in pixels ``(x, y, z)``; the mirror is ``z -> -z`` about the centre (applied first).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..fourier import fourier_crop, lowpass
+from ..geometry import healpix_pix2ang
+from ..geometry.euler import euler_to_matrix, matrix_to_euler
+
+__all__ = ["MapAlignment", "rotate_map", "mirror_map", "align_maps"]
+
+_P = np.eye(3)[::-1]        # (x, y, z) <-> (z, y, x)
+
+
+def rotate_map(volume, R, shift_px=(0.0, 0.0, 0.0), order: int = 1) -> np.ndarray:
+    """``W(x) = V(R^T (x - t))``: the map rotated by ``R`` about pixel ``N // 2`` and moved by
+    ``t = shift_px`` (x, y, z) pixels; spline interpolation of ``order``, zero outside."""
+    from scipy import ndimage
+    v = np.asarray(volume, np.float32)
+    n = v.shape[0]
+    M = _P @ np.asarray(R, float).T @ _P
+    ctr = np.full(3, n // 2, float)
+    t = _P @ np.asarray(shift_px, float)
+    return ndimage.affine_transform(v, M, offset=ctr - M @ (ctr + t), order=order,
+                                    mode="constant").astype(np.float32)
+
+
+def mirror_map(volume) -> np.ndarray:
+    """The mirror image ``z -> -z`` about pixel ``N // 2`` (the other hand)."""
+    v = np.asarray(volume)
+    n = v.shape[0]
+    return np.roll(v[::-1], 1 - n % 2, axis=0) if n % 2 == 0 else v[::-1].copy()
+
+
+@dataclass(frozen=True)
+class MapAlignment:
+    """How ``moving`` was put onto ``reference``: ``mirrored`` (hand flipped first), rotation
+    ``R`` (3 x 3 on (x, y, z)) and its RELION Euler angles (deg), ``shift_px`` (x, y, z) at the
+    full box, ``cc`` the normalised correlation at the search resolution, and ``aligned`` the
+    moved map at the full box."""
+    mirrored: bool
+    R: np.ndarray
+    eulers_deg: tuple
+    shift_px: tuple
+    cc: float
+    aligned: np.ndarray
+
+
+def _coarse_rotations(healpix_order: int, psi_step_deg: float):
+    nside = 2 ** healpix_order
+    theta, phi = healpix_pix2ang(nside, np.arange(12 * nside * nside))
+    eul = [(np.degrees(p), np.degrees(t), psi) for t, p in zip(theta, phi)
+           for psi in np.arange(0.0, 360.0, psi_step_deg)]
+    return np.asarray(eul)
+
+
+def _best_shift(moved, ref_ft_conj, norm_ref):
+    """Normalised cross-correlation peak and its shift (x, y, z) pixels (periodic)."""
+    cc = np.fft.irfftn(np.fft.rfftn(moved) * ref_ft_conj, s=moved.shape, axes=(0, 1, 2))
+    i = np.unravel_index(int(np.argmax(cc)), cc.shape)
+    n = moved.shape[0]
+    shift_zyx = [(-k) % n for k in i]
+    shift_zyx = [s - n if s > n // 2 else s for s in shift_zyx]
+    return float(cc[i] / (np.linalg.norm(moved) * norm_ref + 1e-30)), np.asarray(shift_zyx[::-1], float)
+
+
+def _prepared(volume, box: int, resolution_A: float, pixel_size_A: float):
+    """The map low-pass filtered to ``resolution_A``, binned to ``box`` pixels, mean removed."""
+    v = lowpass(np.asarray(volume, np.float32), resolution_A, pixel_size_A, ndim=3)
+    v = fourier_crop(v, box, ndim=3) if box < v.shape[0] else v
+    return (v - v.mean()).astype(np.float32)
+
+
+class _Scorer:
+    """Correlation of a rotated ``moving`` with ``reference`` at one box, best translation."""
+
+    def __init__(self, moving, reference, box, resolution_A, pixel_size_A):
+        ref = _prepared(reference, box, resolution_A, pixel_size_A)
+        self.moving = _prepared(moving, box, resolution_A, pixel_size_A)
+        self.ref_ft, self.norm = np.conj(np.fft.rfftn(ref)), float(np.linalg.norm(ref))
+
+    def __call__(self, eulers_deg):
+        return _best_shift(rotate_map(self.moving, euler_to_matrix(*eulers_deg)), self.ref_ft, self.norm)
+
+
+def align_maps(moving, reference, pixel_size_A: float, *, resolution_A: float = 20.0,
+               try_mirror: bool = True, healpix_order: int = 1, psi_step_deg: float = 15.0,
+               coarse_box: int = 20) -> MapAlignment:
+    """Superpose ``moving`` on ``reference`` (same box and pixel size): rotation, shift and hand.
+
+    Global search: both maps binned to ``coarse_box`` pixels (and low-passed to 2.5 of those
+    pixels), every rotation of a HEALPix grid (order ``healpix_order``, psi every
+    ``psi_step_deg``) of each hand scored by the peak of the cross-correlation over all
+    translations. Local search: a simplex over the Euler angles at ``resolution_A`` (binned to a
+    pixel of ``resolution_A / 2.5``); the shift is then found at the full box.
+    """
+    from scipy.optimize import minimize
+    mov = np.asarray(moving, np.float32)
+    ref = np.asarray(reference, np.float32)
+    if mov.shape != ref.shape or mov.ndim != 3 or len(set(mov.shape)) != 1:
+        raise ValueError(f"align_maps: maps must be cubes of one size, got {mov.shape} and {ref.shape}")
+    n = mov.shape[0]
+    hands = {False: mov, True: mirror_map(mov)} if try_mirror else {False: mov}
+    coarse = min(n, coarse_box)
+    coarse_res = max(resolution_A, 2.5 * n * pixel_size_A / coarse)
+    best = (-np.inf, False, None)
+    for mirrored, m in hands.items():
+        score = _Scorer(m, ref, coarse, coarse_res, pixel_size_A)
+        for e in _coarse_rotations(healpix_order, psi_step_deg):
+            cc = score(e)[0]
+            if cc > best[0]:
+                best = (cc, mirrored, np.asarray(e, float))
+    _, mirrored, e0 = best
+    fine = int(min(n, max(coarse, 2 * round(n * pixel_size_A / (resolution_A / 2.5) / 2))))
+    score = _Scorer(hands[mirrored], ref, fine, resolution_A, pixel_size_A)
+    simplex = e0 + np.vstack([np.zeros(3), np.eye(3) * psi_step_deg / 3])
+    res = minimize(lambda e: -score(e)[0], e0, method="Nelder-Mead",
+                   options=dict(initial_simplex=simplex, xatol=0.2, fatol=1e-6))
+    e = res.x if -res.fun >= score(e0)[0] else e0
+    R = euler_to_matrix(*e)
+    cc = score(e)[0]
+    full = _Scorer(hands[mirrored], ref, n, resolution_A, pixel_size_A)
+    _, shift = _best_shift(rotate_map(full.moving, R), full.ref_ft, full.norm)
+    aligned = rotate_map(hands[mirrored], R, shift, order=3)
+    eul = tuple(float(a) for a in np.ravel(matrix_to_euler(R[None])))
+    return MapAlignment(bool(mirrored), R, eul, tuple(float(x) for x in shift), float(cc), aligned)
