@@ -5,7 +5,8 @@ consensus refinement of ``focused``: ``--no-relion`` or ``--only`` for less); ``
 runs every part on small sizes in under two minutes (a smoke run: its numbers mean little).
 The auto-refine comparison with ``relion_refine_mpi`` (``refine``, ~30 min more on two cores)
 runs only when asked for: ``--only refine`` or ``--only gemm,class2d,class3d,imaging,refine``; so do
-the multi-body comparison with RELION (``--only multibody``, a RELION consensus and both programs'
+the cost-vs-box-size comparison (``--only scale``, ~15 min at its scaled-down default; ``python -m
+benchmarks.scale --full`` for the issue's 64-192 px sizes), the multi-body comparison with RELION (``--only multibody``, a RELION consensus and both programs'
 multi-body refinements, ~70 min at 600 particles on two busy cores; ``python -m benchmarks.multibody
 --full`` for the issue's 2,000 particles at SNR 0.5 and 0.1), the tilt-pair validation with the engine (``--only
 tiltpair``, ~4 min) and the full size of the focused-classification comparison (``python -m
@@ -17,10 +18,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, tiltpair, variance
+from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, scale, tiltpair, variance
 
 DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking")
-PARTS = DEFAULT + ("refine", "multibody", "tiltpair")
+PARTS = DEFAULT + ("refine", "multibody", "tiltpair", "scale")
 
 
 def main(argv=None) -> int:
@@ -35,7 +36,11 @@ def main(argv=None) -> int:
                     help="iterations of class2d (default 10) and class3d (default 5)")
     ap.add_argument("--box", type=int, default=None, help="class3d box in pixels (default 64)")
     ap.add_argument("--out", default=None, help="folder for the results JSON")
+    ap.add_argument("--gpu", action="store_true", help="cryolab on the GPU (sets CRYOLAB_BACKEND=cupy for the run)")
     a = ap.parse_args(argv)
+    if a.gpu:
+        import os
+        os.environ["CRYOLAB_BACKEND"] = "cupy"
     parts = [p.strip() for p in a.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -66,6 +71,8 @@ def main(argv=None) -> int:
         results["tiltpair"] = tiltpair.run(a.quick, relion=relion, out=a.out, save=save)
     if "refine" in parts:
         results["refine"] = refine.run(a.quick, relion=relion, out=a.out, save=save)
+    if "scale" in parts:
+        results["scale"] = scale.run(a.quick, relion=relion, gpu=a.gpu, out=a.out, save=save)
     if "multibody" in parts:
         results["multibody"] = multibody.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")
