@@ -66,6 +66,31 @@ def run_cryolab(star_path, K: int, iterations: int, diameter_A: float) -> dict:
             "labels": session.classes.copy(), "load_before": load}
 
 
+def _peak_rss_MB(pid: int) -> float:
+    """``VmHWM`` (peak resident memory) of a running process in MB (Linux ``/proc``; nan elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return float("nan")
+
+
+def run_polled(command: list[str], cwd, log, env=None, every_s: float = 0.05) -> float:
+    """Run ``command`` (output to the file ``log``), raising on failure; returns the largest peak resident
+    memory (``VmHWM``, MB) read from it while it ran (the last read comes just before it exits)."""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    peak = float("nan")
+    while proc.poll() is None:
+        now = _peak_rss_MB(proc.pid)
+        peak = now if peak != peak else max(peak, now)
+        time.sleep(every_s)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, command)
+    return peak
+
+
 def run_relion(folder: Path, command: list[str], iterations: int, threads: int = 2) -> dict:
     """Run ``command`` (a ``relion_refine`` call writing ``relion/run``) from ``folder``; per-iteration
     times from the file times of its ``run_itNNN_data.star``, labels from the last one."""
@@ -74,7 +99,7 @@ def run_relion(folder: Path, command: list[str], iterations: int, threads: int =
     load = load_now()
     t0 = time.time()
     with open(folder / "relion" / "log.txt", "w") as log:
-        subprocess.run(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
+        peak_MB = run_polled(command, folder, log)
     wall = time.time() - t0
     stamps = [(folder / "relion" / f"run_it{i:03d}_data.star").stat().st_mtime for i in range(iterations + 1)]
     particles, _ = read_particles(folder / "relion" / f"run_it{iterations:03d}_data.star")
@@ -83,7 +108,7 @@ def run_relion(folder: Path, command: list[str], iterations: int, threads: int =
     labels[index] = particles["rlnClassNumber"].to_numpy(int) - 1
     return {"wall_s": wall, "setup_s": stamps[0] - t0, "iterations_s": stamps[-1] - stamps[0],
             "steps": [{"iteration": i + 1, "step_s": b - a} for i, (a, b) in enumerate(zip(stamps, stamps[1:]))],
-            "labels": labels, "load_before": load, "threads": threads}
+            "labels": labels, "load_before": load, "threads": threads, "peak_MB": peak_MB}
 
 
 def summarize_runs(res: dict, n: int, iterations: int, truth) -> dict:
