@@ -95,7 +95,7 @@ def simulate(folder: Path, n: int, snr: float, distribution="uniform", seed: int
     return sim, vols, np.asarray(pivot, float), np.asarray(axis, float), px
 
 
-def consensus(folder: Path, sim, vols, how: str, max_iter: int = 8):
+def consensus(folder: Path, sim, vols, how: str, max_iter: int = 4):
     """``(stack with consensus poses, info)``; see the module text."""
     from cryolab.fourier import lowpass
     from cryolab.geometry import angular_distance
@@ -159,7 +159,7 @@ def leaks(folder: Path, n: int, snr: float) -> dict:
 
 
 def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine", out=None, save: bool = True,
-        keep=None) -> dict:
+        keep=None, consensus_iter: int = 4) -> dict:
     from cryolab.methods.variability import fit_variability
     size = dict(SIZES["quick" if quick else "default"])
     n = n or size["n"]
@@ -174,7 +174,7 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
             with work_folder(Path(keep) / tag / dist if keep else None) as folder:
                 angles = "uniform" if dist == "uniform" else bimodal_angles(n, 3)
                 sim, vols, pivot, axis, px = simulate(folder, n, snr, angles)
-                stack, cons = consensus(folder, sim, vols, how)
+                stack, cons = consensus(folder, sim, vols, how, consensus_iter)
                 theta = sim.truth["hinge_angle_deg"].to_numpy()
                 load = load_now()
                 fit = fit_variability(stack, n_components=3, filter_A=FILTER_A)
@@ -219,8 +219,9 @@ def main(argv=None):
     ap.add_argument("--snr", type=float, nargs="+", default=None, help="signal-to-noise ratios (default 0.5 0.1)")
     ap.add_argument("--consensus", choices=("refine", "truth"), default="refine",
                     help="poses from cryolab's refinement (default) or the true large-subunit poses")
+    ap.add_argument("--consensus_iter", type=int, default=4, help="iterations of the consensus refinement at most")
     a = ap.parse_args(argv)
-    run(a.quick, a.n, a.snr, a.consensus, a.out, save=saves(a), keep=a.keep)
+    run(a.quick, a.n, a.snr, a.consensus, a.out, save=saves(a), keep=a.keep, consensus_iter=a.consensus_iter)
 
 
 if __name__ == "__main__":
