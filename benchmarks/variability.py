@@ -18,7 +18,13 @@ and 0.1; ``--quick`` 300 particles at SNR 0.5 (a smoke run).
    +7.5 deg): :func:`~cryolab.methods.variability.free_energy` of the first coordinate; its minima
    are put in degrees by the straight line through (coordinate, true angle) and compared with the
    minima of the true occupancy (target: two minima, each within 3 deg).
-4. **Leaks.** One state (the 80S alone, true poses): every coordinate's ``|r|`` with pose, origin,
+4. **Diffusion maps.** One viewing direction, 1,500 images at SNR 0.1, hinge angles uniform in
+   +/-40 and +/-90 deg: Spearman ``|rho|`` of the first diffusion coordinate
+   (:func:`~cryolab.methods.variability.diffusion_coordinates`) with the angle (target >= 0.9 at
+   +/-40) and of the first principal component of the same images (diffusion should beat it by
+   0.1 at +/-90); on the ratchet, diffusion maps over 12 viewing directions beside the linear
+   coordinate.
+5. **Leaks.** One state (the 80S alone, true poses): every coordinate's ``|r|`` with pose, origin,
    defocus and image norm (target all <= 0.2); and a deliberate leak, the same fit without CTF
    correction on data whose defocus range is wide: the detector must flag it.
 
@@ -158,6 +164,36 @@ def leaks(folder: Path, n: int, snr: float) -> dict:
             "no_ctf_max_r": float(leaky.to_numpy().max())}
 
 
+def single_view(folder: Path, n: int, snr: float, half_range_deg: float, seed: int = 4) -> dict:
+    """One viewing direction (rot, tilt, psi = 0, 90, 0), hinge angles uniform in +/-``half_range_deg``:
+    Spearman |rho| of the first diffusion coordinate and of the first principal component of the same
+    filtered, phase-flipped images with the true angle."""
+    from scipy.stats import spearmanr
+
+    from cryolab.io import ParticleStack
+    from cryolab.methods.msa_svd import streamed_pca
+    from cryolab.methods.multibody import ratchet_bodies
+    from cryolab.methods.variability import diffusion_coordinates, filter_shell
+    from cryolab.methods.variability.diffusion import view_pixels
+    from cryolab.simulate import simulate_hinge
+    vols, pivot, axis = ratchet_bodies()
+    sim = simulate_hinge(vols, n, PIXEL_A, pivot_A=pivot, axis=axis, angle_range_deg=(-half_range_deg, half_range_deg),
+                         eulers=np.tile([0.0, 90.0, 0.0], (n, 1)), seed=seed, snr=snr, out_dir=folder,
+                         name=f"view{half_range_deg:g}", include_truth_angles=True)
+    stack = ParticleStack.from_star(sim.star_path)
+    theta = sim.truth["hinge_angle_deg"].to_numpy()
+    t0 = time.perf_counter()
+    dm = diffusion_coordinates(stack, filter_A=FILTER_A)
+    wall = time.perf_counter() - t0
+    x, c = view_pixels(stack, np.arange(n), filter_shell(BOX, PIXEL_A, FILTER_A), in_plane=False)
+    y = np.sign(c) * x
+    v = np.concatenate([y.real, y.imag], axis=1)
+    pca = streamed_pca(lambda: [v], 2)
+    return {"diffusion_rho": float(abs(spearmanr(dm.coordinate, theta)[0])),
+            "pca_rho": float(abs(spearmanr(pca.coordinates[:, 0], theta)[0])), "diffusion_s": wall,
+            "eps": float(dm.views[0][1].eps)}
+
+
 def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine", out=None, save: bool = True,
         keep=None, consensus_iter: int = 4) -> dict:
     from cryolab.methods.variability import fit_variability
@@ -182,13 +218,26 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
                 a.update(consensus=cons, load_before=load)
                 if dist == "bimodal":
                     a.update(landscape(fit, theta))
+                else:
+                    from scipy.stats import spearmanr
+
+                    from cryolab.methods.variability import diffusion_coordinates
+                    t0 = time.perf_counter()
+                    dmap = diffusion_coordinates(stack, filter_A=FILTER_A, n_views=12)
+                    ok = np.isfinite(dmap.coordinate)
+                    a.update(diffusion_all_views_rho=float(abs(spearmanr(dmap.coordinate[ok], theta[ok])[0])),
+                             linear_rho=float(abs(spearmanr(fit.z[:, 0], theta)[0])),
+                             diffusion_all_views_s=time.perf_counter() - t0)
                 res[dist] = a
                 print(f"  [SNR {snr:g}, {dist}] consensus {cons['how']} ({cons['angular_error_deg']:.2f} deg mean "
                       f"error, {cons['wall_s']:.0f} s); first coordinate vs hinge angle |r| {a['z1_r']:.3f}; first "
                       f"eigenvolume vs d map / d angle {a['eig1_derivative_corr']:.3f}; {a['iterations']} EM "
                       f"iterations, {a['fit_s']:.1f} s (load {load:.1f})"
                       + (f"; minima {np.round(a['minima_deg'], 1).tolist()} deg (truth "
-                         f"{np.round(a['true_minima_deg'], 1).tolist()})" if dist == "bimodal" else ""), flush=True)
+                         f"{np.round(a['true_minima_deg'], 1).tolist()})" if dist == "bimodal" else
+                         f"; Spearman |rho| with the angle: linear {a['linear_rho']:.3f}, diffusion maps over 12 "
+                         f"viewing directions {a['diffusion_all_views_rho']:.3f} ({a['diffusion_all_views_s']:.0f} s)"),
+                      flush=True)
         runs[tag] = res
         u, b = res["uniform"], res["bimodal"]
         target = snr >= 0.5
@@ -208,7 +257,19 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
                      "largest |r| of a coordinate with a nuisance variable, one state", "<= 0.2"),
                ratio("variability.no_ctf_leak_flagged", float(len(lk["no_ctf_flagged"]) > 0),
                      "the detector flags the fit without CTF correction (1 = yes)", ">= 1")]
-    result = {"n": n, "box": BOX, "pixel_size_A": PIXEL_A, "snrs": list(snrs), "filter_A": FILTER_A,
+    views = {}
+    for half in (40.0, 90.0):
+        with work_folder(Path(keep) / f"view{half:g}" if keep else None) as folder:
+            sv = single_view(folder, 300 if quick else 1500, 0.1, half)
+        views[f"pm{half:g}"] = sv
+        print(f"  [single view, +/-{half:g} deg, SNR 0.1, {300 if quick else 1500} images] Spearman |rho| with the "
+              f"angle: first diffusion coordinate {sv['diffusion_rho']:.3f}, first principal component "
+              f"{sv['pca_rho']:.3f} ({sv['diffusion_s']:.1f} s)", flush=True)
+    ratios += [ratio("variability.single_view_pm40_diffusion_rho", views["pm40"]["diffusion_rho"],
+                     "first diffusion coordinate vs angle, one view, +/-40 deg, SNR 0.1", ">= 0.9"),
+               ratio("variability.single_view_pm90_diffusion_minus_pca", views["pm90"]["diffusion_rho"]
+                     - views["pm90"]["pca_rho"], "|rho| of diffusion minus PCA, one view, +/-90 deg", ">= 0.1")]
+    result = {"single_view": views, "n": n, "box": BOX, "pixel_size_A": PIXEL_A, "snrs": list(snrs), "filter_A": FILTER_A,
               "consensus": how, "runs": runs, "leaks": lk, "ratios": ratios, "quick": quick}
     return finish("variability", result, out, save)
 

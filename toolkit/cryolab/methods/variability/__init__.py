@@ -9,6 +9,7 @@
 * :func:`latent_leaks` - does a coordinate follow pose, origin, defocus or image norm instead of
   the structure? (:mod:`.leaks`).
 """
+from .diffusion import DiffusionMap, DiffusionResult, diffusion_coordinates, diffusion_map
 from .landscape import (BinMaps, FreeEnergyProfile, bin_maps, equal_population_bins, find_minima, free_energy,
                         free_energy_2d)
 from .leaks import LEAK_THRESHOLD, latent_leaks, nuisance_table
@@ -17,4 +18,5 @@ from .result import VariabilityResult, load_variability
 
 __all__ = ["fit_variability", "filter_shell", "VariabilityResult", "load_variability", "free_energy",
            "free_energy_2d", "find_minima", "FreeEnergyProfile", "equal_population_bins", "bin_maps", "BinMaps",
-           "latent_leaks", "nuisance_table", "LEAK_THRESHOLD"]
+           "latent_leaks", "nuisance_table", "LEAK_THRESHOLD", "diffusion_coordinates", "diffusion_map", "DiffusionMap",
+           "DiffusionResult"]

@@ -18,8 +18,8 @@ eigenvectors of a random walk on the particles, which follow the curve even wher
   noise power per Fourier pixel, from the image background), over ``sum_k c_i^2 c_j^2`` (pairs
   that both sit near CTF zeros are not made close). Three GEMMs over the pixels.
 * **Kernel** ``exp(-D / eps)``; ``eps`` from the data: ``L(eps) = sum_ij exp(-D_ij / eps)`` is
-  sigmoidal in ``log eps`` (flat at both ends), and the chosen ``eps`` is where its log-log slope
-  is largest (:func:`bandwidth_curve`, the diagnostic curve).
+  sigmoidal in ``log eps`` (from ``N`` to ``N^2``), and the chosen ``eps`` gives each particle
+  ``N^0.65`` neighbours on average (:func:`bandwidth_curve`, the diagnostic curve).
 * **Map.** Density-normalised kernel (``alpha = 1``: the sampling density along the curve does not
   shape the coordinates), then the Markov matrix's leading eigenvectors ``psi_1 .. psi_k`` (the
   trivial constant ``psi_0`` dropped), scaled by their eigenvalues.
@@ -39,7 +39,7 @@ from ...backend import to_device, to_numpy
 from ...errors import CryolabInputError
 from ...geometry import euler_to_matrix
 
-__all__ = ["view_pixels", "denoise_pixels", "ctf_distances", "bandwidth_curve", "diffusion_map", "DiffusionMap",
+__all__ = ["NEIGHBOUR_EXPONENT", "view_pixels", "denoise_pixels", "ctf_distances", "bandwidth_curve", "diffusion_map", "DiffusionMap",
            "diffusion_coordinates", "DiffusionResult", "viewing_bins"]
 
 
@@ -102,17 +102,31 @@ def ctf_distances(x, c, noise_power: float = 0.0):
     return d
 
 
-def bandwidth_curve(d2, n_points: int = 41):
-    """``(eps [n], log_sum [n], chosen eps)``: ``log sum_ij exp(-D_ij / eps)`` over ``eps`` from the
-    1st to the 99th percentile of the distances (times 1/10 and 10), and the ``eps`` where its
-    slope in ``log eps`` is largest (see the module text)."""
+#: the kernel's bandwidth gives each particle on average ``N ** NEIGHBOUR_EXPONENT`` neighbours
+NEIGHBOUR_EXPONENT = 0.65
+
+
+def bandwidth_curve(d2, n_points: int = 81, exponent: float = NEIGHBOUR_EXPONENT):
+    """``(eps [n], log_sum [n], chosen eps)``: ``log L(eps) = log sum_ij exp(-D_ij / eps)`` over ``eps``
+    from a tenth of the 1st to ten times the 99th percentile of the distances. ``L / N`` is the mean
+    number of neighbours of a particle; it climbs from 1 (``log L = log N``) to ``N`` (``2 log N``).
+    The chosen ``eps`` is where ``log L = (1 + exponent) log N``: each particle has ``N ** exponent``
+    neighbours on average, on the rising part of the curve (at its steepest point, the classic
+    choice, noisy particles are still isolated from the rest at SNR 0.1: eigenvalues near 1 for
+    eigenvectors that sit on a few outliers)."""
     d = np.asarray(to_numpy(d2), float)
-    off = d[~np.eye(len(d), dtype=bool)]
+    n = len(d)
+    off = d[~np.eye(n, dtype=bool)]
     lo, hi = np.percentile(off, [1, 99])
     eps = np.logspace(np.log10(max(lo, 1e-12) / 10), np.log10(max(hi, 1e-12) * 10), int(n_points))
     log_sum = np.array([np.log(np.exp(-d / e).sum()) for e in eps])
-    slope = np.gradient(log_sum, np.log(eps))
-    return eps, log_sum, float(eps[int(np.argmax(slope))])
+    target = (1 + float(exponent)) * np.log(n)
+    above = np.flatnonzero(log_sum >= target)
+    j = int(above[0]) if above.size else len(eps) - 1
+    if 0 < j and log_sum[j] > log_sum[j - 1]:               # interpolate in log eps
+        t = (target - log_sum[j - 1]) / (log_sum[j] - log_sum[j - 1])
+        return eps, log_sum, float(np.exp(np.log(eps[j - 1]) + t * (np.log(eps[j]) - np.log(eps[j - 1]))))
+    return eps, log_sum, float(eps[j])
 
 
 @dataclass
