@@ -241,3 +241,24 @@ def test_diffusion_coordinate_tracks_the_angle_in_one_view(tmp_path):
     rho = abs(spearmanr(res.coordinate, sim.truth["hinge_angle_deg"])[0])
     print("single view |rho|", rho)
     assert rho >= 0.9
+
+
+def test_latent_widgets_select_write_reconstruct_and_slide(ratchet, fitted, tmp_path):
+    from cryolab.widgets import ComponentSlider, LatentExplorer
+    w = LatentExplorer(fitted.z, ratchet["stack"], color=ratchet["theta"], color_name="true angle", out_dir=tmp_path)
+    assert w.selected.all() and w.panel.value
+    lo, hi = w.x_range.min, w.x_range.max
+    w.x_range.value = (lo, lo + 0.3 * (hi - lo))
+    box = w.selected.copy()
+    assert 0 < box.sum() < len(box) and np.all(fitted.z[box, 0] <= lo + 0.3 * (hi - lo) + 1e-9)
+    inside = w.select_polygon([[lo - 1, -1e9], [0.0, -1e9], [0.0, 1e9], [lo - 1, 1e9]])   # a lasso: z1 < 0
+    np.testing.assert_array_equal(inside, fitted.z[:, 0] < 0)
+    path = w.write_selection()
+    assert len(ParticleStack.from_star(path)) == int(inside.sum())
+    vol = w.reconstruct()
+    assert vol.shape == (BOX,) * 3 and w.viewer is not None
+    s = ComponentSlider(fitted)
+    s.position.value = 2.0
+    key = (0, 2.0)
+    np.testing.assert_allclose(s.maps[key], fitted.map_at([2.0 * np.sqrt(fitted.variance[0])]), atol=1e-5)
+    assert s.energy.value and len(s.profile(0).G) == 100
