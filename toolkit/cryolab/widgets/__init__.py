@@ -9,6 +9,9 @@
 * :class:`PickingViewer` - a micrograph with its picks, the figure-of-merit map and a live threshold;
   :func:`tilt_pair_plot` - the polar plot of tilt-pair validation;
 * :class:`HingeExplorer` - slide along a motion of a multi-body refinement, the map moving;
+* :class:`LatentExplorer`, :class:`ComponentSlider` - select particles in a latent space, slide
+  along a variability component with its map and free-energy profile;
+* :class:`InitialModelViewer` - step an ab-initio initial model and watch the maps emerge;
 * :class:`SessionDashboard`, :class:`PosteriorExplorer`, :class:`ClassGallery` - steer a live
   classification :class:`cryolab.session.Session`, read posteriors, keep/discard classes;
 * :func:`example_map` / :func:`phantom_volume` - maps for the course notebooks.
@@ -21,6 +24,8 @@ from .dashboard import SessionDashboard
 from .demo import example_map, phantom_volume
 from .gallery import ClassGallery
 from .hinge import HingeExplorer
+from .initial_model import InitialModelViewer
+from .latent import ComponentSlider, LatentExplorer
 from .masks import MaskEditor
 from .picking import PickingViewer, tilt_pair_plot
 from .posterior import PosteriorExplorer
@@ -29,4 +34,4 @@ from .viewers import FSCViewer, MapViewer
 
 __all__ = ["ProjectionSliceExplorer", "CTFExplorer", "MapViewer", "FSCViewer", "MaskEditor", "CascadeTree",
            "HingeExplorer", "SessionDashboard", "PosteriorExplorer", "ClassGallery", "example_map", "phantom_volume"]
-__all__ += ["PickingViewer", "tilt_pair_plot"]
+__all__ += ["PickingViewer", "tilt_pair_plot", "InitialModelViewer", "LatentExplorer", "ComponentSlider"]
