@@ -262,3 +262,22 @@ def test_latent_widgets_select_write_reconstruct_and_slide(ratchet, fitted, tmp_
     key = (0, 2.0)
     np.testing.assert_allclose(s.maps[key], fitted.map_at([2.0 * np.sqrt(fitted.variance[0])]), atol=1e-5)
     assert s.energy.value and len(s.profile(0).G) == 100
+
+
+def test_command_line_writes_maps_profiles_and_leaks(ratchet, tmp_path, monkeypatch):
+    from cryolab.cli.main import main
+    from cryolab.io import read_mrc, read_star
+    monkeypatch.chdir(tmp_path)
+    star = str(ratchet["sim"].star_path)
+    assert main(["variability", "--i", star, "--o", "Var/job001", "--K", "2", "--iter", "5", "--maps", "3",
+                 "--n_boot", "5", "--diffusion", "--diffusion_views", "1", "--quiet"]) == 0
+    out = tmp_path / "Var" / "job001"
+    maps, px = read_mrc(out / "maps_component001.mrcs")
+    assert maps.shape == (3 * BOX, BOX, BOX) and px == pytest.approx(12.0)
+    table = ParticleStack.from_star(out / "variability_particles.star").table
+    assert {"rlnVariabilityComponent1", "rlnVariabilityComponent2", "rlnDiffusionCoordinate"} <= set(table.columns)
+    assert abs(np.corrcoef(table["rlnVariabilityComponent1"].astype(float), ratchet["theta"])[0, 1]) > 0.8
+    assert set(read_star(out / "free_energy.star")) == {"component1", "component2"}
+    assert len(read_star(out / "leaks.star")["leaks"]) == 2
+    assert main(["variability", "--i", "missing.star", "--o", "Var/job002", "--quiet"]) == 2
+    assert not (tmp_path / "Var" / "job002").exists()
