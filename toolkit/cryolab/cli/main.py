@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..errors import CryolabInputError
-from . import classify, common, demo, focus, initial_model, maps, msa, multibody, picking, variance
+from . import classify, common, demo, focus, initial_model, maps, msa, multibody, picking, variability, variance
 
 
 def _cmd_info(args) -> int:
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     msa.register(sub)
     picking.register(sub)
     multibody.register(sub)
+    variability.register(sub)
     initial_model.register(sub)
     demo.register(sub)
     return parser
