@@ -138,3 +138,43 @@ def test_projection_cache_reset_keeps_every_requested_projection():
     orients = np.arange(3, 9)                         # two hits and four misses: over the limit
     got = toy.project(np.zeros(orients.size, int), orients)
     assert np.array_equal(got, toy.project_uncached(np.zeros(orients.size, int), orients))
+
+
+def _brute_significant_count(w, fraction):
+    """Per image: the number of heaviest samples needed before their sum reaches ``fraction``."""
+    out = []
+    for row in w.reshape(w.shape[0], -1).astype(np.float64):
+        s = np.sort(row)[::-1]
+        out.append(max(int(((np.cumsum(s) - s) < fraction).sum()), 1))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("power", [2, 200])
+def test_significant_mask_with_few_candidates_equals_full_sort(power):
+    """Peaked weights (few candidates: only they are gathered and sorted) and broad ones (a full
+    sort) give the brute-force count and a mask of every sample at least as heavy as the lightest
+    one counted."""
+    rng = np.random.default_rng(power)
+    w = rng.random((5, 40, 60)) ** power
+    w[1] = 0.0
+    w[1, 3, 7] = 1.0                                  # one sample holds everything
+    w /= w.reshape(5, -1).sum(1)[:, None, None]
+    mask, count = significant_mask(w.astype(np.float32), 0.999)
+    np.testing.assert_array_equal(count, _brute_significant_count(w.astype(np.float32), 0.999))
+    flat = w.astype(np.float32).reshape(5, -1)
+    for b in range(5):
+        lightest = np.sort(flat[b])[::-1][count[b] - 1]
+        np.testing.assert_array_equal(mask[b].ravel(), flat[b] >= lightest)
+
+
+def test_top_samples_of_long_rows_equal_a_full_sort():
+    """``_top`` on rows long enough for its block pre-selection: the same values as a full sort."""
+    from cryolab.engine.expectation import _top
+    rng = np.random.default_rng(3)
+    flat = rng.random((4, 300_000)).astype(np.float32) ** 20
+    flat[2] = 0.0
+    flat[2, [5, 299_999, 123_456]] = [0.3, 0.5, 0.2]  # in the tail after the last whole block, too
+    top = _top(flat, 10)
+    expect = -np.sort(-flat, axis=1)[:, :10]
+    np.testing.assert_array_equal(np.take_along_axis(flat, top, 1), expect)
+    assert top[2, 0] == 299_999 and top[2, 1] == 5

@@ -16,6 +16,9 @@ class CachedProjections:
     """
 
     cache_bytes = 1 << 30
+    #: orientations projected at a time (their slices and interpolation temporaries, ~50 bytes a
+    #: half-transform pixel, are held meanwhile)
+    project_chunk = 4096
 
     def _init_cache(self):
         self._cache_keys = np.zeros(0, np.int64)       # sorted keys
@@ -24,11 +27,13 @@ class CachedProjections:
         self._cache_used = 0
 
     def _cache_append(self, rows) -> np.ndarray:
-        """Store ``rows`` in the buffer (capacity doubled when full); returns their positions."""
+        """Store ``rows`` in the buffer (capacity doubled when full, up to ``cache_bytes``); returns
+        their positions."""
         xp, n = self.xp, rows.shape[0]
         need = self._cache_used + n
         if need > self._cache_rows.shape[0]:
-            grown = xp.zeros((max(need, 2 * self._cache_rows.shape[0]), self.pix.size), xp.complex64)
+            most = max(need, self.cache_bytes // (8 * max(self.pix.size, 1)))
+            grown = xp.zeros((min(max(need, 2 * self._cache_rows.shape[0]), most), self.pix.size), xp.complex64)
             grown[:self._cache_used] = self._cache_rows[:self._cache_used]
             self._cache_rows = grown
         self._cache_rows[self._cache_used:need] = rows
@@ -36,9 +41,11 @@ class CachedProjections:
         self._cache_used = need
         return pos
 
-    def project_uncached(self, classes, orients, m: int | None = None, chunk: int = 4096):
-        """``[J, M]`` (or ``[J, m]``) projections, computed class by class in chunks (not cached)."""
+    def project_uncached(self, classes, orients, m: int | None = None, chunk: int | None = None):
+        """``[J, M]`` (or ``[J, m]``) projections, computed class by class in chunks of ``chunk``
+        (default :attr:`project_chunk`) orientations (not cached)."""
         xp = self.xp
+        chunk = int(chunk or self.project_chunk)
         idx = self.pix.index[:m] if m else self.pix.index
         out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
         for k in np.unique(classes):

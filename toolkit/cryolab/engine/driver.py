@@ -27,7 +27,7 @@ from ..projection import shift_ramps
 from .estep import fourier_pixels
 from .expectation import NEG, SampleSet, expectation_batch, sum_by_key
 from .images import prepare_batch
-from .memory import available_bytes
+from .memory import BATCH_SHARE, BYTES_PER_SAMPLE, CACHE_SHARE, accumulator_dtype, available_bytes
 from .mstep import shell_sums
 from .planar import PlanarSampler
 from .spherical import SphericalSampler, fixed_orientations, local_log_prior
@@ -153,12 +153,23 @@ class EStepWorker:
         self.dim = inputs.references.ndim - 1
         self.pix = pix = fourier_pixels(n, inputs.max_shell, xp) if pix is None else pix
         refs = xp.asarray(inputs.references)
+        budget = available_bytes(xp, s.memory_limit_GB)
+        self.accumulator_dtype = dtype = accumulator_dtype(n, K, self.dim, budget)
+        # an insertion's temporaries (~40 bytes a corner) within an eighth of the budget
+        block = int(min(BackProjector.block_entries, max(1 << 12, budget // 320)))
         if self.dim == 2:
             sampler = PlanarSampler(refs, pix, s.psi_step_deg, s.offset_range_px, s.offset_step_px)
-            bps = [BackProjector2D(n, pad=2, xp=xp) for _ in range(K)]
+            bps = [BackProjector2D(n, pad=2, xp=xp, dtype=dtype) for _ in range(K)]
         else:
             sampler = SphericalSampler(refs, pix, s.healpix_order, s.offset_range_px, s.offset_step_px)
-            bps = [BackProjector(n, pad=2, xp=xp) for _ in range(K)]
+            bps = [BackProjector(n, pad=2, xp=xp, dtype=dtype) for _ in range(K)]
+        for bp in bps:
+            bp.block_entries = block
+        sampler.cache_bytes = int(min(sampler.cache_bytes, CACHE_SHARE * budget))
+        per_orientation = 50 * n * (n // 2 + 1)           # a projected slice and its temporaries
+        sampler.project_chunk = int(min(sampler.project_chunk, max(16, CACHE_SHARE * budget // per_orientation)))
+        # the fine pass of a batch keeps to the batch's share of the budget, as its coarse pass
+        self._max_fine_samples = int(BATCH_SHARE * budget) // BYTES_PER_SAMPLE
         self.sampler = sampler
         fixed = self.dim == 3 and s.skip_align
         self.local = self.dim == 3 and not fixed and bool(s.sigma_ang_deg)
@@ -179,7 +190,6 @@ class EStepWorker:
 
         # the M-step buffer (12 bytes an entry, twice that while it is merged) takes at most a
         # quarter of the E-step's memory budget
-        budget = available_bytes(xp, s.memory_limit_GB)
         self._buffer = _SliceBuffer(sampler, insert, max_entries=int(min(1 << 23, max(1 << 16, budget // 96))))
         self._accumulate = self._buffer.add
 
@@ -199,7 +209,8 @@ class EStepWorker:
             X, C, self.inv_s2, a, coarse, self.sampler, self.pix, log_pdf_class=self.log_pdf,
             offsets_px=offsets_px, sigma_offset_px=inp.sigma_offset_px, mode=inp.mode,
             oversampling=oversampling, adaptive_fraction=s.adaptive_fraction,
-            translation_step_px=s.offset_step_px, accumulate=self._accumulate, orient_log_prior=prior)
+            translation_step_px=s.offset_step_px, accumulate=self._accumulate, orient_log_prior=prior,
+            max_fine_samples=self._max_fine_samples)
         sums.residual = sums.residual + extra["residual"]
         sums.offset_moment += extra["offset_moment"]
         sums.class_weight += res.class_posterior.sum(axis=0)

@@ -183,7 +183,7 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22):
         part = flat[lo:lo + step]
         ncand = (part >= thr).sum(axis=1)
         m = max(int(ncand.max()), 1)                                  # candidates of the richest image
-        top = xp.sort(part, axis=1)[:, ::-1][:, :m]                   # heaviest first
+        top = _heaviest(part, part >= thr, ncand, m)                 # heaviest first
         d = top.astype(xp.float64)
         before = xp.cumsum(d, axis=1) - d                             # weight of the heavier ones
         c = xp.maximum(((before < fraction) & (top >= thr)).sum(axis=1), 1)
@@ -193,3 +193,17 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22):
         count[lo:lo + step] = c
     mask[xp.arange(b), xp.argmax(flat, axis=1)] = True          # the best sample, always
     return mask.reshape(weights.shape), count
+
+
+def _heaviest(part, cand, ncand, m: int):
+    """Rows ``[b, m]`` of each row's candidates ``cand`` (at most ``m`` per row), heaviest first, then
+    zeros. When candidates are few, only they are sorted (gathered into a zero-padded buffer)."""
+    xp = get_xp(part)
+    b, n = part.shape
+    if 8 * m >= n:
+        return xp.sort(part, axis=1)[:, ::-1][:, :m]
+    rows, cols = xp.nonzero(cand)
+    starts = xp.cumsum(ncand) - ncand
+    buf = xp.zeros((b, m), dtype=part.dtype)
+    buf[rows, xp.arange(rows.shape[0]) - starts[rows]] = part[rows, cols]
+    return xp.sort(buf, axis=1)[:, ::-1]

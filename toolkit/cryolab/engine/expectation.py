@@ -96,7 +96,8 @@ def score_subsets(X, ctf, inv_sigma2, P, ramps, allowed, *, mode: str = "map"):
 def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, pix, *,
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
-                      n_top=10, accumulate=None, orient_log_prior=None, fine_pass="auto"):
+                      n_top=10, accumulate=None, orient_log_prior=None, fine_pass="auto",
+                      max_fine_samples=None):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
@@ -108,7 +109,10 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     ``fine_pass``: ``"union"`` (one masked GEMM over the batch's kept union), ``"per_image"``
     (one masked GEMM per image over its own kept translations x orientations) or ``"auto"``
     (the union while it is at most twice the per-image work). All give the same result.
-    Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
+    ``max_fine_samples`` (None: no limit) bounds the memory of the fine pass: a union is scored
+    for consecutive groups of images of at most this many fine samples each, and the M-step sums
+    are formed for at most this many samples' worth of orientations at a time (a single image
+    whose own rectangle is larger is scored alone). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
     if fine_pass not in ("auto", "union", "per_image"):
@@ -128,44 +132,69 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
         s += _log_prior(log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
         s = get_xp(s).where((lpo > NEG / 2)[:, None, :], s, NEG)
-    acc = _Accumulator(sampler, accumulate, inv_sigma2, mode)
+    acc = _Accumulator(sampler, accumulate, inv_sigma2, mode, max_fine_samples)
     if mode == "maxcc" or oversampling == 0:
         return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,
                        log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
     w, _ = normalise(s)
-    sig = to_numpy(significant_mask(w, adaptive_fraction)[0])          # [B, T, J]
+    sig = significant_mask(w, adaptive_fraction)[0]                   # [B, T, J], stays where w is
     del s, Yc, w
     nt_child, no_child = 4 ** oversampling, sampler.n_children(oversampling)
-    t_used, j_used = sig.any(axis=2), sig.any(axis=1)                 # [B, T], [B, J]
+    t_used, j_used = to_numpy(sig.any(axis=2)), to_numpy(sig.any(axis=1))    # [B, T], [B, J]
     own = float((t_used.sum(1) * j_used.sum(1)).sum())
     union = float(B * t_used.any(0).sum() * j_used.any(0).sum())
     # one GEMM over the batch's union when the kept sets overlap (early iterations), else per image
     per_image = fine_pass == "per_image" or (fine_pass == "auto" and union > 2 * own)
-    groups = [np.array([b]) for b in range(B)] if per_image else [np.arange(B)]
+    groups = [np.array([b]) for b in range(B)] if per_image else \
+        _union_groups(t_used, j_used, nt_child * no_child, max_fine_samples)
     # every coarse translation's children and their phase ramps, made once for the batch
     T = coarse.trans.shape[0]
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
     all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
-    parts = []
-    for g in groups:
-        ti = np.flatnonzero(t_used[g].any(axis=0))
-        ji = np.flatnonzero(j_used[g].any(axis=0))
-        ft = all_ft[ti].reshape(-1, 2)
-        ramps = all_ramps[get_xp(X).asarray(ti)].reshape(ft.shape[0], -1)
-        fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
-        fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, ramps)
-        allowed = np.repeat(np.repeat(sig[g][:, ti][:, :, ji], nt_child, axis=1), no_child, axis=2)
-        gi = get_xp(X).asarray(g)
-        sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
-                       return_terms=True)
-        lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
-        if lpo is not None and lpo.shape[0] > 1:
-            lpo = lpo[g]
-        sg += _log_prior(log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
-        xp = get_xp(sg)
-        parts.append((g, fine, xp.where(xp.asarray(allowed), sg, NEG), yc))
-    return _finish(parts, X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
+
+    def fine_parts():          # made one group at a time, so one group's arrays are held at once
+        for g in groups:
+            ti = np.flatnonzero(t_used[g].any(axis=0))
+            ji = np.flatnonzero(j_used[g].any(axis=0))
+            ft = all_ft[ti].reshape(-1, 2)
+            ramps = all_ramps[get_xp(X).asarray(ti)].reshape(ft.shape[0], -1)
+            fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
+            fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, ramps)
+            xp = get_xp(X)
+            gi = xp.asarray(g)
+            allowed = xp.repeat(xp.repeat(sig[gi][:, xp.asarray(ti)][:, :, xp.asarray(ji)], nt_child, axis=1),
+                                no_child, axis=2)
+            sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
+                           return_terms=True)
+            lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
+            if lpo is not None and lpo.shape[0] > 1:
+                lpo = lpo[g]
+            sg += _log_prior(log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
+            xp.copyto(sg, NEG, where=~allowed)          # in place: no second array of the group's size
+            yield g, fine, sg, yc
+    return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
                    adaptive_fraction)
+
+
+def _union_groups(t_used, j_used, children: int, max_samples):
+    """Consecutive groups of images whose union of kept translations x orientations holds at most
+    ``max_samples`` fine samples (``children`` per coarse one) times the group's size; one group
+    when there is no limit."""
+    B = t_used.shape[0]
+    if max_samples is None:
+        return [np.arange(B)]
+    groups, start = [], 0
+    tu, ju = t_used[0].copy(), j_used[0].copy()
+    for b in range(1, B + 1):
+        if b < B:
+            t2, j2 = tu | t_used[b], ju | j_used[b]
+            if (b + 1 - start) * int(t2.sum()) * int(j2.sum()) * children <= max_samples:
+                tu, ju = t2, j2
+                continue
+        groups.append(np.arange(start, b))
+        if b < B:
+            start, tu, ju = b, t_used[b].copy(), j_used[b].copy()
+    return groups
 
 
 class _Accumulator:
@@ -175,8 +204,9 @@ class _Accumulator:
     rows of one sample set have distinct keys), so no sorting is needed to merge them.
     """
 
-    def __init__(self, sampler, callback, inv_sigma2, mode):
+    def __init__(self, sampler, callback, inv_sigma2, mode, max_samples=None):
         self.sampler, self.callback, self.mode = sampler, callback, mode
+        self.max_samples = max_samples
         self.inv_sigma2 = inv_sigma2
         self.row_of: dict = {}            # orientation key -> row of the table
         self.classes, self.orients = [], []
@@ -207,16 +237,25 @@ class _Accumulator:
             return
         xp = get_xp(X)
         wpix = xp.ones_like(self.inv_sigma2) if self.mode == "maxcc" else self.inv_sigma2
-        D, W, _ = weighted_sums(w, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
-        if self.mode != "maxcc":
-            self.resid = self.resid + residual_power(X, D, W, ss.P)
-        used = to_numpy(xp.flatnonzero(W.sum(axis=1) > 0))
-        if used.size:
-            rows = self._rows(ss.classes[used], ss.orients[used])
-            self._grow(len(self.row_of), D.shape[1], xp)
-            r, u = xp.asarray(rows), xp.asarray(used)
-            self.D[r] += D[u]
-            self.W[r] += W[u]
+        J = w.shape[2]
+        # orientations a chunk at a time: its sums [J', M] are as large as this many samples' weights
+        step = J if self.max_samples is None else int(max(1, min(J, self.max_samples // max(X.shape[1], 1))))
+        for lo in range(0, J, step):
+            c = slice(lo, min(J, lo + step))
+            wc = w if step == J else w[:, :, c]
+            D, W, _ = weighted_sums(wc, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
+            if self.mode != "maxcc":
+                # sum |X|^2 counts once a sample set (the images' own term), not once a chunk
+                self.resid = self.resid + residual_power(X if lo == 0 else X[:0], D, W, ss.P[c])
+            used = np.flatnonzero(to_numpy(W.sum(axis=1) > 0)) + lo       # orientations with weight
+            if used.size:
+                rows = self._rows(ss.classes[used], ss.orients[used])
+                self._grow(len(self.row_of), D.shape[1], xp)
+                r, u = xp.asarray(rows), xp.asarray(used - lo)
+                self.D[r] += D[u]
+                self.W[r] += W[u]
+            if self.max_samples is not None and self.D is not None and self.D.size > self.max_samples // 2:
+                self.flush()                   # the table (12 bytes an entry) within the fine pass's share
 
     def flush(self):
         if self.callback is None or not self.row_of:
@@ -225,18 +264,31 @@ class _Accumulator:
         classes, orients = np.concatenate(self.classes), np.concatenate(self.orients)
         xp = get_xp(self.D)
         for k in np.unique(classes):
-            sel = xp.asarray(np.flatnonzero(classes == k))
-            self.callback(int(k), orients[to_numpy(sel)], self.D[:n][sel] * self.inv_sigma2,
-                          self.W[:n][sel] * self.inv_sigma2)
+            sel = np.flatnonzero(classes == k)
+            self.callback(int(k), orients[sel], self.D[:n][xp.asarray(sel)] * self.inv_sigma2,
+                          self.W[:n][xp.asarray(sel)] * self.inv_sigma2)
         self.row_of, self.classes, self.orients, self.D, self.W = {}, [], [], None, None
 
 
-def _top(flat, n: int):
-    """Column indices of the ``n`` largest entries of each row, largest first."""
-    if flat.shape[1] > n:
-        part = np.argpartition(-flat, n - 1, axis=1)[:, :n]
-        return np.take_along_axis(part, np.argsort(-np.take_along_axis(flat, part, 1), axis=1), 1)
-    return np.argsort(-flat, axis=1)
+def _top(flat, n: int, block: int = 128):
+    """Column indices of the ``n`` largest entries of each row, largest first.
+
+    Long rows are cut into blocks of ``block`` entries: the ``n`` largest entries lie in the
+    ``n`` blocks with the largest maxima, so only those blocks (and the tail) are searched.
+    """
+    xp = get_xp(flat)
+    nb, S = flat.shape
+    if S > 16 * n * block:
+        head = S // block * block
+        bmax = flat[:, :head].reshape(nb, -1, block).max(axis=2)
+        blocks = xp.argpartition(-bmax, n - 1, axis=1)[:, :n]
+        idx = (blocks[:, :, None] * block + xp.arange(block)).reshape(nb, -1)
+        idx = xp.concatenate([idx, xp.broadcast_to(xp.arange(head, S), (nb, S - head))], axis=1)
+        return xp.take_along_axis(idx, _top(xp.take_along_axis(flat, idx, 1), n), 1)
+    if S > n:
+        part = xp.argpartition(-flat, n - 1, axis=1)[:, :n]
+        return xp.take_along_axis(part, xp.argsort(-xp.take_along_axis(flat, part, 1), axis=1), 1)
+    return xp.argsort(-flat, axis=1)
 
 
 def sum_by_key(keys, *arrays):
@@ -289,25 +341,28 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         else:
             w, lse = normalise(lw)
         nsig = significant_mask(w, adaptive_fraction)[1]
-        flat_np = to_numpy(w.reshape(nb, -1))
-        best = flat_np.argmax(axis=1)
+        # per-image results only come to the host (the weights stay where they are)
+        flat = w.reshape(nb, -1)
+        best = to_numpy(flat.argmax(axis=1))
         bt, bj = np.unravel_index(best, (T, J))
         out["best_class"][g] = ss.classes[bj]
         for i, b in enumerate(g):
             out["best_orient"][b] = ss.orients[bj[i]]
         out["best_trans"][g] = ss.trans[bt]
-        out["pmax"][g] = flat_np[np.arange(nb), best]
+        out["pmax"][g] = to_numpy(flat[xp.arange(nb), xp.asarray(best)])
         out["n_significant"][g] = to_numpy(nsig)
         out["loglik"][g] = to_numpy(lse) - to_numpy(a_const[xp.asarray(g)])
-        wj = flat_np.reshape(nb, T, J).sum(axis=1)
-        for k in range(K):
-            out["class_posterior"][g, k] = wj[:, ss.classes == k].sum(axis=1)
-        top = _top(flat_np, n_top)
+        wj = w.sum(axis=1)                                                       # [nb, J]
+        out["class_posterior"][g] = to_numpy(xp.stack([wj[:, xp.asarray(ss.classes == k)].sum(axis=1)
+                                                       for k in range(K)], axis=1))
+        top = _top(flat, n_top)
+        top_w = to_numpy(xp.take_along_axis(flat, top, 1))
+        top = to_numpy(top)
         for i, b in enumerate(g):
             tt, jj = np.unravel_index(top[i], (T, J))
-            tops[b] = (ss.classes[jj], ss.orients[jj], ss.trans[tt] + offsets_px[b], flat_np[i, top[i]])
+            tops[b] = (ss.classes[jj], ss.orients[jj], ss.trans[tt] + offsets_px[b], top_w[i])
         tot = offsets_px[g][:, None, :] + ss.trans[None, :, :]
-        off2 += float((flat_np.reshape(nb, T, J).sum(axis=2) * (tot ** 2).sum(-1)).sum())
+        off2 += float((w.sum(axis=2) * xp.asarray((tot ** 2).sum(-1))).sum())
         gi = xp.asarray(g)
         acc.add(w, X[gi], None if ctf is None else ctf[gi], ss, yc)
     acc.flush()

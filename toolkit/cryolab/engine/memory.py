@@ -8,6 +8,18 @@ HEALPix order 2 (4,608 orientations) with two classes and 29 translations that i
 image, 0.4 GB for a batch of 64; at order 3 eight times more. The batch size is chosen so that one batch stays inside a memory budget:
 half of the free GPU memory (CuPy), or a quarter of the machine's RAM (NumPy), or the
 ``memory_limit_GB`` a user sets.
+
+The budget is shared: the coarse pass of one batch takes at most 3/8 of it
+(:data:`BATCH_SHARE`), the M-step buffer of per-orientation sums a quarter (``driver``), the
+cache of fine-pass projections an eighth (:data:`CACHE_SHARE`, at most 1 GB) and the class maps a
+quarter (:data:`MAPS_SHARE`): the K back-projector accumulators over the padded half
+grid (complex data and real weight, ``3 M^2 (M/2+1)`` reals for a 3D class with ``M = pad N``) and
+the K padded projectors (complex64). The accumulators are double precision, as RELION's, when they
+fit their share, else single precision (:func:`accumulator_dtype`: the maps they give agree to
+float32 rounding, checked in ``tests/test_memory.py``). At 192 px, padding 2, K = 4 that is 2.5 GiB
+(double) or 1.3 GiB (single) of accumulators and 0.9 GiB of projectors (256 px: 6.0, 3.0 and 2.0 GiB).
+Per-class streaming of maps that do not fit even in single precision is not done: they then take
+more than their share.
 """
 from __future__ import annotations
 
@@ -15,9 +27,16 @@ import os
 
 import numpy as np
 
-__all__ = ["BYTES_PER_SAMPLE", "estep_bytes_per_image", "available_bytes", "batch_size_for", "estep_batch_size"]
+__all__ = ["BYTES_PER_SAMPLE", "BATCH_SHARE", "CACHE_SHARE", "MAPS_SHARE", "estep_bytes_per_image", "available_bytes",
+           "batch_size_for", "estep_batch_size", "accumulator_bytes", "projector_bytes", "accumulator_dtype"]
 
 BYTES_PER_SAMPLE = 24
+
+#: the shares of the memory budget: one batch's coarse pass, the projection cache, and the class maps
+#: (accumulators and projectors); the M-step buffer of the driver takes the last quarter
+BATCH_SHARE = 0.375
+CACHE_SHARE = 0.125
+MAPS_SHARE = 0.25
 
 
 def estep_bytes_per_image(n_samples: int, translations: int, pixels: int) -> int:
@@ -48,11 +67,11 @@ def batch_size_for(bytes_per_image: int, budget_bytes: int, upper: int) -> int:
 def estep_batch_size(settings, n_classes: int, dim: int, coarse_pixels: int, xp=np) -> int:
     """Batch size for an E-step with these ``settings`` (a :class:`cryolab.settings.Settings`):
     ``settings.batch_size`` or fewer, so that the coarse pass of a full (global) search fits
-    :func:`available_bytes`. ``coarse_pixels``: Fourier pixels of the coarse pass. With
+    :data:`BATCH_SHARE` of :func:`available_bytes`. ``coarse_pixels``: Fourier pixels of the coarse pass. With
     ``skip_align`` each image has one sample per class; local searches are budgeted as global."""
     from ..geometry import healpix_step_deg, psi_angles
     from .sampling import translation_grid
-    budget = available_bytes(xp, settings.memory_limit_GB)
+    budget = int(BATCH_SHARE * available_bytes(xp, settings.memory_limit_GB))
     if dim == 3 and settings.skip_align:
         return batch_size_for(estep_bytes_per_image(n_classes, 1, coarse_pixels), budget, settings.batch_size)
     if dim == 2:
@@ -63,3 +82,29 @@ def estep_batch_size(settings, n_classes: int, dim: int, coarse_pixels: int, xp=
     n_trans = len(translation_grid(settings.offset_range_px, settings.offset_step_px))
     per_image = estep_bytes_per_image(n_classes * n_orient * n_trans, n_trans, coarse_pixels)
     return batch_size_for(per_image, budget, settings.batch_size)
+
+
+def accumulator_bytes(n: int, n_classes: int, dim: int, pad: float = 2, dtype=np.float64) -> int:
+    """Bytes of ``n_classes`` back-projector accumulators of box ``n`` (``dim`` 2 or 3): complex
+    data and real weight over the padded half grid ``M^(dim-1) x (M/2+1)``, reals of ``dtype``."""
+    from ..projection import padded_size
+    m = padded_size(int(n), pad)
+    return int(n_classes) * m ** (dim - 1) * (m // 2 + 1) * 3 * np.dtype(dtype).itemsize
+
+
+def projector_bytes(n: int, n_classes: int, dim: int, pad: float = 2) -> int:
+    """Bytes of ``n_classes`` padded projectors at full resolution (complex64 half transforms cropped
+    to the sphere's cube, :class:`cryolab.projection.FourierProjector`); an upper bound."""
+    from ..projection import padded_size
+    m = padded_size(int(n), pad)
+    h = int(np.ceil(m / 2)) + 1
+    return int(n_classes) * (2 * h + 1) ** (dim - 1) * (h + 1) * 8
+
+
+def accumulator_dtype(n: int, n_classes: int, dim: int, budget_bytes: int, pad: float = 2):
+    """``np.float64`` when the accumulators and projectors of ``n_classes`` classes fit
+    :data:`MAPS_SHARE` of ``budget_bytes`` with double-precision accumulators, else ``np.float32``
+    (which halves the accumulators; above that the maps take more than their share)."""
+    share = MAPS_SHARE * budget_bytes
+    fixed = projector_bytes(n, n_classes, dim, pad) if dim == 3 else 0
+    return np.float64 if fixed + accumulator_bytes(n, n_classes, dim, pad) <= share else np.float32

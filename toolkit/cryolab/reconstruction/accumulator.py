@@ -21,9 +21,14 @@ def _host(a):
 
 
 class _FourierAccumulator:
-    """Shared core of :class:`BackProjector` (``ndim = 3``) and :class:`BackProjector2D` (``2``)."""
+    """Shared core of :class:`BackProjector` (``ndim = 3``) and :class:`BackProjector2D` (``2``).
+
+    ``block_entries``: interpolation corners inserted at a time (their indices and weights take
+    ~40 bytes each while a block is inserted); lower it to bound the memory of an insertion.
+    """
 
     ndim = 3
+    block_entries = _BLOCK_ENTRIES
 
     def __init__(self, n: int, pad: float = 2, xp=np, dtype=np.float64, max_shell=None):
         self.n, self.xp = int(n), xp
@@ -70,7 +75,7 @@ class _FourierAccumulator:
             wt = xp.ones((r, n, n // 2 + 1), dtype=xp.float32)
         else:
             wt = xp.broadcast_to(to_device(weight_slices, xp), (r, n, n // 2 + 1))
-        step = max(1, _BLOCK_ENTRIES // (max(int(self._pix.size), 1) * 2 ** self.ndim))
+        step = max(1, int(self.block_entries) // (max(int(self._pix.size), 1) * 2 ** self.ndim))
         for s in range(0, r, step):
             self._insert_block(ft[s:s + step], wt[s:s + step], poses[s:s + step])
 
