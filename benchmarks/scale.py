@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,7 +112,8 @@ def run_cryolab(job: dict, gpu: bool) -> dict:
     """:func:`child` in a fresh process; adds its peak resident memory."""
     env = dict(os.environ, CRYOLAB_BACKEND="cupy") if gpu else None
     with tempfile.TemporaryFile("w+") as log:
-        code = "import json, sys; from benchmarks.scale import child; print('RESULT ' + json.dumps(child(json.loads(sys.argv[1]))))"
+        code = ("import json, sys; from benchmarks.scale import child; "
+                "print('RESULT ' + json.dumps(child(json.loads(sys.argv[1]))))")
         load = load_now()
         peak_MB = run_polled([sys.executable, "-c", code, json.dumps(job)], ROOT, log, env=env)
         log.seek(0)
@@ -157,7 +157,8 @@ def one_job(kind: str, box: int, n: int, K: int, iterations: int, snr: float, re
     if "relion" in row:
         r = row["relion"]
         line += (f" | RELION {r['per_particle_iteration_s'] * 1e3:8.2f} ms, peak {r['peak_MB']:6.0f} MB, "
-                 f"accuracy {r['accuracy']:.3f} | RELION/cryolab {r['per_particle_iteration_s'] / c['per_particle_iteration_s']:.1f}x")
+                 f"accuracy {r['accuracy']:.3f} | RELION/cryolab "
+                 f"{r['per_particle_iteration_s'] / c['per_particle_iteration_s']:.1f}x")
     print(line, flush=True)
     return row
 
@@ -204,7 +205,8 @@ def plot(rows: list, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for kind, marker in (("2d", "o"), ("3d", "s")):
         for prog, style in (("cryolab", "-"), ("relion", "--")):
-            pts = [(r["box"], r[prog]["per_particle_iteration_s"] * 1e3) for r in rows if r["kind"] == kind and prog in r]
+            pts = [(r["box"], r[prog]["per_particle_iteration_s"] * 1e3) for r in rows
+                   if r["kind"] == kind and prog in r]
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, style, marker=marker, label=f"{prog} {kind.upper()}")
