@@ -281,3 +281,19 @@ def test_command_line_writes_maps_profiles_and_leaks(ratchet, tmp_path, monkeypa
     assert len(read_star(out / "leaks.star")["leaks"]) == 2
     assert main(["variability", "--i", "missing.star", "--o", "Var/job002", "--quiet"]) == 2
     assert not (tmp_path / "Var" / "job002").exists()
+
+
+def test_report_shows_the_variability_section(ratchet, tmp_path):
+    from cryolab.cli.main import main
+    from cryolab.io import read_star
+    from cryolab.report import collect_directory
+    out = tmp_path / "Var"
+    assert main(["variability", "--i", str(ratchet["sim"].star_path), "--o", str(out), "--K", "2", "--iter", "3",
+                 "--maps", "2", "--n_boot", "3", "--leak_threshold", "0.01", "--quiet"]) == 0
+    sections = {title: (figs, stats) for title, figs, stats in collect_directory(out).extra}
+    figs, stats = sections["Continuous heterogeneity (variability)"]
+    assert len(figs) == 3 and stats["components"] == 2
+    shown = stats["leaks (|r| > 0.01)"]                            # the run's threshold, every pair above it
+    table = read_star(out / "leaks.star")["leaks"]
+    values = table.drop(columns="coordinate").to_numpy(float)
+    assert shown.count("~") == int((values > 0.01).sum()) > 0

@@ -54,7 +54,8 @@ def _cmd_variability(args) -> int:
                                                     "rlnFreeEnergyErrorKT": prof.G_err})
     write_star(out / "free_energy.star", blocks)
     leaks = latent_leaks(res.z, nuisance_table(stack), threshold=args.leak_threshold)
-    write_star(out / "leaks.star", {"leaks": leaks.reset_index(names="coordinate")})
+    write_star(out / "leaks.star", {"general": {"cryolabLeakThreshold": float(args.leak_threshold)},
+                                    "leaks": leaks.reset_index(names="coordinate")})
     written += ["free_energy.star", "leaks.star"]
     rec.results = {"particles": len(stack), "components": res.n_components, "variance": res.variance.tolist(),
                    "iterations": len(res.history), "flagged_leaks": [list(f) for f in leaks.attrs["flagged"]]}
