@@ -24,6 +24,7 @@ import numpy as np
 from .figures import (fig_central_slices, fig_class_averages, fig_fsc, fig_histogram, fig_history,
                       fig_rot_tilt)
 from .heterogeneity import heterogeneity_sections
+from .variability import variability_sections
 from .steps import (CONVERGENCE_TEXT, REFINE_TEXT, optics_summary, read_step_settings, readable,
                     resolution_text, settings_rows)
 
@@ -204,7 +205,7 @@ def collect_directory(folder) -> ReportData:
         _other_class_maps(data, folder, latest)
         data.steps = _other_steps(folder, latest)
     _collect_postprocess(data, folder)
-    data.extra = list(heterogeneity_sections(folder))
+    data.extra = list(heterogeneity_sections(folder)) + list(variability_sections(folder))
     if not (run or latest or data.fsc or data.extra):
         raise CryolabInputError("nothing to report: no run.json, <prefix>_itNNN_data.star, postprocess.star "
                                 "or heterogeneity results here", path=folder)
