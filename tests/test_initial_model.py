@@ -146,12 +146,13 @@ def test_initial_model_matches_the_true_map_up_to_the_hand(model, maps):
 
 
 def test_resumed_run_continues_as_the_uninterrupted_one(particles, tmp_path):
-    short = SMALL.changed(ini_iter=1, inbetween_iter=2, fin_iter=1)
+    short = SGDSchedule(ini_iter=1, inbetween_iter=1, fin_iter=1, ini_resol_A=60, fin_resol_A=48,
+                        ini_subset=30, fin_subset=40)
     a = InitialModel(particles, 1, schedule=short, seed=2, particle_diameter_A=330)
-    a.run(2, progress=False)
+    a.run(1, progress=False)
     a.save(tmp_path, "run")
     b = InitialModel.resume(tmp_path, prefix="run")
-    assert b.iteration == 2
+    assert b.iteration == 1 and b.running is not None
     a.run(progress=False)
     b.run(progress=False)
     np.testing.assert_allclose(b.references, a.references, rtol=1e-5, atol=1e-6 * np.abs(a.references).max())

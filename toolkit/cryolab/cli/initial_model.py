@@ -85,13 +85,13 @@ def register(sub) -> None:
     p.add_argument("--sgd_fin_subset", type=positive_int, default=500, help="final mini-batch size (default 500)")
     p.add_argument("--sgd_stepsize", type=positive_float, default=0.5,
                    help="share of the running sums each mini-batch replaces at first (default 0.5)")
-    p.add_argument("--sgd_fin_stepsize", type=positive_float, default=0.2, help="... and at the end (default 0.2)")
+    p.add_argument("--sgd_fin_stepsize", type=positive_float, default=0.5, help="... and at the end (default 0.5)")
     p.add_argument("--sgd_write_iter", type=int, default=10,
                    help="write maps and a checkpoint every this many iterations (default 10; 0: only at the end)")
     p.add_argument("--healpix_order", type=positive_int, default=2, help="angular sampling (default 2: 15 deg, "
                    "7.5 deg in the fine pass once the resolution needs it)")
-    p.add_argument("--offset_range", type=positive_float, default=4.0, help="offset search range, pixels (default 4)")
-    p.add_argument("--offset_step", type=positive_float, default=2.0, help="offset step, pixels (default 2)")
+    p.add_argument("--offset_range", type=positive_float, default=3.0, help="offset search range, pixels (default 3)")
+    p.add_argument("--offset_step", type=positive_float, default=1.0, help="offset step, pixels (default 1)")
     p.add_argument("--tau2_fudge", type=positive_float, default=4.0, help="regularisation parameter T (default 4)")
     p.add_argument("--ctf", action="store_true", default=True, help="CTF-correct (default; the images carry one)")
     p.add_argument("--random_seed", type=int, default=0, help="seed of the mini-batches and starting maps")

@@ -36,7 +36,7 @@ class SGDSchedule:
     ini_subset: int = 100
     fin_subset: int = 500
     ini_stepsize: float = 0.5
-    fin_stepsize: float = 0.2
+    fin_stepsize: float = 0.5
 
     def __post_init__(self):
         for f in ("ini_iter", "inbetween_iter", "fin_iter"):

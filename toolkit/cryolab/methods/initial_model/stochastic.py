@@ -106,8 +106,8 @@ class InitialModel:
     """
 
     def __init__(self, particles, K: int = 1, *, schedule: SGDSchedule | None = None, sym: str = "C1",
-                 particle_diameter_A: float | None = None, healpix_order: int = 2, offset_range_px: float = 4.0,
-                 offset_step_px: float = 2.0, tau2_fudge: float = 4.0, ctf: bool = True, seed: int = 0,
+                 particle_diameter_A: float | None = None, healpix_order: int = 2, offset_range_px: float = 3.0,
+                 offset_step_px: float = 1.0, tau2_fudge: float = 4.0, ctf: bool = True, seed: int = 0,
                  **settings):
         from ...io import ParticleStack
         if not isinstance(particles, ParticleStack):
