@@ -24,11 +24,16 @@ and 0.1; ``--quick`` 300 particles at SNR 0.5 (a smoke run).
    +/-40) and of the first principal component of the same images (diffusion should beat it by
    0.1 at +/-90); on the ratchet, diffusion maps over 12 viewing directions beside the linear
    coordinate.
-5. **Leaks.** One state (the 80S alone, true poses): every coordinate's ``|r|`` with pose, origin,
+5. **cryoDRGN** (when ``cryodrgn`` is installed: ``pip install cryolab[bench-peers]``, or ``--cryodrgn``):
+   ``train_vae --zdim 1`` with a small network (encoder and decoder 2 x 256, 20 epochs, CPU) on the
+   uniform set at the first SNR, from the same consensus poses; its latent coordinate's ``|r|`` with
+   the angle and its wall time beside cryolab's (targets: cryolab at least as accurate, >= 5x faster).
+6. **Leaks.** One state (the 80S alone, true poses): every coordinate's ``|r|`` with pose, origin,
    defocus and image norm (target all <= 0.2); and a deliberate leak, the same fit without CTF
    correction on data whose defocus range is wide: the detector must flag it.
 
-Usage: ``python -m benchmarks.variability [--quick] [--n N] [--snr S ...] [--consensus refine|truth]``
+Usage: ``python -m benchmarks.variability [--quick] [--n N] [--snr S ...] [--consensus refine|truth]
+[--cryodrgn PATH | --no-peers]``
 """
 from __future__ import annotations
 
@@ -194,8 +199,55 @@ def single_view(folder: Path, n: int, snr: float, half_range_deg: float, seed: i
             "eps": float(dm.views[0][1].eps)}
 
 
+DRGN_EPOCHS, DRGN_LAYERS, DRGN_DIM = 20, 2, 256          # "a small network" (cryoDRGN's defaults: 3 x 1024)
+
+
+def cryodrgn_program(path=None):
+    """The ``cryodrgn`` program: ``path``, the ``CRYODRGN`` environment variable, or on ``PATH``; None if absent."""
+    import os
+    import shutil
+    for cand in (path, os.environ.get("CRYODRGN"), shutil.which("cryodrgn")):
+        if cand and Path(cand).is_file():
+            return str(cand)
+    return None
+
+
+def run_cryodrgn(program: str, folder: Path, star: Path, n: int, epochs: int = DRGN_EPOCHS) -> dict:
+    """cryoDRGN on the same particles and consensus poses: ``parse_pose_star``, ``parse_ctf_star``, then
+    ``train_vae --zdim 1`` with a small network (encoder and decoder 2 x 256) for ``epochs`` epochs on the
+    CPU; its latent coordinate of the last epoch (converted to ``.npy`` by cryoDRGN's own Python)."""
+    import subprocess
+    work = folder / "cryodrgn"
+    work.mkdir(exist_ok=True)
+    px = f"{PIXEL_A:g}"
+    t0 = time.perf_counter()
+    log = open(work / "log.txt", "w")
+    try:
+        for cmd in ([program, "parse_pose_star", str(star), "-o", str(work / "poses.pkl"), "-D", str(BOX), "--Apix", px],
+                    [program, "parse_ctf_star", str(star), "-o", str(work / "ctf.pkl"), "-D", str(BOX), "--Apix", px,
+                     "--ps", "0"],                           # no _rlnPhaseShift: cryoDRGN would read NaN
+                    [program, "train_vae", str(star), "--datadir", str(star.parent), "--poses", str(work / "poses.pkl"),
+                     "--ctf", str(work / "ctf.pkl"), "--zdim", "1", "-n", str(epochs), "--enc-layers", str(DRGN_LAYERS),
+                     "--enc-dim", str(DRGN_DIM), "--dec-layers", str(DRGN_LAYERS), "--dec-dim", str(DRGN_DIM),
+                     "--uninvert-data", "--no-analysis", "--seed", "0", "-o", str(work / "train")]):
+            subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, check=True)
+    finally:
+        log.close()
+    wall = time.perf_counter() - t0
+    python = str(Path(program).parent / "python")
+    found = sorted((work / "train").glob("z.*.pkl"), key=lambda p: int(p.stem.split(".")[-1]) if
+                   p.stem.split(".")[-1].isdigit() else -1)
+    z_pkl = work / "train" / "z.pkl" if (work / "train" / "z.pkl").is_file() else found[-1]
+    subprocess.run([python, "-c", "import pickle, sys, numpy; numpy.save(sys.argv[2], "
+                    "numpy.asarray(pickle.load(open(sys.argv[1], 'rb'))))", str(z_pkl), str(work / "z.npy")],
+                   check=True)
+    z = np.load(work / "z.npy", allow_pickle=False).reshape(n, -1)
+    return {"wall_s": wall, "z": z, "epochs": epochs}
+
+
 def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine", out=None, save: bool = True,
-        keep=None, consensus_iter: int = 4) -> dict:
+        keep=None, consensus_iter: int = 4, cryodrgn: str | None = None, peers: bool = True,
+        drgn_epochs: int = DRGN_EPOCHS) -> dict:
     from cryolab.methods.variability import fit_variability
     size = dict(SIZES["quick" if quick else "default"])
     n = n or size["n"]
@@ -203,6 +255,9 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
     print(f"== variability: {n} particles of the ratchet (40S +/-15 deg about the hinge; 70/30 bimodal for the "
           f"landscape), 64 px, SNR {', '.join(f'{s:g}' for s in snrs)}; consensus: {how}", flush=True)
     runs, ratios = {}, []
+    drgn = cryodrgn_program(cryodrgn) if peers else None
+    if peers and drgn is None:
+        print("  cryodrgn not found (pip install cryolab[bench-peers], or --cryodrgn PATH): skipping it")
     for snr in snrs:
         tag = f"snr{snr:g}"
         res = {}
@@ -228,6 +283,15 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
                     a.update(diffusion_all_views_rho=float(abs(spearmanr(dmap.coordinate[ok], theta[ok])[0])),
                              linear_rho=float(abs(spearmanr(fit.z[:, 0], theta)[0])),
                              diffusion_all_views_s=time.perf_counter() - t0)
+                    if drgn and snr == snrs[0]:
+                        star = folder / "consensus.star"
+                        stack.write_star(star)
+                        d = run_cryodrgn(drgn, folder, star, n, drgn_epochs)
+                        a.update(cryodrgn_r=float(abs(np.corrcoef(d["z"][:, 0], theta)[0, 1])),
+                                 cryodrgn_s=d["wall_s"], cryodrgn_epochs=d["epochs"])
+                        print(f"  [SNR {snr:g}] cryoDRGN train_vae (zdim 1, {d['epochs']} epochs, 2 x 256): latent vs "
+                              f"hinge angle |r| {a['cryodrgn_r']:.3f}, {d['wall_s']:.0f} s; cryolab |r| {a['z1_r']:.3f}, "
+                              f"{a['fit_s']:.0f} s ({d['wall_s'] / a['fit_s']:.1f}x faster)", flush=True)
                 res[dist] = a
                 print(f"  [SNR {snr:g}, {dist}] consensus {cons['how']} ({cons['angular_error_deg']:.2f} deg mean "
                       f"error, {cons['wall_s']:.0f} s); first coordinate vs hinge angle |r| {a['z1_r']:.3f}; first "
@@ -240,6 +304,11 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
                       flush=True)
         runs[tag] = res
         u, b = res["uniform"], res["bimodal"]
+        if "cryodrgn_r" in u:
+            ratios += [ratio(f"variability.{tag}.cryolab_minus_cryodrgn_r", u["z1_r"] - u["cryodrgn_r"],
+                             "|r| with the true angle, cryolab's first coordinate minus cryoDRGN's latent", ">= 0"),
+                       ratio(f"variability.{tag}.cryodrgn_over_cryolab_time", u["cryodrgn_s"] / u["fit_s"],
+                             "wall time, cryoDRGN train_vae / fit_variability (CPU)", ">= 5")]
         target = snr >= 0.5
         ratios += [ratio(f"variability.{tag}.z1_r", u["z1_r"], "first coordinate vs true hinge angle, |r|",
                          ">= 0.8" if target else None),
@@ -281,8 +350,12 @@ def main(argv=None):
     ap.add_argument("--consensus", choices=("refine", "truth"), default="refine",
                     help="poses from cryolab's refinement (default) or the true large-subunit poses")
     ap.add_argument("--consensus_iter", type=int, default=4, help="iterations of the consensus refinement at most")
+    ap.add_argument("--cryodrgn", default=None, help="the cryodrgn program (default: $CRYODRGN or on PATH)")
+    ap.add_argument("--no-peers", action="store_true", help="skip cryoDRGN")
+    ap.add_argument("--drgn_epochs", type=int, default=DRGN_EPOCHS, help=f"cryoDRGN epochs (default {DRGN_EPOCHS})")
     a = ap.parse_args(argv)
-    run(a.quick, a.n, a.snr, a.consensus, a.out, save=saves(a), keep=a.keep, consensus_iter=a.consensus_iter)
+    run(a.quick, a.n, a.snr, a.consensus, a.out, save=saves(a), keep=a.keep, consensus_iter=a.consensus_iter,
+        cryodrgn=a.cryodrgn, peers=not a.no_peers, drgn_epochs=a.drgn_epochs)
 
 
 if __name__ == "__main__":
