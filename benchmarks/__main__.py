@@ -9,7 +9,9 @@ the cost-vs-box-size comparison (``--only scale``, ~15 min at its scaled-down de
 benchmarks.scale --full`` for the issue's 64-192 px sizes), the multi-body comparison with RELION (``--only multibody``, a RELION consensus and both programs'
 multi-body refinements, ~70 min at 600 particles on two busy cores; ``python -m benchmarks.multibody
 --full`` for the issue's 2,000 particles at SNR 0.5 and 0.1), the tilt-pair validation with the engine (``--only
-tiltpair``, ~4 min) and the full size of the focused-classification comparison (``python -m
+tiltpair``, ~4 min), continuous heterogeneity (``--only variability``, ~25 min: a consensus refinement
+per simulated set, linear variability, landscape, leaks, diffusion maps, and cryoDRGN when installed)
+and the full size of the focused-classification comparison (``python -m
 benchmarks.focused --full``, ~15 min). ``picking`` (part of the suite) spends ~20 min in relion_autopick.
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
 """
@@ -18,10 +20,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, scale, tiltpair, variance
+from . import (class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, scale, tiltpair,
+               variability, variance)
 
 DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking")
-PARTS = DEFAULT + ("refine", "multibody", "tiltpair", "scale")
+PARTS = DEFAULT + ("refine", "multibody", "tiltpair", "scale", "variability")
 
 
 def main(argv=None) -> int:
@@ -75,6 +78,8 @@ def main(argv=None) -> int:
         results["scale"] = scale.run(a.quick, relion=relion, gpu=a.gpu, out=a.out, save=save)
     if "multibody" in parts:
         results["multibody"] = multibody.run(a.quick, relion=relion, out=a.out, save=save)
+    if "variability" in parts:
+        results["variability"] = variability.run(a.quick, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")
     for part in results.values():
         for r in part["ratios"]:
