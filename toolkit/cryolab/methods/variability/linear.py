@@ -16,8 +16,9 @@ shell (``max_shell``, from ``filter_A``): maps are coefficients on the compact p
   ``[sum_i s(C_i^2 W) zz_i + lambda] [V_0 .. V_K]^T = sum_i s(C_i W x_i) E[(1, z_i)]``, a
   ``(K+1) x (K+1)`` system per voxel (the slice operator's normal matrix replaced by its row sums,
   as RELION's back-projector does); ``lambda`` = ``regularisation`` times the shell's mean
-  ``sum s(C^2 W)``, on the components (a tenth of it on the mean map); ``sigma2`` per shell from the
-  expected residuals.
+  ``sum s(C^2 W)``, on the components (only 1e-3 of the weight on the mean map: a shrunk mean
+  leaves a CTF-dependent residual that the first component takes up, a defocus leak); ``sigma2``
+  per shell from the expected residuals.
 
 The components are then rotated and scaled into orthonormal eigenvolumes (real space, unit norm)
 ordered by the variance of their coordinates, :class:`~.result.VariabilityResult`.
