@@ -95,22 +95,6 @@ class DeviceArray:
         _record("to_host", self._a.itemsize)
         return self._a.item(*args)
 
-    def __float__(self):
-        _record("to_host", self._a.itemsize)
-        return float(self._a)
-
-    def __int__(self):
-        _record("to_host", self._a.itemsize)
-        return int(self._a)
-
-    def __bool__(self):
-        _record("to_host", self._a.itemsize)
-        return bool(self._a)
-
-    def __index__(self):
-        _record("to_host", self._a.itemsize)
-        return int(self._a)
-
     # plain attributes -----------------------------------------------------------------
     shape = property(lambda self: self._a.shape)
     dtype = property(lambda self: self._a.dtype)
@@ -190,6 +174,9 @@ for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(DeviceArray, f"__{_name}__", _binary(f"__{_name}__"))
 for _name in ("neg", "pos", "abs", "invert"):
     setattr(DeviceArray, f"__{_name}__", (lambda n: lambda self: DeviceArray(getattr(self._a, n)()))(f"__{_name}__"))
+for _name, _convert in (("__float__", float), ("__int__", int), ("__bool__", bool), ("__index__", int)):
+    # one element to the host (a synchronisation in CuPy)
+    setattr(DeviceArray, _name, (lambda f: lambda self: (_record("to_host", self._a.itemsize), f(self._a))[1])(_convert))
 DeviceArray.__hash__ = None
 DeviceArray.__module__ = "cupy._core.core"        # what cryolab.backend.get_xp looks for
 
