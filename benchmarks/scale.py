@@ -25,10 +25,12 @@ particles, K = 8, 3 iterations; 3D: 30 particles, 2 iterations). ``--full`` runs
 iterations) and takes many hours with RELION on two cores. ``--gpu`` runs cryolab's jobs with
 ``CRYOLAB_BACKEND=cupy``. ``--dask N`` also runs the 2D job at 128 px (100 particles, 2 iterations;
 400 with ``--full``) in-process and on a dask ``LocalCluster`` of N worker processes, and prints
-whether the results agree and the time ratio.
+whether the results agree and the time ratio. ``--refine 128`` adds the gold-standard
+auto-refinement comparison of :mod:`benchmarks.refine` at that box (200 particles, 600 with
+``--full``; ``mpirun -n 3 relion_refine_mpi``: an hour or more on two cores).
 
 Usage: ``python -m benchmarks.scale [--full] [--boxes 64,96,128] [--jobs 2d,3d] [--no-relion] [--gpu]
-[--dask N] [--quick]``
+[--dask N] [--refine BOX] [--quick]``
 """
 from __future__ import annotations
 
@@ -229,7 +231,7 @@ def plot(rows: list, path: Path) -> Path | None:
 
 def run(quick: bool = False, full: bool = False, boxes=None, jobs=("2d", "3d"), snr: float = 0.05,
         relion: bool = True, gpu: bool = False, out=None, save: bool = True, keep=None, plot_path=None,
-        dask_workers: int = 0) -> dict:
+        dask_workers: int = 0, refine_box: int = 0) -> dict:
     from .gemm import gemm_peak
     preset = PRESETS["quick" if quick else "full" if full else "default"]
     boxes = tuple(boxes or preset[0])
@@ -272,6 +274,10 @@ def run(quick: bool = False, full: bool = False, boxes=None, jobs=("2d", "3d"), 
         ratios += [ratio("scale.dask_in_process_over_cluster_time", dask["in_process_s"] / dask["cluster_s"],
                          f"in-process / LocalCluster of {dask_workers} workers, the same iterations"),
                    ratio("scale.dask_same_class", dask["same_class"], "fraction of particles in the same class", "1")]
+    if refine_box:              # gold-standard auto-refinement at one box, both programs (benchmarks.refine)
+        from . import refine
+        refined = refine.run(quick, n=600 if full else 200, box=refine_box, relion=relion, out=out, save=save)
+        ratios += refined["ratios"]
     figure = plot(rows, Path(plot_path) if plot_path else Path(out or RESULTS_DIR) / "scale_cost.png") \
         if not quick or plot_path else None
     if figure:
@@ -290,12 +296,14 @@ def main(argv=None):
     ap.add_argument("--snr", type=float, default=0.05, help="SNR of the 2D job (the 3D job: twice it)")
     ap.add_argument("--gpu", action="store_true", help="cryolab on the GPU (CRYOLAB_BACKEND=cupy)")
     ap.add_argument("--plot", default=None, help="where to write the cost-vs-box plot (PNG)")
+    ap.add_argument("--refine", type=int, default=0, metavar="BOX",
+                    help="also run the auto-refine comparison (benchmarks.refine) at this box (e.g. 128; an hour or more)")
     ap.add_argument("--dask", type=int, default=0, metavar="N",
                     help="also run the 2D job at 128 px in-process and on a LocalCluster of N workers")
     a = ap.parse_args(argv)
     boxes = [int(b) for b in a.boxes.split(",")] if a.boxes else None
     run(a.quick, a.full, boxes, tuple(j.strip() for j in a.jobs.split(",")), a.snr, not a.no_relion, a.gpu,
-        a.out, save=saves(a), keep=a.keep, plot_path=a.plot, dask_workers=a.dask)
+        a.out, save=saves(a), keep=a.keep, plot_path=a.plot, dask_workers=a.dask, refine_box=a.refine)
 
 
 if __name__ == "__main__":
