@@ -4,8 +4,8 @@
 >>> SGDSchedule().n_iter
 50
 """
-from .schedule import SGDSchedule, ScheduleStep
-from .stochastic import InitialModel, InitialModelIteration, centre_map, initial_model, starting_maps
+from .schedule import InitialModelIteration, SGDSchedule, ScheduleStep
+from .stochastic import InitialModel, centre_map, initial_model, starting_maps
 
 __all__ = ["InitialModel", "InitialModelIteration", "SGDSchedule", "ScheduleStep", "centre_map",
            "initial_model", "starting_maps"]

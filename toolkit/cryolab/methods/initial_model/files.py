@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import CryolabInputError
 from ...io import write_mrc
 from ...io._files import atomic_path
-from .schedule import SGDSchedule
+from .schedule import InitialModelIteration, SGDSchedule
 
 __all__ = ["save_initial_model", "resume_initial_model"]
 
@@ -62,7 +62,6 @@ def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
     """An :class:`~.stochastic.InitialModel` continued from the files of :func:`save_initial_model`."""
     from ...session import Session
     from ...session.files import last_checkpoint
-    from .stochastic import InitialModelIteration
     stem, _ = last_checkpoint(directory, prefix, iteration)
     path = Path(f"{stem}_initial_model.json")
     if not path.exists():

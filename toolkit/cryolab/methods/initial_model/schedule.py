@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ...errors import CryolabInputError
 
-__all__ = ["SGDSchedule", "ScheduleStep"]
+__all__ = ["SGDSchedule", "ScheduleStep", "InitialModelIteration"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,19 @@ class ScheduleStep:
     subset: int
     resolution_A: float
     stepsize: float
+
+
+@dataclass(frozen=True)
+class InitialModelIteration:
+    """What one mini-batch iteration did (resolution in Angstrom, time in seconds)."""
+    iteration: int
+    subset: int
+    resolution_A: float
+    stepsize: float
+    class_distribution: tuple
+    mean_pmax: float
+    mean_angle_change_deg: float
+    time_s: float
 
 
 @dataclass(frozen=True)

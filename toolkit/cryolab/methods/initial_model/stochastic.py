@@ -23,7 +23,7 @@ mirror give mirrored images): compare with another map allowing both hands
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +32,9 @@ from ...errors import CryolabInputError
 from ...fourier import lowpass
 from ...session import Session, Settings
 from ...settings import DEFAULT_DIAMETER_FRACTION
-from .schedule import SGDSchedule
+from .schedule import InitialModelIteration, SGDSchedule
 
 __all__ = ["InitialModel", "InitialModelIteration", "initial_model", "starting_maps"]
-
-
-@dataclass(frozen=True)
-class InitialModelIteration:
-    """What one mini-batch iteration did (resolution in Angstrom, time in seconds)."""
-    iteration: int
-    subset: int
-    resolution_A: float
-    stepsize: float
-    class_distribution: tuple
-    mean_pmax: float
-    mean_angle_change_deg: float
-    time_s: float
 
 
 def starting_maps(particles, K: int, resolution_A: float, subset: int, diameter_A: float, seed: int = 0):
