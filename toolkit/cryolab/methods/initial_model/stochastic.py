@@ -185,23 +185,11 @@ class InitialModel:
             prefix: str = "run") -> list:
         """Step to the end of the schedule (or ``n_iter`` more steps); ``callback(self, it)`` after
         each; with ``out_dir`` the files of :meth:`save` are written at the end. Returns the history."""
+        from ..stepping import run_steps
         end = self.schedule.n_iter if n_iter is None else self.iteration + int(n_iter)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=max(end - self.iteration, 0), desc="initial model", unit="batch")
-        while self.iteration < end:
-            it = self.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"{it.resolution_A:.0f} A, {it.subset} particles")
-            if callback is not None:
-                callback(self, it)
-        if bar is not None:
-            bar.close()
-        if out_dir is not None:
-            self.save(out_dir, prefix)
-        return self.history
+        return run_steps(self, end - self.iteration, lambda: self.iteration < end, desc="initial model",
+                         unit="batch", postfix=lambda it: f"{it.resolution_A:.0f} A, {it.subset} particles",
+                         progress=progress, callback=callback, out_dir=out_dir, prefix=prefix)
 
     # ------------------------------------------------------------------ results
     def maps(self, centred: bool = True) -> np.ndarray:

@@ -203,22 +203,11 @@ class MultiBodyRefine:
     def run(self, max_iter: int = 8, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
         """Iterate until converged or ``max_iter``; ``callback(self, iteration)`` after each.
         With ``out_dir`` the files of :meth:`save` are written at the end. Returns the history."""
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=max_iter, desc="multi-body", unit="it")
-        while self.iteration < max_iter and not self.converged:
-            it = self.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(" ".join(f"body{b + 1} {r:.1f} A" for b, r in enumerate(it.resolution_A)))
-            if callback is not None:
-                callback(self, it)
-        if bar is not None:
-            bar.close()
-        if out_dir is not None:
-            self.save(out_dir, prefix)
-        return self.history
+        from ..stepping import run_steps
+        return run_steps(self, max_iter - self.iteration, lambda: self.iteration < max_iter and not self.converged,
+                         desc="multi-body", unit="it",
+                         postfix=lambda it: " ".join(f"body{b + 1} {r:.1f} A" for b, r in enumerate(it.resolution_A)),
+                         progress=progress, callback=callback, out_dir=out_dir, prefix=prefix)
 
     # ------------------------------------------------------------------ maps and files
     def body_map(self, b: int, centred: bool = False) -> np.ndarray:
