@@ -10,7 +10,9 @@ benchmarks.scale --full`` for the issue's 64-192 px sizes), the multi-body compa
 multi-body refinements, ~70 min at 600 particles on two busy cores; ``python -m benchmarks.multibody
 --full`` for the issue's 2,000 particles at SNR 0.5 and 0.1), the tilt-pair validation with the engine (``--only
 tiltpair``, ~4 min), continuous heterogeneity (``--only variability``, ~25 min: a consensus refinement
-per simulated set, linear variability, landscape, leaks, diffusion maps, and cryoDRGN when installed)
+per simulated set, linear variability, landscape, leaks, diffusion maps, and cryoDRGN when installed),
+initial models (``--only initial_model``: three seeds and K = 2 on 3,000 particles at 64 px, about an hour of
+cryolab on two cores, and relion_refine --denovo_3dref --sgd with the same schedule, many hours)
 and the full size of the focused-classification comparison (``python -m
 benchmarks.focused --full``, ~15 min). ``picking`` (part of the suite) spends ~20 min in relion_autopick.
 Full runs write ``benchmarks/results/<date>-<host>.json``; quick runs write only with ``--out``.
@@ -20,11 +22,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import (class2d, class3d, focused, gemm, imaging, memory, msa, multibody, picking, refine, saves, scale, tiltpair,
-               variability, variance)
+from . import (class2d, class3d, focused, gemm, imaging, initial_model, memory, msa, multibody, picking, refine, saves,
+               scale, tiltpair, variability, variance)
 
 DEFAULT = ("gemm", "class2d", "class3d", "imaging", "memory", "focused", "variance", "msa", "picking")
-PARTS = DEFAULT + ("refine", "multibody", "tiltpair", "scale", "variability")
+PARTS = DEFAULT + ("refine", "multibody", "tiltpair", "scale", "variability", "initial_model")
 
 
 def main(argv=None) -> int:
@@ -80,6 +82,8 @@ def main(argv=None) -> int:
         results["multibody"] = multibody.run(a.quick, relion=relion, out=a.out, save=save)
     if "variability" in parts:
         results["variability"] = variability.run(a.quick, out=a.out, save=save)
+    if "initial_model" in parts:
+        results["initial_model"] = initial_model.run(a.quick, relion=relion, out=a.out, save=save)
     print(f"== summary ({time.perf_counter() - t0:.0f} s; shared cores, timings are noisy)")
     for part in results.values():
         for r in part["ratios"]:
