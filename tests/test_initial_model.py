@@ -188,3 +188,23 @@ def test_two_initial_models_follow_two_states(maps, tmp_path):
     # each model is closer to its own state (after superposition, either hand)
     cc = np.array([[align_maps(m, maps[k], PX, resolution_A=30).cc for k in ("80S", "60S")] for m in im.maps()])
     assert np.argmax(cc[0]) != np.argmax(cc[1])
+
+
+def test_viewer_steps_pauses_and_changes_the_schedule(particles):
+    from cryolab.widgets import InitialModelViewer
+    from cryolab.widgets._display import overlapping_text
+    tiny = SGDSchedule(ini_iter=1, inbetween_iter=2, fin_iter=1, ini_resol_A=60, fin_resol_A=48,
+                       ini_subset=20, fin_subset=30)
+    im = InitialModel(particles, 2, schedule=tiny, seed=3, particle_diameter_A=330)
+    v = InitialModelViewer(im)
+    assert "the starting blob" in v.status.value and v.panel.value
+    v.fin_iter.value = 3                       # applied before the next mini-batch
+    v.step_button.click()
+    v.wait(120)
+    assert im.iteration == 1 and im.schedule.fin_iter == 3 and im.schedule.n_iter == 6
+    assert "<b>1</b> of 6" in v.status.value
+    v.fin_resol_A.value = 5.0                  # beyond Nyquist: refused, reported, schedule kept
+    v.step_button.click()
+    v.wait(120)
+    assert im.iteration == 2 and im.schedule.fin_resol_A == 48 and any("Nyquist" in e for e in v.errors)
+    assert overlapping_text(v.panel.text_boxes) == []

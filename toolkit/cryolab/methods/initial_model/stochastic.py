@@ -128,8 +128,9 @@ class InitialModel:
 
     def set_schedule(self, **changes) -> None:
         """Change the schedule between steps (``fin_resol_A=12``, ``fin_iter=20``, ...)."""
-        self.schedule = self.schedule.changed(**changes)
-        _check(self.particles, self.K, self.schedule, self.session.settings.sym)
+        new = self.schedule.changed(**changes)
+        _check(self.particles, self.K, new, self.session.settings.sym)      # refused: the old one stays
+        self.schedule = new
 
     def oversampling_at(self, resolution_A: float) -> int:
         """0 while the coarse HEALPix step is fine enough for ``resolution_A`` (RELION's rule: the
