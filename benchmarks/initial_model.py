@@ -107,30 +107,38 @@ def split_accuracy(classes, truth_labels) -> float:
 def run(quick: bool = False, n: int | None = None, snr: float = 0.05, seeds=(0, 1, 2), relion: bool = True,
         relion_defaults: bool = False, refine: bool = False, keep=None, reuse: bool = False, out=None,
         save: bool = True) -> dict:
-    import pandas as pd
-
     from cryolab.methods.initial_model import SGDSchedule
     n = n or (400 if quick else 3000)
     schedule = (SGDSchedule(ini_iter=2, inbetween_iter=4, fin_iter=2, ini_subset=50, fin_subset=150) if quick
                 else SGDSchedule())
-    if quick:
-        seeds = seeds[:1]
-    folder = work_folder(keep)
-    one, two = Path(folder) / "one", Path(folder) / "two"
+    seeds = seeds[:1] if quick else seeds
+    with work_folder(keep) as folder:
+        result = _run_in(Path(folder), n, snr, seeds, schedule, relion, relion_defaults, refine, reuse)
+    return finish("initial_model", result, out, save)
+
+
+def _particles(folder: Path, n: int, snr: float, two_states: bool, seed: int, reuse: bool):
+    """The set in ``folder`` (simulated unless reused), its true class per particle and the true maps."""
+    import pandas as pd
+    from cryolab.data import load_demo
+    if not (reuse and (folder / "particles.star").exists()):
+        simulate(folder, n, snr, two_states=two_states, seed=seed)
+    demo = load_demo()
+    labels = pd.read_csv(folder / "truth.csv")["class_index"].to_numpy()
+    return labels, [demo.volumes[k] for k in (("80S", "60S") if two_states else ("80S",))], demo.pixel_size_A
+
+
+def _run_in(folder: Path, n, snr, seeds, schedule, relion, relion_defaults, refine, reuse) -> dict:
+    one, two = folder / "one", folder / "two"
     result = {"n": n, "snr": snr, "schedule": schedule.as_dict(), "load_before": load_now(), "seeds": {}}
-    sim, truth, px = simulate(one, n, snr) if not (reuse and (one / "particles.star").exists()) else (
-        None, None, None)
-    if sim is None:
-        from cryolab.data import load_demo
-        demo = load_demo()
-        truth, px = {"80S": demo.volumes["80S"]}, demo.pixel_size_A
+    _, (truth,), px = _particles(one, n, snr, False, 1, reuse)
     print(f"initial model: {n} particles, SNR {snr}, schedule {schedule.n_iter} mini-batches "
           f"({schedule.ini_subset}->{schedule.fin_subset} particles, {schedule.ini_resol_A:.0f}->"
           f"{schedule.fin_resol_A:.0f} A)")
     models = {}
     for seed in seeds:
         im, wall = run_cryolab(one / "particles.star", 1, seed, schedule)
-        sc = score_map(im.maps()[0], truth["80S"], px)
+        sc = score_map(im.maps()[0], truth, px)
         models[seed] = sc.pop("aligned")
         result["seeds"][seed] = {**sc, "wall_s": wall}
         print(f"  cryolab seed {seed}: FSC at 40 A {sc['fsc_at_40A']:.3f}, FSC 0.5 at {sc['resolution_fsc05_A']:.1f} A,"
@@ -138,21 +146,16 @@ def run(quick: bool = False, n: int | None = None, snr: float = 0.05, seeds=(0, 
     worst = min(r["fsc_at_40A"] for r in result["seeds"].values())
     result["ratios"] = [ratio("initial_model_fsc40_worst_seed", worst, "cryolab's worst seed, FSC to truth at 40 A",
                               ">= 0.5")]
-    # K = 2 on two states
-    sim2 = simulate(two, n, snr, two_states=True, seed=2)[0] if not (reuse and (two / "particles.star").exists()) else None
+    labels, states, _ = _particles(two, n, snr, True, 2, reuse)
     im2, wall2 = run_cryolab(two / "particles.star", 2, seeds[0], schedule)
-    from cryolab.data import load_demo
-    demo = load_demo()
-    states = [demo.volumes["80S"], demo.volumes["60S"]]
     cc = np.array([[score_map(m, s, px)["cc"] for s in states] for m in im2.maps()])
-    labels = pd.read_csv(two / "truth.csv")["class_index"].to_numpy() if sim2 is None else sim2.truth["class_index"]
     acc = split_accuracy(im2.assign(), labels)
     result["K2"] = {"cc_models_vs_states": cc.tolist(), "split_accuracy": acc, "wall_s": wall2}
     print(f"  cryolab K=2: model/state correlations {np.round(cc, 3).tolist()}, split {acc:.3f}, {wall2:.0f} s")
     result["ratios"].append(ratio("initial_model_K2_split", acc, "share of particles in the right state", ">= 0.90"))
     if relion and relion_available(True, "relion_refine"):
         rmap, rwall = run_relion(one, schedule, relion_defaults, reuse)
-        rs = score_map(rmap, truth["80S"], px)
+        rs = score_map(rmap, truth, px)
         rs.pop("aligned")
         result["relion"] = {**rs, "wall_s": rwall, "defaults": relion_defaults}
         mean_wall = float(np.mean([r["wall_s"] for r in result["seeds"].values()]))
@@ -163,9 +166,10 @@ def run(quick: bool = False, n: int | None = None, snr: float = 0.05, seeds=(0, 
             ratio("initial_model_fsc40_cryolab_minus_relion", worst - rs["fsc_at_40A"],
                   "cryolab's worst seed minus RELION, FSC at 40 A", ">= 0")]
     if refine:
-        result["refine"] = refine_comparison(one / "particles.star", models[seeds[0]], truth["80S"], px)
+        result["refine"] = refine_comparison(one / "particles.star", models[seeds[0]], truth, px)
+        result["ratios"].append(result["refine"].pop("ratio"))
     result["load_after"] = load_now()
-    return finish("initial_model", result, out, save)
+    return result
 
 
 def refine_comparison(star, ab_initio, truth, px) -> dict:
@@ -182,8 +186,8 @@ def refine_comparison(star, ab_initio, truth, px) -> dict:
     n = truth.shape[0]
     shells = [n * px / out[k]["resolution_A"] for k in ("ab_initio", "truth_40A")]
     out["shell_difference"] = float(shells[1] - shells[0])
-    ratio("initial_model_refine_shells_behind", out["shell_difference"],
-          "shells the refine from the ab-initio map ends behind the one from the truth", "<= 1")
+    out["ratio"] = ratio("initial_model_refine_shells_behind", out["shell_difference"],
+                         "shells the refine from the ab-initio map ends behind the one from the truth", "<= 1")
     return out
 
 
