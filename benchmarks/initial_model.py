@@ -76,8 +76,9 @@ def relion_flags(schedule) -> list[str]:
     return ["--sgd_ini_iter", str(schedule.ini_iter), "--sgd_inbetween_iter", str(schedule.inbetween_iter),
             "--sgd_fin_iter", str(schedule.fin_iter), "--sgd_ini_resol", str(schedule.ini_resol_A),
             "--sgd_fin_resol", str(schedule.fin_resol_A), "--sgd_ini_subset", str(schedule.ini_subset),
-            "--sgd_fin_subset", str(schedule.fin_subset), "--healpix_order", "2", "--offset_range", "3",
-            "--offset_step", "1"]
+            "--sgd_fin_subset", str(schedule.fin_subset), "--sgd_stepsize", str(schedule.ini_stepsize),
+            "--healpix_order", "2", "--offset_range", "3", "--offset_step", "1", "--tau2_fudge", "4",
+            "--sgd_write_iter", str(schedule.n_iter)]
 
 
 def run_relion(folder: Path, schedule, defaults: bool, reuse: bool):

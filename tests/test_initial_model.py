@@ -70,7 +70,7 @@ def test_schedule_rejects_bad_values(change, field):
 # ---------------------------------------------------------------------- superposition and centring
 def test_align_maps_recovers_an_exact_rotation_shift_and_mirror(maps):
     v = maps["80S"]
-    # exact quarter turn about z: W(x, y, z) = V(y, -x, z) on the grid about pixel N//2 (no interpolation)
+    # an exact quarter turn about z (np.rot90 in the y-x plane, re-centred on pixel N//2: no interpolation)
     turned = np.roll(np.rot90(v, 1, axes=(1, 2)), 1, axis=1)
     moved = np.roll(mirror_map(turned), (2, -1, 1), axis=(0, 1, 2))
     a = align_maps(moved, v, PX, resolution_A=30)
@@ -162,7 +162,8 @@ def test_cli_writes_centred_maps_and_a_record(particles, tmp_path):
     out = tmp_path / "IM"
     rc = main(["initial_model", "--i", str(particles.star_path), "--o", str(out), "--quiet",
                "--sgd_ini_iter", "1", "--sgd_inbetween_iter", "1", "--sgd_fin_iter", "1", "--sgd_ini_resol", "48",
-               "--sgd_fin_resol", "30", "--sgd_ini_subset", "50", "--sgd_fin_subset", "80", "--particle_diameter", "330"])
+               "--sgd_fin_resol", "30", "--sgd_ini_subset", "50", "--sgd_fin_subset", "80", "--particle_diameter", "330",
+               "--ctf"])
     assert rc == 0
     m = read_mrc(out / "run_class001.mrc")[0]
     pos = np.clip(m, 0, None)
@@ -207,4 +208,34 @@ def test_viewer_steps_pauses_and_changes_the_schedule(particles):
     v.step_button.click()
     v.wait(120)
     assert im.iteration == 2 and im.schedule.fin_resol_A == 48 and any("Nyquist" in e for e in v.errors)
+    assert v.fin_resol_A.value == 48 and "not applied" in v.status.value
     assert overlapping_text(v.panel.text_boxes) == []
+
+
+def test_running_sums_forget_a_share_and_add_the_mini_batch():
+    """The blend by hand: running <- (1 - step) running + batch for the maps' sums, class weights
+    and counts; noise and offset statistics from the batch scaled to the new count; the old running
+    sums are left untouched (they change only once the M-step has succeeded)."""
+    from cryolab.engine.driver import EStepSums
+    from cryolab.reconstruction import BackProjector
+    rng = np.random.default_rng(0)
+
+    def sums(n):
+        bp = BackProjector(8)
+        bp.data[...] = rng.normal(size=bp.data.shape) + 1j * rng.normal(size=bp.data.shape)
+        bp.weight[...] = rng.random(bp.weight.shape)
+        return EStepSums([bp], rng.random((1, 5)), rng.random(20), float(rng.random()), np.array([float(n)]), n)
+
+    old, batch = sums(100), sums(40)
+    old_data = old.bps[0].data.copy()
+    im = InitialModel.__new__(InitialModel)
+    im.running = old
+    out = im._blended(batch, 0.3, max_shell=3)
+    np.testing.assert_allclose(out.bps[0].data, 0.7 * old_data + batch.bps[0].data)
+    np.testing.assert_allclose(out.bps[0].weight, 0.7 * old.bps[0].weight + batch.bps[0].weight)
+    np.testing.assert_allclose(out.w_shell, 0.7 * old.w_shell + batch.w_shell)
+    assert out.n == pytest.approx(0.7 * 100 + 40) and out.class_weight[0] == pytest.approx(0.7 * 100 + 40)
+    np.testing.assert_allclose(out.residual, batch.residual * out.n / 40)
+    assert out.offset_moment == pytest.approx(batch.offset_moment * out.n / 40)
+    assert out.bps[0].r_max == 3
+    np.testing.assert_array_equal(old.bps[0].data, old_data)        # the running sums are unchanged

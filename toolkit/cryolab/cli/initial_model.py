@@ -70,7 +70,8 @@ def register(sub) -> None:
     p.add_argument("--i", metavar="STAR", help="particles (no angles needed)")
     p.add_argument("--o", required=True, metavar="DIR", help="output folder")
     p.add_argument("--continue", dest="continue_from", metavar="DIR",
-                   help="continue the run whose checkpoint is in this folder (the last one written)")
+                   help="continue the run whose checkpoint is in this folder (the last one written; its particles, "
+                   "K, symmetry and schedule are the checkpoint's)")
     p.add_argument("--prefix", default="run", help="file name prefix (default run)")
     p.add_argument("--K", type=positive_int, default=1, help="number of initial models (classes), default 1")
     p.add_argument("--sym", default="C1", help="point group (C1, Cn, Dn, T, O, I), default C1")
@@ -93,7 +94,7 @@ def register(sub) -> None:
     p.add_argument("--offset_range", type=positive_float, default=3.0, help="offset search range, pixels (default 3)")
     p.add_argument("--offset_step", type=positive_float, default=1.0, help="offset step, pixels (default 1)")
     p.add_argument("--tau2_fudge", type=positive_float, default=4.0, help="regularisation parameter T (default 4)")
-    p.add_argument("--ctf", action="store_true", default=True, help="CTF-correct (default; the images carry one)")
+    p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
     p.add_argument("--random_seed", type=int, default=0, help="seed of the mini-batches and starting maps")
     add_common(p)
     p.set_defaults(func=_cmd_initial_model)

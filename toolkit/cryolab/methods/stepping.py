@@ -13,16 +13,18 @@ def run_steps(method, total: int, keep_going, *, desc: str, unit: str, postfix=N
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=max(int(total), 0), desc=desc, unit=unit)
-    while keep_going():
-        it = method.step()
+    try:
+        while keep_going():
+            it = method.step()
+            if bar is not None:
+                bar.update(1)
+                if postfix is not None:
+                    bar.set_postfix_str(postfix(it))
+            if callback is not None:
+                callback(method, it)
+    finally:
         if bar is not None:
-            bar.update(1)
-            if postfix is not None:
-                bar.set_postfix_str(postfix(it))
-        if callback is not None:
-            callback(method, it)
-    if bar is not None:
-        bar.close()
+            bar.close()
     if out_dir is not None:
         method.save(out_dir, prefix)
     return method.history

@@ -160,8 +160,13 @@ class Session:
             if s.scheduler:
                 raise CryolabInputError("an E-step over a subset of particles runs in this process only",
                                         field="scheduler")
+            rows = np.asarray(rows)
+            rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(int)
+            if rows.size == 0 or rows.min() < 0 or rows.max() >= N:
+                raise CryolabInputError(f"rows must be particle indices in 0 .. {N - 1} (or a mask of {N})",
+                                        field="rows")
             chosen = np.zeros(N, bool)
-            chosen[np.asarray(rows, int)] = True
+            chosen[rows] = True
             order, N = order[chosen[order]], int(chosen.sum())
         bar = None
         if progress:
@@ -265,10 +270,13 @@ class Session:
         return self.sigma2
 
     def _assignment_changes(self, new, rows=None) -> dict:
-        if rows is not None:    # a mini-batch: changes among its particles
+        if rows is not None:    # a mini-batch: changes among its particles that had been assigned before
+            rows = np.asarray(rows)[self.classes[rows] >= 0]
             new = {k: new[k][rows] for k in ("classes", "eulers", "offsets")}
-            had = self.classes[rows] >= 0
+            had = np.ones(rows.size, bool)
             old_classes, old_eulers, old_offsets = self.classes[rows], self.eulers[rows], self.offsets_px[rows]
+            if rows.size == 0:
+                return dict(changed=1.0, dangle=float("nan"), doff=float("nan"))
         else:
             had = self.classes >= 0
             old_classes, old_eulers, old_offsets = self.classes, self.eulers, self.offsets_px

@@ -29,6 +29,8 @@ class InitialModelViewer(W.VBox):
         self.thread: threading.Thread | None = None
         self._pause = threading.Event()
         self._pending: dict = {}
+        self._pending_lock = threading.Lock()
+        self._note = ""
         button = dict(layout=W.Layout(width="100px"))
         self.step_button = W.Button(description="Step", icon="step-forward", **button)
         self.run_button = W.Button(description="Run", icon="play", button_style="success", **button)
@@ -48,21 +50,30 @@ class InitialModelViewer(W.VBox):
         self.run_button.on_click(lambda _b: self._start(None))
         self.pause_button.on_click(self.toggle_pause)
         for name in ("fin_resol_A", "inbetween_iter", "fin_iter"):
-            getattr(self, name).observe(lambda c, n=name: self._pending.update({n: c["new"]}), names="value")
+            getattr(self, name).observe(lambda c, n=name: self._request(n, c["new"]), names="value")
         self.refresh()
 
     # ------------------------------------------------------------------ running
     def _apply_pending(self) -> None:
-        if self._pending:
+        with self._pending_lock:
             changes, self._pending = dict(self._pending), {}
-            try:
-                self.im.set_schedule(**changes)
-            except Exception as exc:          # a bad value: say so, keep the old schedule
-                self.errors.append(str(exc))
+        if not changes:
+            return
+        try:
+            self.im.set_schedule(**changes)
+            self._note = ""
+        except Exception as exc:          # a bad value: say so, show the schedule as it stays
+            self.errors.append(str(exc))
+            self._note = f"<br><span style='color:#b00'>not applied: {exc}</span>"
+            s = self.im.schedule
+            for name in changes:                 # the boxes show the schedule that stays
+                getattr(self, name).value = getattr(s, name)
+            with self._pending_lock:
+                self._pending.clear()
 
     def _loop(self, n) -> None:
         try:
-            while not self.im.finished if n is None else n > 0:
+            while not self.im.finished and (n is None or n > 0):
                 if self._pause.is_set():
                     break
                 self._apply_pending()
@@ -72,6 +83,10 @@ class InitialModelViewer(W.VBox):
         except Exception as exc:
             self.errors.append(f"{type(exc).__name__}: {exc}")
             self.refresh()
+
+    def _request(self, name, value) -> None:
+        with self._pending_lock:
+            self._pending[name] = value
 
     def _start(self, n) -> None:
         if self.thread is not None and self.thread.is_alive():
@@ -103,7 +118,9 @@ class InitialModelViewer(W.VBox):
         self.status.value = (f"<b>{im.iteration}</b> of {im.schedule.n_iter} mini-batches"
                              + (f" · last: {last.subset} particles at {last.resolution_A:.1f} Å, "
                                 f"{last.time_s:.1f} s" if last else " · the starting blob")
-                             + " · hand undetermined")
+                             + " · hand undetermined" + self._note
+                             + "".join(f"<br><span style='color:#b00'>{e}</span>" for e in self.errors[-1:]
+                                       if not self._note))
         fig = new_figure(7.5, 2.0 * K + 2.2)
         grid = fig.add_gridspec(K + 1, 3, height_ratios=[1.0] * K + [1.1])
         c = n // 2

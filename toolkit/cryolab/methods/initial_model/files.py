@@ -3,12 +3,12 @@ running sums and the schedule, so that a run continues where it stopped (plain f
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import CryolabInputError
-from ...io import write_mrc
 from ...io._files import atomic_path
 from .schedule import InitialModelIteration, SGDSchedule
 
@@ -16,11 +16,12 @@ __all__ = ["save_initial_model", "resume_initial_model"]
 
 
 def _write_sums(sums, path) -> None:
-    arrays = {"w_shell": np.asarray(sums.w_shell), "class_weight": np.asarray(sums.class_weight),
-              "n": np.asarray(float(sums.n)), "residual": np.asarray(sums.residual),
+    from ...backend import to_numpy
+    arrays = {"w_shell": to_numpy(sums.w_shell), "class_weight": to_numpy(sums.class_weight),
+              "n": np.asarray(float(sums.n)), "residual": to_numpy(sums.residual),
               "offset_moment": np.asarray(float(sums.offset_moment))}
     for k, bp in enumerate(sums.bps):
-        arrays[f"data{k}"], arrays[f"weight{k}"] = np.asarray(bp.data), np.asarray(bp.weight)
+        arrays[f"data{k}"], arrays[f"weight{k}"] = to_numpy(bp.data), to_numpy(bp.weight)
         arrays[f"r_max{k}"] = np.asarray(bp.r_max)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -44,14 +45,12 @@ def _read_sums(path, n: int, K: int):
 
 
 def save_initial_model(im, directory, prefix: str = "run") -> str:
-    """``<prefix>_itNNN_class00k.mrc`` (the maps, centred), ``_data.star``, ``_model.star``,
-    ``_optimiser.json`` and ``_state.npz`` (the Session's), ``_initial_model.json`` (schedule,
-    history) and ``_sums.npz`` (the running sums); returns the stem."""
+    """``<prefix>_itNNN_class00k.mrc`` (the maps as refined: the poses in ``_data.star`` refer to
+    them), ``_data.star``, ``_model.star``, ``_optimiser.json`` and ``_state.npz`` (the Session's),
+    ``_initial_model.json`` (schedule, history) and ``_sums.npz`` (the running sums); returns the stem."""
     from ...session.files import save, write_json
     d = Path(directory)
     stem = save(im.session, d, prefix)
-    for k, m in enumerate(im.maps(centred=True)):          # what a person looks at: centred maps
-        write_mrc(f"{stem}_class{k + 1:03d}.mrc", m, im.session.pixel_size_A)
     if im.running is not None:
         _write_sums(im.running, f"{stem}_sums.npz")
     write_json(f"{stem}_initial_model.json", im.state())
@@ -69,11 +68,14 @@ def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
     state = json.loads(path.read_text())
     session = Session.resume(directory, iteration, prefix)
     im = cls.__new__(cls)
+    im._lock = threading.RLock()
     im.session, im.particles, im.seed = session, session.particles, int(state["seed"])
     im.schedule = SGDSchedule(**state["schedule"])
     im.iteration = int(state["iteration"])
     im.history = [InitialModelIteration(**{k: tuple(v) if isinstance(v, list) else v for k, v in h.items()})
                   for h in state["history"]]
     sums = Path(f"{stem}_sums.npz")
+    if im.iteration > 0 and not sums.exists():
+        raise CryolabInputError("the running sums of this checkpoint are missing", path=sums)
     im.running = _read_sums(sums, session.n, session.settings.K) if sums.exists() else None
     return im

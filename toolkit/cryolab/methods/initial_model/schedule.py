@@ -60,14 +60,14 @@ class SGDSchedule:
                                     "sgd_fin_iter = 0)", field="sgd_ini_iter")
         for f in ("ini_resol_A", "fin_resol_A"):
             if not getattr(self, f) > 0:
-                raise CryolabInputError(f"sgd_{f[:-2]} must be > 0 Angstrom, got {getattr(self, f)}",
+                raise CryolabInputError(f"{f} (--sgd_{f[:-2]}) must be > 0 Angstrom, got {getattr(self, f)}",
                                         field=f"sgd_{f[:-2]}")
         for f in ("ini_subset", "fin_subset"):
             if getattr(self, f) < 1:
                 raise CryolabInputError(f"sgd_{f} must be >= 1, got {getattr(self, f)}", field=f"sgd_{f}")
-        for f in ("ini_stepsize", "fin_stepsize"):
+        for f, flag in (("ini_stepsize", "sgd_stepsize"), ("fin_stepsize", "sgd_fin_stepsize")):
             if not 0 < getattr(self, f) <= 1:
-                raise CryolabInputError(f"sgd_{f} must be in (0, 1], got {getattr(self, f)}", field=f"sgd_{f}")
+                raise CryolabInputError(f"{f} (--{flag}) must be in (0, 1], got {getattr(self, f)}", field=flag)
 
     @property
     def n_iter(self) -> int:

@@ -22,6 +22,7 @@ mirror give mirrored images): compare with another map allowing both hands
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -63,9 +64,10 @@ def _check(particles, K: int, schedule: SGDSchedule, sym: str):
     N, n, apix = len(particles), particles.box_size, float(particles.pixel_size_A)
     biggest = max(schedule.ini_subset, schedule.fin_subset)
     if N < biggest:
+        field = "sgd_fin_subset" if schedule.fin_subset >= schedule.ini_subset else "sgd_ini_subset"
         raise CryolabInputError(f"{N} particles are fewer than a mini-batch of {biggest} (sgd_ini_subset "
                                 f"{schedule.ini_subset}, sgd_fin_subset {schedule.fin_subset}): lower them "
-                                f"or add particles", path=where, field="sgd_fin_subset")
+                                f"or add particles", path=where, field=field)
     if N < K:
         raise CryolabInputError(f"K = {K} classes need at least as many particles, got {N}", path=where, field="K")
     nyquist_A = 2 * apix
@@ -111,6 +113,7 @@ class InitialModel:
         self.iteration = 0
         self.history: list[InitialModelIteration] = []
         self.running = None          # the running M-step sums (EStepSums)
+        self._lock = threading.RLock()   # one step, save, schedule change or assignment at a time
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -128,9 +131,10 @@ class InitialModel:
 
     def set_schedule(self, **changes) -> None:
         """Change the schedule between steps (``fin_resol_A=12``, ``fin_iter=20``, ...)."""
-        new = self.schedule.changed(**changes)
-        _check(self.particles, self.K, new, self.session.settings.sym)      # refused: the old one stays
-        self.schedule = new
+        with self._lock:
+            new = self.schedule.changed(**changes)
+            _check(self.particles, self.K, new, self.session.settings.sym)      # refused: the old one stays
+            self.schedule = new
 
     def oversampling_at(self, resolution_A: float) -> int:
         """0 while the coarse HEALPix step is fine enough for ``resolution_A`` (RELION's rule: the
@@ -141,46 +145,60 @@ class InitialModel:
         needed_deg = 360.0 * resolution_A / (np.pi * s.particle_diameter_A)
         return 0 if healpix_step_deg(s.settings.healpix_order) <= 1.25 * needed_deg else 1
 
-    def minibatch(self, t: int) -> np.ndarray:
-        """The particles of iteration ``t`` (sorted rows; fixed by the seed and ``t``)."""
+    def minibatch(self, t: int, size: int | None = None) -> np.ndarray:
+        """The particles of iteration ``t`` (sorted rows; fixed by the seed, ``t`` and the size)."""
         rng = np.random.default_rng([self.seed, 104729, t])
-        return np.sort(rng.choice(len(self.particles), self.schedule.at(t).subset, replace=False))
+        size = self.schedule.at(t).subset if size is None else int(size)
+        return np.sort(rng.choice(len(self.particles), size, replace=False))
 
-    def _blend(self, batch, stepsize: float) -> None:
+    def _blended(self, batch, stepsize: float, max_shell: int):
+        """New running sums: ``(1 - stepsize)`` x the running ones + the mini-batch's (a copy: the
+        running sums change only once the M-step has succeeded). Maps are reconstructed up to
+        ``max_shell``; noise and offset statistics come from the mini-batch, scaled to the sums' count."""
+        import copy
         if self.running is None:
-            self.running = batch
-            return
-        keep = 1.0 - stepsize
-        r = self.running
-        for acc, new in zip(r.bps, batch.bps):
-            acc.r_max = max(acc.r_max, new.r_max)      # reconstruct up to this batch's resolution
-            acc.data *= keep
-            acc.weight *= keep
-            acc.add(new)
-        r.w_shell = keep * r.w_shell + batch.w_shell
-        r.class_weight = keep * r.class_weight + batch.class_weight
-        r.n = keep * r.n + batch.n
-        # the noise and offset statistics come from the mini-batch (its pixels are this iteration's)
-        r.residual, r.offset_moment = batch.residual * (r.n / batch.n), batch.offset_moment * (r.n / batch.n)
+            out = batch
+        else:
+            keep, r = 1.0 - stepsize, self.running
+            bps = []
+            for acc, new in zip(r.bps, batch.bps):
+                bp = copy.copy(acc)
+                bp.data = keep * acc.data + new.data
+                bp.weight = keep * acc.weight + new.weight
+                bps.append(bp)
+            out = copy.copy(r)
+            out.bps = bps
+            out.w_shell = keep * r.w_shell + batch.w_shell
+            out.class_weight = keep * r.class_weight + batch.class_weight
+            out.n = keep * r.n + batch.n
+            out.residual = batch.residual * (out.n / batch.n)
+            out.offset_moment = batch.offset_moment * (out.n / batch.n)
+        for bp in out.bps:
+            bp.r_max = int(max_shell)
+        return out
 
     def step(self, progress: bool = False) -> InitialModelIteration:
         """One mini-batch: E-step on it, blend its sums into the running sums, new maps."""
-        t0 = time.perf_counter()
-        s, st = self.session, self.schedule.at(self.iteration)
-        s.max_shell = int(min(s.shell_limit(), max(4, np.floor(s.n * s.pixel_size_A / st.resolution_A))))
-        s.set(oversampling=self.oversampling_at(st.resolution_A))
-        s.estep(progress=progress, rows=self.minibatch(self.iteration))
-        if s.sums is None:
-            raise InterruptedError("stopped during the E-step")
-        self._blend(s.sums, st.stepsize)
-        s.sums = self.running
-        r = s.mstep()
-        self.iteration += 1
-        it = InitialModelIteration(self.iteration, st.subset, float(st.resolution_A), float(st.stepsize),
-                                   r.class_distribution, r.mean_pmax, r.mean_angle_change_deg,
-                                   time.perf_counter() - t0)
-        self.history.append(it)
-        return it
+        with self._lock:
+            t0 = time.perf_counter()
+            s, st = self.session, self.schedule.at(self.iteration)
+            s.max_shell = int(min(s.shell_limit(), max(4, np.floor(s.n * s.pixel_size_A / st.resolution_A))))
+            s.set(oversampling=self.oversampling_at(st.resolution_A))
+            rows = self.minibatch(self.iteration, st.subset)
+            s.estep(progress=progress, rows=rows)
+            if s.sums is None:
+                raise InterruptedError("stopped during the E-step")
+            running = self._blended(s.sums, st.stepsize, s.max_shell)
+            pmax = float(s.pmax[rows].mean())
+            s.sums = running
+            r = s.mstep()
+            self.running = running
+            self.iteration += 1
+            it = InitialModelIteration(self.iteration, st.subset, float(st.resolution_A), float(st.stepsize),
+                                       r.class_distribution, pmax, r.mean_angle_change_deg,
+                                       time.perf_counter() - t0)
+            self.history.append(it)
+            return it
 
     def run(self, n_iter: int | None = None, progress: bool = True, callback=None, out_dir=None,
             prefix: str = "run") -> list:
@@ -206,16 +224,20 @@ class InitialModel:
 
     def assign(self, progress: bool = False) -> np.ndarray:
         """Classes of all particles against the current maps: one E-step over every particle at
-        the last resolution (the maps are not changed). Returns the 0-based classes."""
-        s = self.session
-        s.estep(progress=progress)
-        s.sums = None
-        return s.classes.copy()
+        the resolution of the schedule's last iteration (the maps are not changed; every
+        particle's pose and class become this E-step's). Returns the 0-based classes."""
+        with self._lock:
+            s, st = self.session, self.schedule.at(max(self.iteration - 1, 0))
+            s.max_shell = int(min(s.shell_limit(), max(4, np.floor(s.n * s.pixel_size_A / st.resolution_A))))
+            s.estep(progress=progress)
+            s.sums = None
+            return s.classes.copy()
 
     # ------------------------------------------------------------------ files
     def save(self, directory, prefix: str = "run") -> str:
         from .files import save_initial_model
-        return save_initial_model(self, directory, prefix)
+        with self._lock:
+            return save_initial_model(self, directory, prefix)
 
     @classmethod
     def resume(cls, directory, iteration: int | None = None, prefix: str = "run") -> "InitialModel":
