@@ -23,7 +23,8 @@ from ..backend import to_numpy
 from ..fourier import radial_average, rfft2c, rfft3c
 from .mstep import shell_sums, sigma2_from_residuals, tau2_from_power
 
-__all__ = ["ModelUpdate", "m_step", "pixels_per_shell", "last_shell_above", "centre_of_mass_shift"]
+__all__ = ["ModelUpdate", "m_step", "pixels_per_shell", "last_shell_above", "centre_of_mass_shift",
+           "centre_of_mass_roll"]
 
 #: the smallest offset prior sigma (pixels): RELION's floor of the estimated offset variance
 MIN_SIGMA_OFFSET_PX = 0.5
@@ -107,15 +108,22 @@ def last_shell_above(values, threshold: float) -> int:
     return int(below[0]) if below.size else int(v.size - 1)
 
 
-def centre_of_mass_shift(image):
-    """Shift an image (integer pixels, periodic) so the centre of mass of its positive part is the
-    box centre (pixel ``N // 2``)."""
-    pos = np.clip(image, 0, None)
+def centre_of_mass_roll(x):
+    """``(moved, shift)``: ``x`` (an image or a map) moved by whole pixels (periodic) so that the
+    centre of mass of its positive part is the box centre (pixel ``N // 2`` on every axis), and the
+    shift per axis in array order (``[z,] y, x``); a copy unchanged when nothing is positive."""
+    pos = np.clip(x, 0, None)
     tot = pos.sum()
     if tot <= 0:
-        return image
-    n = image.shape[-1]
-    y, x = np.indices(image.shape)
-    cy, cx = (pos * y).sum() / tot, (pos * x).sum() / tot
-    dy, dx = int(round(n // 2 - cy)), int(round(n // 2 - cx))
-    return np.roll(image, (dy, dx), axis=(0, 1))
+        return x.copy(), np.zeros(x.ndim, int)
+    shift = []
+    for a in range(x.ndim):
+        profile = pos.sum(axis=tuple(j for j in range(x.ndim) if j != a))
+        shift.append(int(np.rint(x.shape[a] // 2 - (profile * np.arange(x.shape[a])).sum() / tot)))
+    return np.roll(x, tuple(shift), axis=tuple(range(x.ndim))), np.array(shift)
+
+
+def centre_of_mass_shift(image):
+    """Shift an image (integer pixels, periodic) so the centre of mass of its positive part is the
+    box centre (pixel ``N // 2``): :func:`centre_of_mass_roll` without the shift."""
+    return centre_of_mass_roll(image)[0]

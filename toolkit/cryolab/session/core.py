@@ -270,16 +270,14 @@ class Session:
         return self.sigma2
 
     def _assignment_changes(self, new, rows=None) -> dict:
-        if rows is not None:    # a mini-batch: changes among its particles that had been assigned before
-            rows = np.asarray(rows)[self.classes[rows] >= 0]
-            new = {k: new[k][rows] for k in ("classes", "eulers", "offsets")}
-            had = np.ones(rows.size, bool)
-            old_classes, old_eulers, old_offsets = self.classes[rows], self.eulers[rows], self.offsets_px[rows]
-            if rows.size == 0:
-                return dict(changed=1.0, dangle=float("nan"), doff=float("nan"))
-        else:
-            had = self.classes >= 0
-            old_classes, old_eulers, old_offsets = self.classes, self.eulers, self.offsets_px
+        """Share of changed classes, mean angle and offset changes; for a mini-batch (``rows``)
+        among its particles that had been assigned before."""
+        idx = slice(None) if rows is None else np.asarray(rows)[self.classes[rows] >= 0]
+        if rows is not None and idx.size == 0:
+            return dict(changed=1.0, dangle=float("nan"), doff=float("nan"))
+        old_classes, old_eulers, old_offsets = self.classes[idx], self.eulers[idx], self.offsets_px[idx]
+        new = {k: new[k][idx] for k in ("classes", "eulers", "offsets")}
+        had = old_classes >= 0
         changed = float(np.mean(new["classes"][had] != old_classes[had])) if had.any() else 1.0
         if self.dim == 2:
             dpsi = np.abs((new["eulers"][:, 2] - old_eulers[:, 2] + 180) % 360 - 180)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..fourier import fourier_crop, lowpass
-from ..geometry import healpix_pix2ang
+from ..geometry import healpix_sampling
 from ..geometry.euler import euler_to_matrix, matrix_to_euler
 
 __all__ = ["MapAlignment", "rotate_map", "mirror_map", "align_maps"]
@@ -57,14 +57,6 @@ class MapAlignment:
     shift_px: tuple
     cc: float
     aligned: np.ndarray
-
-
-def _coarse_rotations(healpix_order: int, psi_step_deg: float):
-    nside = 2 ** healpix_order
-    theta, phi = healpix_pix2ang(nside, np.arange(12 * nside * nside))
-    eul = [(np.degrees(p), np.degrees(t), psi) for t, p in zip(theta, phi)
-           for psi in np.arange(0.0, 360.0, psi_step_deg)]
-    return np.asarray(eul)
 
 
 def _best_shift(moved, ref_ft_conj, norm_ref):
@@ -119,7 +111,7 @@ def align_maps(moving, reference, pixel_size_A: float, *, resolution_A: float = 
     best = (-np.inf, False, None)
     for mirrored, m in hands.items():
         score = _Scorer(m, ref, coarse, coarse_res, pixel_size_A)
-        for e in _coarse_rotations(healpix_order, psi_step_deg):
+        for e in healpix_sampling(healpix_order, psi_step_deg, nest=False):
             cc = score(e)[0]
             if cc > best[0]:
                 best = (cc, mirrored, np.asarray(e, float))

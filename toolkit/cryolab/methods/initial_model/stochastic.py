@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...engine.update import centre_of_mass_roll
 from ...errors import CryolabInputError
-from ...fourier import lowpass
+from ...fourier import lowpass, resolution_shell
 from ...session import Session, Settings
 from ...settings import DEFAULT_DIAMETER_FRACTION
 from .schedule import InitialModelIteration, SGDSchedule
@@ -145,6 +146,12 @@ class InitialModel:
         needed_deg = 360.0 * resolution_A / (np.pi * s.particle_diameter_A)
         return 0 if healpix_step_deg(s.settings.healpix_order) <= 1.25 * needed_deg else 1
 
+    def _limit_to(self, resolution_A: float) -> None:
+        """The E-step's frequency limit: the shell of ``resolution_A`` (at least 4, at most the Session's)."""
+        s = self.session
+        shell = np.floor(resolution_shell(resolution_A, s.n, s.pixel_size_A))
+        s.max_shell = int(min(s.shell_limit(), max(4, shell)))
+
     def minibatch(self, t: int, size: int | None = None) -> np.ndarray:
         """The particles of iteration ``t`` (sorted rows; fixed by the seed, ``t`` and the size)."""
         rng = np.random.default_rng([self.seed, 104729, t])
@@ -182,7 +189,7 @@ class InitialModel:
         with self._lock:
             t0 = time.perf_counter()
             s, st = self.session, self.schedule.at(self.iteration)
-            s.max_shell = int(min(s.shell_limit(), max(4, np.floor(s.n * s.pixel_size_A / st.resolution_A))))
+            self._limit_to(st.resolution_A)
             s.set(oversampling=self.oversampling_at(st.resolution_A))
             rows = self.minibatch(self.iteration, st.subset)
             s.estep(progress=progress, rows=rows)
@@ -227,8 +234,8 @@ class InitialModel:
         the resolution of the schedule's last iteration (the maps are not changed; every
         particle's pose and class become this E-step's). Returns the 0-based classes."""
         with self._lock:
-            s, st = self.session, self.schedule.at(max(self.iteration - 1, 0))
-            s.max_shell = int(min(s.shell_limit(), max(4, np.floor(s.n * s.pixel_size_A / st.resolution_A))))
+            s = self.session
+            self._limit_to(self.schedule.at(max(self.iteration - 1, 0)).resolution_A)
             s.estep(progress=progress)
             s.sums = None
             return s.classes.copy()
@@ -253,16 +260,8 @@ class InitialModel:
 def centre_map(volume) -> tuple[np.ndarray, np.ndarray]:
     """``(map, shift_px)``: the map moved by whole pixels (periodic) so that the centre of mass of
     its positive part is pixel ``N // 2``; ``shift_px`` (x, y, z) is how far it moved."""
-    v = np.asarray(volume, np.float32)
-    pos = np.clip(v, 0, None)
-    tot = float(pos.sum())
-    if tot <= 0:
-        return v.copy(), np.zeros(3)
-    n = v.shape[0]
-    com_zyx = np.array([(pos.sum(axis=tuple(j for j in range(3) if j != a)) * np.arange(n)).sum() / tot
-                        for a in range(3)])
-    d_zyx = np.rint(n // 2 - com_zyx).astype(int)
-    return np.roll(v, tuple(d_zyx), axis=(0, 1, 2)), d_zyx[::-1].astype(float)
+    moved, shift_zyx = centre_of_mass_roll(np.asarray(volume, np.float32))
+    return moved, shift_zyx[::-1].astype(float)
 
 
 def initial_model(particles, K: int = 1, *, schedule: SGDSchedule | None = None, out_dir=None,
