@@ -38,9 +38,6 @@ def _cmd_autopick(args) -> int:
     if not args.LoG and not args.ref:
         raise CryolabInputError("give --ref (template picking) or --LoG", field="--ref")
     mics = read_micrographs(args.i, args.angpix, need_ctf=args.ctf)
-    if mics.shape[0] != mics.shape[1]:
-        raise CryolabInputError(f"only square micrographs are supported, got {mics.shape}", path=mics.paths[0],
-                                field="nx/ny")
     settings = PickSettings(particle_diameter_A=args.particle_diameter, mode="log" if args.LoG else "template",
                             lowpass_A=args.lowpass or None, highpass_A=args.highpass or None,
                             min_distance_A=args.min_distance or None, threshold=args.threshold,
@@ -48,7 +45,7 @@ def _cmd_autopick(args) -> int:
                             film_edge_z=FILM_EDGE_Z if args.film_edge_z is None else args.film_edge_z or None,
                             log_diameters_A=(args.LoG_diam_min, args.LoG_diam_max), invert=args.LoG_invert)
     templates = None if args.LoG else _templates(args, mics.pixel_size_A)
-    picker = Picker(settings, mics.pixel_size_A, mics.shape[0], templates)
+    picker = Picker(settings, mics.pixel_size_A, mics.shape, templates)
     make_folder(odir)
     rec = record("autopick", args, [args.i] + ([args.ref] if args.ref else []))
     counts, paths = [], []

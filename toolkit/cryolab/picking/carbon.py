@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .score import robust_std
+from .score import robust_std, subtract_plane
 
 __all__ = ["find_film_edge", "film_mask"]
 
@@ -34,7 +34,7 @@ _PARTS = 4           # equal parts along the edge, checked one by one
 _PARTS_AGREE = 3     # parts that must show at least half the step with its sign
 _COARSE_DEG = 2.0    # the search's angular step (then refined to 0.1 deg)
 _SPREAD_DEG = 4.0    # the angular step of the steps whose spread sets the z-score
-_BIN = 2             # the smoothed micrograph is binned by this factor before the search
+_BIN_PER_RADIUS = 4  # the micrograph is binned by radius_px / this (half the smoothing's sigma), at most to 16 px
 _CLIP = 3.0          # the smoothed micrograph's level is clipped at this many robust standard deviations
 
 
@@ -42,13 +42,16 @@ def _steps(image, coords, theta, window: int, min_count: float, keep=None):
     """Signed steps (mean before minus mean after, in units of the pixel noise of a unit-variance image)
     at every line position ``s`` along direction ``theta`` over the pixels ``keep`` (default all):
     ``(z [B], edge positions [B])``. ``coords``: the pixels' ``(x, y)`` from the image centre."""
-    n = image.shape[-1]
-    s = coords[0] * np.cos(theta) + coords[1] * np.sin(theta)
-    off = int(np.ceil(n * 0.75)) + window + 1
-    b = np.floor(s).astype(np.int64) + off
-    w = np.ones(b.size) if keep is None else keep.ravel().astype(np.float64)
-    cnt = np.concatenate([[0.0], np.cumsum(np.bincount(b, w, minlength=2 * off))])
-    tot = np.concatenate([[0.0], np.cumsum(np.bincount(b, w * image.ravel(), minlength=2 * off))])
+    off = int(np.ceil(max(image.shape) * 0.75)) + window + 1        # beyond half the diagonal
+    b = (coords[0] * np.cos(theta) + coords[1] * np.sin(theta) + off).astype(np.int64)   # floor: all > 0
+    values = image.ravel()
+    if keep is None:
+        counts, sums = np.bincount(b, minlength=2 * off), np.bincount(b, values, minlength=2 * off)
+    else:
+        w = keep.ravel().astype(np.float64)
+        counts, sums = np.bincount(b, w, minlength=2 * off), np.bincount(b, w * values, minlength=2 * off)
+    cnt = np.concatenate([[0.0], np.cumsum(counts)])
+    tot = np.concatenate([[0.0], np.cumsum(sums)])
     k = np.arange(window, len(cnt) - window)
     nl, nr = cnt[k] - cnt[k - window], cnt[k + window] - cnt[k]
     ok = (nl >= min_count) & (nr >= min_count)
@@ -60,8 +63,7 @@ def _steps(image, coords, theta, window: int, min_count: float, keep=None):
 
 def _agrees(image, theta, edge, window: int) -> bool:
     """Whether most parts along the edge show at least half of the whole step, with its sign."""
-    n = image.shape[-1]
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    yy, xx = _centred(image.shape)
     s = xx * np.cos(theta) + yy * np.sin(theta) - edge
     t = -xx * np.sin(theta) + yy * np.cos(theta)
     before, after = (s >= -window) & (s < 0), (s >= 0) & (s < window)
@@ -87,33 +89,39 @@ def _largest(img, coords, angles, window, min_count, best=(0.0, None, None)):
     return best
 
 
+def _centred(shape):
+    """Pixel coordinates ``(y, x)`` ``[H, W]`` from the centre ``((W - 1) / 2, (H - 1) / 2)``."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
+    return yy - (shape[0] - 1) / 2.0, xx - (shape[1] - 1) / 2.0
+
+
 def find_film_edge(image, window_px: float, radius_px: float, z_min: float):
-    """The straightest strong step of ``image`` ``[S, S]`` (module text): ``None``, or ``(theta, edge, z,
+    """The straightest strong step of ``image`` ``[H, W]`` (module text): ``None``, or ``(theta, edge, z,
     film_sign)`` with the edge the line ``x cos(theta) + y sin(theta) = edge`` (pixels from the image
-    centre ``(S - 1) / 2``) and ``film_sign`` +1 when the film lies where that sum exceeds ``edge``."""
+    centre ``((W - 1) / 2, (H - 1) / 2)``) and ``film_sign`` +1 when the film lies where that sum exceeds
+    ``edge``."""
     img = np.asarray(image, np.float64)
-    size = img.shape[-1]
-    sigma = robust_std(img)
+    shape = img.shape
+    sigma = robust_std(img[::2, ::2])               # (every other pixel: the same to a fraction of a percent)
     if not sigma > 0:
         return None
     img = gaussian_filter((img - np.median(img)) / sigma, max(1.0, 0.5 * radius_px), mode="nearest")
+    b = max(1, min(int(radius_px / _BIN_PER_RADIUS), min(shape) // 16))   # smooth by now: binned for speed
+    ny, nx = shape[0] // b, shape[1] // b
+    img = img[:ny * b, :nx * b].reshape(ny, b, nx, b).mean(axis=(1, 3))
     img = np.clip(img / max(robust_std(img), 1e-30), -_CLIP, _CLIP)
-    yy, xx = (np.mgrid[:size, :size] - size / 2) / size       # a plane fitted to the clipped level: dense
-    design = np.stack([np.ones(img.size), xx.ravel(), yy.ravel()], -1)   # contaminants tilt a plain fit
-    img = img - (design @ np.linalg.lstsq(design, img.ravel(), rcond=None)[0]).reshape(img.shape)
-    img = np.clip(img / max(robust_std(img), 1e-30), -_CLIP, _CLIP)
-    b = _BIN if size >= 16 * _BIN else 1           # smooth by now: binned for speed
-    n = size // b
-    img = img[:n * b, :n * b].reshape(n, b, n, b).mean(axis=(1, 3))
+    img = subtract_plane(img).astype(np.float64)   # a plane fitted to the clipped level: dense contaminants
+    img = np.clip(img / max(robust_std(img), 1e-30), -_CLIP, _CLIP)    # tilt a plain fit
     window, radius_px = max(2, int(round(window_px / b))), radius_px / b
-    min_count = 0.25 * n * window
-    coords = tuple((np.mgrid[:n, :n][::-1] - (n - 1) / 2.0).reshape(2, -1))
+    min_count = 0.25 * min(ny, nx) * window
+    yy, xx = _centred((ny, nx))
+    coords = (xx.ravel(), yy.ravel())
     step, theta, edge = _largest(img, coords, np.deg2rad(np.arange(0.0, 180.0, _COARSE_DEG)), window, min_count)
     if theta is None:
         return None
     step, theta, edge = _largest(img, coords, theta + np.deg2rad(np.arange(-_COARSE_DEG, _COARSE_DEG + 1e-6, 0.1)),
                                  window, min_count, (step, theta, edge))
-    s = (coords[0] * np.cos(theta) + coords[1] * np.sin(theta)).reshape(n, n)
+    s = (coords[0] * np.cos(theta) + coords[1] * np.sin(theta)).reshape(ny, nx)
     middle = np.median(img)
     sign = 1 if abs(np.median(img[s >= edge]) - middle) > abs(np.median(img[s < edge]) - middle) else -1
     rest = sign * (s - edge) <= -(radius_px + window)          # the field away from the film and its edge
@@ -124,19 +132,19 @@ def find_film_edge(image, window_px: float, radius_px: float, z_min: float):
     spread = robust_std(np.concatenate(spread))
     if not spread > 0 or abs(step) / spread < z_min or not _agrees(img, theta, edge, window):
         return None
-    shift = (n * b - size) / 2.0                   # the binned centre in the image's frame
-    edge = b * edge + shift * (np.cos(theta) + np.sin(theta))
+    shift_x, shift_y = (nx * b - shape[1]) / 2.0, (ny * b - shape[0]) / 2.0   # the binned centre in the image's
+    edge = b * edge + shift_x * np.cos(theta) + shift_y * np.sin(theta)         # frame
     return theta, float(edge), abs(step) / spread, sign
 
 
 def film_mask(image, window_px: float, radius_px: float, z_min: float) -> np.ndarray:
     """True on the film beyond a straight edge of ``image`` and within ``radius_px`` of the edge on the
     other side (:func:`find_film_edge`); all False when there is no edge."""
-    n = np.asarray(image).shape[-1]
+    shape = np.shape(image)
     found = find_film_edge(image, window_px, radius_px, z_min)
     if found is None:
-        return np.zeros((n, n), bool)
+        return np.zeros(shape, bool)
     theta, edge, _, sign = found
-    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    yy, xx = _centred(shape)
     toward_film = sign * (xx * np.cos(theta) + yy * np.sin(theta) - edge)
     return toward_film > -radius_px

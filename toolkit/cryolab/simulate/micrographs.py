@@ -1,6 +1,7 @@
 """Simulated micrographs with particles at known positions and orientations (picking test sets).
 
-Image formation of one square micrograph ``[S, S]`` (axes y, x; pixel (x, y) is column x, row y):
+Image formation of one micrograph ``[H, W]`` (rows, columns: square or not; axes y, x; pixel (x, y) is
+column x, row y):
 
 * **object**: the projection of each particle (:class:`cryolab.projection.FourierProjector`, RELION's
   ZYZ angles) pasted with its box centre (pixel ``N // 2``) on its integer coordinate; a carbon
@@ -32,21 +33,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..ctf import CTFParams, ctf_2d
+import scipy.fft as sfft
+
+from ..backend import fft_kwargs
+from ..ctf import CTFParams, _ctf_from_freqs, _param_arrays
 from ..errors import CryolabInputError
-from ..fourier import irfft2c, rfft2c
 from ..geometry import random_rotations
 from ..io import project_path, write_mrc, write_star
 from ..io._files import atomic_path
 from ..projection import FourierProjector
 from .pipeline import SIGNAL_DISC_FRACTION, _class_volumes
 
-__all__ = ["MicrographSet", "simulate_micrographs", "simulate_tilt_pair", "micrograph_tables", "write_micrographs"]
+__all__ = ["MicrographSet", "simulate_micrographs", "simulate_tilt_pair", "micrograph_tables", "write_micrographs",
+           "micrograph_shape", "micrograph_ctf", "filter_micrograph"]
 
 
 @dataclass
 class MicrographSet:
-    """Micrographs ``[M, S, S]`` (float32), their CTF (one entry per micrograph) and the truth.
+    """Micrographs ``[M, H, W]`` (float32), their CTF (one entry per micrograph) and the truth.
 
     ``truth``: one row per particle: ``micrograph`` (0-based index), ``x_px``, ``y_px`` (pixel
     column and row, RELION's ``_rlnCoordinateX/Y``), ``class_name``, ``rot_deg``, ``tilt_deg``,
@@ -74,48 +78,76 @@ def _bad(message: str, name: str):
     return CryolabInputError(message, field=name)
 
 
-def _place(rng, n: int, size: int, margin: float, min_dist: float, free, tries: int = 20000):
+def micrograph_shape(size_px) -> tuple:
+    """``(rows, columns)`` of a micrograph size given as one number (square) or as ``(rows, columns)``."""
+    v = np.atleast_1d(np.asarray(size_px)).ravel()
+    if np.ndim(size_px) > 1 or v.size not in (1, 2):
+        raise _bad(f"a micrograph size is one number or (rows, columns), got {size_px!r}", "size_px")
+    v = np.repeat(v, 2) if v.size == 1 else v
+    return int(v[0]), int(v[1])
+
+
+def _freqs(shape, pixel_size_A: float = 1.0):
+    """Frequencies ``(fy [H, 1], fx [1, W//2+1])`` of the uncentred real-FFT grid of ``shape``, in 1/A."""
+    h, w = shape
+    return np.fft.fftfreq(h)[:, None] / pixel_size_A, np.fft.rfftfreq(w)[None, :] / pixel_size_A
+
+
+def micrograph_ctf(ctf: CTFParams, shape, pixel_size_A: float) -> np.ndarray:
+    """The CTF ``[H, W//2+1]`` (float64) of one micrograph of ``shape`` (rows, columns; any two sizes) on the
+    uncentred real-FFT grid (``scipy.fft.rfft2``'s layout), with RELION's formula (:mod:`cryolab.ctf`;
+    frequency ``(fx, fy)`` = (column, row) index over the size times the pixel size, the defocus angle from
+    the x axis)."""
+    fy, fx = _freqs(micrograph_shape(shape), pixel_size_A)
+    fy, fx = np.broadcast_arrays(fy, fx)
+    return _ctf_from_freqs(_param_arrays(ctf), fx ** 2 + fy ** 2, np.arctan2(fy, fx), np)[0]
+
+
+def filter_micrograph(image, transfer) -> np.ndarray:
+    """``image`` ``[H, W]`` filtered by a real ``transfer`` function ``[H, W//2+1]`` on the uncentred
+    real-FFT grid (:func:`micrograph_ctf`), float64."""
+    f = sfft.rfft2(np.asarray(image, np.float64), **fft_kwargs(np))
+    return sfft.irfft2(f * transfer, s=np.shape(image), **fft_kwargs(np))
+
+
+def _place(rng, n: int, shape, margin: float, min_dist: float, free, tries: int = 20000):
     """``n`` integer centres ``[n, 2]`` (x, y) at least ``margin`` from the edges, where ``free``
-    (a boolean ``[S, S]`` map) is True, and at least ``min_dist`` apart (rejection sampling)."""
+    (a boolean ``[H, W]`` map) is True, and at least ``min_dist`` apart (rejection sampling)."""
     out = []
-    lo, hi = int(np.ceil(margin)), int(size - np.ceil(margin))
+    lo = int(np.ceil(margin))
+    hi = [int(shape[1] - np.ceil(margin)), int(shape[0] - np.ceil(margin))]
     for _ in range(tries):
         if len(out) == n:
             break
-        p = rng.integers(lo, hi, 2)
+        p = rng.integers(lo, hi)
         if not free[p[1], p[0]]:
             continue
         if out and np.min(np.hypot(*(np.array(out) - p).T)) < min_dist:
             continue
         out.append(p)
     if len(out) < n:
-        raise _bad(f"only {len(out)} of {n} particles fit on a {size}-pixel micrograph at "
+        raise _bad(f"only {len(out)} of {n} particles fit on a {shape[0]} x {shape[1]}-pixel micrograph at "
                    f"{min_dist:.0f} px apart", "n_particles")
     return np.array(out, dtype=np.int64).reshape(n, 2)
 
 
-def _carbon(rng, size: int, edge_px: float, texture_seed):
-    """Carbon thickness ``[S, S]`` (0 to about 1) beyond a straight edge crossing one side, and the
+def _carbon(rng, shape, edge_px: float, texture_seed):
+    """Carbon thickness ``[H, W]`` (0 to about 1) beyond a straight edge crossing one side, and the
     signed distance (px) of each pixel to the edge (positive on the carbon)."""
-    y, x = np.mgrid[:size, :size].astype(np.float64)
+    y, x = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
     angle = rng.uniform(0, 2 * np.pi)
     normal = np.array([np.cos(angle), np.sin(angle)])
-    offset = rng.uniform(0.3, 0.38) * size          # the carbon covers 12-20 % of the field
-    dist = (x - size / 2) * normal[0] + (y - size / 2) * normal[1] - offset
+    offset = rng.uniform(0.3, 0.38) * min(shape)    # the carbon covers 12-20 % of a square field
+    dist = (x - shape[1] / 2) * normal[0] + (y - shape[0] / 2) * normal[1] - offset
     film = 1.0 / (1.0 + np.exp(np.clip(-dist / max(edge_px, 0.5), -50, 50)))
-    texture = np.random.default_rng(texture_seed).standard_normal((size, size))
-    texture = irfft2c(rfft2c(texture) * _gauss_filter(size, 3.0), size)
+    texture = np.random.default_rng(texture_seed).standard_normal(shape)
+    fy, fx = _freqs(shape)
+    texture = filter_micrograph(texture, np.exp(-2 * np.pi ** 2 * 3.0 ** 2 * (fx ** 2 + fy ** 2)))
     return film * (1.0 + 0.1 * texture / texture.std()), dist
 
 
-def _gauss_filter(size: int, sigma_px: float):
-    ky = np.fft.fftshift(np.fft.fftfreq(size))[:, None]
-    kx = np.fft.rfftfreq(size)[None, :]
-    return np.exp(-2 * np.pi ** 2 * sigma_px ** 2 * (kx ** 2 + ky ** 2))
-
-
 def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_size_A: float, *,
-                         size_px: int = 1024, n_noise: int = 0, snr: float = 0.05, fractions=None,
+                         size_px=1024, n_noise: int = 0, snr: float = 0.05, fractions=None,
                          particle_diameter_A: float | None = None, min_distance_A: float | None = None,
                          defocus_range_A=(10000.0, 30000.0), astigmatism_A: float = 500.0,
                          voltage_kV: float = 300.0, cs_mm: float = 2.7, amplitude_contrast: float = 0.1,
@@ -125,7 +157,8 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
     """Simulate ``n_micrographs`` micrographs of ``n_particles`` each plus ``n_noise`` pure-noise ones.
 
     ``volumes``: one map ``[N, N, N]``, a list or ``{name: map}`` (classes drawn with ``fractions``);
-    ``pixel_size_A`` is the maps' and the micrographs' pixel size. Mean defocus uniform in
+    ``pixel_size_A`` is the maps' and the micrographs' pixel size; ``size_px`` one number (square) or
+    ``(rows, columns)``. Mean defocus uniform in
     ``defocus_range_A`` (A, positive underfocus), ``U - V`` uniform in ``[0, astigmatism_A]``, angle
     uniform. ``positions`` (a list of ``[P, 2]`` integer (x, y) per micrograph) and ``eulers`` (the
     same with ``[P, 3]`` degrees) replace the random draws (tilt pairs); with given positions the
@@ -135,14 +168,16 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
     >>> s = simulate_micrographs(vol, 1, 3, 5.0, size_px=96, contaminants=0, carbon=False, seed=1)
     >>> s.micrographs.shape, len(s.truth)
     ((1, 96, 96), 3)
+    >>> simulate_micrographs(vol, 1, 3, 5.0, size_px=(64, 96), contaminants=0, carbon=False).micrographs.shape
+    (1, 64, 96)
     """
     names, arrays = _class_volumes(volumes)
     box = arrays[0].shape[-1]
-    n_mic, n_noise, size = int(n_micrographs), int(n_noise), int(size_px)
+    n_mic, n_noise, shape = int(n_micrographs), int(n_noise), micrograph_shape(size_px)
     if n_mic < 0 or n_noise < 0 or n_mic + n_noise == 0:
         raise _bad(f"need at least one micrograph, got {n_mic} + {n_noise} noise", "n_micrographs")
-    if size < 2 * box or size % 2:
-        raise _bad(f"size_px must be even and at least two boxes ({2 * box}), got {size}", "size_px")
+    if min(shape) < 2 * box or shape[0] % 2 or shape[1] % 2:
+        raise _bad(f"size_px must be even and at least two boxes ({2 * box}), got {shape}", "size_px")
     if not snr > 0:
         raise _bad(f"snr must be > 0, got {snr!r}", "snr")
     binning = 1.0 if snr_pixel_size_A is None else float(pixel_size_A) / float(snr_pixel_size_A)
@@ -156,9 +191,9 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
     projectors = [FourierProjector(np.asarray(a, np.float32)) for a in arrays]
     peak = float(np.mean([np.percentile(p.project(np.zeros((1, 3)))[0], 99.5) for p in projectors]))
     total = n_mic + n_noise
-    y, x = np.mgrid[:size, :size].astype(np.float64)
+    y, x = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
     disc = (np.hypot(*(np.mgrid[:box, :box] - box // 2)) <= radius_px)
-    mics = np.zeros((total, size, size), np.float32)
+    mics = np.zeros((total,) + shape, np.float32)
     ctfs, rows, var_sum, n_var = [], [], 0.0, 0
     clean_layers = []
     for m in range(total):
@@ -169,18 +204,18 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
                         defocus_angle_deg=rng.uniform(0, 180), voltage_kV=voltage_kV, cs_mm=cs_mm,
                         amplitude_contrast=amplitude_contrast)
         ctfs.append(ctf)
-        particles = np.zeros((size, size))
-        other = np.zeros((size, size))
+        particles = np.zeros(shape)
+        other = np.zeros(shape)
         if m < n_mic:
-            free = np.ones((size, size), bool)
+            free = np.ones(shape, bool)
             given = positions is not None
             if carbon and not given:
-                film, dist = _carbon(rng, size, 2.0, [int(seed), 8, m])
+                film, dist = _carbon(rng, shape, 2.0, [int(seed), 8, m])
                 other += carbon_density * peak * film
                 free &= dist < -box / 2
             for _ in range(0 if given else int(contaminants)):
                 r = rng.uniform(0.25, 0.6) * box
-                c = rng.uniform(r, size - r, 2)
+                c = rng.uniform(r, [shape[1] - r, shape[0] - r])
                 rho2 = (x - c[0]) ** 2 + (y - c[1]) ** 2
                 other += contaminant_density * peak * np.sqrt(np.clip(1 - rho2 / r ** 2, 0, None))
                 free &= rho2 > (r + box / 2) ** 2
@@ -188,7 +223,7 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
                 pos = np.asarray(positions[m], dtype=np.int64).reshape(-1, 2)
                 ang = np.asarray(eulers[m], dtype=np.float64).reshape(-1, 3)
             else:
-                pos = _place(rng, int(n_particles), size, box / 2 + 1, min_dist_px, free)
+                pos = _place(rng, int(n_particles), shape, box / 2 + 1, min_dist_px, free)
                 ang = random_rotations(len(pos), rng)
             labels = rng.choice(len(names), size=len(pos), p=None if fractions is None else
                                 np.asarray(fractions, float) / np.sum(fractions))
@@ -197,19 +232,19 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
                 imgs = projectors[k].project(ang[sel])
                 for (px_, py_), img in zip(pos[sel], imgs):
                     y0, x0 = py_ - box // 2, px_ - box // 2
-                    ys, xs = slice(max(y0, 0), min(y0 + box, size)), slice(max(x0, 0), min(x0 + box, size))
+                    ys, xs = slice(max(y0, 0), min(y0 + box, shape[0])), slice(max(x0, 0), min(x0 + box, shape[1]))
                     particles[ys, xs] += img[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
             for i, (p, a, k) in enumerate(zip(pos, ang, labels)):
                 rows.append({"micrograph": m, "x_px": int(p[0]), "y_px": int(p[1]), "class_name": names[k],
                              "rot_deg": a[0], "tilt_deg": a[1], "psi_deg": a[2]})
-            ctf2 = ctf_2d(ctf, size, pixel_size_A)[0]
-            clean = irfft2c(rfft2c(particles) * ctf2, size)
+            ctf2 = micrograph_ctf(ctf, shape, pixel_size_A)
+            clean = filter_micrograph(particles, ctf2)
             for p in pos:
                 y0, x0 = p[1] - box // 2, p[0] - box // 2
-                if y0 >= 0 and x0 >= 0 and y0 + box <= size and x0 + box <= size:
+                if y0 >= 0 and x0 >= 0 and y0 + box <= shape[0] and x0 + box <= shape[1]:
                     var_sum += float(np.var(clean[y0:y0 + box, x0:x0 + box][disc]))
                     n_var += 1
-            other = irfft2c(rfft2c(other) * ctf2, size) if other.any() else other
+            other = filter_micrograph(other, ctf2) if other.any() else other
             clean_layers.append((clean, other))
         else:
             clean_layers.append((None, None))
@@ -217,9 +252,9 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
     sign = -1.0 if dark else 1.0
     for m, (clean, other) in enumerate(clean_layers):
         rng = np.random.default_rng([int(seed), 9, m])
-        img = rng.standard_normal((size, size))
+        img = rng.standard_normal(shape)
         direction = rng.uniform(0, 2 * np.pi)
-        ramp = (np.cos(direction) * (x - size / 2) + np.sin(direction) * (y - size / 2)) / size
+        ramp = (np.cos(direction) * (x - shape[1] / 2) + np.sin(direction) * (y - shape[0] / 2)) / max(shape)
         img += ice_gradient * ramp
         if clean is not None:
             img += sign * scale * (clean + other)
@@ -233,13 +268,14 @@ def simulate_micrographs(volumes, n_micrographs: int, n_particles: int, pixel_si
                          names=[f"mic{m + 1:03d}.mrc" for m in range(total)],
                          noise=np.arange(total) >= n_mic, particle_diameter_A=diameter_A,
                          info={"snr": float(snr), "pixel_snr": pixel_snr, "signal_scale": float(scale), "seed": int(seed),
-                               "dark": bool(dark), "box": int(box), "size_px": size})
+                               "dark": bool(dark), "box": int(box),
+                               "size_px": shape[0] if shape[0] == shape[1] else shape})
 
 
 def simulate_tilt_pair(volume, n_particles: int, pixel_size_A: float, *, tilt_deg: float, axis_deg: float,
-                       size_px: int = 1024, seed: int = 0, **kw) -> tuple[MicrographSet, MicrographSet]:
+                       size_px=1024, seed: int = 0, **kw) -> tuple[MicrographSet, MicrographSet]:
     """The same field imaged untilted and tilted by ``tilt_deg`` about the in-plane axis at ``axis_deg``
-    (degrees from the x axis towards +y, through the micrograph's centre): ``(untilted, tilted)``, truth
+    (degrees from the x axis towards +y, through the micrograph's centre ``(W/2, H/2)``): ``(untilted, tilted)``, truth
     rows in the same order (pair ``i`` is row ``i`` of both). A particle at ``p`` moves to ``c + a (a . d)
     + b (b . d) cos(tilt)`` (``d = p - c``, ``a`` the axis, ``b`` perpendicular in the plane; heights in
     the ice neglected); its orientation ``A`` becomes ``R A`` with ``R`` the tilt about the axis
@@ -253,14 +289,15 @@ def simulate_tilt_pair(volume, n_particles: int, pixel_size_A: float, *, tilt_de
                                     contaminants=0, **kw)
     pos = untilted.coordinates(0)
     eul = untilted.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
-    c = size_px / 2
+    shape = micrograph_shape(size_px)
+    c = np.array([shape[1], shape[0]]) / 2
     a = np.array([np.cos(np.radians(axis_deg)), np.sin(np.radians(axis_deg))])
     b = np.array([-a[1], a[0]])
     d = pos - c
     moved = np.rint(c + np.outer(d @ a, a) + np.outer((d @ b) * np.cos(np.radians(tilt_deg)), b)).astype(np.int64)
     rot = expected_rotation(tilt_deg, axis_deg)
     tilted_eul = np.array([matrix_to_euler(rot @ m) for m in euler_to_matrix(*eul.T)])
-    if np.any(moved < box // 2) or np.any(moved >= size_px - box // 2):
+    if np.any(moved < box // 2) or np.any(moved >= np.array([shape[1], shape[0]]) - box // 2):
         raise _bad("a tilted particle's box leaves the micrograph", "tilt_deg")
     tilted = simulate_micrographs(volume, 1, n_particles, pixel_size_A, size_px=size_px, seed=seed + 1,
                                   positions=[moved], eulers=[tilted_eul], **kw)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import ipywidgets as W
 import numpy as np
 
-from ..fourier import lowpass
 from ..picking import match_picks
+from ..picking.score import band_filter
+from ..simulate.micrographs import filter_micrograph
 from ._display import ImagePanel, new_figure
 
 __all__ = ["PickingViewer", "tilt_pair_plot"]
@@ -19,7 +20,7 @@ class PickingViewer(W.VBox):
     same local maxima, minimum distance and side-lobe rules as :meth:`cryolab.picking.Picker.pick`), with
     precision and recall against the truth (a pick counts within a quarter diameter).
 
-    ``picks``: the :class:`cryolab.picking.Picks` of ``micrograph`` (``[S, S]``, shown low-pass filtered
+    ``picks``: the :class:`cryolab.picking.Picks` of ``micrograph`` (``[H, W]``, shown low-pass filtered
     to ``lowpass_A``); ``diameter_A`` the particle diameter; ``pixel_size_A`` the micrograph's.
     """
 
@@ -27,7 +28,8 @@ class PickingViewer(W.VBox):
                  lowpass_A: float = 20.0, dpi: int = 60):
         self.picks, self.truth = picks, None if truth_xy is None else np.asarray(truth_xy, float)
         self.radius_px = 0.5 * diameter_A / pixel_size_A
-        self.image = lowpass(np.asarray(micrograph, np.float64), lowpass_A, pixel_size_A)
+        image = np.asarray(micrograph, np.float64)
+        self.image = filter_micrograph(image, band_filter(image.shape, pixel_size_A, lowpass_A))
         finite = picks.fom[np.isfinite(picks.fom)]
         top = float(np.percentile(finite, 99.9)) if finite.size else 1.0
         self.slider = W.FloatSlider(value=picks.threshold, min=0.0, max=max(top, picks.threshold * 1.5),
