@@ -30,7 +30,7 @@ from .images import prepare_batch
 from .memory import BATCH_SHARE, BYTES_PER_SAMPLE, CACHE_SHARE, accumulator_dtype, available_bytes
 from .mstep import shell_sums
 from .planar import PlanarSampler
-from .spherical import SphericalSampler, fixed_orientations, local_log_prior
+from .spherical import SphericalSampler, fixed_orientations, grid_directions, local_candidates, local_log_prior
 
 __all__ = ["EStepInputs", "ChunkResult", "EStepSums", "EStepWorker", "estep_chunk", "read_batch"]
 
@@ -173,6 +173,7 @@ class EStepWorker:
         self.sampler = sampler
         fixed = self.dim == 3 and s.skip_align
         self.local = self.dim == 3 and not fixed and bool(s.sigma_ang_deg)
+        self._directions = None           # the grid's distinct directions, for local searches
         self.coarse = None if (fixed or self.local) else sampler.coarse(inputs.coarse_pixels)
         n_shells = n // 2 + 1
         self.inv_s2 = xp.asarray(1.0 / inputs.sigma2[to_numpy(pix.shell)], dtype=xp.float32)
@@ -204,7 +205,7 @@ class EStepWorker:
             coarse, prior = self._fixed(eulers, rows)
             oversampling = 0
         elif self.dim == 3 and s.sigma_ang_deg:
-            coarse, prior = self._local(eulers)
+            coarse, prior = self._local(eulers, rows)
         res, extra = expectation_batch(
             X, C, self.inv_s2, a, coarse, self.sampler, self.pix, log_pdf_class=self.log_pdf,
             offsets_px=offsets_px, sigma_offset_px=inp.sigma_offset_px, mode=inp.mode,
@@ -230,17 +231,24 @@ class EStepWorker:
         self._buffer.flush()
         return self.sums
 
-    def _local(self, eulers):
+    def _local(self, eulers, rows):
         """Local searches: the coarse samples within ``3 sigma_ang`` of any particle of the batch,
-        and the per-particle Gaussian log prior (``-inf`` outside each particle's own neighbourhood)."""
+        and the per-particle Gaussian log prior (``-inf`` outside each particle's own neighbourhood).
+        A particle stack with an ``orientation_log_prior(rows, orients) -> [B, J]`` method adds
+        its terms to that prior (multi-body refinement: the body's prior about the consensus)."""
         xp, s, grid = self.xp, self.settings, self.sampler.orientations
         priors = np.asarray(eulers, float)
+        extra = getattr(self.particles, "orientation_log_prior", None)
 
         def prior(orients):
             lp = local_log_prior(priors, orients, s.sigma_ang_deg, s.sym)
+            if extra is not None:
+                lp = lp + extra(rows, orients)
             return xp.asarray(np.where(np.isfinite(lp), lp, NEG), dtype=xp.float32)
 
-        keep = np.isfinite(local_log_prior(priors, grid, s.sigma_ang_deg, s.sym)).any(axis=0)
+        if self._directions is None:
+            self._directions = grid_directions(grid)
+        keep = local_candidates(priors, grid, s.sigma_ang_deg, s.sym, directions=self._directions)
         return self.sampler.coarse(self.inputs.coarse_pixels, orientations=grid[keep]), prior
 
     def _fixed(self, eulers, ids):
