@@ -137,8 +137,11 @@ NB14 = [
     ## 5. Diffusion maps: one viewing direction, a curved path
 
     In one view the images of a rotating 40S lie on a curve. With a large rotation the curve bends
-    and a linear projection folds it; a diffusion map follows it. The kernel's bandwidth comes from
-    the data: `log sum exp(-D / eps)` against `log eps` (each particle gets `N^0.65` neighbours).
+    and a linear projection folds it; a diffusion map follows it. The kernel's bandwidths come from
+    the data: each particle's own scale is its distance to its 7th nearest neighbour (a self-tuning
+    kernel). The curve `log sum exp(-D / eps)` against `log eps` is the diagnostic: `L / N` is the
+    mean number of neighbours a particle has at bandwidth `eps`; the red line is the median of the
+    particles' own scales.
     """),
     code("""
     m = 300 if QUICK else 1500
@@ -151,7 +154,7 @@ NB14 = [
     d = dm.views[0][1]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].semilogx(d.curve_eps, d.curve_log_sum); ax[0].axvline(d.eps, color="C3")
-    ax[0].set_xlabel("eps"); ax[0].set_ylabel("log sum exp(-D/eps)"); ax[0].set_title("bandwidth")
+    ax[0].set_xlabel("eps"); ax[0].set_ylabel("log sum exp(-D/eps)"); ax[0].set_title("bandwidth (red: median local scale)")
     ax[1].scatter(angle, dm.coordinate, s=4); ax[1].set_xlabel("true angle (deg)"); ax[1].set_ylabel("psi_1")
     plt.show()
     """),
@@ -172,8 +175,11 @@ NB14 = [
        minima merge into one (at SNR 0.1 and 2,000 particles in the benchmark).
     2. `image_norm` (the image's standard deviation): a grey-scale change of the whole particle is
        a multiple of the mean map, which the first component takes up.
-    3. At ±90° the path of the images bends back; PCA's first coordinate folds it (its rank
-       correlation with the angle drops), the diffusion coordinate follows the path.
+    3. At ±90° the path of the images bends back until its two ends (the 40S turned by -90° and
+       +90°) look almost alike in this view: the path is nearly a closed loop. PCA's first
+       coordinate folds it (Spearman |rho| 0.24-0.42 over four seeds at SNR 0.1, 1,500 images);
+       the diffusion coordinate follows it better (0.46-0.55) but not to the end, because noise
+       joins the two ends.
     4. Hardly: the components are ordered by variance and the first one is the hinge; extra
        components take up noise and smaller motions.
     """),

@@ -17,9 +17,15 @@ eigenvectors of a random walk on the particles, which follow the curve even wher
   only noise; minus its expected noise part ``sigma2 sum_k (c_i^2 + c_j^2)`` (``sigma2``: the white
   noise power per Fourier pixel, from the image background), over ``sum_k c_i^2 c_j^2`` (pairs
   that both sit near CTF zeros are not made close). Three GEMMs over the pixels.
-* **Kernel** ``exp(-D / eps)``; ``eps`` from the data: ``L(eps) = sum_ij exp(-D_ij / eps)`` is
-  sigmoidal in ``log eps`` (from ``N`` to ``N^2``), and the chosen ``eps`` gives each particle
-  ``N^0.65`` neighbours on average (:func:`bandwidth_curve`, the diagnostic curve).
+* **Kernel**, self-tuning (Zelnik-Manor & Perona 2004): ``exp(-D_ij / (s_i s_j))`` with each
+  particle's own scale ``s_i^2`` its squared distance to its ``k``-th nearest neighbour
+  (:func:`local_scales`, ``k = 7`` as in that paper): the bandwidth follows the local density and
+  noise of the data, so isolated noisy particles still reach their neighbours and dense parts of
+  the curve are not short-circuited. The diagnostic curve stays the global one:
+  ``L(eps) = sum_ij exp(-D_ij / eps)`` is sigmoidal in ``log eps`` (from ``N`` to ``N^2``)
+  (:func:`bandwidth_curve`); the median ``s_i^2`` is marked on it. A fixed Gaussian kernel
+  ``exp(-D / eps)`` is kept as an option (``eps`` a number, or ``"curve"``: each particle gets
+  ``N^0.65`` neighbours on average, the previous rule).
 * **Map.** Density-normalised kernel (``alpha = 1``: the sampling density along the curve does not
   shape the coordinates), then the Markov matrix's leading eigenvectors ``psi_1 .. psi_k`` (the
   trivial constant ``psi_0`` dropped), scaled by their eigenvalues.
@@ -39,7 +45,8 @@ from ...backend import to_device, to_numpy
 from ...errors import CryolabInputError
 from ...geometry import euler_to_matrix
 
-__all__ = ["NEIGHBOUR_EXPONENT", "view_pixels", "denoise_pixels", "ctf_distances", "bandwidth_curve", "diffusion_map", "DiffusionMap",
+__all__ = ["NEIGHBOUR_EXPONENT", "LOCAL_NEIGHBOUR", "local_scales", "diffusion_kernel", "view_pixels",
+           "denoise_pixels", "ctf_distances", "bandwidth_curve", "diffusion_map", "DiffusionMap",
            "diffusion_coordinates", "DiffusionResult", "viewing_bins"]
 
 
@@ -129,10 +136,44 @@ def bandwidth_curve(d2, n_points: int = 81, exponent: float = NEIGHBOUR_EXPONENT
     return eps, log_sum, float(eps[j])
 
 
+#: self-tuning kernel: a particle's scale is its distance to its ``LOCAL_NEIGHBOUR``-th nearest neighbour
+#: (Zelnik-Manor & Perona 2004 use 7)
+LOCAL_NEIGHBOUR = 7
+
+
+def local_scales(d2, k: int = LOCAL_NEIGHBOUR) -> np.ndarray:
+    """``s^2 [B]``: each particle's squared distance (``d2 [B, B]``, zero diagonal) to its ``k``-th
+    nearest other particle (``k`` capped at ``B - 1``); a zero (duplicates) is raised to the smallest
+    positive distance."""
+    d = np.asarray(to_numpy(d2), float)
+    k = int(min(max(int(k), 1), len(d) - 1))
+    s2 = np.partition(d, k, axis=1)[:, k]                  # column 0 is the particle itself (distance 0)
+    pos = d[d > 0]
+    return np.maximum(s2, pos.min() if pos.size else 1.0)
+
+
+def diffusion_kernel(d2, eps: float | str | None = None, k: int = LOCAL_NEIGHBOUR):
+    """``(K [B, B], eps)``: the kernel of squared distances ``d2``. ``eps`` None: self-tuning,
+    ``K_ij = exp(-d2_ij / (s_i s_j))`` with ``s_i^2`` from :func:`local_scales` (``eps`` returned: the
+    median ``s_i^2``); a number: ``exp(-d2 / eps)``; ``"curve"``: that with the ``eps`` of
+    :func:`bandwidth_curve`."""
+    d = np.asarray(to_numpy(d2), float)
+    if eps is None:
+        s2 = local_scales(d, k)
+        s = np.sqrt(s2)
+        return np.exp(-d / np.outer(s, s)), float(np.median(s2))
+    if isinstance(eps, str):
+        if eps != "curve":
+            raise CryolabInputError(f"eps must be a number, 'curve' or None, got {eps!r}", field="eps")
+        eps = bandwidth_curve(d)[2]
+    return np.exp(-d / float(eps)), float(eps)
+
+
 @dataclass
 class DiffusionMap:
     """``coordinates [B, k]`` (``lambda_j psi_j``, ``j = 1..k``), ``eigenvalues [k]``, the kernel
-    bandwidth ``eps`` and its diagnostic curve ``(curve_eps, curve_log_sum)``."""
+    bandwidth ``eps`` (self-tuning kernel: the median of the particles' ``s_i^2``) and the diagnostic
+    curve ``(curve_eps, curve_log_sum)``."""
     coordinates: np.ndarray
     eigenvalues: np.ndarray
     eps: float
@@ -140,9 +181,9 @@ class DiffusionMap:
     curve_log_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def diffusion_map(d2, n_coords: int = 3, eps: float | None = None) -> DiffusionMap:
-    """The diffusion map of squared distances ``d2 [B, B]`` (see the module text); ``eps`` None: chosen
-    by :func:`bandwidth_curve`.
+def diffusion_map(d2, n_coords: int = 3, eps: float | str | None = None, k: int = LOCAL_NEIGHBOUR) -> DiffusionMap:
+    """The diffusion map of squared distances ``d2 [B, B]`` (see the module text); the kernel from
+    :func:`diffusion_kernel` (``eps`` None: self-tuning with the ``k``-th neighbour).
 
     >>> t = np.linspace(0, np.pi, 200)                        # a half circle: PCA folds it, diffusion does not
     >>> pts = np.stack([np.cos(t), np.sin(t)], 1)
@@ -156,13 +197,12 @@ def diffusion_map(d2, n_coords: int = 3, eps: float | None = None) -> DiffusionM
     if d.ndim != 2 or d.shape[0] != d.shape[1] or d.shape[0] < n_coords + 2:
         raise CryolabInputError(f"a square distance matrix of more than {n_coords + 1} particles is needed, got "
                                 f"{d.shape}", field="distances")
-    curve_eps, curve_sum, chosen = bandwidth_curve(d)
-    eps = chosen if eps is None else float(eps)
-    k = np.exp(-d / eps)
-    q = k.sum(axis=1)
-    k = k / np.outer(q, q)                                 # alpha = 1
-    deg = k.sum(axis=1)
-    a = k / np.sqrt(np.outer(deg, deg))
+    curve_eps, curve_sum, _ = bandwidth_curve(d)
+    kern, eps = diffusion_kernel(d, eps, k)
+    q = kern.sum(axis=1)
+    kern = kern / np.outer(q, q)                           # alpha = 1
+    deg = kern.sum(axis=1)
+    a = kern / np.sqrt(np.outer(deg, deg))
     n = len(a)
     vals, vecs = eigh(a, subset_by_index=[n - n_coords - 1, n - 1])
     order = np.argsort(vals)[::-1]
@@ -235,12 +275,12 @@ def _align_signs(views, n_particles: int) -> dict:
 
 def diffusion_coordinates(stack, *, filter_A: float = 30.0, n_views: int = 1, n_coords: int = 3, ctf: bool = True,
                           n_pca: int = 8, min_particles: int = 50, noise_power: float | None = None,
-                          xp=np) -> DiffusionResult:
+                          eps: float | str | None = None, xp=np) -> DiffusionResult:
     """One diffusion coordinate per particle of ``stack`` (poses needed when ``n_views > 1``; see the
     module text). ``n_views=1``: all particles are taken as one viewing direction (a single-view data
     set, or one direction picked beforehand). ``noise_power``: white-noise power per Fourier pixel
     (default: the images' background, :func:`cryolab.methods.bootstrap.background_sigma2`; used only
-    without denoising, ``n_pca=0``)."""
+    without denoising, ``n_pca=0``). ``eps``: the kernel (:func:`diffusion_kernel`; None, self-tuning)."""
     from ..bootstrap import background_sigma2
     from .linear import filter_shell
     shell = filter_shell(stack.box_size, float(stack.pixel_size_A), filter_A)
@@ -261,7 +301,7 @@ def diffusion_coordinates(stack, *, filter_A: float = 30.0, n_views: int = 1, n_
         x, c = view_pixels(stack, rows, shell, ctf=ctf, in_plane=n_views > 1, xp=xp)
         if n_pca:
             x, c = denoise_pixels(x, c, min(int(n_pca), len(rows) - 2))
-        views[v] = (rows, diffusion_map(ctf_distances(x, c, 0.0 if n_pca else noise_power), n_coords))
+        views[v] = (rows, diffusion_map(ctf_distances(x, c, 0.0 if n_pca else noise_power), n_coords, eps))
     if len(views) == 1:
         (rows, dm), = views.values()
         out = np.full(n, np.nan)
