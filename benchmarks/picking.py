@@ -36,6 +36,7 @@ import numpy as np
 from . import finish, load_now, part_parser, ratio, relion_available, saves, work_folder
 
 PX, DIAMETER_A, LOG_RANGE_A = 6.0, 300.0, (200.0, 350.0)
+SNR, SNR_PIXEL_A = 0.05, 2.0          # the issue's SNR, per 2-A detector pixel (docs/picking.md)
 VIEWS = [[0, 0, 0], [0, 90, 0], [90, 90, 0], [45, 45, 0], [135, 45, 0], [45, 135, 0], [90, 30, 0], [160, 120, 0]]
 SIZES = {"quick": dict(n_mic=2, n_noise=1, particles=15, size=512),
          "default": dict(n_mic=8, n_noise=2, particles=60, size=1024)}
@@ -51,8 +52,8 @@ def simulate(folder: Path, size: dict, seed: int = 11):
     from cryolab.simulate import simulate_micrographs, write_micrographs
     vol = load_demo().volumes["80S"]
     sim = simulate_micrographs(vol, size["n_mic"], size["particles"], PX, size_px=size["size"],
-                               n_noise=size["n_noise"], particle_diameter_A=DIAMETER_A, snr=0.05,
-                               snr_pixel_size_A=2.0, seed=seed)
+                               n_noise=size["n_noise"], particle_diameter_A=DIAMETER_A, snr=SNR,
+                               snr_pixel_size_A=SNR_PIXEL_A, seed=seed)
     cwd = os.getcwd()
     os.chdir(folder)
     try:
@@ -135,8 +136,11 @@ def run_relion(sim, folder: Path, mode: str) -> dict:
 def run(quick: bool = False, relion: bool = True, out=None, save: bool = True, keep=None) -> dict:
     size = SIZES["quick" if quick else "default"]
     print(f"== picking: {size['n_mic']} micrographs of {size['size']}^2 px ({PX:g} A/px) with {size['particles']} "
-          f"ribosomes + {size['n_noise']} of pure noise, SNR 0.05 per 2-A pixel (shared cores: timings are noisy)",
-          flush=True)
+          f"ribosomes + {size['n_noise']} of pure noise (shared cores: timings are noisy)", flush=True)
+    print(f"   SNR {SNR:g} per {SNR_PIXEL_A:g}-A detector pixel: the particles' CTF-modulated signal variance in their "
+          f"disc over the noise variance, as recorded at {SNR_PIXEL_A:g} A/px; binned to {PX:g} A/px "
+          f"({(PX / SNR_PIXEL_A) ** 2:g} noise pixels averaged) that is {SNR * (PX / SNR_PIXEL_A) ** 2:g} per "
+          f"micrograph pixel", flush=True)
     have_relion = relion_available(relion, "relion_autopick")
     rows = {}
     with work_folder(keep) as folder:
@@ -166,7 +170,8 @@ def run(quick: bool = False, relion: bool = True, out=None, save: bool = True, k
                              c["precision"] / max(r["precision"], 1e-12), f"{mode}: precision", ">= 1"),
                        ratio(f"picking.cryolab_over_relion_{mode}_time", c["wall_s"] / r["wall_s"],
                              f"{mode}: time per micrograph", "<= 1")]
-    result = {"pixel_size_A": PX, "particle_diameter_A": DIAMETER_A, **size, "runs": rows, "ratios": ratios,
+    result = {"pixel_size_A": PX, "particle_diameter_A": DIAMETER_A, "snr": SNR, "snr_pixel_size_A": SNR_PIXEL_A,
+              "snr_per_micrograph_pixel": float(sim.info["pixel_snr"]), **size, "runs": rows, "ratios": ratios,
               "quick": quick}
     return finish("picking", result, out, save)
 

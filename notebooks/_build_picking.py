@@ -85,6 +85,21 @@ NB12 = [
               f"false picks on pure noise {noise}")
     """),
     md("""
+    ### Micrographs need not be square
+
+    Detectors give 4096 x 4096, 3710 x 3838 or 5760 x 4092 pixels. Give the size as (rows, columns): the
+    picker searches a grid of the same shape at one scale on both axes, and the coordinates come back as
+    RELION's `_rlnCoordinateX` (column) and `_rlnCoordinateY` (row).
+    """),
+    code("""
+    wide = simulate_micrographs(ribosome, 1, 14, px, size_px=(384, 640), particle_diameter_A=diameter, snr=0.05,
+                                snr_pixel_size_A=2.0, contaminants=1, seed=22)
+    wide_picks = Picker(log_picker.settings, px, (384, 640)).pick(wide.micrographs[0], wide.ctf[0])
+    r = match_picks(wide_picks.xy(), wide.coordinates(0), diameter / 4 / px)
+    print(f"LoG on 384 x 640: search grid {wide_picks.fom.shape}, precision {r['precision']:.2f}, recall {r['recall']:.2f}")
+    PickingViewer(wide.micrographs[0], wide_picks, px, diameter, truth_xy=wide.coordinates(0))
+    """),
+    md("""
     ## 3. The template's grey scale does not matter
 
     Class averages come with an arbitrary scale. A score that depends on it (RELION's does: a template
