@@ -69,7 +69,7 @@ def _drawn_texts(fig):
         if not ax.get_visible():
             continue
         texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
-        for axis in (ax.xaxis, ax.yaxis):
+        for axis in (ax.xaxis, ax.yaxis) if ax.axison else ():     # set_axis_off: no axes drawn
             lo, hi = sorted(axis.get_view_interval())
             tol = 1e-9 * max(1.0, abs(hi - lo))
             texts += [axis.label, axis.get_offset_text()]
@@ -84,7 +84,16 @@ def _drawn_texts(fig):
 
 def text_boxes(fig, scale: float = 1.0) -> list:
     """Visible, non-empty texts of a drawn figure (:func:`figure_png`) with their boxes ``(x0, y0, x1, y1)``
-    in pixels x ``scale``."""
+    in pixels x ``scale``. Axes switched off (``set_axis_off``) contribute their titles and texts only:
+
+    >>> fig = new_figure(2, 2)
+    >>> ax = fig.subplots()
+    >>> ax.set_axis_off()
+    >>> _ = ax.text(0.5, 0.5, "run an iteration")
+    >>> _ = figure_png(fig)
+    >>> [t for t, _ in text_boxes(fig)]
+    ['run an iteration']
+    """
     renderer = fig.canvas.get_renderer()
     out = []
     for t in _drawn_texts(fig):
