@@ -28,7 +28,8 @@ and 0.1; ``--quick`` 300 particles at SNR 0.5 (a smoke run).
 5. **cryoDRGN** (when ``cryodrgn`` is installed: ``pip install cryolab[bench-peers]``, or ``--cryodrgn``):
    ``train_vae --zdim 1`` with a small network (encoder and decoder 2 x 256, 20 epochs, CPU) on the
    uniform set at the first SNR, from the same consensus poses; its latent coordinate's ``|r|`` with
-   the angle and its wall time beside cryolab's (targets: cryolab at least as accurate, >= 5x faster).
+   the angle (after the last epoch, and after each epoch from cryoDRGN's ``z.N.pkl`` checkpoints) and
+   its wall time beside cryolab's (targets: cryolab at least as accurate, >= 5x faster).
 6. **Leaks.** One state (the 80S alone, true poses): every coordinate's ``|r|`` with pose, origin,
    defocus and image norm (target all <= 0.2); and a deliberate leak, the same fit without CTF
    correction on data whose defocus range is wide: the detector must flag it.
@@ -239,15 +240,30 @@ def run_cryodrgn(program: str, folder: Path, star: Path, n: int, epochs: int = D
     finally:
         log.close()
     wall = time.perf_counter() - t0
-    python = str(Path(program).parent / "python")
-    found = sorted((work / "train").glob("z.*.pkl"), key=lambda p: int(p.stem.split(".")[-1]) if
-                   p.stem.split(".")[-1].isdigit() else -1)
-    z_pkl = work / "train" / "z.pkl" if (work / "train" / "z.pkl").is_file() else found[-1]
-    subprocess.run([python, "-c", "import pickle, sys, numpy; numpy.save(sys.argv[2], "
-                    "numpy.asarray(pickle.load(open(sys.argv[1], 'rb'))))", str(z_pkl), str(work / "z.npy")],
-                   check=True)
-    z = np.load(work / "z.npy", allow_pickle=False).reshape(n, -1)
-    return {"wall_s": wall, "z": z, "epochs": epochs}
+    return {"wall_s": wall, "epochs": epochs, **cryodrgn_latents(program, work / "train", n)}
+
+
+def cryodrgn_latents(program: str, train: Path, n: int) -> dict:
+    """cryoDRGN's latent coordinates in ``train`` (its output folder): ``z [n, zdim]`` of the last epoch
+    (``z.pkl``) and ``z_per_epoch`` ``{epoch: z}`` from the per-epoch checkpoints ``z.N.pkl``. The pickles
+    are turned into one ``.npz`` by cryoDRGN's own Python; this side reads no pickle."""
+    import subprocess
+    found = {int(p.stem.split(".")[-1]): p for p in train.glob("z.*.pkl") if p.stem.split(".")[-1].isdigit()}
+    files = {f"e{k}": str(p) for k, p in sorted(found.items())}
+    if (train / "z.pkl").is_file():
+        files["last"] = str(train / "z.pkl")
+    elif found:
+        files["last"] = str(found[max(found)])
+    else:
+        raise FileNotFoundError(f"{train}: no z.pkl or z.N.pkl from cryodrgn train_vae")
+    out = train / "latents.npz"
+    subprocess.run([str(Path(program).parent / "python"), "-c",
+                    "import pickle, sys, numpy; a = sys.argv[2:]; numpy.savez(sys.argv[1], **{a[i]: numpy.asarray("
+                    "pickle.load(open(a[i + 1], 'rb'))) for i in range(0, len(a), 2)})", str(out),
+                    *[v for kv in files.items() for v in kv]], check=True)
+    with np.load(out, allow_pickle=False) as z:
+        return {"z": z["last"].reshape(n, -1),
+                "z_per_epoch": {int(k[1:]): z[k].reshape(n, -1) for k in z.files if k != "last"}}
 
 
 def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine", out=None, save: bool = True,
@@ -292,8 +308,12 @@ def run(quick: bool = False, n: int | None = None, snrs=None, how: str = "refine
                         star = folder / "consensus.star"
                         stack.write_star(star)
                         d = run_cryodrgn(drgn, folder, star, n, drgn_epochs)
+                        per_epoch = {e: float(abs(np.corrcoef(z[:, 0], theta)[0, 1]))
+                                     for e, z in d["z_per_epoch"].items()}
                         a.update(cryodrgn_r=float(abs(np.corrcoef(d["z"][:, 0], theta)[0, 1])),
-                                 cryodrgn_s=d["wall_s"], cryodrgn_epochs=d["epochs"])
+                                 cryodrgn_s=d["wall_s"], cryodrgn_epochs=d["epochs"], cryodrgn_r_per_epoch=per_epoch)
+                        print("  cryoDRGN latent vs hinge angle |r| per epoch: " + ", ".join(
+                            f"{e}: {r:.3f}" for e, r in sorted(per_epoch.items())), flush=True)
                         print(f"  [SNR {snr:g}] cryoDRGN train_vae (zdim 1, {d['epochs']} epochs, 2 x 256): latent vs "
                               f"hinge angle |r| {a['cryodrgn_r']:.3f}, {d['wall_s']:.0f} s; cryolab |r| {a['z1_r']:.3f}, "
                               f"{a['fit_s']:.0f} s ({d['wall_s'] / a['fit_s']:.1f}x faster)", flush=True)
