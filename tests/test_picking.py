@@ -62,7 +62,8 @@ def _score(sim, picker):
 def test_template_picking_precision_recall(field):
     """Measured at this size: precision 1.00, recall 0.81 (42 particles; the misses lie beside the
     contaminants and the carbon, a larger share of a 512-pixel field than of the issue's 1024-pixel one,
-    where benchmarks/picking.py measures the done-when numbers; the carbon edges found at z 6.9-13.3);
+    where benchmarks/picking.py measures the done-when numbers; the carbon edges found at z 6.9-13.3, a
+    margin that this seed has and others at 512^2 lack: docs/picking.md);
     no pick on either pure-noise micrograph. Asserted 0.05 below."""
     sim, refs = field
     picker = Picker(PickSettings(particle_diameter_A=DIAMETER_A, highpass_A=600), PX, SIZE, _templates(refs))
@@ -72,13 +73,13 @@ def test_template_picking_precision_recall(field):
 
 
 def test_log_picking_recall(field):
-    """Measured at this size: precision 1.00, recall 0.71 (see above); no pick on the noise micrographs.
-    Asserted 0.05 below."""
+    """Measured at this size: precision 1.00, recall 0.93 (0.71 before the LoG z-scores took the white-noise
+    level and the side-lobe rule was left to templates); no pick on the noise micrographs. Asserted 0.05 below."""
     sim, _ = field
     picker = Picker(PickSettings(particle_diameter_A=DIAMETER_A, mode="log", log_diameters_A=(200, 350),
                                  highpass_A=600), PX, SIZE)
     precision, recall, noise = _score(sim, picker)
-    assert recall >= 0.66 and precision >= 0.95, (precision, recall)
+    assert recall >= 0.88 and precision >= 0.95, (precision, recall)
     assert max(noise) <= 1, noise
 
 

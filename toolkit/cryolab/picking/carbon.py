@@ -2,11 +2,11 @@
 
 A carbon film changes the micrograph's mean level over a large area, and its edge is straight over the
 field (a hole's rim, locally). Single particles change the level too (at low resolution a particle looks
-like a small disc of film), so the film is recognised by its extent, not its level. The micrograph is
-smoothed (Gaussian of half ``radius_px``), its level clipped at 3 robust standard deviations (a dense
-contaminant then weighs no more than a particle), a plane fitted to it subtracted (a plain fit is tilted
-by dense contaminants, and a ramp is a step at every line), clipped again and binned by 2; along directions
-every 2 deg it is averaged over lines (a Radon profile, each bin a whole line across the
+like a small disc of film), so the film is recognised by its extent, not its level. The micrograph ``[H, W]``
+is smoothed (Gaussian of half ``radius_px``), binned by ``radius_px / 4`` (half the smoothing's sigma), its
+level clipped at 3 robust standard deviations (a dense contaminant then weighs no more than a particle), a
+plane fitted to it subtracted (a plain fit is tilted by dense contaminants, and a ramp is a step at every
+line) and clipped again; along directions every 2 deg it is averaged over lines (a Radon profile, each bin a whole line across the
 field), and at each line the step between the means of the two strips of ``window_px`` on either side
 is taken (in units of its standard deviation for white noise). The largest step, refined to 0.1 deg, gives
 the edge's line; the **film** is the side whose median level is further from the micrograph's (the film
@@ -15,8 +15,10 @@ spread of the same steps (robust standard deviation, directions every 4 deg) ove
 (beyond ``radius_px + window_px`` from the edge on the other side: particles, contaminants and noise
 make that spread), and when it is the same along the line: of four equal parts of the strips, at least
 three must show at least half the step with the same sign (a contaminant or a cluster of particles
-raises one part only). Measured on simulated micrographs without a film (pure noise; particles and
-contaminants): the largest z-score 3.0-4.9; with a film: 11.9-17.5 (1024^2), 6.9-13.3 (512^2).
+raises one part only). Measured on simulated micrographs (6 A/px, 300-A particles, SNR 0.05 per 2-A
+pixel; docs/picking.md): at 1024^2 with a film 12.2-16.5, without one 2.8-5.0 (particles and contaminants,
+or pure noise); at 512^2 the groups overlap (film 3.8-9.3, none 2.3-7.3): the film strip is there no wider
+than the compared strips (``window_px``), and the rule is only a hint on micrographs that small.
 
 :func:`film_mask` marks the film and the band within ``radius_px`` of the edge on the other side (a
 particle's disc that would straddle the edge): picks there are rejected.
