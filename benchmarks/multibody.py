@@ -295,8 +295,9 @@ def run_cryolab(folder: Path, cons: dict, bodies, iterations: int) -> dict:
     rows = _input_order(stack.table)
     load = load_now()
     t0, c0 = time.perf_counter(), time.process_time()
-    # the same finest angular step as RELION's --healpix_order 4 --oversampling 1 (1.875 deg), from a
-    # coarse pass one order coarser with two orders of adaptive oversampling (cryolab's default)
+    # the first iteration at RELION's finest step of --healpix_order 4 --oversampling 1 (1.875 deg), from a
+    # coarse pass one order coarser with two orders of adaptive oversampling; then one order finer per
+    # iteration around the last poses, up to order 5 (0.47 deg, RELION's last step here; cryolab's default)
     mb = multibody_refine(stack, cons["map"], bodies, half_maps=cons["halves"], healpix_order=HEALPIX - 1,
                           oversampling=2, offset_range_px=OFFSET_RANGE_PX, offset_step_px=OFFSET_STEP_PX, max_iter=iterations,
                           progress=False, callback=_report)

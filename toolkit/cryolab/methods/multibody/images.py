@@ -13,12 +13,21 @@ The table's angles are the consensus angles and its origins the fractional rest
 ``o_i - (A_i c_b)_xy - s_ib``, so a Session started on these images starts at the consensus pose.
 A body pose found on ``Y`` (angles ``A_ib``, origin ``t_ib``) is, in the original image, the pose
 ``(A_ib, t_ib + s_ib)`` of the centred body map (:meth:`BodyParticles.original_origins_px`).
+
+When the search is centred on the body's previous pose rather than on the consensus,
+:meth:`BodyParticles.orientation_log_prior` keeps the body's Gaussian prior about the consensus:
+``-theta^2 / (2 sigma^2)`` with ``theta`` the angle of the rotation ``A_i^T A`` between the
+consensus pose and a sampled orientation ``A``. (RELION writes it as a prior on the tilt and psi
+of a residual rotation turned to (0, 90, 0) in a frame along the line between the bodies; for
+the small rotations it allows, ``d_tilt^2 + d_psi^2`` is ``theta^2`` to second order, and the angle
+needs no frame.)
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ...engine.forward import residual_images
+from ...geometry import euler_to_matrix
 from ...engine.subtracted import particle_poses
 from ...errors import CryolabInputError
 from ...io import ParticleStack
@@ -49,11 +58,24 @@ class BodyParticles(ParticleStack):
         self.start_origins_px = frac
         self.scale = float(scale)
         self.others: list = []
+        self.prior_sigma_deg: float | None = None
 
     def original_origins_px(self, origins_px, rows=None) -> np.ndarray:
         """Origins ``[B, 2]`` (pixels) found on these images, as origins in the original images."""
         roll = self.roll if rows is None else self.roll[np.asarray(rows)]
         return np.asarray(origins_px, float) + roll
+
+    def orientation_log_prior(self, rows, orients):
+        """``[B, J]`` log prior of orientation rows ``orients [J, >=3]`` for particles ``rows``: the
+        body's Gaussian of ``prior_sigma_deg`` about the consensus (module text); 0 while
+        ``prior_sigma_deg`` is None (the search itself is then centred on the consensus)."""
+        if self.prior_sigma_deg is None:
+            return 0.0
+        e, o = self.consensus_eulers[np.asarray(rows)], np.asarray(orients, float)
+        A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)
+        R = euler_to_matrix(o[:, 0], o[:, 1], o[:, 2]).reshape(-1, 9)
+        cos = np.clip((A @ R.T - 1.0) / 2.0, -1.0, 1.0)          # trace(A_i^T R_j) = 1 + 2 cos(theta)
+        return -0.5 * (np.degrees(np.arccos(cos)) / self.prior_sigma_deg) ** 2
 
     def read(self, indices=None) -> np.ndarray:
         rows = self._rows(indices)

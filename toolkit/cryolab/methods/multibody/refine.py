@@ -6,19 +6,23 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
 1. for each body ``b`` and half-set, the images are the particles minus the other bodies'
    projections at their current poses, re-centred on ``b``'s centre of mass
    (:class:`~.images.BodyParticles`);
-2. a K=1 :class:`~cryolab.session.Session` per body and half searches locally around the
-   consensus pose: orientations within 3 sigma of a Gaussian prior of ``sigma_angles_deg``
-   centred on the consensus angles (the search restarts from the consensus each iteration, so
-   the prior stays there) and offsets with a prior of ``sigma_offset_A`` about the consensus
-   origin; rotations are about the body's centre of mass; the body's mask multiplies its map
-   before projection;
+2. a K=1 :class:`~cryolab.session.Session` per body and half searches locally. The first
+   iteration searches around the consensus pose: orientations within 3 sigma of a Gaussian prior
+   of ``sigma_angles_deg`` centred on the consensus angles, at HEALPix ``healpix_order`` with
+   adaptive ``oversampling``, and offsets with a prior of ``sigma_offset_A`` about the consensus
+   origin. Each later iteration searches one HEALPix order finer (up to ``final_healpix_order``)
+   around the body's pose of the iteration before, within 3 sigma of a Gaussian of the coarse
+   step (RELION's local searches in auto-refinement), with offset range and step halved, while
+   the body's Gaussian prior about the consensus stays
+   (:meth:`~.images.BodyParticles.orientation_log_prior`), as RELION does. Rotations are about
+   the body's centre of mass; the body's mask multiplies its map before projection;
 3. the gold-standard M-step per body (:func:`cryolab.methods.refine.halves_mstep`): half maps,
    FSC and resolution per body, MAP maps with tau2 from the FSC.
 
 The other bodies' poses and maps used in step 1 are those of the previous iteration (all
-bodies are updated together). Iterations stop when every body's orientations change by less than
-the finest angular step on average and no body's resolution improved by more than 2 %, or after
-``max_iter``. Body maps are kept centred on
+bodies are updated together). Iterations stop once the final order was searched, every body's
+orientations changed by less than that order's step on average and no body's resolution improved
+by more than 2 %, or after ``max_iter``. Body maps are kept centred on
 their centre of mass (as RELION projects them); :meth:`MultiBodyRefine.body_map` puts them
 back in the consensus frame.
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ...backend import to_numpy
+from ...errors import CryolabInputError
 from ...engine.forward import projector_of
 from ...fourier import phase_shift
 from ...geometry import angular_distance, healpix_step_deg
@@ -89,11 +94,18 @@ class MultiBodyRefine:
 
     def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 3,
                  oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
-                 join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0, **kw):
+                 join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0,
+                 final_healpix_order: int | None = None, **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
         n, px = stack.box_size, float(stack.pixel_size_A)
         self.n, self.pixel_size_A, self.join_halves_A = n, px, join_halves_A
+        self.healpix_order = int(healpix_order)
+        self.final_healpix_order = self.healpix_order + 2 if final_healpix_order is None else int(final_healpix_order)
+        if self.final_healpix_order < self.healpix_order:
+            raise CryolabInputError(f"final_healpix_order ({self.final_healpix_order}) is below healpix_order "
+                                    f"({self.healpix_order})", field="final_healpix_order")
+        self.offset_range_px, self.offset_step_px = float(offset_range_px), float(offset_step_px)
         reference = np.asarray(reference, np.float32)
         self.reference = reference
         self.signal_share = check_bodies(self.bodies, n, px, reference)
@@ -159,24 +171,41 @@ class MultiBodyRefine:
 
     # ------------------------------------------------------------------ one iteration
     def fine_step_deg(self) -> float:
-        s = self.sessions[0][0].settings
-        return healpix_step_deg(s.healpix_order + s.oversampling)
+        """The finest angular step of the last stage (final order with oversampling), degrees."""
+        return healpix_step_deg(self.final_healpix_order + self.sessions[0][0].settings.oversampling)
+
+    def order_of(self, iteration: int) -> int:
+        """The HEALPix order searched in ``iteration`` (0-based): one finer each iteration, up to the final."""
+        return min(self.healpix_order + iteration, self.final_healpix_order)
+
+    def _prepare(self, b: int, h: int) -> None:
+        """Centre body ``b``'s search on half ``h`` for the coming iteration (see the module text)."""
+        sess, imgs, body = self.sessions[b][h], self.images[b][h], self.bodies[b]
+        finer = self.order_of(self.iteration) - self.healpix_order
+        if self.iteration == 0:
+            sess.eulers = imgs.consensus_eulers.copy()
+            sess.offsets_px = imgs.start_origins_px.copy()
+            sigma, imgs.prior_sigma_deg = body.sigma_angles_deg, None
+        else:                     # around the last pose, the body's prior about the consensus kept
+            sigma, imgs.prior_sigma_deg = healpix_step_deg(self.order_of(self.iteration)), body.sigma_angles_deg
+        sess.set(healpix_order=self.order_of(self.iteration), sigma_ang_deg=sigma,
+                 offset_range_px=self.offset_range_px / 2 ** finer, offset_step_px=self.offset_step_px / 2 ** finer)
+        sess.sigma_offset_px = max(body.sigma_offset_A / self.pixel_size_A, 1e-3)
 
     def step(self, progress: bool = False) -> MultiBodyIteration:
         t0 = time.perf_counter()
         B = len(self.bodies)
         before = [(self.body_eulers(b), self.body_origins_px(b)) for b in range(B)]
+        order = self.order_of(self.iteration)
         others = [[[(projector_of(self.sessions[c][h].references[0], self.removal_masks[b][c]),
                      self.sessions[c][h].eulers.copy(),
                      self.images[c][h].original_origins_px(self.sessions[c][h].offsets_px))
                     for c in range(B) if c != b] for h in range(2)] for b in range(B)]
-        for b, body in enumerate(self.bodies):
+        for b in range(B):
             for h in range(2):
                 sess, imgs = self.sessions[b][h], self.images[b][h]
                 imgs.others = others[b][h]
-                sess.eulers = imgs.consensus_eulers.copy()
-                sess.offsets_px = imgs.start_origins_px.copy()
-                sess.sigma_offset_px = max(body.sigma_offset_A / self.pixel_size_A, 1e-3)
+                self._prepare(b, h)
                 sess.estep(progress=progress)
                 if sess.sums is None:
                     raise InterruptedError("stopped during the E-step")
@@ -195,9 +224,10 @@ class MultiBodyRefine:
         self.history.append(it)
         prev = self.history[-2].resolution_A if len(self.history) > 1 else None
         gained = prev is not None and any(r < 0.98 * p for r, p in zip(it.resolution_A, prev))
-        # the poses move by less than the finest step (what is left is the jitter of noisy
-        # particles between neighbouring samples) and no body's resolution improved by 2 %
-        self.converged = self.iteration >= 2 and max(dang) < self.fine_step_deg() and not gained
+        # the final order was searched, the poses moved by less than its step (what is left is the
+        # jitter of noisy particles between neighbouring samples) and no body gained 2 % resolution
+        self.converged = (self.iteration >= 2 and order == self.final_healpix_order
+                          and max(dang) < healpix_step_deg(order) and not gained)
         return it
 
     def run(self, max_iter: int = 8, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
