@@ -112,8 +112,10 @@ NB13 = [
     ## 3. Refining the bodies, step by step
 
     `MultiBodyRefine` holds, per body and half-set, a Session on that body's subtracted and
-    re-centred images. Each `step()` is one iteration for all bodies. A particle's posterior for
-    one body is a Session posterior like any other.
+    re-centred images. Each `step()` is one iteration for all bodies: the first searches around
+    the consensus pose, each later one a HEALPix order finer around the body's last pose (as
+    RELION narrows its local searches), the prior on the body's rotation still centred on the
+    consensus. A particle's posterior for one body is a Session posterior like any other.
     """),
     code("""
     mb = MultiBodyRefine(stack, consensus, bodies, half_maps=halves, healpix_order=3, oversampling=1 if QUICK else 2,
