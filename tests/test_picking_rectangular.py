@@ -68,7 +68,7 @@ def test_search_grid_keeps_one_scale_on_both_axes():
 
 def test_template_and_log_picking_on_a_rectangle(wide, demo_map):
     """Template (CTF, 20 A low-pass, in-plane step 20 deg) and LoG (200-350 A) picks against the truth: measured
-    template precision 0.92, recall 0.86 (12 of 14; the film edge found at z 13.6, the film masked exactly); LoG
+    template precision 0.92, recall 0.86 (12 of 14; the film edge found at z 13.5, the film masked exactly); LoG
     1.00 / 1.00; asserted 0.85 / 0.8. The figure-of-merit map has the search grid's shape (rows, columns)."""
     refs = FourierProjector(demo_map).project(np.array(VIEWS, float))
     templates = make_templates(refs, PX, particle_diameter_A=DIAMETER_A, psi_step_deg=20, map3d=False, invert=True)

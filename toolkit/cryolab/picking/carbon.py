@@ -16,9 +16,9 @@ spread of the same steps (robust standard deviation, directions every 4 deg) ove
 make that spread), and when it is the same along the line: of four equal parts of the strips, at least
 three must show at least half the step with the same sign (a contaminant or a cluster of particles
 raises one part only). Measured on simulated micrographs (6 A/px, 300-A particles, SNR 0.05 per 2-A
-pixel; docs/picking.md): at 1024^2 with a film 12.2-16.5, without one 2.8-5.0 (particles and contaminants,
-or pure noise); at 512^2 the groups overlap (film 3.8-9.3, none 2.3-7.3): the film strip is there no wider
-than the compared strips (``window_px``), and the rule is only a hint on micrographs that small.
+pixel, strips of one particle diameter; docs/picking.md): at 1024^2 with a film 13.5-18.7, without one
+3.2-5.3 (particles and contaminants, or pure noise); at 512^2 film 4.3-10.0 (2 of 16 below 6), without one
+2.5-6.0: the rule is only a hint on micrographs that small (their film strip is narrow).
 
 :func:`film_mask` marks the film and the band within ``radius_px`` of the edge on the other side (a
 particle's disc that would straddle the edge): picks there are rejected.

@@ -43,8 +43,9 @@ SIDE_LOBE_FRACTION = 0.5
 SHADOW_DIAMETERS = 2.0
 #: robust z-score of a straight step in mean level that counts as a film edge (measured without a film: up to 4.9)
 FILM_EDGE_Z = 6.0
-#: the strips compared on either side of a candidate edge, in particle diameters
-FILM_WINDOW_DIAMETERS = 2.0
+#: the strips compared on either side of a candidate edge, in particle diameters (2 before: at 512^2 the film
+#: strip is no wider than that and a third of the films were missed; measured in docs/picking.md)
+FILM_WINDOW_DIAMETERS = 1.0
 
 
 @dataclass(frozen=True)
