@@ -14,6 +14,8 @@ from ._session_common import (_guarded, _n_classes, _resolution_text, class_coun
 
 __all__ = ["ClassGallery"]
 
+TILE_PX = 140       # width of a tile and its toggle in CSS pixels; the figure is drawn to fill it
+
 
 class ClassGallery(W.VBox):
     """Class averages with keep/discard toggles: the data-cleaning loop.
@@ -28,8 +30,8 @@ class ClassGallery(W.VBox):
         self.errors: list[str] = []
         self.selected = None
         K = _n_classes(session)
-        self.tiles = [ImagePanel(dpi=dpi, layout=W.Layout(width="140px")) for _ in range(K)]
-        self.toggles = [W.ToggleButton(value=True, layout=W.Layout(width="140px")) for _ in range(K)]
+        self.tiles = [ImagePanel(dpi=dpi, layout=W.Layout(width=f"{TILE_PX}px")) for _ in range(K)]
+        self.toggles = [W.ToggleButton(value=True, layout=W.Layout(width=f"{TILE_PX}px")) for _ in range(K)]
         for t in self.toggles:
             self._style(t)
             t.observe(self._toggled, names="value")
@@ -66,7 +68,7 @@ class ClassGallery(W.VBox):
         refs = np.asarray(self.session.references)
         counts, res = class_counts(self.session), class_resolutions_A(self.session)
         for k, tile in enumerate(self.tiles):
-            fig = new_figure(1.9, 2.1)
+            fig = new_figure(TILE_PX / tile.dpi, 2.1)      # shown at its own size: sharp, not stretched
             image_axes(fig.subplots(), class_image(refs[k]), f"class {k + 1}: {counts[k]} ptcls\n{_resolution_text(res[k])}",
                        pixel_size_A=float(self.session.pixel_size_A))
             tile.show(fig)
