@@ -2,6 +2,8 @@
 
 Each notebook in ``notebooks/`` is executed in a fresh kernel with nbclient, after forcing the
 ``QUICK = ...`` cell to ``QUICK = True``. A failing cell fails the test with its traceback.
+``tests/test_browser.py`` (collected first) runs the same notebooks in JupyterLab with the same
+checks; a notebook it ran there is not executed a second time here (the test skips, saying so).
 Skipped when nbclient or ipykernel is missing (``pip install -e .[test]``). See docs/notebooks.md.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 QUICK_LINE = re.compile(r"^QUICK\s*=.*$", re.MULTILINE)
+RAN_IN_BROWSER: set = set()     # notebook file names that tests/test_browser.py ran and checked (QUICK)
 
 
 def _force_quick(nb, quick: bool = True) -> bool:
@@ -31,12 +34,26 @@ def _force_quick(nb, quick: bool = True) -> bool:
     return False
 
 
-def _execute(nb, timeout_s: int) -> list:
-    """Run a notebook in a fresh kernel; its code cells' outputs (a failing cell raises)."""
+def outputs_of(nb) -> list:
+    """The outputs of a notebook's code cells."""
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def check_outputs(nb, name: str) -> None:
+    """No cell of an executed notebook raised, and one that imports ``cryolab.widgets`` displayed a widget."""
+    outputs = outputs_of(nb)
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    uses_widgets = any("cryolab.widgets import" in c.source for c in nb.cells if c.cell_type == "code")
+    if uses_widgets:
+        assert any(WIDGET_MIME in o.get("data", {}) for o in outputs), f"{name}: no widget was displayed"
+
+
+def _execute(nb, timeout_s: int) -> None:
+    """Run a notebook in a fresh kernel (a failing cell raises with its traceback)."""
     client = nbclient.NotebookClient(nb, timeout=timeout_s, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
     client.execute()
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
 
 
 def test_notebooks_are_found():
@@ -46,13 +63,12 @@ def test_notebooks_are_found():
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path):
+    if path.name in RAN_IN_BROWSER:
+        pytest.skip("already run in QUICK mode with the same checks by tests/test_browser.py in JupyterLab")
     nb = nbformat.read(path, as_version=4)
     assert _force_quick(nb), f"{path.name} has no 'QUICK = ...' cell near the top"
-    outputs = _execute(nb, 150)
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    uses_widgets = any("cryolab.widgets import" in c.source for c in nb.cells if c.cell_type == "code")
-    if uses_widgets:
-        assert any(WIDGET_MIME in o.get("data", {}) for o in outputs), "no widget was displayed"
+    _execute(nb, 150)
+    check_outputs(nb, path.name)
 
 
 @pytest.mark.slow
@@ -69,5 +85,5 @@ def test_notebook_runs_full_size(path):
         pytest.skip(f"not in CRYOLAB_FULL_NOTEBOOKS={wanted}")
     nb = nbformat.read(path, as_version=4)
     assert _force_quick(nb, quick=False)
-    outputs = _execute(nb, 1500)
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+    _execute(nb, 1500)
+    check_outputs(nb, path.name)
