@@ -13,15 +13,18 @@ in-plane step 10 deg, low-pass 20 A, CTF-multiplied. Then, on the same files, ru
    useful one; its picks are then thresholded afterwards at the level that maximises its F1 against the
    truth (the best RELION could do with a tuned threshold; cryolab gets no such help).
 
-A pick is correct within a quarter of the particle diameter of a true centre (one-to-one). Printed: both
-programs' precision, recall, false picks per pure-noise micrograph and time per micrograph (cryolab uses
-two FFT threads, relion_autopick without MPI one). ``--quick``: 2 + 1 micrographs of 512^2.
+A pick is correct within a quarter of the particle diameter of a true centre (one-to-one). Printed: the SNR
+definition, both programs' precision, recall, false picks per pure-noise micrograph and time per micrograph
+(cryolab uses two FFT threads, relion_autopick without MPI one). ``--quick``: 2 + 1 micrographs of 512^2
+(there the film edge of the second micrograph is missed, z 5.8 below the cut-off of 6: the false picks of
+both modes lie on its carbon; docs/picking.md).
 
-Measured at the default size (two shared cores, ~7 min, most of it relion_autopick): cryolab templates
-precision 0.987, recall 0.931, 6.7 s per micrograph; relion_autopick templates (best threshold) 0.767 /
-0.742, 23.8 s; cryolab LoG 1.000 / 0.923, 0.54 s; relion_autopick LoG (best threshold) 0.930 / 1.000,
-0.52 s; no false pick on the pure-noise micrographs by either program (timings vary widely between runs
-on the shared cores).
+Measured at the default size (two cores shared with other work, load 13-20, ~35 min, most of it
+relion_autopick): cryolab templates precision 0.987, recall 0.940, 17.6 s per micrograph; relion_autopick
+templates (best threshold) 0.767 / 0.742, 94.8 s; cryolab LoG 1.000 / 0.981, 0.85 s; relion_autopick LoG
+(best threshold) 0.930 / 1.000, 1.98 s; no false pick on the pure-noise micrographs by either program.
+Before the LoG changes (one run, load as high): cryolab LoG 1.000 / 0.923 at 7.02 s against RELION's 6.93 s;
+templates 0.987 / 0.931. Timings vary widely between runs on the shared cores: compare within a run.
 
 Usage: ``python -m benchmarks.picking [--quick] [--no-relion] [--keep FOLDER]``
 """
