@@ -123,9 +123,12 @@ def lab(tmp_path_factory):
         nb = nbformat.read(path, as_version=4)
         tnb._force_quick(nb)
         nbformat.write(nb, nb_dir / path.name)
-    settings = tmp / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)        # every cell in the DOM: widgets below the fold render too
-    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    settings = tmp / "settings" / "@jupyterlab"
+    for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},   # every cell in the DOM
+                           "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}
+                           }.items():          # (no news toast over the screenshots)
+        (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
+        (settings / f"{plugin}.jupyterlab-settings").write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))
