@@ -235,8 +235,22 @@ def test_multibody_refinement_recovers_the_hinge(ratchet, refined):
     print("body 2 FSC", np.round(body[-3:], 2), "consensus", np.round(cons[-3:], 2))
     assert np.all(body[-3:-1] >= cons[-3:-1] + 0.1)
     assert all(np.isfinite(refined.resolution_A))
+    # one HEALPix order finer per iteration after the consensus-centred first, up to the final
+    assert [refined.order_of(i) for i in range(4)] == [3, 4, 5, 5]
+    assert refined.sessions[1][0].settings.healpix_order == 4 and refined.images[1][0].prior_sigma_deg == 8.0
     post = refined.sessions[1][0].posterior(0)
     assert post["classes"].sum() == pytest.approx(1.0)
+
+
+def test_search_schedule_and_its_bad_values(ratchet):
+    kw = dict(half_maps=ratchet["halves"], healpix_order=2)
+    sub = ratchet["stack"].subset(np.arange(40))
+    mb = MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], consensus_iterations=2, **kw)
+    assert [mb.order_of(i) for i in range(5)] == [2, 2, 3, 4, 4]
+    with pytest.raises(CryolabInputError, match="final_healpix_order"):
+        MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], final_healpix_order=1, **kw)
+    with pytest.raises(CryolabInputError, match="consensus_iterations"):
+        MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], consensus_iterations=0, **kw)
 
 
 def test_components_maps_and_selection(ratchet, refined):

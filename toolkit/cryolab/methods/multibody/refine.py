@@ -10,7 +10,8 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    iteration searches around the consensus pose: orientations within 3 sigma of a Gaussian prior
    of ``sigma_angles_deg`` centred on the consensus angles, at HEALPix ``healpix_order`` with
    adaptive ``oversampling``, and offsets with a prior of ``sigma_offset_A`` about the consensus
-   origin. Each later iteration searches one HEALPix order finer (up to ``final_healpix_order``)
+   origin (the first ``consensus_iterations``, default 1, do so). Each later iteration searches one
+   HEALPix order finer (up to ``final_healpix_order``)
    around the body's pose of the iteration before, within 3 sigma of a Gaussian of the coarse
    step (RELION's local searches in auto-refinement), with offset range and step halved, while
    the body's Gaussian prior about the consensus stays
@@ -95,7 +96,7 @@ class MultiBodyRefine:
     def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 3,
                  oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
                  join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0,
-                 final_healpix_order: int | None = None, **kw):
+                 final_healpix_order: int | None = None, consensus_iterations: int = 1, **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
         n, px = stack.box_size, float(stack.pixel_size_A)
@@ -106,6 +107,10 @@ class MultiBodyRefine:
             raise CryolabInputError(f"final_healpix_order ({self.final_healpix_order}) is below healpix_order "
                                     f"({self.healpix_order})", field="final_healpix_order")
         self.offset_range_px, self.offset_step_px = float(offset_range_px), float(offset_step_px)
+        if int(consensus_iterations) < 1:
+            raise CryolabInputError(f"consensus_iterations must be at least 1, got {consensus_iterations}",
+                                    field="consensus_iterations")
+        self.consensus_iterations = int(consensus_iterations)
         reference = np.asarray(reference, np.float32)
         self.reference = reference
         self.signal_share = check_bodies(self.bodies, n, px, reference)
@@ -175,14 +180,15 @@ class MultiBodyRefine:
         return healpix_step_deg(self.final_healpix_order + self.sessions[0][0].settings.oversampling)
 
     def order_of(self, iteration: int) -> int:
-        """The HEALPix order searched in ``iteration`` (0-based): one finer each iteration, up to the final."""
-        return min(self.healpix_order + iteration, self.final_healpix_order)
+        """The HEALPix order searched in ``iteration`` (0-based): ``healpix_order`` while the search is
+        centred on the consensus, then one finer each iteration, up to the final."""
+        return min(self.healpix_order + max(iteration - self.consensus_iterations + 1, 0), self.final_healpix_order)
 
     def _prepare(self, b: int, h: int) -> None:
         """Centre body ``b``'s search on half ``h`` for the coming iteration (see the module text)."""
         sess, imgs, body = self.sessions[b][h], self.images[b][h], self.bodies[b]
         finer = self.order_of(self.iteration) - self.healpix_order
-        if self.iteration == 0:
+        if self.iteration < self.consensus_iterations:
             sess.eulers = imgs.consensus_eulers.copy()
             sess.offsets_px = imgs.start_origins_px.copy()
             sigma, imgs.prior_sigma_deg = body.sigma_angles_deg, None
