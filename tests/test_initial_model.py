@@ -21,7 +21,7 @@ from cryolab.io import ParticleStack, read_mrc
 from cryolab.methods.initial_model import InitialModel, SGDSchedule, centre_map
 from cryolab.simulate import simulate_particles
 from cryolab.validation import fsc
-from cryolab.validation.align import align_maps, mirror_map, rotate_map
+from cryolab.validation.align import align_maps, align_symmetry, mirror_map, rotate_map, symmetrise_map
 
 BOX = 32
 PX = 6.0 * 64 / BOX
@@ -109,6 +109,43 @@ def test_centre_map_puts_the_centre_of_mass_at_the_box_centre(maps):
     np.testing.assert_array_equal(np.roll(v, tuple(shift[::-1].astype(int)), axis=(0, 1, 2)), c)
 
 
+_INSIDE = np.sum((np.indices((BOX,) * 3) - BOX // 2) ** 2, axis=0) <= (BOX // 2 - 2) ** 2
+
+
+def _quarter_turns(v):
+    """The C4 average of ``v`` about z from exact quarter turns (np.rot90 re-centred on N // 2)."""
+    shifts = {1: (1, 0), 2: (1, 1), 3: (0, 1)}
+    return np.mean([v] + [np.roll(np.rot90(v, k, axes=(1, 2)), shifts[k], axis=(1, 2)) for k in (1, 2, 3)], axis=0)
+
+
+def test_symmetrise_map_equals_exact_quarter_turns(maps):
+    c4 = symmetrise_map(maps["80S"], "C4")
+    exact = _quarter_turns(maps["80S"])
+    # cubic-spline quarter turns are exact on the grid; they differ only where np.roll wraps the
+    # box edge round (rotate_map fills zeros): compare inside the sphere of radius N/2 - 2
+    assert np.abs(c4 - exact)[_INSIDE].max() <= 1e-5 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("sym", ["C4", "D2"])
+def test_align_symmetry_finds_the_axes_of_a_turned_map(maps, sym):
+    """A symmetric map turned by a known rotation: the rotation found brings its axes back onto
+    the group's (C4: the 4-fold onto z, measured 0.07 deg; D2: the three 2-folds onto the
+    coordinate axes in some order), and the turned map correlates with its mates (measured 0.987
+    for both, 0.82 before the turn)."""
+    from cryolab.geometry.euler import euler_to_matrix
+    m = _quarter_turns(maps["80S"]) if sym == "C4" else symmetrise_map(maps["80S"], "D2")
+    R0 = euler_to_matrix(40.0, 65.0, 20.0)
+    a = align_symmetry(rotate_map(m, R0, order=3), sym, PX, resolution_A=30)
+    back = a.R @ R0
+    if sym == "C4":
+        assert np.degrees(np.arccos(min(1.0, abs(back[2, 2])))) <= 1.0
+    else:                               # a signed permutation: every column along a coordinate axis
+        assert np.degrees(np.arccos(np.clip(np.abs(back).max(axis=0), -1, 1))).max() <= 1.0
+    assert a.cc >= 0.97 and a.cc_before <= 0.9
+    # the symmetrised map is the aligned one averaged over the group
+    np.testing.assert_allclose(a.symmetrised, symmetrise_map(a.aligned, sym), rtol=0, atol=1e-6 * np.abs(m).max())
+
+
 # ---------------------------------------------------------------------- bad input
 def test_bad_input_is_refused_before_anything_is_written(particles, tmp_path):
     with pytest.raises(CryolabInputError) as e:
@@ -143,6 +180,26 @@ def test_initial_model_matches_the_true_map_up_to_the_hand(model, maps):
     # the history follows the schedule
     assert [h.subset for h in model.history] == [st.subset for st in SMALL.steps()]
     assert model.finished
+
+
+def test_symmetric_particles_give_a_symmetrised_map_on_the_groups_axes(maps, tmp_path):
+    """C4 particles: the mini-batches run in C1, the result is turned onto the 4-fold and
+    averaged over C4; it is C4-symmetric about z (measured to 1.4e-7 of the peak) and closer to
+    the truth than the C1 map it came from (FSC at 40 A measured 0.70 symmetrised vs 0.51 C1;
+    the group imposed from the blob onwards gave FSC < 0.5 beyond 77 A); the turned map
+    correlates with its mates at 0.96 (0.88 before the turn)."""
+    truth = _quarter_turns(maps["80S"])
+    sim = simulate_particles({"c4": truth}, 400, PX, snr=1.0, seed=4, out_dir=tmp_path, name="c4")
+    im = InitialModel(sim.star_path, 1, schedule=SMALL, seed=1, sym="C4", particle_diameter_A=330)
+    assert im.session.settings.sym == "C1"
+    im.run(progress=False)
+    sym_map, c1_map = im.maps()[0], im.maps(symmetrised=False)[0]
+    assert np.abs(_quarter_turns(sym_map) - sym_map)[_INSIDE].max() <= 1e-5 * np.abs(sym_map).max()
+    shell_40A = BOX * PX / 40
+    at40 = [np.interp(shell_40A, np.arange(BOX // 2 + 1), fsc(align_maps(m, truth, PX, resolution_A=30).aligned, truth))
+            for m in (sym_map, c1_map)]
+    assert at40[0] >= at40[1] + 0.1 and at40[0] >= 0.6, at40
+    assert im.symmetry()[0].cc >= 0.93
 
 
 def test_resumed_run_continues_as_the_uninterrupted_one(particles, tmp_path):

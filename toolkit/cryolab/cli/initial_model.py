@@ -2,7 +2,9 @@
 ``relion_refine --denovo_3dref --sgd``).
 
 ``cryolab initial_model --i particles.star --o InitialModel/ --K 1 --sym C1 --particle_diameter 320``
-writes the centred maps ``run_class001.mrc`` ... (the hand is undetermined), every
+writes the centred maps ``run_class001.mrc`` ... (the hand is undetermined; with ``--sym`` other
+than C1 the mini-batches run in C1 and the maps are turned onto the group's axes and
+symmetrised, as ``relion_align_symmetry``), every
 ``--sgd_write_iter`` iterations and at the end the maps, ``run_itNNN_data.star`` and
 ``run_itNNN_model.star`` with a checkpoint (``--continue`` picks it up), and ``run.json`` (what ran).
 """
@@ -52,7 +54,11 @@ def _cmd_initial_model(args) -> int:
     last = im.history[-1]
     rec.results = {"particles": len(stack), "K": im.K, "iterations": im.iteration,
                    "class_distribution": list(last.class_distribution), "final_resolution_A": last.resolution_A,
-                   "hand": "undetermined (a map and its mirror image fit the images equally)"}
+                   "hand": "undetermined (a map and its mirror image fit the images equally)", "sym": im.sym}
+    if im.sym.upper() != "C1":
+        rec.results["symmetry_alignment"] = [
+            {"eulers_deg": list(a.eulers_deg), "cc_symmetry_mates": a.cc, "cc_symmetry_mates_before": a.cc_before}
+            for a in im.symmetry()]
     rec.outputs = names
     rec.write(provenance_name(out, args.prefix))
     say(args, f"initial model{'s' if im.K > 1 else ''} from {len(stack)} particles, {im.iteration} mini-batches "
@@ -74,7 +80,8 @@ def register(sub) -> None:
                    "K, symmetry and schedule are the checkpoint's)")
     p.add_argument("--prefix", default="run", help="file name prefix (default run)")
     p.add_argument("--K", type=positive_int, default=1, help="number of initial models (classes), default 1")
-    p.add_argument("--sym", default="C1", help="point group (C1, Cn, Dn, T, O, I), default C1")
+    p.add_argument("--sym", default="C1", help="point group (C1, Cn, Dn, T, O, I), default C1; imposed on the "
+                   "final maps once turned onto its axes (the mini-batches run in C1)")
     p.add_argument("--particle_diameter", type=positive_float, help="mask diameter, Angstrom (default 90 %% of the box)")
     p.add_argument("--sgd_ini_iter", type=int, default=10, help="iterations at the initial resolution (default 10)")
     p.add_argument("--sgd_inbetween_iter", type=int, default=30,

@@ -112,7 +112,7 @@ class InitialModelViewer(W.VBox):
 
     def _draw(self) -> None:
         im = self.im
-        maps = im.maps(centred=True)
+        maps = im.maps(centred=True, symmetrised=im.finished)     # the point group once finished
         K, n = maps.shape[0], maps.shape[-1]
         last = im.history[-1] if im.history else None
         self.status.value = (f"<b>{im.iteration}</b> of {im.schedule.n_iter} mini-batches"

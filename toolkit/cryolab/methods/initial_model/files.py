@@ -70,6 +70,7 @@ def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
     im = cls.__new__(cls)
     im._lock = threading.RLock()
     im.session, im.particles, im.seed = session, session.particles, int(state["seed"])
+    im.sym, im._symmetry = str(state.get("sym", session.settings.sym)), None
     im.schedule = SGDSchedule(**state["schedule"])
     im.iteration = int(state["iteration"])
     im.history = [InitialModelIteration(**{k: tuple(v) if isinstance(v, list) else v for k, v in h.items()})
