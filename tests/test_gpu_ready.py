@@ -87,7 +87,7 @@ def test_estep_batch_brings_back_per_image_results_only(data, kind, monkeypatch)
     strict_device.install(monkeypatch)
     on_device = dataclasses.replace(inputs, settings=dataclasses.replace(inputs.settings, backend="cupy"))
     worker = EStepWorker(on_device, s.particles)
-    coarse = worker.coarse if worker.coarse is not None else worker._local(s.eulers[rows])[0]
+    coarse = worker.coarse if worker.coarse is not None else worker._local(s.eulers[rows], rows)[0]
     n_samples = len(rows) * coarse.trans.shape[0] * len(coarse.classes)
     strict_device.TRANSFERS.clear()
     dev = worker.run(rows, s.offsets_px[rows], s.eulers[rows])
