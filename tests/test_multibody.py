@@ -299,9 +299,12 @@ def test_cli_multibody_and_flex_analyse(ratchet, tmp_path):
     run = ["cryolab", "multibody", "--i", str(tmp_path / "small.star"), "--ref", str(tmp_path / "consensus.mrc"),
            "--half1", str(tmp_path / "half1.mrc"), "--half2", str(tmp_path / "half2.mrc"), "--multibody_masks",
            str(bodies), "--o", str(tmp_path / "MB"), "--iter", "1", "--healpix_order", "3", "--oversampling", "1",
-           "--offset_range", "2",
+           "--offset_range", "2", "--final_healpix_order", "4", "--consensus_iterations", "1",
            "--quiet"]
     subprocess.run(run, check=True, capture_output=True, text=True)
+    import json
+    params = json.loads((tmp_path / "MB" / "run.json").read_text())["parameters"]
+    assert params["final_healpix_order"] == 4 and params["consensus_iterations"] == 1
     for name in ("run_body001.mrc", "run_body002.mrc", "run_body002_data.star", "run_bodies.json",
                  "run_half1_body002_unfil.mrc"):
         assert (tmp_path / "MB" / name).is_file(), name

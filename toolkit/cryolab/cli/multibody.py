@@ -38,7 +38,9 @@ def _cmd_multibody(args) -> int:
     # everything is checked (masks, overlaps, poses) before the folder exists
     mb = MultiBodyRefine(stack, ref, bodies, half_maps=halves, healpix_order=args.healpix_order,
                          oversampling=args.oversampling, offset_range_px=args.offset_range,
-                         offset_step_px=args.offset_step, seed=args.random_seed, scale=args.scale)
+                         offset_step_px=args.offset_step, seed=args.random_seed, scale=args.scale,
+                         final_healpix_order=args.final_healpix_order,
+                         consensus_iterations=args.consensus_iterations)
     make_folder(out)
     rec = record("multibody", args, [args.i, args.ref, args.multibody_masks])
     with rec.timed("refine"):
@@ -119,6 +121,11 @@ def register(sub) -> None:
     p.add_argument("--iter", type=positive_int, default=8, help="at most this many iterations (default 8)")
     p.add_argument("--healpix_order", type=positive_int, default=3,
                    help="coarse angular sampling (default 3: 7.5 deg)")
+    p.add_argument("--final_healpix_order", type=positive_int,
+                   help="after the first iterations, each iteration searches one order finer about the body's last "
+                   "pose, up to this order (default healpix_order + 2)")
+    p.add_argument("--consensus_iterations", type=positive_int, default=1,
+                   help="iterations that search about the consensus pose before the finer ones (default 1)")
     p.add_argument("--oversampling", type=int, default=2,
                    help="adaptive oversampling orders of the fine pass (default 2: 1.875 deg, the finest step of RELION's "
                    "--healpix_order 4 --oversampling 1)")
