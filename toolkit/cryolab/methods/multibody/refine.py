@@ -187,14 +187,15 @@ class MultiBodyRefine:
     def _prepare(self, b: int, h: int) -> None:
         """Centre body ``b``'s search on half ``h`` for the coming iteration (see the module text)."""
         sess, imgs, body = self.sessions[b][h], self.images[b][h], self.bodies[b]
-        finer = self.order_of(self.iteration) - self.healpix_order
+        order = self.order_of(self.iteration)
+        finer = order - self.healpix_order
         if self.iteration < self.consensus_iterations:
             sess.eulers = imgs.consensus_eulers.copy()
             sess.offsets_px = imgs.start_origins_px.copy()
             sigma, imgs.prior_sigma_deg = body.sigma_angles_deg, None
         else:                     # around the last pose, the body's prior about the consensus kept
-            sigma, imgs.prior_sigma_deg = healpix_step_deg(self.order_of(self.iteration)), body.sigma_angles_deg
-        sess.set(healpix_order=self.order_of(self.iteration), sigma_ang_deg=sigma,
+            sigma, imgs.prior_sigma_deg = healpix_step_deg(order), body.sigma_angles_deg
+        sess.set(healpix_order=order, sigma_ang_deg=sigma,
                  offset_range_px=self.offset_range_px / 2 ** finer, offset_step_px=self.offset_step_px / 2 ** finer)
         sess.sigma_offset_px = max(body.sigma_offset_A / self.pixel_size_A, 1e-3)
 
