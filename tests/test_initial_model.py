@@ -57,9 +57,22 @@ def test_schedule_follows_its_definition():
     assert s.at(100).resolution_A == pytest.approx(20.0)
 
 
+def test_sigma2_fudge_follows_relions_hyperbola():
+    """RELION 3.1: fudge = f + (1 - f) ini, f = NN / (NN + halflife), NN = iteration (from 1) x
+    mini-batch size; a halflife <= 0 (RELION's default -1) leaves the noise as it is."""
+    s = SGDSchedule(ini_iter=2, inbetween_iter=3, fin_iter=2, ini_subset=100, fin_subset=500,
+                    sigma2fudge_ini=8, sigma2fudge_halflife=1000)
+    # NN = 100, 200, 600, 1200, 2000, 3000, 3500 particles
+    expected = [1 + 7 * 1000 / (1000 + nn) for nn in (100, 200, 600, 1200, 2000, 3000, 3500)]
+    np.testing.assert_allclose([st.sigma2_fudge for st in s.steps()], expected, rtol=1e-12)
+    assert s.changed(sigma2fudge_halflife=500).at(4).sigma2_fudge == pytest.approx(1 + 7 / 5)  # 2000 = 4 halflives
+    assert SGDSchedule(sigma2fudge_halflife=-1).at(0).sigma2_fudge == 1.0
+
+
 @pytest.mark.parametrize("change, field", [({"ini_iter": -1}, "sgd_ini_iter"), ({"fin_resol_A": 0}, "sgd_fin_resol"),
                                            ({"ini_subset": 0}, "sgd_ini_subset"),
                                            ({"fin_stepsize": 1.5}, "sgd_fin_stepsize"),
+                                           ({"sigma2fudge_ini": 0.5}, "sgd_sigma2fudge_initial"),
                                            ({"ini_iter": 0, "inbetween_iter": 0, "fin_iter": 0}, "sgd_ini_iter")])
 def test_schedule_rejects_bad_values(change, field):
     with pytest.raises(CryolabInputError) as e:
@@ -169,6 +182,35 @@ def model(particles):
     im = InitialModel(particles, 1, schedule=SMALL, seed=1, particle_diameter_A=330)
     im.run(progress=False)
     return im
+
+
+def test_annealed_estep_tempers_the_likelihood(particles):
+    """The E-step with the noise variance times F sees the log-likelihood divided by F: for two
+    samples of one image with the same offset (whose prior terms are equal) the log-ratio of their
+    posteriors is 1/F of the one without the fudge (analytic; checked on the samples both E-steps
+    kept). The M-step's noise estimate is left unfudged."""
+    fudge = 1 + 7 * 300 / (300 + 60)                                # iteration 1 of 60 particles, halflife 300
+    ims = [InitialModel(particles, 1, schedule=SMALL.changed(sigma2fudge_halflife=h), seed=3,
+                        particle_diameter_A=330) for h in (-1, 300)]
+    for im in ims:
+        im.step()
+    assert [im.history[0].sigma2_fudge for im in ims] == [1.0, pytest.approx(fudge)]
+    rows = ims[0].minibatch(0)
+    ratios = []
+    for i in rows[:20]:
+        plain, hot = ({(int(c), *np.round(o[:3], 3), *np.round(t, 3)): float(p)
+                       for c, o, t, p in zip(*im.session.top_samples[i])} for im in ims)
+        common = [k for k in plain if k in hot and plain[k] > 1e-30 and hot[k] > 1e-30]
+        for a in common:
+            for b in common:
+                if a[4:] == b[4:] and a < b:
+                    ratios.append((np.log(plain[a] / plain[b]), np.log(hot[a] / hot[b])))
+    r = np.array(ratios)
+    assert len(r) >= 20 and np.abs(r[:, 0]).max() > 1.0              # pairs whose posteriors differ
+    np.testing.assert_allclose(r[:, 1], r[:, 0] / fudge, rtol=1e-3, atol=1e-3)
+    # the noise spectrum after the M-step is of the same order with and without the fudge (not x F)
+    s2 = [np.asarray(im.session.sigma2)[2:8] for im in ims]
+    assert np.all(s2[1] / s2[0] < 1.5)
 
 
 def test_initial_model_matches_the_true_map_up_to_the_hand(model, maps):

@@ -30,7 +30,8 @@ def _cmd_initial_model(args) -> int:
                                fin_iter=args.sgd_fin_iter, ini_resol_A=args.sgd_ini_resol,
                                fin_resol_A=args.sgd_fin_resol, ini_subset=args.sgd_ini_subset,
                                fin_subset=args.sgd_fin_subset, ini_stepsize=args.sgd_stepsize,
-                               fin_stepsize=args.sgd_fin_stepsize)
+                               fin_stepsize=args.sgd_fin_stepsize, sigma2fudge_ini=args.sgd_sigma2fudge_initial,
+                               sigma2fudge_halflife=args.sgd_sigma2fudge_halflife)
         # every input is checked (subset sizes, resolutions, symmetry) before the folder exists
         im = InitialModel(stack, args.K, schedule=schedule, sym=args.sym, particle_diameter_A=args.particle_diameter,
                           healpix_order=args.healpix_order, offset_range_px=args.offset_range,
@@ -69,6 +70,8 @@ def _cmd_initial_model(args) -> int:
 
 
 def register(sub) -> None:
+    from ..methods.initial_model.schedule import SGDSchedule
+    default = SGDSchedule()
     p = sub.add_parser("initial_model", help="initial 3D models from the particles alone (ab initio)",
                        description="K initial maps from particles only: stochastic EM on mini-batches from "
                        "coarse to fine resolution, each class starting from a featureless blob "
@@ -94,6 +97,12 @@ def register(sub) -> None:
     p.add_argument("--sgd_stepsize", type=positive_float, default=0.5,
                    help="share of the running sums each mini-batch replaces at first (default 0.5)")
     p.add_argument("--sgd_fin_stepsize", type=positive_float, default=0.5, help="... and at the end (default 0.5)")
+    p.add_argument("--sgd_sigma2fudge_initial", "--sgd_sigma2fudge_ini", dest="sgd_sigma2fudge_initial", type=float,
+                   default=default.sigma2fudge_ini, help="factor on the noise variance at the start of the "
+                   f"annealing (default {default.sigma2fudge_ini:g}; used when the half-life is > 0)")
+    p.add_argument("--sgd_sigma2fudge_halflife", type=float, default=default.sigma2fudge_halflife,
+                   help="particles after which the noise-variance factor is halfway back to 1 "
+                   f"(default {default.sigma2fudge_halflife:g}; <= 0: no annealing)")
     p.add_argument("--sgd_write_iter", type=int, default=10,
                    help="write maps and a checkpoint every this many iterations (default 10; 0: only at the end)")
     p.add_argument("--healpix_order", type=positive_int, default=2, help="angular sampling (default 2: 15 deg, "

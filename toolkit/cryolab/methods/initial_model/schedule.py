@@ -6,6 +6,12 @@ resolution moves to ``fin_resol_A`` (linearly in spatial frequency) and the mini
 ``fin_subset`` (linearly), then ``fin_iter`` iterations at the final values. The step (the share
 of the running sums that each mini-batch replaces, RELION's ``--sgd_stepsize``) goes from
 ``ini_stepsize`` to ``fin_stepsize`` over the same phases.
+
+Annealing (RELION 3.1's ``--sgd_sigma2fudge_initial`` and ``--sgd_sigma2fudge_halflife``): the
+E-step uses the noise variance multiplied by ``sigma2_fudge = f + (1 - f) ini`` with
+``f = NN / (NN + halflife)`` and ``NN = iteration x mini-batch size`` (iterations counted from 1),
+so the fudge starts near ``ini`` and is halfway back to 1 after ``halflife`` particles; a
+halflife <= 0 switches it off (fudge 1, RELION's default -1).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ class ScheduleStep:
     subset: int
     resolution_A: float
     stepsize: float
+    sigma2_fudge: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class InitialModelIteration:
     mean_pmax: float
     mean_angle_change_deg: float
     time_s: float
+    sigma2_fudge: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class SGDSchedule:
     fin_subset: int = 500
     ini_stepsize: float = 0.5
     fin_stepsize: float = 0.5
+    sigma2fudge_ini: float = 8.0
+    sigma2fudge_halflife: float = -1.0
 
     def __post_init__(self):
         for f in ("ini_iter", "inbetween_iter", "fin_iter"):
@@ -68,6 +78,9 @@ class SGDSchedule:
         for f, flag in (("ini_stepsize", "sgd_stepsize"), ("fin_stepsize", "sgd_fin_stepsize")):
             if not 0 < getattr(self, f) <= 1:
                 raise CryolabInputError(f"{f} (--{flag}) must be in (0, 1], got {getattr(self, f)}", field=flag)
+        if not self.sigma2fudge_ini >= 1:
+            raise CryolabInputError(f"sigma2fudge_ini (--sgd_sigma2fudge_initial) must be >= 1, got "
+                                    f"{self.sigma2fudge_ini}", field="sgd_sigma2fudge_initial")
 
     @property
     def n_iter(self) -> int:
@@ -87,7 +100,15 @@ class SGDSchedule:
         inv = (1 - f) / self.ini_resol_A + f / self.fin_resol_A
         subset = int(round(self.ini_subset + f * (self.fin_subset - self.ini_subset)))
         step = self.ini_stepsize + f * (self.fin_stepsize - self.ini_stepsize)
-        return ScheduleStep(t, subset, 1.0 / inv, step)
+        return ScheduleStep(t, subset, 1.0 / inv, step, self.sigma2_fudge(t, subset))
+
+    def sigma2_fudge(self, t: int, subset: int) -> float:
+        """The noise-variance factor of iteration ``t`` (0-based) with ``subset`` particles (module text)."""
+        if self.sigma2fudge_halflife <= 0:
+            return 1.0
+        nn = (t + 1) * subset
+        f = nn / (nn + self.sigma2fudge_halflife)
+        return f + (1.0 - f) * self.sigma2fudge_ini
 
     def steps(self) -> list:
         return [self.at(t) for t in range(self.n_iter)]

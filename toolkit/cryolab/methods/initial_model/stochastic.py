@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from ...session import Session, Settings
 from ...settings import DEFAULT_DIAMETER_FRACTION
 from .schedule import InitialModelIteration, SGDSchedule
 
-__all__ = ["InitialModel", "InitialModelIteration", "initial_model", "starting_maps"]
+__all__ = ["InitialModel", "InitialModelIteration", "fudged_noise", "initial_model", "starting_maps"]
 
 
 def starting_maps(particles, K: int, resolution_A: float, subset: int, diameter_A: float, seed: int = 0):
@@ -200,7 +201,8 @@ class InitialModel:
             self._limit_to(st.resolution_A)
             s.set(oversampling=self.oversampling_at(st.resolution_A))
             rows = self.minibatch(self.iteration, st.subset)
-            s.estep(progress=progress, rows=rows)
+            with fudged_noise(s, st.sigma2_fudge):
+                s.estep(progress=progress, rows=rows)
             if s.sums is None:
                 raise InterruptedError("stopped during the E-step")
             running = self._blended(s.sums, st.stepsize, s.max_shell)
@@ -211,7 +213,7 @@ class InitialModel:
             self.iteration += 1
             it = InitialModelIteration(self.iteration, st.subset, float(st.resolution_A), float(st.stepsize),
                                        r.class_distribution, pmax, r.mean_angle_change_deg,
-                                       time.perf_counter() - t0)
+                                       time.perf_counter() - t0, float(st.sigma2_fudge))
             self.history.append(it)
             return it
 
@@ -278,6 +280,22 @@ class InitialModel:
         """The plain state of this object (for the checkpoint JSON)."""
         return {"kind": "initial_model", "iteration": self.iteration, "seed": self.seed, "sym": self.sym,
                 "schedule": self.schedule.as_dict(), "history": [asdict(h) for h in self.history]}
+
+
+@contextmanager
+def fudged_noise(session, sigma2_fudge: float):
+    """The Session's noise variance multiplied by ``sigma2_fudge`` inside the block, as RELION's
+    ``sigma2_fudge``: the E-step's likelihood and the back-projection weights (``1 / sigma2``)
+    both see it; the M-step's noise estimate (from the residuals) does not. Restored afterwards."""
+    if sigma2_fudge == 1.0:
+        yield
+        return
+    base = session.sigma2
+    session.sigma2 = base * float(sigma2_fudge)
+    try:
+        yield
+    finally:
+        session.sigma2 = base
 
 
 def centre_map(volume) -> tuple[np.ndarray, np.ndarray]:
