@@ -32,11 +32,12 @@ NB08 = [
     4. See that a gold-standard FSC cannot detect a wrong initial model: a refinement from a
        featureless blob can report a resolution while its map is wrong.
 
-    The examples use a small box (32 px of 12 Å) and a high SNR, so that a refinement takes
-    seconds; the effects are the same at realistic sizes, only slower to show.
+    The examples use a small box (32 px of 12 Å; 48 px of 8 Å at full size) and a high SNR, so
+    that a refinement takes seconds to a minute or two; the effects are the same at realistic
+    sizes, only slower to show.
     """),
     quick_flag("200 particles at SNR 1, at most 6 iterations per refinement",
-               "1000 particles at SNR 0.3, at most 20 iterations (a few minutes)"),
+               "48-pixel maps (8 Å/px), 1000 particles at SNR 0.3, at most 20 iterations (a few minutes)"),
     code(SETUP + """
     import tempfile
     from pathlib import Path
@@ -56,7 +57,7 @@ NB08 = [
     md("""
     ## The data
 
-    The demo 80S ribosome scaled to 32 px, and particles simulated from it in random
+    The demo 80S ribosome scaled to 32 px (48 px at full size), and particles simulated from it in random
     orientations, with CTF and noise. We keep the true map to judge the results; the
     refinement never sees it.
     """),
@@ -65,7 +66,7 @@ NB08 = [
     if QUICK:
         box, n_particles, snr, max_iter = 32, 200, 1.0, 6
     else:
-        box, n_particles, snr, max_iter = 32, 1000, 0.3, 20
+        box, n_particles, snr, max_iter = 48, 1000, 0.3, 20    # the larger box keeps the resolution short of Nyquist
     pixel_size_A = demo.pixel_size_A * demo.box_size / box
     truth = rescale(demo.volumes["80S"], box, ndim=3)
     work_dir = Path(tempfile.mkdtemp(prefix="cryolab-08-"))
@@ -122,8 +123,11 @@ NB08 = [
     code("""
     print(f"gold-standard resolution {run.resolution_A:.1f} Å; map vs truth at FSC 0.5: "
           f"{resolution_at(versus_truth, 0.5, box, pixel_size_A):.1f} Å; correlation {cc(run.map, truth):.3f}")
-    # the claim, checked (QUICK: 28.7 Å and 29.7 Å): half maps at 0.143 ~ full map against the truth at 0.5
+    # the claim, checked (QUICK: 28.7 Å and 29.7 Å; full size: 19.4 Å and 18.4 Å, Nyquist 16 Å):
+    # half maps at 0.143 ~ full map against the truth at 0.5
     assert abs(run.resolution_A / resolution_at(versus_truth, 0.5, box, pixel_size_A) - 1) < 0.15
+    # ... and not trivially: both short of Nyquist, where every curve would end
+    assert run.resolution_A > 1.1 * 2 * pixel_size_A, "the resolution should stay short of Nyquist"
     show_slices({"truth": truth, "reference (60 Å)": lowpass(truth, 60, pixel_size_A, ndim=3),
                  "refined": run.map}, "the refinement")
     MapViewer(run.map, pixel_size_A, threshold_sigma=1.5, backend="slices")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,8 @@ def test_notebook_runs(path):
 def test_notebook_runs_full_size(path):
     """The full-size exercises (``QUICK = False``) with the notebooks' own assertions. Minutes per
     notebook, more than the CI budget allows: run on demand with ``CRYOLAB_FULL_NOTEBOOKS=1``
-    (optionally a comma-separated list of notebook numbers, e.g. ``02,06``)."""
+    (optionally a comma-separated list of notebook numbers, e.g. ``02,06``). The executed notebook,
+    outputs included, is written to ``test-artifacts/full-NN_....ipynb`` (or ``$CRYOLAB_TEST_ARTIFACTS``)."""
     wanted = os.environ.get("CRYOLAB_FULL_NOTEBOOKS", "")
     if not wanted:
         pytest.skip("full-size notebooks take minutes each; set CRYOLAB_FULL_NOTEBOOKS=1 (or e.g. 02,06) to run them")
@@ -85,5 +87,12 @@ def test_notebook_runs_full_size(path):
         pytest.skip(f"not in CRYOLAB_FULL_NOTEBOOKS={wanted}")
     nb = nbformat.read(path, as_version=4)
     assert _force_quick(nb, quick=False)
-    _execute(nb, 2700)
+    t0 = time.perf_counter()
+    try:
+        _execute(nb, 2700)
+    finally:     # the executed notebook, with its outputs (measured values, cell times), kept for the record
+        out = Path(os.environ.get("CRYOLAB_TEST_ARTIFACTS", NOTEBOOK_DIR.parent / "test-artifacts"))
+        out.mkdir(parents=True, exist_ok=True)
+        nb.metadata["cryolab_full_size_wall_s"] = round(time.perf_counter() - t0, 1)
+        nbformat.write(nb, out / f"full-{path.name}")
     check_outputs(nb, path.name)
