@@ -86,7 +86,8 @@ def register(sub) -> None:
     p.add_argument("--sym", default="C1", help="point group (C1, Cn, Dn, T, O, I), default C1; imposed on the "
                    "final maps once turned onto its axes (the mini-batches run in C1)")
     p.add_argument("--particle_diameter", type=positive_float, help="mask diameter, Angstrom (default 90 %% of the box)")
-    p.add_argument("--sgd_ini_iter", type=int, default=10, help="iterations at the initial resolution (default 10)")
+    p.add_argument("--sgd_ini_iter", type=int, default=default.ini_iter,
+                   help=f"iterations at the initial resolution (default {default.ini_iter}, as RELION)")
     p.add_argument("--sgd_inbetween_iter", type=int, default=30,
                    help="iterations moving to the final resolution and subset size (default 30)")
     p.add_argument("--sgd_fin_iter", type=int, default=10, help="iterations at the final values (default 10)")

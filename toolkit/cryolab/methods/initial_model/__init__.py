@@ -2,7 +2,7 @@
 
 >>> from cryolab.methods.initial_model import InitialModel, SGDSchedule
 >>> SGDSchedule().n_iter
-50
+90
 """
 from .schedule import InitialModelIteration, SGDSchedule, ScheduleStep
 from .stochastic import InitialModel, centre_map, initial_model, starting_maps

@@ -48,8 +48,12 @@ class InitialModelIteration:
 
 @dataclass(frozen=True)
 class SGDSchedule:
-    """Iterations, resolutions (Angstrom), mini-batch sizes and steps of an initial model."""
-    ini_iter: int = 10
+    """Iterations, resolutions (Angstrom), mini-batch sizes and steps of an initial model.
+
+    ``ini_iter`` is RELION's 50: with 10 iterations at the initial resolution one seed of three
+    ended in a wrong map on the benchmark's 80S set (docs/initial_model.md); the first phase's
+    mini-batches are small and cheap (about a tenth of a run's time)."""
+    ini_iter: int = 50
     inbetween_iter: int = 30
     fin_iter: int = 10
     ini_resol_A: float = 35.0
