@@ -78,7 +78,9 @@ def relion_flags(schedule) -> list[str]:
             "--sgd_fin_resol", str(schedule.fin_resol_A), "--sgd_ini_subset", str(schedule.ini_subset),
             "--sgd_fin_subset", str(schedule.fin_subset), "--sgd_stepsize", str(schedule.ini_stepsize),
             "--healpix_order", "2", "--offset_range", "3", "--offset_step", "1", "--tau2_fudge", "4",
-            "--sgd_write_iter", str(schedule.n_iter)]
+            "--sgd_write_iter", str(schedule.n_iter)] + (
+        ["--sgd_sigma2fudge_initial", str(schedule.sigma2fudge_ini), "--sgd_sigma2fudge_halflife",
+         str(int(schedule.sigma2fudge_halflife))] if schedule.sigma2fudge_halflife > 0 else [])
 
 
 def run_relion(folder: Path, schedule, defaults: bool, reuse: bool):
