@@ -74,7 +74,7 @@ NB10 = [
     """),
     code("""
     r = refine(sim.star_path, states["80S"], healpix_order=1 if QUICK else 2, max_iter=10 if QUICK else 20,
-               local_healpix_order=2 if QUICK else 4, ini_high_A=40.0, progress=False, out_dir=WORK / "Refine3D")
+               local_healpix_order=2 if QUICK else 3, ini_high_A=40.0, progress=False, out_dir=WORK / "Refine3D")
     consensus = r.map
     err = angular_distance(r.eulers, sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy())
     print(f"consensus: {r.iteration} iterations, resolution {r.resolution_A:.1f} A; "
