@@ -42,7 +42,7 @@ NB13 = [
        as a physical motion.
     """),
     quick_flag("32-pixel maps, 300 particles at SNR 1, 2 iterations (about a minute)",
-               "64-pixel maps, 2000 particles at SNR 0.5 and a real consensus refinement (about 30 minutes)"),
+               "64-pixel maps, 800 particles at SNR 0.5 and a real consensus refinement (about 15 minutes)"),
     code(SETUP + """
     import tempfile
     from pathlib import Path
@@ -56,7 +56,7 @@ NB13 = [
     from cryolab.validation import fsc, random_halves, resolution_at
     from cryolab.widgets import FSCViewer, HingeExplorer, MapViewer
 
-    box, n, snr = (32, 300, 1.0) if QUICK else (64, 2000, 0.5)
+    box, n, snr = (32, 300, 1.0) if QUICK else (64, 800, 0.5)
     parts, pivot, axis = ratchet_bodies()                  # {"60S": ..., "40S": ...}, Angstrom, unit vector
     px = 6.0 * 64 / box
     parts = {k: fourier_crop(v, box, ndim=3).astype(np.float32) for k, v in parts.items()}
@@ -84,7 +84,8 @@ NB13 = [
         consensus = reconstruct_stack(stack, method="wiener")
         halves = [reconstruct_stack(stack.subset(np.flatnonzero(subset == h)), method="wiener") for h in (1, 2)]
     else:
-        r = refine(stack, parts["60S"] + parts["40S"], ini_high_A=40.0, progress=False, out_dir=WORK / "Refine3D")
+        r = refine(stack, parts["60S"] + parts["40S"], ini_high_A=40.0, local_healpix_order=3, progress=False,
+                   out_dir=WORK / "Refine3D")          # local searches from HEALPix order 3 (7.5°) on
         stack = ParticleStack.from_star(WORK / "Refine3D" / "run_data.star")
         consensus, halves = r.map, r.half_maps
     bodies = partition_bodies([parts["60S"], parts["40S"]], px, sigma_angles_deg=8.0)
@@ -119,7 +120,8 @@ NB13 = [
     """),
     code("""
     mb = MultiBodyRefine(stack, consensus, bodies, half_maps=halves, healpix_order=3, oversampling=1 if QUICK else 2,
-                         offset_range_px=2 if QUICK else 3, offset_step_px=1)
+                         offset_range_px=2 if QUICK else 3, offset_step_px=1,
+                         final_healpix_order=None if QUICK else 4)     # full size: orders 3 and 4, then stop
     print("share of the map's density per body:", np.round(mb.signal_share, 2))
     for _ in range(2 if QUICK else 6):
         it = mb.step()
