@@ -332,7 +332,6 @@ def test_session_dashboard_steps_in_jupyterlab(lab, chromium):
     nbformat.write(new_notebook(cells=[new_code_cell(DASHBOARD_NB)],
                                 metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}}),
                    nb_dir / "dashboard.ipynb")
-    t0 = time.monotonic()
     with _lab_page(chromium, 2000) as (page, logs):
         _run_notebook(page, base, token, "dashboard.ipynb")
         status = page.locator(".jp-OutputArea .widget-html", has_text="iteration 0")
@@ -347,4 +346,3 @@ def test_session_dashboard_steps_in_jupyterlab(lab, chromium):
         report = json.loads(page.evaluate(KERNEL_PRINT_JS, OVERLAPS).strip().splitlines()[-1])
         assert report["panels"] >= 4 and not report["overlaps"], report
         _screenshot_widgets(page, "dashboard")
-    assert time.monotonic() - t0 < 100
