@@ -251,6 +251,26 @@ def test_search_schedule_and_its_bad_values(ratchet):
         MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], final_healpix_order=1, **kw)
     with pytest.raises(CryolabInputError, match="consensus_iterations"):
         MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], consensus_iterations=0, **kw)
+    with pytest.raises(CryolabInputError, match="threads"):
+        MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], threads=0, **kw)
+
+
+def test_threads_give_the_same_refinement(ratchet):
+    """The four (body, half-set) E-steps of an iteration run side by side with ``threads=2``:
+    poses and body maps identical to the one-thread run."""
+    sub = ratchet["stack"].subset(np.arange(60))
+    runs = []
+    for threads in (1, 2):
+        mb = MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], half_maps=ratchet["halves"],
+                             healpix_order=2, oversampling=1, offset_range_px=2, offset_step_px=1, threads=threads)
+        mb.run(2, progress=False)
+        runs.append(mb)
+    a, b = runs
+    for body in range(2):
+        np.testing.assert_array_equal(a.body_eulers(body), b.body_eulers(body))
+        np.testing.assert_array_equal(a.body_origins_px(body), b.body_origins_px(body))
+        np.testing.assert_array_equal(a.body_map(body), b.body_map(body))
+    assert np.abs(a.body_eulers(1) - a.consensus_eulers).max() > 0      # the bodies did move
 
 
 def test_components_maps_and_selection(ratchet, refined):

@@ -40,7 +40,7 @@ def _cmd_multibody(args) -> int:
                          oversampling=args.oversampling, offset_range_px=args.offset_range,
                          offset_step_px=args.offset_step, seed=args.random_seed, scale=args.scale,
                          final_healpix_order=args.final_healpix_order,
-                         consensus_iterations=args.consensus_iterations)
+                         consensus_iterations=args.consensus_iterations, threads=args.j)
     make_folder(out)
     rec = record("multibody", args, [args.i, args.ref, args.multibody_masks])
     with rec.timed("refine"):
@@ -126,6 +126,8 @@ def register(sub) -> None:
                    "pose, up to this order (default healpix_order + 2)")
     p.add_argument("--consensus_iterations", type=positive_int, default=1,
                    help="iterations that search about the consensus pose before the finer ones (default 1)")
+    p.add_argument("--j", type=positive_int, default=1,
+                   help="threads: the (body, half-set) E-steps of an iteration run side by side (default 1)")
     p.add_argument("--oversampling", type=int, default=2,
                    help="adaptive oversampling orders of the fine pass (default 2: 1.875 deg, the finest step of RELION's "
                    "--healpix_order 4 --oversampling 1)")

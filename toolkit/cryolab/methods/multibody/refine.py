@@ -20,6 +20,9 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
 3. the gold-standard M-step per body (:func:`cryolab.methods.refine.halves_mstep`): half maps,
    FSC and resolution per body, MAP maps with tau2 from the FSC.
 
+With ``threads > 1`` the E-steps of step 2 (one per body and half-set, independent) run side by
+side in threads; the result is the same as with one.
+
 The other bodies' poses and maps used in step 1 are those of the previous iteration (all
 bodies are updated together). Iterations stop once the final order was searched, every body's
 orientations changed by less than that order's step on average and no body's resolution improved
@@ -30,6 +33,7 @@ back in the consensus frame.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,7 +100,7 @@ class MultiBodyRefine:
     def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 3,
                  oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
                  join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0,
-                 final_healpix_order: int | None = None, consensus_iterations: int = 1, **kw):
+                 final_healpix_order: int | None = None, consensus_iterations: int = 1, threads: int = 1, **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
         n, px = stack.box_size, float(stack.pixel_size_A)
@@ -111,6 +115,9 @@ class MultiBodyRefine:
             raise CryolabInputError(f"consensus_iterations must be at least 1, got {consensus_iterations}",
                                     field="consensus_iterations")
         self.consensus_iterations = int(consensus_iterations)
+        if int(threads) < 1:
+            raise CryolabInputError(f"threads must be at least 1, got {threads}", field="threads")
+        self.threads = int(threads)       # the (body, half-set) E-steps of an iteration run side by side
         reference = np.asarray(reference, np.float32)
         self.reference = reference
         self.signal_share = check_bodies(self.bodies, n, px, reference)
@@ -208,14 +215,21 @@ class MultiBodyRefine:
                      self.sessions[c][h].eulers.copy(),
                      self.images[c][h].original_origins_px(self.sessions[c][h].offsets_px))
                     for c in range(B) if c != b] for h in range(2)] for b in range(B)]
-        for b in range(B):
-            for h in range(2):
-                sess, imgs = self.sessions[b][h], self.images[b][h]
-                imgs.others = others[b][h]
-                self._prepare(b, h)
-                sess.estep(progress=progress)
-                if sess.sums is None:
-                    raise InterruptedError("stopped during the E-step")
+        def estep(bh):
+            b, h = bh
+            self.images[b][h].others = others[b][h]
+            self._prepare(b, h)
+            self.sessions[b][h].estep(progress=progress and self.threads == 1)
+            return self.sessions[b][h].sums is not None
+
+        jobs = [(b, h) for b in range(B) for h in range(2)]
+        if self.threads > 1:      # independent sessions; NumPy and BLAS release the GIL in the heavy parts
+            with ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:
+                done = list(pool.map(estep, jobs))
+        else:
+            done = [estep(bh) for bh in jobs]
+        if not all(done):
+            raise InterruptedError("stopped during the E-step")
         for b in range(B):
             curve, res, unfil, bps = halves_mstep(self.sessions[b], "C1", self.join_halves_A)
             self.fsc[b], self.resolution_A[b], self.half_maps[b], self._bps[b] = curve, res, unfil, bps
