@@ -18,11 +18,12 @@ if str(REPO) not in sys.path:  # the benchmarks package lives at the repository 
     sys.path.insert(0, str(REPO))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(320)
 def test_quick_suite_prints_ratios(tmp_path):
+    # ~55 s on two cores; the limits only stop a hung run (a busy machine took over 110 s)
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-relion", "--n", "24",
                            "--iter", "1", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=110)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = re.findall(r"^RATIO (\S+) = (\S+)", done.stdout, flags=re.M)
     names = {name for name, _ in lines}
