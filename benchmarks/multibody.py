@@ -312,7 +312,7 @@ def run_cryolab(folder: Path, cons: dict, bodies, iterations: int) -> dict:
     # iteration around the last poses, up to order 5 (0.47 deg, RELION's last step here; cryolab's default)
     mb = multibody_refine(stack, cons["map"], bodies, half_maps=cons["halves"], healpix_order=HEALPIX - 1,
                           oversampling=2, offset_range_px=OFFSET_RANGE_PX, offset_step_px=OFFSET_STEP_PX, max_iter=iterations,
-                          progress=False, callback=_report)
+                          threads=2, progress=False, callback=_report)     # two cores, as RELION's two MPI workers
     refine_s = time.perf_counter() - t0
     motions = body_motions(mb)
     pca = motion_pca(motions)
