@@ -15,6 +15,7 @@ from .common import (add_common, check_output, load_particles, make_folder, posi
 
 
 def _cmd_initial_model(args) -> int:
+    from ..geometry import is_c1
     from ..io import write_mrc
     from ..methods.initial_model import InitialModel, SGDSchedule
     out = check_output(args.o, folder=True)
@@ -56,7 +57,7 @@ def _cmd_initial_model(args) -> int:
     rec.results = {"particles": len(stack), "K": im.K, "iterations": im.iteration,
                    "class_distribution": list(last.class_distribution), "final_resolution_A": last.resolution_A,
                    "hand": "undetermined (a map and its mirror image fit the images equally)", "sym": im.sym}
-    if im.sym.upper() != "C1":
+    if not is_c1(im.sym):
         rec.results["symmetry_alignment"] = [
             {"eulers_deg": list(a.eulers_deg), "cc_symmetry_mates": a.cc, "cc_symmetry_mates_before": a.cc_before}
             for a in im.symmetry()]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import direction_distance, euler_to_direction, euler_to_matrix, healpix_pix2ang, healpix_step_deg, psi_angles
+from ..geometry import (direction_distance, euler_to_direction, euler_to_matrix, healpix_pix2ang, healpix_step_deg,
+                        is_c1, psi_angles)
 from ..projection import FourierProjector
 from ..projection import shift_ramps
 from .cache import CachedProjections
@@ -57,7 +58,7 @@ def _local_terms(priors, orients, sigma_deg, sym, cutoff_sigmas):
     o = np.asarray(orients, float)
     if o.shape[0] == 0:
         return np.zeros((priors.shape[0], 0)), np.zeros((priors.shape[0], 0), bool)
-    sym = None if sym is None or str(sym).upper() == "C1" else sym
+    sym = None if is_c1(sym) else sym
     if sym is None:     # one GEMM of unit vectors: the angle from the chord, 2 asin(|d1 - d2| / 2)
         d1, d2 = euler_to_direction(priors[:, 0], priors[:, 1]), euler_to_direction(o[:, 0], o[:, 1])
         chord = np.sqrt(np.maximum(2.0 - 2.0 * (d1 @ d2.T), 0.0))
@@ -85,7 +86,7 @@ def local_candidates(priors, orients, sigma_deg: float, sym=None, cutoff_sigmas:
     cut-off of a particle's (one small GEMM over the distinct directions) are evaluated, so a fine
     grid (HEALPix order 5: 2.4 million rows) costs little more than the particles' neighbourhoods."""
     o = np.asarray(orients, float)
-    sym_free = sym is None or str(sym).upper() == "C1"
+    sym_free = is_c1(sym)
     if directions is not None and sym_free and len(o):
         priors = np.asarray(priors, float).reshape(-1, 3)
         units, inverse = directions

@@ -12,7 +12,7 @@ from ..backend import to_device
 from ..errors import CryolabInputError
 from .euler import euler_to_matrix
 
-__all__ = ["symmetry_operators"]
+__all__ = ["is_c1", "symmetry_operators"]
 
 
 _PHI = (1.0 + 5.0 ** 0.5) / 2.0
@@ -61,6 +61,11 @@ def _parse_sym(sym: str):
 
 def _icos_setting(name):
     return euler_to_matrix(0.0, _ICOS_SETTING_TILT[name], 0.0)
+
+
+def is_c1(sym) -> bool:
+    """True when ``sym`` imposes no symmetry: None or the name C1 (any case)."""
+    return sym is None or str(sym).upper() == "C1"
 
 
 def symmetry_operators(sym: str):

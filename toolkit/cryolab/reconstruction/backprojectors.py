@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backend import to_device
 from ..fourier import rfft_grid
-from ..geometry import euler_to_matrix
+from ..geometry import euler_to_matrix, is_c1
 from .accumulator import _FourierAccumulator
 from .interpolation import _BLOCK_ENTRIES, _interpolate
 
@@ -54,7 +54,7 @@ class BackProjector(_FourierAccumulator):
 
     def _symmetrise(self, data, weight, sym):
         """Sum the accumulators over the point group (interpolated at ``R g``, as RELION)."""
-        if sym is None or str(sym).upper() == "C1":
+        if is_c1(sym):
             return data, weight
         from ..geometry import symmetry_operators
         xp, m = self.xp, self.m

@@ -42,6 +42,7 @@ import numpy as np
 from ...engine.update import centre_of_mass_roll
 from ...errors import CryolabInputError
 from ...fourier import lowpass, resolution_shell
+from ...geometry import is_c1
 from ...session import Session, Settings
 from ...settings import DEFAULT_DIAMETER_FRACTION
 from .schedule import InitialModelIteration, SGDSchedule
@@ -235,7 +236,7 @@ class InitialModel:
         """The maps ``[K, N, N, N]``, each moved (whole pixels) so that the centre of mass of its
         positive density is the box centre when ``centred``; with a point group other than C1 and
         ``symmetrised``, centred, turned onto the group's axes and averaged over it (:meth:`symmetry`)."""
-        if symmetrised and self.sym.upper() != "C1":
+        if symmetrised and not is_c1(self.sym):
             return np.stack([a.symmetrised for a in self.symmetry()])
         refs = np.asarray(self.references, np.float32)
         return np.stack([centre_map(m)[0] for m in refs]) if centred else refs.copy()
