@@ -219,8 +219,9 @@ def align_symmetry(volume, sym: str, pixel_size_A: float, *, resolution_A: float
     res = minimize(lambda x: -score(full(x)), e0[:free], method="Nelder-Mead",
                    options=dict(initial_simplex=e0[:free] + np.vstack([np.zeros(free), np.eye(free) * step]),
                                 xatol=0.2, fatol=1e-6))
-    e = full(res.x) if -res.fun >= score(e0) else e0
+    cc0 = score(e0)
+    e, cc = (full(res.x), float(-res.fun)) if -res.fun >= cc0 else (e0, cc0)
     R = euler_to_matrix(*e)
     aligned = rotate_map(v, R, order=3)
     eul = tuple(float(a) for a in np.ravel(matrix_to_euler(R[None])))
-    return SymmetryAlignment(str(sym), R, eul, score(e), score(np.zeros(3)), aligned, symmetrise_map(aligned, sym))
+    return SymmetryAlignment(str(sym), R, eul, cc, score(np.zeros(3)), aligned, symmetrise_map(aligned, sym))

@@ -111,12 +111,10 @@ class MultiBodyRefine:
             raise CryolabInputError(f"final_healpix_order ({self.final_healpix_order}) is below healpix_order "
                                     f"({self.healpix_order})", field="final_healpix_order")
         self.offset_range_px, self.offset_step_px = float(offset_range_px), float(offset_step_px)
-        if int(consensus_iterations) < 1:
-            raise CryolabInputError(f"consensus_iterations must be at least 1, got {consensus_iterations}",
-                                    field="consensus_iterations")
+        for name, value in (("consensus_iterations", consensus_iterations), ("threads", threads)):
+            if int(value) < 1:
+                raise CryolabInputError(f"{name} must be at least 1, got {value}", field=name)
         self.consensus_iterations = int(consensus_iterations)
-        if int(threads) < 1:
-            raise CryolabInputError(f"threads must be at least 1, got {threads}", field="threads")
         self.threads = int(threads)       # the (body, half-set) E-steps of an iteration run side by side
         reference = np.asarray(reference, np.float32)
         self.reference = reference
