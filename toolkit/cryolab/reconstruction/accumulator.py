@@ -46,18 +46,18 @@ class _FourierAccumulator:
         self._ky = ky.ravel()[self._pix].astype(xp.float64)
 
     # ------------------------------------------------------------------ insertion
-    def _slice_coords(self, poses):
-        """Padded-grid coordinates ``[R, P, d]`` (x, y[, z]) of the inserted slice pixels."""
+    def _slice_coords(self, poses, kx, ky):
+        """Padded-grid coordinates ``[R, P, d]`` (x, y[, z]) of pixels ``(kx, ky)`` ``[P]`` (float64)."""
         raise NotImplementedError
 
-    def _insert_block(self, ft, wt, poses):
+    def _insert_block(self, vals, wts, poses, kx, ky):
         # double-precision coordinates and weights (single would be ~1.3x faster here but moves
         # classification results by ~1e-4 relative after a few iterations); each complex value
         # is added in one pass (NumPy), ~3x faster than two passes over its interleaved parts
         xp = self.xp
-        coords = self._slice_coords(poses).reshape(-1, self.ndim)
-        vals = ft.reshape(ft.shape[0], -1)[:, self._pix].reshape(-1)
-        wts = wt.reshape(wt.shape[0], -1)[:, self._pix].reshape(-1).astype(xp.float64)
+        coords = self._slice_coords(poses, kx, ky).reshape(-1, self.ndim)
+        vals = vals.reshape(-1)
+        wts = wts.reshape(-1).astype(xp.float64)
         neg = coords[:, 0] < 0                     # x < 0: insert at the Hermitian mate, conjugated
         coords = xp.where(neg[:, None], -coords, coords)
         vals = xp.where(neg, vals.conj(), vals)
@@ -65,6 +65,15 @@ class _FourierAccumulator:
         idx = idx.reshape(-1)
         _scatter_add(self.data.reshape(-1), idx, (w * vals).reshape(-1))
         _scatter_add(self.weight.reshape(-1), idx, (w * wts).reshape(-1))
+
+    def _insert_rows(self, vals, wts, poses, cols, kx, ky):
+        """Insert rows ``vals``/``wts`` ``[R, Q]`` at their columns ``cols`` (pixels ``kx``, ``ky``
+        ``[P]``), ``block_entries`` interpolation corners at a time."""
+        p = max(int(kx.shape[0]), 1)
+        step = max(1, int(self.block_entries) // (p * 2 ** self.ndim))
+        for s in range(0, vals.shape[0], step):
+            v, w = vals[s:s + step], wts[s:s + step]
+            self._insert_block(v[:, cols], w[:, cols], poses[s:s + step], kx, ky)
 
     def _insert(self, ft_slices, weight_slices, poses):
         xp, n = self.xp, self.n
@@ -74,9 +83,36 @@ class _FourierAccumulator:
             wt = xp.ones((r, n, n // 2 + 1), dtype=xp.float32)
         else:
             wt = xp.broadcast_to(to_device(weight_slices, xp), (r, n, n // 2 + 1))
-        step = max(1, int(self.block_entries) // (max(int(self._pix.size), 1) * 2 ** self.ndim))
-        for s in range(0, r, step):
-            self._insert_block(ft[s:s + step], wt[s:s + step], poses[s:s + step])
+        self._insert_rows(ft.reshape(r, -1), wt.reshape(r, -1), poses, self._pix, self._kx, self._ky)
+
+    def _pixel_subset(self, kx, ky):
+        """``(columns, kx, ky)``: the pixels of a list ``kx``, ``ky`` ``[M]`` that slice insertion
+        takes (``kx^2 + ky^2 <= r_max^2``, half plane ``kx = 0, ky < 0`` left out, as ``_pix``);
+        cached for the last list seen (an engine inserts one pixel list all iteration)."""
+        last = getattr(self, "_subset_of", None)
+        if last is not None and last[0] is kx and last[1] is ky:
+            return last[2]
+        xp = self.xp
+        fx = to_device(kx, xp).astype(xp.float64).reshape(-1)
+        fy = to_device(ky, xp).astype(xp.float64).reshape(-1)
+        cols = xp.nonzero((fx ** 2 + fy ** 2 <= self.r_max ** 2) & ~((fx == 0) & (fy < 0)))[0]
+        subset = (cols, fx[cols], fy[cols])
+        self._subset_of = (kx, ky, subset)
+        return subset
+
+    def _insert_pixels(self, values, weights, poses, kx, ky):
+        xp = self.xp
+        vals = to_device(values, xp)
+        vals = vals.reshape(-1, vals.shape[-1])
+        r, size = vals.shape
+        if int(kx.shape[0]) != size or int(ky.shape[0]) != size:
+            raise ValueError(f"insert_pixels: values have {size} pixels, kx/ky {kx.shape[0]}/{ky.shape[0]}")
+        if weights is None:
+            wts = xp.ones((r, size), dtype=xp.float32)
+        else:
+            wts = xp.broadcast_to(to_device(weights, xp), (r, size))
+        cols, fx, fy = self._pixel_subset(kx, ky)
+        self._insert_rows(vals, wts, poses, cols, fx, fy)
 
     def _slices_from_images(self, images, ctf, shifts_px, pixel_size_A, sigma2_noise):
         """``(C X / sigma2, C^2 / sigma2)`` slices from images ``[R, N, N]`` or their transforms."""

@@ -28,10 +28,9 @@ class BackProjector(_FourierAccumulator):
 
     ndim = 3
 
-    def _slice_coords(self, rotations):
+    def _slice_coords(self, rotations, kx, ky):
         a = rotations * self.pad  # A.T (kx, ky, 0) = kx * A[0, :] + ky * A[1, :]
-        return (self._kx[None, :, None] * a[:, None, 0, :]
-                + self._ky[None, :, None] * a[:, None, 1, :])
+        return kx[None, :, None] * a[:, None, 0, :] + ky[None, :, None] * a[:, None, 1, :]
 
     def insert(self, ft_slices, weight_slices, rotations):
         """Add slices ``[R, N, N//2+1]`` (complex, e.g. ``sum w C X``) and their weights
@@ -39,6 +38,16 @@ class BackProjector(_FourierAccumulator):
         from ..projection import as_rotation_matrices
         rot = as_rotation_matrices(rotations, self.xp)
         self._insert(ft_slices, weight_slices, rot)
+
+    def insert_pixels(self, values, weights, rotations, kx, ky):
+        """Add pixel lists ``values`` ``[R, M]`` (complex) and ``weights`` ``[R, M]`` (real; None = 1)
+        at rotations ``[R, 3, 3]`` (or Euler angles ``[R, 3]``): the same sums as :meth:`insert` of
+        the slices that hold these values at integer frequencies ``kx``, ``ky`` ``[M]`` and zeros
+        elsewhere (e.g. the E-step's :class:`~cryolab.engine.estep.FourierPixels`), without
+        spreading them into slices: only these pixels are placed in the 3D grid."""
+        from ..projection import as_rotation_matrices
+        rot = as_rotation_matrices(rotations, self.xp)
+        self._insert_pixels(values, weights, rot, kx, ky)
 
     def insert_images(self, images, rotations, ctf=None, shifts_px=None, pixel_size_A=None,
                       sigma2_noise=None):
@@ -86,15 +95,21 @@ class BackProjector2D(_FourierAccumulator):
 
     ndim = 2
 
-    def _slice_coords(self, psi_deg):
+    def _slice_coords(self, psi_deg, kx, ky):
         a = euler_to_matrix(0.0, 0.0, psi_deg)[:, :2, :2] * self.pad
-        return (self._kx[None, :, None] * a[:, None, 0, :]
-                + self._ky[None, :, None] * a[:, None, 1, :])
+        return kx[None, :, None] * a[:, None, 0, :] + ky[None, :, None] * a[:, None, 1, :]
 
     def insert(self, ft_slices, weight_slices, psi_deg):
         """Add slices ``[R, N, N//2+1]`` and weights (None = 1) rotated back by ``psi_deg`` ``[R]``."""
-        psi = self.xp.asarray(to_device(psi_deg, self.xp), dtype=self.xp.float64).reshape(-1)
-        self._insert(ft_slices, weight_slices, psi)
+        self._insert(ft_slices, weight_slices, self._psi(psi_deg))
+
+    def insert_pixels(self, values, weights, psi_deg, kx, ky):
+        """Add pixel lists ``[R, M]`` at integer frequencies ``kx``, ``ky`` ``[M]`` rotated back by
+        ``psi_deg`` ``[R]``; see :meth:`BackProjector.insert_pixels`."""
+        self._insert_pixels(values, weights, self._psi(psi_deg), kx, ky)
+
+    def _psi(self, psi_deg):
+        return self.xp.asarray(to_device(psi_deg, self.xp), dtype=self.xp.float64).reshape(-1)
 
     def insert_images(self, images, psi_deg, ctf=None, shifts_px=None, pixel_size_A=None,
                       sigma2_noise=None):
