@@ -9,7 +9,7 @@ import numpy as np
 
 from ..projection import FourierRotator2D
 from .cache import CachedProjections
-from .estep import FourierPixels, scatter
+from .estep import FourierPixels
 from .expectation import SampleSet
 from ..geometry import psi_angles
 from ..projection import shift_ramps
@@ -63,4 +63,4 @@ class PlanarSampler(CachedProjections):
 
     def insert(self, backprojector, orients, D, W):
         """Add sums ``D``, ``W`` ``[J, M]`` at psi angles ``orients`` to a 2D back-projector."""
-        backprojector.insert(scatter(D, self.pix), scatter(W, self.pix), orients)
+        backprojector.insert_pixels(D, W, orients, self.pix.kx, self.pix.ky)

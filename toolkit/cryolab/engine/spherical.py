@@ -15,7 +15,7 @@ from ..geometry import (direction_distance, euler_to_direction, euler_to_matrix,
 from ..projection import FourierProjector
 from ..projection import shift_ramps
 from .cache import CachedProjections
-from .estep import FourierPixels, scatter
+from .estep import FourierPixels
 from .expectation import SampleSet
 from .sampling import fine_psi, translation_grid
 
@@ -177,6 +177,6 @@ class SphericalSampler(CachedProjections):
         return self.projectors[k].project_ft(self.xp.asarray(rots), max_shell=self.pix.max_shell)
 
     def insert(self, backprojector, orients, D, W):
-        """Add sums ``D``, ``W`` ``[J, M]`` at orientation rows to a 3D back-projector."""
+        """Add sums ``D``, ``W`` ``[J, M]`` at orientation rows to a 3D back-projector (as pixel lists)."""
         rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
-        backprojector.insert(scatter(D, self.pix), scatter(W, self.pix), self.xp.asarray(rots))
+        backprojector.insert_pixels(D, W, self.xp.asarray(rots), self.pix.kx, self.pix.ky)
