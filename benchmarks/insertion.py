@@ -23,8 +23,9 @@ session's back-projectors, slices into shadow ones; both are timed and the two s
 compared after each insertion (relative to their largest value). The iteration's wall time includes the
 shadow insertions; the line "iteration without the shadow" subtracts them.
 
-Usage: ``python -m benchmarks.insertion [--quick] [--n 100] [--parts micro multibody class3d]``
-(run it single-threaded: ``OMP_NUM_THREADS=1``).
+Usage: ``python -m benchmarks.insertion [--quick] [--n 100] [--parts micro multibody class3d] [--way both]``
+``--way slices`` / ``--way pixels``: the multi-body iteration with one way only (alternate them for a
+plain before/after). Run it single-threaded: ``OMP_NUM_THREADS=1``.
 """
 from __future__ import annotations
 
@@ -72,8 +73,12 @@ def _difference(bp, shadow) -> float:
 
 
 class ShadowInsert:
-    """Within ``with``: every ``SphericalSampler.insert`` goes both ways (pixel lists into the
-    session's back-projector, slices into a shadow one), each way timed."""
+    """Within ``with``: every ``SphericalSampler.insert`` goes both ways (``way="both"``: pixel lists
+    into the session's back-projector, slices into a shadow one), each way timed; ``way="slices"``
+    or ``"pixels"``: only that way, into the session's back-projector (a plain before/after run)."""
+
+    def __init__(self, way: str = "both"):
+        self.way = way
 
     def __enter__(self):
         from cryolab.engine import spherical
@@ -90,20 +95,25 @@ class ShadowInsert:
 
         def insert(sampler, bp, orients, D, W):
             t0 = time.perf_counter()
-            original(sampler, bp, orients, D, W)
+            if self.way != "slices":
+                original(sampler, bp, orients, D, W)
             t1 = time.perf_counter()
-            shadow = pairs.get(id(bp), (None, None))[1]
-            if shadow is None:
+            shadow = bp if self.way == "slices" else pairs.get(id(bp), (None, None))[1]
+            if self.way == "pixels":
+                shadow = None
+            elif shadow is None:
                 shadow = BackProjector(bp.n, pad=bp.pad, xp=bp.xp, dtype=bp.weight.dtype)
                 shadow.block_entries = bp.block_entries
                 pairs[id(bp)] = (bp, shadow)
             t2 = time.perf_counter()
-            rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
-            shadow.insert(scatter(D, sampler.pix), scatter(W, sampler.pix), sampler.xp.asarray(rots))
+            if shadow is not None:
+                rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
+                shadow.insert(scatter(D, sampler.pix), scatter(W, sampler.pix), sampler.xp.asarray(rots))
             t3 = time.perf_counter()
             self.pixels_s += t1 - t0
             self.slices_s += t3 - t2
-            self.worst = max(self.worst, _difference(bp, shadow))   # sums may be combined later
+            if self.way == "both":
+                self.worst = max(self.worst, _difference(bp, shadow))   # sums may be combined later
             self.calls += 1
             self.rows += len(orients)
             self.shells.add(int(sampler.pix.max_shell))
@@ -115,17 +125,20 @@ class ShadowInsert:
         self.module.insert = self.original
 
     def report(self, name: str, step_s: float) -> dict:
-        r = {"step_s": step_s, "without_shadow_s": step_s - self.slices_s, "pixels_s": self.pixels_s,
+        shadow_s = self.slices_s if self.way == "both" else 0.0
+        r = {"way": self.way, "step_s": step_s, "without_shadow_s": step_s - shadow_s, "pixels_s": self.pixels_s,
              "slices_s": self.slices_s, "calls": self.calls, "rows": self.rows,
              "max_rel_difference": self.worst, "max_shells": sorted(self.shells)}
+        both = (f"pixel lists {self.pixels_s:.1f} s, slices {self.slices_s:.1f} s "
+                f"({self.slices_s / max(self.pixels_s, 1e-9):.2f}x); sums differ by {self.worst:.1e}")
+        one = f"{self.way} {self.pixels_s + self.slices_s:.1f} s"
         print(f"  {name}: iteration {step_s:.1f} s (without the shadow {r['without_shadow_s']:.1f} s); "
-              f"insertion {self.calls} calls, {self.rows} rows, max_shell {sorted(self.shells)}: pixel lists {self.pixels_s:.1f} s, "
-              f"slices {self.slices_s:.1f} s ({self.slices_s / max(self.pixels_s, 1e-9):.2f}x); "
-              f"sums differ by {r['max_rel_difference']:.1e}", flush=True)
+              f"insertion {self.calls} calls, {self.rows} rows, max_shell {sorted(self.shells)}: "
+              + (both if self.way == "both" else one), flush=True)
         return r
 
 
-def multibody(folder, n: int = 100) -> dict:
+def multibody(folder, n: int = 100, way: str = "both") -> dict:
     """The order-5 iteration of a multi-body refinement, insertion timed both ways."""
     from cryolab.io import ParticleStack
     from cryolab.methods.multibody import MultiBodyRefine, partition_bodies, ratchet_bodies
@@ -150,7 +163,7 @@ def multibody(folder, n: int = 100) -> dict:
         mb.step()
         print(f"  multibody: iteration {mb.iteration} (order {mb.order_of(mb.iteration - 1)}) "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
-    with ShadowInsert() as shadow:
+    with ShadowInsert(way) as shadow:
         t0 = time.perf_counter()
         mb.step()
         step_s = time.perf_counter() - t0
@@ -172,6 +185,8 @@ def class3d(folder, n: int = 200, iterations: int = 2) -> dict:
 def main(argv=None):
     ap = part_parser("insertion", __doc__, "20 particles in the multi-body part, 24 in class3d (one iteration)",
                      n="multi-body particles (default 100)")
+    ap.add_argument("--way", default="both", choices=["both", "slices", "pixels"],
+                    help="multi-body part: both ways (the slices into shadow back-projectors) or one way only")
     ap.add_argument("--parts", nargs="+", default=["micro", "multibody", "class3d"],
                     choices=["micro", "multibody", "class3d"])
     args = ap.parse_args(argv)
@@ -181,7 +196,7 @@ def main(argv=None):
         if "micro" in args.parts:
             out["micro"] = micro(rows=200 if args.quick else 2000)
         if "multibody" in args.parts:
-            out["multibody"] = multibody(folder / "multibody", n)
+            out["multibody"] = multibody(folder / "multibody", n, args.way)
         if "class3d" in args.parts:
             out["class3d"] = class3d(folder / "class3d", 24 if args.quick else 200, 1 if args.quick else 2)
     return out

@@ -97,7 +97,7 @@ class _FourierAccumulator:
         fy = to_device(ky, xp).astype(xp.float64).reshape(-1)
         cols = xp.nonzero((fx ** 2 + fy ** 2 <= self.r_max ** 2) & ~((fx == 0) & (fy < 0)))[0]
         # in raster order (ky, then kx), as ``_pix``: neighbouring pixels land in neighbouring
-        # voxels, which keeps the scatter near the caches (shell order is ~1.4x slower at Nyquist)
+        # voxels, which keeps the scatter near the caches (shell order: up to ~1.1x slower at Nyquist)
         cols = cols[xp.argsort(fy[cols] * (2 * self.n + 1) + fx[cols])]  # unique keys
         subset = (cols, fx[cols], fy[cols])
         self._subset_of = (kx, ky, subset)
