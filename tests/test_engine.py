@@ -110,36 +110,6 @@ def test_sampling_grids():
     assert np.allclose(np.abs(ft), 0.25)
 
 
-def test_projection_cache_reset_keeps_every_requested_projection():
-    """A cache that overflows starts again; projections that were hits in the same call are recomputed."""
-    from types import SimpleNamespace
-
-    from cryolab.engine.cache import CachedProjections
-
-    class Toy(CachedProjections):
-        xp = np
-        pix = SimpleNamespace(size=4, index=np.arange(4))
-        cache_bytes = 4 * 8 * 6                      # room for six projections
-
-        def __init__(self):
-            self._init_cache()
-
-        @staticmethod
-        def keys(classes, orients):
-            return np.asarray(orients, np.int64) * 10 + np.asarray(classes, np.int64)
-
-        def _project_class(self, k, orients):
-            o = np.asarray(orients, float)
-            return (o[:, None] * np.arange(1, 5) + k).reshape(len(o), 2, 2).astype(np.complex64)
-
-    toy = Toy()
-    first = np.arange(5)
-    toy.project(np.zeros(5, int), first)              # five cached
-    orients = np.arange(3, 9)                         # two hits and four misses: over the limit
-    got = toy.project(np.zeros(orients.size, int), orients)
-    assert np.array_equal(got, toy.project_uncached(np.zeros(orients.size, int), orients))
-
-
 def _brute_significant_count(w, fraction):
     """Per image: the number of heaviest samples needed before their sum reaches ``fraction``."""
     out = []

@@ -13,6 +13,10 @@ class CachedProjections:
     -> [n, N, N//2+1]`` (one class's centred half transforms), ``pix`` and ``xp``. The fine
     passes of different images ask for many of the same orientations within an iteration;
     each is projected once (up to ``cache_bytes``).
+
+    Storage never copies what it holds: each call's newly projected rows are kept as they were
+    computed, one block per call, and a cached projection is addressed by (block, row in it).
+    Growing the cache is appending a block (no bigger buffer, no copy of the rows so far).
     """
 
     cache_bytes = 1 << 30
@@ -22,24 +26,32 @@ class CachedProjections:
 
     def _init_cache(self):
         self._cache_keys = np.zeros(0, np.int64)       # sorted keys
-        self._cache_pos = np.zeros(0, np.int64)        # their rows in the buffer
-        self._cache_rows = self.xp.zeros((0, self.pix.size), self.xp.complex64)
-        self._cache_used = 0
+        self._cache_blk = np.zeros(0, np.int64)        # their block in _cache_blocks
+        self._cache_row = np.zeros(0, np.int64)        # and row in that block
+        self._cache_blocks = []                        # [n_b, M] arrays on xp, as projected
 
-    def _cache_append(self, rows) -> np.ndarray:
-        """Store ``rows`` in the buffer (capacity doubled when full, up to ``cache_bytes``); returns
-        their positions."""
-        xp, n = self.xp, rows.shape[0]
-        need = self._cache_used + n
-        if need > self._cache_rows.shape[0]:
-            most = max(need, self.cache_bytes // (8 * max(self.pix.size, 1)))
-            grown = xp.zeros((min(max(need, 2 * self._cache_rows.shape[0]), most), self.pix.size), xp.complex64)
-            grown[:self._cache_used] = self._cache_rows[:self._cache_used]
-            self._cache_rows = grown
-        self._cache_rows[self._cache_used:need] = rows
-        pos = np.arange(self._cache_used, need)
-        self._cache_used = need
-        return pos
+    def _cache_add(self, ukeys, rows):
+        """Keep ``rows`` (a new block) under the sorted distinct keys ``ukeys`` absent so far."""
+        allk = np.concatenate([self._cache_keys, ukeys])
+        allb = np.concatenate([self._cache_blk, np.full(ukeys.size, len(self._cache_blocks), np.int64)])
+        allr = np.concatenate([self._cache_row, np.arange(ukeys.size, dtype=np.int64)])
+        self._cache_blocks.append(rows)
+        order = np.argsort(allk, kind="stable")
+        self._cache_keys, self._cache_blk, self._cache_row = allk[order], allb[order], allr[order]
+
+    def _cache_gather(self, pos):
+        """``[J, M]``: the cached rows at sorted positions ``pos`` (one gather per block touched)."""
+        xp = self.xp
+        blk, row = self._cache_blk[pos], self._cache_row[pos]
+        used = np.unique(blk)
+        if used.size == 1:
+            return self._cache_blocks[int(used[0])][xp.asarray(row)]
+        out = xp.empty((pos.size, self.pix.size), xp.complex64)
+        order = np.argsort(blk, kind="stable")
+        bounds = np.searchsorted(blk[order], used)
+        for b, sel in zip(used, np.split(order, bounds[1:])):
+            out[xp.asarray(sel)] = self._cache_blocks[int(b)][xp.asarray(row[sel])]
+        return out
 
     def project_uncached(self, classes, orients, m: int | None = None, chunk: int | None = None):
         """``[J, M]`` (or ``[J, m]``) projections, computed class by class in chunks of ``chunk``
@@ -60,7 +72,6 @@ class CachedProjections:
         """``[J, M]`` (or ``[J, m]``, uncached) projections for (class, orientation) pairs, in order."""
         if m:
             return self.project_uncached(classes, orients, m)
-        xp = self.xp
         keys = self.keys(classes, orients)
         pos = np.searchsorted(self._cache_keys, keys)
         hit = np.zeros(keys.size, bool)
@@ -74,9 +85,6 @@ class CachedProjections:
                 miss = np.arange(keys.size)
                 ukeys, first = np.unique(keys, return_index=True)
             rows = self.project_uncached(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]])
-            allk = np.concatenate([self._cache_keys, ukeys])
-            allp = np.concatenate([self._cache_pos, self._cache_append(rows)])
-            order = np.argsort(allk, kind="stable")
-            self._cache_keys, self._cache_pos = allk[order], allp[order]
+            self._cache_add(ukeys, rows)
             pos = np.searchsorted(self._cache_keys, keys)
-        return self._cache_rows[xp.asarray(self._cache_pos[pos])]
+        return self._cache_gather(pos)
