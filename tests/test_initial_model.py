@@ -224,6 +224,21 @@ def test_initial_model_matches_the_true_map_up_to_the_hand(model, maps):
     assert model.finished
 
 
+def test_maps_are_zero_outside_the_particle_and_never_negative(model, particles):
+    """After every mini-batch the maps are non-negative and zero beyond the particle's radius plus
+    the mask's 3-pixel edge (counted on the voxel grid by hand); the same step without the two
+    constraints leaves negative density and density outside (so the check can fail)."""
+    refs = np.asarray(model.references)
+    z, y, x = np.indices(refs.shape[1:]) - BOX // 2
+    outside = np.sqrt(x ** 2 + y ** 2 + z ** 2) > 330 / PX / 2 + 3
+    assert refs.min() >= 0.0 and np.all(refs[:, outside] == 0.0)
+    free = InitialModel(particles, 1, schedule=SMALL, seed=1, particle_diameter_A=330, flatten_solvent=False,
+                        nonnegative=False)
+    free.step()
+    m = np.asarray(free.references)[0]
+    assert m.min() < -0.05 * m.max() and np.abs(m[outside]).max() > 0.01 * m.max()
+
+
 def test_symmetric_particles_give_a_symmetrised_map_on_the_groups_axes(maps, tmp_path):
     """C4 particles: the mini-batches run in C1, the result is turned onto the 4-fold and
     averaged over C4; it is C4-symmetric about z (measured to 1.4e-7 of the peak) and closer to
@@ -251,7 +266,7 @@ def test_resumed_run_continues_as_the_uninterrupted_one(particles, tmp_path):
     a.run(1, progress=False)
     a.save(tmp_path, "run")
     b = InitialModel.resume(tmp_path, prefix="run")
-    assert b.iteration == 1 and b.running is not None
+    assert b.iteration == 1 and b.running is not None and b.flatten_solvent and b.nonnegative
     a.run(progress=False)
     b.run(progress=False)
     np.testing.assert_allclose(b.references, a.references, rtol=1e-5, atol=1e-6 * np.abs(a.references).max())
@@ -338,3 +353,47 @@ def test_running_sums_forget_a_share_and_add_the_mini_batch():
     assert out.offset_moment == pytest.approx(batch.offset_moment * out.n / 40)
     assert out.bps[0].r_max == 3
     np.testing.assert_array_equal(old.bps[0].data, old_data)        # the running sums are unchanged
+
+
+def test_starts_are_ranked_by_how_well_they_explain_the_particles(particles, maps):
+    """The likelihood of the common particles ranks the true map above a featureless blob and
+    above another complex of the same size (the 60S alone): the truth explains them best."""
+    from cryolab.methods.initial_model.starts import score_starts
+    ims = [InitialModel(particles, 1, schedule=SMALL, seed=s, particle_diameter_A=330, n_starts=1) for s in range(3)]
+    ims[0].session.references = maps["80S"][None]
+    ims[2].session.references = maps["60S"][None]
+    scores = score_starts(ims, 200, SMALL.ini_resol_A, seed=0)
+    assert [sc.start for sc in scores] == [0, 1, 2]
+    assert scores[0].loglik > max(scores[1].loglik, scores[2].loglik) + 50
+
+
+def test_the_chosen_start_continues_as_it_would_alone(particles):
+    """With two starts, after the first phase the most likely one goes on: the maps equal those of
+    that start run alone (its own seed) for the same number of mini-batches."""
+    from cryolab.methods.initial_model.starts import start_seed
+    short = SMALL.changed(ini_iter=2, inbetween_iter=1, fin_iter=0)
+    both = InitialModel(particles, 1, schedule=short, seed=7, particle_diameter_A=330, n_starts=2)
+    both.run(progress=False)
+    scores = both.start_scores
+    assert len(scores) == 2 and both.n_starts == 2
+    best = max(scores, key=lambda sc: sc.loglik)
+    assert best.start == 1          # with seed 7 the second start wins (by 342): the switch is tested
+    alone = InitialModel(particles, 1, schedule=short, seed=start_seed(7, best.start), particle_diameter_A=330,
+                         n_starts=1)
+    alone.run(progress=False)
+    assert both.seed == alone.seed == best.seed
+    np.testing.assert_array_equal(np.asarray(both.references), np.asarray(alone.references))
+    assert [h.subset for h in both.history] == [st.subset for st in short.steps()]
+
+
+def test_a_run_saved_before_the_starts_are_compared_resumes_with_all_of_them(particles, tmp_path):
+    short = SMALL.changed(ini_iter=2, inbetween_iter=1, fin_iter=0, ini_subset=40, fin_subset=60)
+    a = InitialModel(particles, 1, schedule=short, seed=7, particle_diameter_A=330, n_starts=2)
+    a.run(1, progress=False)
+    a.save(tmp_path, "run")
+    b = InitialModel.resume(tmp_path, prefix="run")
+    assert len(b._others) == 1 and b.start_scores == []
+    a.run(progress=False)
+    b.run(progress=False)
+    assert [sc.seed for sc in b.start_scores] == [sc.seed for sc in a.start_scores] and b.seed == a.seed
+    np.testing.assert_allclose(b.references, a.references, rtol=1e-5, atol=1e-6 * np.abs(a.references).max())

@@ -10,6 +10,8 @@ symmetrised, as ``relion_align_symmetry``), every
 """
 from __future__ import annotations
 
+import argparse
+
 from .common import (add_common, check_output, load_particles, make_folder, positive_float, positive_int,
                      provenance_name, record, say)
 
@@ -37,7 +39,8 @@ def _cmd_initial_model(args) -> int:
         im = InitialModel(stack, args.K, schedule=schedule, sym=args.sym, particle_diameter_A=args.particle_diameter,
                           healpix_order=args.healpix_order, offset_range_px=args.offset_range,
                           offset_step_px=args.offset_step, tau2_fudge=args.tau2_fudge, ctf=args.ctf,
-                          seed=args.random_seed)
+                          seed=args.random_seed, flatten_solvent=args.flatten_solvent, nonnegative=args.nonnegative,
+                          n_starts=args.n_starts)
     make_folder(out)
     rec = record("initial_model", args, [args.continue_from or args.i])
 
@@ -56,7 +59,9 @@ def _cmd_initial_model(args) -> int:
     last = im.history[-1]
     rec.results = {"particles": len(stack), "K": im.K, "iterations": im.iteration,
                    "class_distribution": list(last.class_distribution), "final_resolution_A": last.resolution_A,
-                   "hand": "undetermined (a map and its mirror image fit the images equally)", "sym": im.sym}
+                   "hand": "undetermined (a map and its mirror image fit the images equally)", "sym": im.sym,
+                   "starts": [{"seed": sc.seed, "loglik": sc.loglik, "mean_pmax": sc.mean_pmax} for sc in im.start_scores],
+                   "start_seed": im.seed}
     if not is_c1(im.sym):
         rec.results["symmetry_alignment"] = [
             {"eulers_deg": list(a.eulers_deg), "cc_symmetry_mates": a.cc, "cc_symmetry_mates_before": a.cc_before}
@@ -114,5 +119,14 @@ def register(sub) -> None:
     p.add_argument("--tau2_fudge", type=positive_float, default=4.0, help="regularisation parameter T (default 4)")
     p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
     p.add_argument("--random_seed", type=int, default=0, help="seed of the mini-batches and starting maps")
+    p.add_argument("--n_starts", type=positive_int, default=3,
+                   help="independent starts of the first phase (--sgd_ini_iter mini-batches each); the most "
+                   "likely one continues (default 3; 1: a single run)")
+    p.add_argument("--flatten_solvent", action=argparse.BooleanOptionalAction, default=True,
+                   help="set the maps to zero outside a sphere of the particle diameter after every mini-batch "
+                   "(default on; RELION's --flatten_solvent --zero_mask)")
+    p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=True,
+                   help="set negative density to zero after every mini-batch (default on: without it the run "
+                   "often ends in a wrong map)")
     add_common(p)
     p.set_defaults(func=_cmd_initial_model)

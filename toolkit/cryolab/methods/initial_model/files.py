@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import CryolabInputError
 from ...io._files import atomic_path
 from .schedule import InitialModelIteration, SGDSchedule
+from .starts import StartScore
 
 __all__ = ["save_initial_model", "resume_initial_model"]
 
@@ -53,6 +54,8 @@ def save_initial_model(im, directory, prefix: str = "run") -> str:
     stem = save(im.session, d, prefix)
     if im.running is not None:
         _write_sums(im.running, f"{stem}_sums.npz")
+    for i, other in enumerate(im._others, start=1):     # starts still in their first phase
+        save_initial_model(other, d, f"{prefix}_start{i}")
     write_json(f"{stem}_initial_model.json", im.state())
     return stem
 
@@ -71,6 +74,9 @@ def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
     im._lock = threading.RLock()
     im.session, im.particles, im.seed = session, session.particles, int(state["seed"])
     im.sym, im._symmetry = str(state.get("sym", session.settings.sym)), None
+    # checkpoints written before these constraints existed ran without them
+    im.flatten_solvent = bool(state.get("flatten_solvent", False))
+    im.nonnegative = bool(state.get("nonnegative", False))
     im.schedule = SGDSchedule(**state["schedule"])
     im.iteration = int(state["iteration"])
     im.history = [InitialModelIteration(**{k: tuple(v) if isinstance(v, list) else v for k, v in h.items()})
@@ -79,4 +85,8 @@ def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
     if im.iteration > 0 and not sums.exists():
         raise CryolabInputError("the running sums of this checkpoint are missing", path=sums)
     im.running = _read_sums(sums, session.n, session.settings.K) if sums.exists() else None
+    im.n_starts = int(state.get("n_starts", 1))
+    im.start_scores = [StartScore(**sc) for sc in state.get("start_scores", [])]
+    im._others = [resume_initial_model(cls, directory, im.iteration, f"{prefix}_start{i}")
+                  for i in range(1, int(state.get("starts_running", 0)) + 1)]
     return im
