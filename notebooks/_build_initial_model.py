@@ -26,10 +26,14 @@ NB15 = [
     2. each iteration, align a small random **mini-batch** of particles against the current map
        (all orientations), and move the map part of the way towards that mini-batch's
        reconstruction;
-    3. go from coarse (35 Å, 100 particles) to finer resolution and larger mini-batches.
+    3. after every mini-batch, set the map to zero outside the particle and wherever it is
+       negative (density relative to the solvent is positive: a strong, physical prior);
+    4. go from coarse (35 Å, 100 particles) to finer resolution and larger mini-batches.
 
     Early on every orientation is as likely as any other; the noise of the small mini-batches
-    breaks the symmetry of the blob, and features grow from there.
+    breaks the symmetry of the blob, and features grow from there. A run can still settle on a
+    wrong map, so three **starts** run the coarse phase independently and the one whose map
+    explains the particles best (highest likelihood) goes on.
 
     **Learning goals**
 
@@ -41,7 +45,7 @@ NB15 = [
     """),
     quick_flag("32-pixel maps, 500 particles at SNR 1, 12 mini-batches, short refinements (about a minute)",
                "64-pixel maps, 3000 particles at SNR 0.05, RELION's resolutions; section 4 refines 600 of them "
-               "(about 30 minutes)"),
+               "(about 20-30 minutes on two cores)"),
     code(SETUP + MAP_HELPERS + """
     import tempfile
     from pathlib import Path
@@ -95,6 +99,9 @@ NB15 = [
     viewer.wait()                # if you pressed Run above, let it finish first
     im.run(progress=True, callback=lambda *_: viewer.refresh())   # the viewer redraws after every mini-batch
     print(f"{im.iteration} mini-batches; last: {im.history[-1].subset} particles at {im.history[-1].resolution_A:.0f} Å")
+    for sc in im.start_scores:   # the starts after the coarse phase: the most likely one went on
+        print(f"start {sc.start + 1}: log-likelihood {sc.loglik:,.0f}, mean pmax {sc.mean_pmax:.2f}"
+              + ("   <- continued" if sc.seed == im.seed else ""))
     """),
     md("""
     ## 3 · Compare with the truth: frame, shift and hand
