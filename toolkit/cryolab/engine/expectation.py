@@ -295,21 +295,27 @@ def sum_by_key(keys, *arrays):
     """Rows of ``arrays`` (each ``[J, ...]``) summed per distinct key ``keys [J]`` (int).
 
     Returns ``(first, *sums)``: the index of each distinct key's first row and the sums in
-    increasing key order.
+    increasing key order. Rows of one key are added in their order in ``arrays``; when every key
+    is distinct the sums are the rows themselves, sorted by key.
     """
     xp = get_xp(arrays[0])
-    ukeys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[order], np.arange(ukeys.size))
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], sk[1:] != sk[:-1]]))
     oi = xp.asarray(order)
-    return (first,) + tuple(_segment_sum(a[oi], starts, xp) for a in arrays)
+    if starts.size == keys.size:
+        return (order,) + tuple(a[oi] for a in arrays)
+    return (order[starts],) + tuple(_segment_sum(a[oi], starts, xp) for a in arrays)
 
 
 def _segment_sum(a, starts, xp):
     """Sums of consecutive row segments of ``a`` beginning at ``starts``."""
     if xp is np:
-        if a.dtype.kind == "c":
-            return np.add.reduceat(a.real, starts, axis=0) + 1j * np.add.reduceat(a.imag, starts, axis=0)
+        if a.dtype.kind == "c":            # real and imaginary parts side by side, summed as reals
+            flat = np.ascontiguousarray(a).reshape(a.shape[0], -1)
+            real = flat.view(flat.real.dtype)
+            return np.add.reduceat(real, starts, axis=0).view(a.dtype).reshape((starts.size,) + a.shape[1:])
         return np.add.reduceat(a, starts, axis=0)
     wide = xp.complex128 if a.dtype.kind == "c" else xp.float64     # differences of sums: in double
     c = xp.cumsum(a.astype(wide), axis=0)
