@@ -131,7 +131,7 @@ def _brute_sum_by_key(keys, a):
 def test_sum_by_key_equals_adding_rows_in_order(n_keys):
     """Repeated keys (7 distinct of 60) and all-distinct keys: first rows and sums (complex and
     real, 2D and 3D rows) equal the row-by-row loop: exactly on integer values (sums exact in
-    any order), to float32 rounding (1e-6 relative, measured 4e-7) on random ones."""
+    any order), to float32 rounding on random ones (1e-6 of the largest sum; measured 1.2e-7)."""
     rng = np.random.default_rng(1)
     keys = rng.choice(10_000, 60, replace=False) if n_keys >= 60 else rng.integers(0, n_keys, 60)
     for make in (lambda shape: rng.integers(-1000, 1000, shape), lambda shape: rng.normal(size=shape)):

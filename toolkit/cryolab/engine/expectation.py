@@ -304,7 +304,7 @@ def sum_by_key(keys, *arrays):
     sk = keys[order]
     starts = np.flatnonzero(np.concatenate([[True], sk[1:] != sk[:-1]]))
     oi = xp.asarray(order)
-    if starts.size == keys.size:
+    if starts.size >= keys.size:                    # every key distinct (or no rows)
         return (order,) + tuple(a[oi] for a in arrays)
     return (order[starts],) + tuple(_segment_sum(a[oi], starts, xp) for a in arrays)
 
