@@ -36,8 +36,10 @@ from .geometry import euler_to_matrix
 __all__ = ["FourierProjector", "FourierRotator2D", "project_real", "shift_ramps", "padded_size",
            "phase_shift_2d", "as_rotation_matrices"]
 
-# points interpolated per vectorised block (bounds the memory of the temporaries)
-_BLOCK_POINTS = 1 << 21
+# points interpolated per vectorised block: bounds the temporaries (~60 bytes a point) so that
+# they stay in the CPU caches and their memory is reused from block to block (2^21 was ~1.7x
+# slower at 64 px: fresh pages and cache misses)
+_BLOCK_POINTS = 1 << 17
 
 
 def as_rotation_matrices(rotations_or_eulers, xp=np):
@@ -151,67 +153,86 @@ class _PaddedHalfFT:
             acc *= size
         self.strides = strides
 
-    def sample(self, coords):
+    def sample(self, coords, out=None):
         """Interpolate at padded-grid frequencies ``coords`` (tuple in axis order, last = x).
 
         Returns ``[..., P]`` complex64 (leading axes of the data first, then the points' shape
-        flattened). Linear interpolation; ``x < 0`` points read the Hermitian mate.
+        flattened), written into ``out`` (contiguous) when given. Linear interpolation; ``x < 0``
+        points read the Hermitian mate.
         """
         xp = self.xp
         sign = xp.where(coords[-1] < 0, np.float32(-1), np.float32(1)).ravel()
         base, fracs = 0, []
         for axis, (c, stride) in enumerate(zip(coords, self.strides)):
             centred = axis < self.ndim - 1
-            c = c.ravel() * sign + np.float32(self.h if centred else 0)  # array index, >= 0
+            c = c.ravel() * sign
+            c += np.float32(self.h if centred else 0)  # array index, >= 0
             xp.clip(c, 0, (2 * self.h if centred else self.h) - 1e-3, out=c)
             i0 = c.astype(xp.int32)
             c -= i0
             fracs.append(c)
-            base = base + i0 * stride
+            base = i0 * stride if axis == 0 else base + i0 * stride
         weights, shifts = [None], [0]  # corners: products of (1 - f) or f over the axes
         for f, stride in zip(fracs, self.strides):
             g = 1 - f
             weights = [g if w is None else w * g for w in weights] + \
                       [f if w is None else w * f for w in weights]
             shifts = shifts + [s + stride for s in shifts]
-        val = None
-        for w, s in zip(weights, shifts):
-            term = xp.take(self.data[..., s:], base, axis=-1)
-            term *= w
-            if val is None:
-                val = term
+        lead = self.data.shape[:-1]
+        if out is None:
+            out = xp.empty(lead + (base.size,), dtype=xp.complex64)
+        val = out.reshape(lead + (base.size,))
+        for c, (w, s) in enumerate(zip(weights, shifts)):
+            term = self.data[..., s:][..., base]  # fancy indexing: ~2x faster than take in NumPy
+            if c == 0:
+                xp.multiply(term, w, out=val)
             else:
+                term *= w
                 val += term
         val.imag *= sign  # conj for the Hermitian mates
-        return val
+        return out
 
 
 class _SliceSampler:
-    """Frequencies of the output half grid inside ``max_shell`` and block-wise interpolation."""
+    """Frequencies inside ``max_shell`` (of the output half grid, or of a given pixel list ``kx``,
+    ``ky``) and block-wise interpolation at them; ``index``: their positions in the grid / list."""
 
-    def __init__(self, ft: _PaddedHalfFT, max_shell):
+    def __init__(self, ft: _PaddedHalfFT, max_shell, kx=None, ky=None):
         xp, n = ft.xp, ft.n
         shell = ft.max_shell if max_shell is None else min(float(max_shell), ft.max_shell)
-        ky, kx = rfft_grid(n, 2, xp, True)
-        inside = (kx ** 2 + ky ** 2).ravel() <= shell ** 2
+        if kx is None:
+            ky, kx = rfft_grid(n, 2, xp, True)
+        kx, ky = xp.asarray(kx).ravel(), xp.asarray(ky).ravel()
+        inside = (kx ** 2 + ky ** 2) <= shell ** 2
         self.index = xp.nonzero(inside)[0]
-        self.kx = kx.ravel()[self.index].astype(xp.float32)
-        self.ky = ky.ravel()[self.index].astype(xp.float32)
+        self.all_inside = int(self.index.size) == int(kx.size)
+        self.kx = kx[self.index].astype(xp.float32)
+        self.ky = ky[self.index].astype(xp.float32)
         self.n, self.xp = n, xp
 
-    def run(self, ft: _PaddedHalfFT, mats, coords_fn):
-        """Output ``[..., R, N, N//2+1]``; ``coords_fn(mats_block) -> coords [Rb, P]`` per axis."""
-        xp, n = self.xp, self.n
-        r = mats.shape[0]
-        lead = ft.data.shape[:-1]
-        out = xp.zeros(lead + (r, n * (n // 2 + 1)), dtype=xp.complex64)
+    def values(self, ft: _PaddedHalfFT, mats, coords_fn):
+        """``[..., R, P]`` at the ``P`` frequencies inside; ``coords_fn(mats_block) -> coords
+        [Rb, P]`` per axis. One output buffer, filled block by block (no zeroed grid)."""
+        xp = self.xp
+        r, lead = mats.shape[0], ft.data.shape[:-1]
         p = max(int(self.index.size), 1)
+        out = xp.empty(lead + (r, int(self.index.size)), dtype=xp.complex64)
         step = max(1, _BLOCK_POINTS // (p * max(1, int(np.prod(lead)))))
         for start in range(0, r, step):  # blocks of orientations, each fully vectorised
             blk = mats[start:start + step]
-            vals = ft.sample(coords_fn(blk))
-            out[..., start:start + blk.shape[0], self.index] = vals.reshape(
-                lead + (blk.shape[0], -1))
+            if lead:
+                out[..., start:start + blk.shape[0], :] = ft.sample(coords_fn(blk)).reshape(
+                    lead + (blk.shape[0], -1))
+            else:  # rows of out are contiguous: interpolate straight into them
+                ft.sample(coords_fn(blk), out=out[start:start + blk.shape[0]])
+        return out
+
+    def run(self, ft: _PaddedHalfFT, mats, coords_fn):
+        """Output ``[..., R, N, N//2+1]`` (zero outside ``max_shell``)."""
+        xp, n = self.xp, self.n
+        r, lead = mats.shape[0], ft.data.shape[:-1]
+        out = xp.zeros(lead + (r, n * (n // 2 + 1)), dtype=xp.complex64)
+        out[..., self.index] = self.values(ft, mats, coords_fn)
         return out.reshape(lead + (r, n, n // 2 + 1))
 
 
@@ -244,15 +265,40 @@ class FourierProjector:
         ``(kx, ky)`` takes the map's transform at ``A.T @ (kx, ky, 0)``; zero beyond
         ``max_shell`` (default: the projector's). Equals ``rfft2c`` of the projection image.
         """
-        xp = self.xp
-        mats = as_rotation_matrices(rotations, xp).astype(xp.float32) * np.float32(self.pad)
         smp = self._sampler(max_shell)
+        return smp.run(self.ft, self._padded_mats(rotations), self._coords_fn(smp))
 
+    def project_pixels(self, rotations, kx, ky, max_shell=None):
+        """The projections' transforms ``[R, M]`` (complex64) at the half-grid frequencies
+        ``kx``, ``ky`` ``[M]`` only (e.g. the likelihood pixels of :mod:`cryolab.engine`).
+
+        Equals ``project_ft(rotations, max_shell)`` read at those pixels, to the bit (the same
+        arithmetic per pixel), without making the full slices. Pass the same ``kx``, ``ky``
+        arrays call after call: their sampler is kept for the last pair seen.
+        """
+        key = None if max_shell is None else float(max_shell)
+        last = getattr(self, "_pixel_sampler", None)
+        if last is None or last[0] is not kx or last[1] is not ky or last[2] != key:
+            last = self._pixel_sampler = (kx, ky, key, _SliceSampler(self.ft, max_shell, kx, ky))
+        smp = last[3]
+        vals = smp.values(self.ft, self._padded_mats(rotations), self._coords_fn(smp))
+        if smp.all_inside:
+            return vals
+        xp = self.xp
+        out = xp.zeros((vals.shape[0], int(xp.asarray(kx).size)), dtype=xp.complex64)
+        out[:, smp.index] = vals
+        return out
+
+    def _padded_mats(self, rotations):
+        xp = self.xp
+        return as_rotation_matrices(rotations, xp).astype(xp.float32) * np.float32(self.pad)
+
+    @staticmethod
+    def _coords_fn(smp):
         def coords(m):  # padded-grid frequency A.T (kx, ky, 0) per axis (z, y, x)
             return tuple(m[:, 0, j, None] * smp.kx + m[:, 1, j, None] * smp.ky
                          for j in (2, 1, 0))
-
-        return smp.run(self.ft, mats, coords)
+        return coords
 
     def project(self, rotations_or_eulers, origins_px=None, ctf: CTFParams | None = None,
                 pixel_size_A: float | None = None, max_shell=None):

@@ -58,15 +58,26 @@ class CachedProjections:
         (default :attr:`project_chunk`) orientations (not cached)."""
         xp = self.xp
         chunk = int(chunk or self.project_chunk)
-        idx = self.pix.index[:m] if m else self.pix.index
-        out = xp.zeros((len(classes), idx.shape[0]), dtype=xp.complex64)
+        size = self.pix.size if not m else min(int(m), self.pix.size)
+        out = None
         for k in np.unique(classes):
             sel = np.flatnonzero(classes == k)
             for start in range(0, sel.size, chunk):
                 part = sel[start:start + chunk]
-                ft = self._project_class(int(k), orients[part])
-                out[xp.asarray(part)] = ft.reshape(len(part), -1)[:, idx]
-        return out
+                rows = self._project_class_pixels(int(k), orients[part], size)
+                if out is None and part.size == len(classes):
+                    out = rows                      # one class, one chunk: no copy
+                    continue
+                if out is None:
+                    out = xp.empty((len(classes), size), dtype=xp.complex64)
+                out[xp.asarray(part)] = rows
+        return xp.zeros((0, size), dtype=xp.complex64) if out is None else out
+
+    def _project_class_pixels(self, k: int, orients, m: int):
+        """``[n, m]``: one class's projections at the first ``m`` likelihood pixels (a sampler
+        may compute only those; this default reads them from :meth:`_project_class`)."""
+        ft = self._project_class(k, orients)
+        return ft.reshape(ft.shape[0], -1)[:, self.pix.index[:m]]
 
     def project(self, classes, orients, m: int | None = None):
         """``[J, M]`` (or ``[J, m]``, uncached) projections for (class, orientation) pairs, in order."""

@@ -126,6 +126,7 @@ class SphericalSampler(CachedProjections):
         self.trans = translation_grid(offset_range_px, offset_step_px)
         self.orientations = (healpix_orientations(self.order, self.psi_step_deg)
                              if orientations is None else np.asarray(orientations, float))
+        self._pixel_lists = {}                      # m -> the first m pixels' (kx, ky), kept for project_pixels
         self._init_cache()
 
     def coarse(self, m_coarse: int | None = None, orientations=None) -> SampleSet:
@@ -175,6 +176,15 @@ class SphericalSampler(CachedProjections):
     def _project_class(self, k: int, orients):
         rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
         return self.projectors[k].project_ft(self.xp.asarray(rots), max_shell=self.pix.max_shell)
+
+    def _project_class_pixels(self, k: int, orients, m: int):
+        """Only the first ``m`` likelihood pixels are interpolated (equal to :meth:`_project_class`
+        read at them, to the bit)."""
+        rots = euler_to_matrix(orients[:, 0], orients[:, 1], orients[:, 2])
+        if m not in self._pixel_lists:
+            self._pixel_lists[m] = (self.pix.kx[:m], self.pix.ky[:m])
+        kx, ky = self._pixel_lists[m]
+        return self.projectors[k].project_pixels(self.xp.asarray(rots), kx, ky, max_shell=self.pix.max_shell)
 
     def insert(self, backprojector, orients, D, W):
         """Add sums ``D``, ``W`` ``[J, M]`` at orientation rows to a 3D back-projector (as pixel lists)."""
