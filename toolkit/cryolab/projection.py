@@ -194,20 +194,24 @@ class _PaddedHalfFT:
 
 
 class _SliceSampler:
-    """Frequencies inside ``max_shell`` (of the output half grid, or of a given pixel list ``kx``,
-    ``ky``) and block-wise interpolation at them; ``index``: their positions in the grid / list."""
+    """Frequencies inside ``max_shell`` of the output half grid (``index``: their flat positions),
+    or a given pixel list ``kx``, ``ky`` (all of it; ``outside``: those beyond ``max_shell``), and
+    block-wise interpolation at them."""
 
     def __init__(self, ft: _PaddedHalfFT, max_shell, kx=None, ky=None):
         xp, n = ft.xp, ft.n
         shell = ft.max_shell if max_shell is None else min(float(max_shell), ft.max_shell)
         if kx is None:
             ky, kx = rfft_grid(n, 2, xp, True)
-        kx, ky = xp.asarray(kx).ravel(), xp.asarray(ky).ravel()
-        inside = (kx ** 2 + ky ** 2) <= shell ** 2
-        self.index = xp.nonzero(inside)[0]
-        self.all_inside = int(self.index.size) == int(kx.size)
-        self.kx = kx[self.index].astype(xp.float32)
-        self.ky = ky[self.index].astype(xp.float32)
+            kx, ky = kx.ravel(), ky.ravel()
+            inside = (kx ** 2 + ky ** 2) <= shell ** 2
+            self.index = xp.nonzero(inside)[0]
+            kx, ky = kx[self.index], ky[self.index]
+        else:  # a pixel list: interpolated whole (cheaper than a scatter), ``outside`` zeroed after
+            kx, ky = xp.asarray(kx).ravel(), xp.asarray(ky).ravel()
+            self.index = xp.arange(kx.size)
+            self.outside = xp.nonzero((kx ** 2 + ky ** 2) > shell ** 2)[0]
+        self.kx, self.ky = kx.astype(xp.float32), ky.astype(xp.float32)
         self.n, self.xp = n, xp
 
     def values(self, ft: _PaddedHalfFT, mats, coords_fn):
@@ -282,12 +286,8 @@ class FourierProjector:
             last = self._pixel_sampler = (kx, ky, key, _SliceSampler(self.ft, max_shell, kx, ky))
         smp = last[3]
         vals = smp.values(self.ft, self._padded_mats(rotations), self._coords_fn(smp))
-        if smp.all_inside:
-            return vals
-        xp = self.xp
-        out = xp.zeros((vals.shape[0], int(xp.asarray(kx).size)), dtype=xp.complex64)
-        out[:, smp.index] = vals
-        return out
+        vals[:, smp.outside] = 0
+        return vals
 
     def _padded_mats(self, rotations):
         xp = self.xp
