@@ -45,7 +45,7 @@ NB15 = [
     """),
     quick_flag("32-pixel maps, 500 particles at SNR 1, 12 mini-batches, short refinements (about a minute)",
                "64-pixel maps, 3000 particles at SNR 0.05, RELION's resolutions; section 4 refines 600 of them "
-               "(about 20-30 minutes on two cores)"),
+               "(30-50 minutes on two cores)"),
     code(SETUP + MAP_HELPERS + """
     import tempfile
     from pathlib import Path
