@@ -118,7 +118,7 @@ class MultiSetBackProjector(BackProjector):
         """One block of images: the sparse slice matrix ``S [3V, b]``, then ``sums += S @ w_sets``."""
         xp, sparse = get_xp(ft), _sparse(get_xp(ft))
         b, p = ft.shape[0], int(self._pix.size)
-        coords = self._slice_coords(rot).reshape(-1, 3)
+        coords = self._slice_coords(rot, self._kx, self._ky).reshape(-1, 3)
         vals = ft.reshape(b, -1)[:, self._pix].reshape(-1)
         wts = wt.reshape(b, -1)[:, self._pix].reshape(-1).astype(xp.float64)
         neg = coords[:, 0] < 0

@@ -59,7 +59,7 @@ class SliceGrid(BackProjector):
         xp, sparse = self.xp, _sparse(self.xp)
         rot = as_rotation_matrices(rotations, xp)
         b, p = rot.shape[0], self.n_pixels
-        coords = self._slice_coords(rot).reshape(-1, 3)
+        coords = self._slice_coords(rot, self._kx, self._ky).reshape(-1, 3)
         neg = coords[:, 0] < 0
         coords = xp.where(neg[:, None], -coords, coords)
         idx, w = _corners(coords, self.m)                   # [8, B * P]
