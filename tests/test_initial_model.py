@@ -242,9 +242,10 @@ def test_maps_are_zero_outside_the_particle_and_never_negative(model, particles)
 def test_symmetric_particles_give_a_symmetrised_map_on_the_groups_axes(maps, tmp_path):
     """C4 particles: the mini-batches run in C1, the result is turned onto the 4-fold and
     averaged over C4; it is C4-symmetric about z (measured to 1.4e-7 of the peak) and closer to
-    the truth than the C1 map it came from (FSC at 40 A measured 0.70 symmetrised vs 0.51 C1;
-    the group imposed from the blob onwards gave FSC < 0.5 beyond 77 A); the turned map
-    correlates with its mates at 0.96 (0.88 before the turn)."""
+    the truth than the C1 map it came from (FSC at 40 A measured 0.91 symmetrised vs 0.82 C1 with
+    the constraints and three starts; 0.70 vs 0.51 before them; the group imposed from the blob
+    onwards gave FSC < 0.5 beyond 77 A); the turned map correlates with its mates at 0.96 (0.88
+    before the turn)."""
     truth = _quarter_turns(maps["80S"])
     sim = simulate_particles({"c4": truth}, 400, PX, snr=1.0, seed=4, out_dir=tmp_path, name="c4")
     im = InitialModel(sim.star_path, 1, schedule=SMALL, seed=1, sym="C4", particle_diameter_A=330)
@@ -255,7 +256,7 @@ def test_symmetric_particles_give_a_symmetrised_map_on_the_groups_axes(maps, tmp
     shell_40A = BOX * PX / 40
     at40 = [np.interp(shell_40A, np.arange(BOX // 2 + 1), fsc(align_maps(m, truth, PX, resolution_A=30).aligned, truth))
             for m in (sym_map, c1_map)]
-    assert at40[0] >= at40[1] + 0.1 and at40[0] >= 0.6, at40
+    assert at40[0] >= at40[1] + 0.05 and at40[0] >= 0.8, at40
     assert im.symmetry()[0].cc >= 0.93
 
 
