@@ -148,3 +148,62 @@ def test_top_samples_of_long_rows_equal_a_full_sort():
     expect = -np.sort(-flat, axis=1)[:, :10]
     np.testing.assert_array_equal(np.take_along_axis(flat, top, 1), expect)
     assert top[2, 0] == 299_999 and top[2, 1] == 5
+
+
+def test_normalise_in_place_equals_the_plain_formula_to_the_bit():
+    """``normalise(..., overwrite=True)`` (a row at a time, into the log weights) gives the weights
+    and log-sums of the plain formula (a new array) exactly, and returns the input's buffer."""
+    rng = np.random.default_rng(7)
+    logw = rng.normal(scale=30, size=(5, 80, 9_000)).astype(np.float32)    # rows of 720,000 samples
+    w, lse = normalise(logw)
+    w2, lse2 = normalise(logw, overwrite=True)
+    assert w2 is logw
+    np.testing.assert_array_equal(w2, w)
+    np.testing.assert_array_equal(lse2, lse)
+
+
+def test_significant_mask_from_candidate_blocks_equals_brute_force():
+    """Peaked weights on long rows (the candidates lie in a few blocks of 128: only those are read):
+    the brute-force count, a mask of every sample at least as heavy as the lightest counted, and
+    the same count without the mask or with the block maxima given."""
+    from cryolab.engine.estep import BLOCK, _candidate_columns, block_maxima
+    rng = np.random.default_rng(11)
+    w = rng.random((4, 50, 701)) ** 50_000          # ~10 candidates a row, in 35,050 samples
+    w[1] = 0.0
+    w[1, 49, 700] = 1.0                              # all the weight in the tail after the last block
+    w[2] = 0.0                                       # no candidate: the best sample only
+    w /= np.maximum(w.reshape(4, -1).sum(1), 1e-300)[:, None, None]
+    w = w.astype(np.float32)
+    flat = w.reshape(4, -1)
+    thr = 0.001 / flat.shape[1]
+    assert _candidate_columns(flat, block_maxima(flat), thr) is not None     # the block path is taken
+    mask, count = significant_mask(w, 0.999)
+    want = _brute_significant_count(w, 0.999)
+    want[2] = 1
+    np.testing.assert_array_equal(count, want)
+    for b in range(4):
+        lightest = np.sort(flat[b])[::-1][count[b] - 1] if b != 2 else np.inf
+        expect = flat[b] >= lightest
+        expect[np.argmax(flat[b])] = True
+        np.testing.assert_array_equal(mask[b].ravel(), expect)
+    assert significant_mask(w, 0.999, mask=False)[0] is None
+    np.testing.assert_array_equal(significant_mask(w, 0.999, mask=False)[1], count)
+    np.testing.assert_array_equal(significant_mask(w, 0.999, block_max=block_maxima(flat, BLOCK))[0], mask)
+
+
+@pytest.mark.parametrize("lpo_rows", [None, 1, 3])
+def test_log_prior_added_in_place_equals_the_full_array_to_the_bit(lpo_rows):
+    """``_add_log_prior`` (a few translations at a time, in place) equals ``s + _log_prior(...)``."""
+    from cryolab.engine.expectation import _add_log_prior, _log_prior
+    rng = np.random.default_rng(5)
+    B, T, J, K = 3, 81, 9_000, 4
+    s = rng.normal(scale=100, size=(B, T, J)).astype(np.float32)
+    log_pdf = np.log(rng.dirichlet(np.ones(K))).astype(np.float32)
+    classes = rng.integers(0, K, J)
+    lpo = None if lpo_rows is None else rng.normal(size=(lpo_rows, J)).astype(np.float32)
+    offsets = rng.normal(size=(B, 2))
+    trans = translation_grid(5, 1)
+    want = s + _log_prior(log_pdf, classes, lpo, offsets, trans, 2.5)
+    got = _add_log_prior(s, log_pdf, classes, lpo, offsets, trans, 2.5)
+    assert got is s
+    np.testing.assert_array_equal(got, want)

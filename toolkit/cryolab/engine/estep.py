@@ -25,7 +25,7 @@ from ..backend import get_xp
 from ..fourier import rfft_grid
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
-           "image_terms", "score", "normalise", "significant_mask"]
+           "image_terms", "score", "normalise", "row_slices", "significant_mask", "block_maxima"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_te
     if mode == "maxcc":
         norm_cp = xp.sqrt(xp.maximum((c * c) @ P2.T, 1e-30))                       # [B, J]
         norm_x = xp.sqrt(xp.sum(xp.abs(X) ** 2, axis=1))                            # [B]
-        out = cross / (norm_cp[:, None, :] * xp.maximum(norm_x, 1e-30)[:, None, None])
+        cross /= norm_cp[:, None, :] * xp.maximum(norm_x, 1e-30)[:, None, None]      # in place
+        out = cross
     else:
         Q = (c * c * (0.5 * w)) @ P2.T                                              # [B, J]
         cross -= Q[:, None, :]
@@ -145,54 +146,120 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_te
     return (out, Yc) if return_terms else out
 
 
-def normalise(logw, axis=None):
+def normalise(logw, axis=None, *, overwrite: bool = False):
     """Posterior weights from log weights ``[B, ...]``: each image's weights sum to 1.
 
     Returns ``(weights, logsumexp)``; ``logsumexp`` is ``[B]``. The exponentials are taken in
     float32 after subtracting each image's maximum (weights that underflow float32 become 0)
-    and summed in double.
+    and summed in double. ``overwrite=True`` (a C-contiguous float32 ``logw``) writes the weights
+    into ``logw`` itself, an image at a time (NumPy: its row stays in cache between the passes),
+    with the same values to the bit.
     """
     xp = get_xp(logw)
     flat = logw.reshape(logw.shape[0], -1)
-    mx = flat.max(axis=1, keepdims=True)
-    e = xp.exp((flat - mx).astype(xp.float32, copy=False))
-    s = e.sum(axis=1, keepdims=True, dtype=xp.float64)
-    e /= s.astype(xp.float32)
-    return e.reshape(logw.shape), (mx + xp.log(s))[:, 0]
+    if not (overwrite and flat.dtype == xp.float32 and flat.flags.c_contiguous):
+        mx = flat.max(axis=1, keepdims=True)
+        e = xp.exp((flat - mx).astype(xp.float32, copy=False))
+        s = e.sum(axis=1, keepdims=True, dtype=xp.float64)
+        e /= s.astype(xp.float32)
+        return e.reshape(logw.shape), (mx + xp.log(s))[:, 0]
+    b = flat.shape[0]
+    mx = xp.empty((b, 1), xp.float32)
+    s = xp.empty((b, 1), xp.float64)
+    for rows in row_slices(flat):
+        part = flat[rows]
+        xp.max(part, axis=1, keepdims=True, out=mx[rows])
+        xp.subtract(part, mx[rows], out=part)
+        xp.exp(part, out=part)
+        xp.sum(part, axis=1, keepdims=True, dtype=xp.float64, out=s[rows])
+        part /= s[rows].astype(xp.float32)
+    return logw, (mx + xp.log(s))[:, 0]
 
 
-def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22):
+def row_slices(flat, max_entries: int = 1 << 21):
+    """Slices of consecutive rows of ``flat [b, n]`` to take one at a time: on NumPy as many rows
+    as hold about ``max_entries`` (at least one), so that several passes over a slice find it in
+    cache; on a GPU all rows at once (one kernel per pass)."""
+    b, n = flat.shape
+    step = max(1, max_entries // max(n, 1)) if get_xp(flat) is np else max(b, 1)
+    return [slice(lo, min(b, lo + step)) for lo in range(0, b, step)]
+
+
+def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, mask: bool = True,
+                     block_max=None):
     """Per image, the smallest set of samples holding ``fraction`` of its weight (RELION's adaptive fraction).
 
-    ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape and
-    the count of significant samples per image (at least 1). Each image's weights are sorted;
-    only candidates are summed: samples below ``(1 - fraction) / S`` (``S`` samples per image)
-    together hold less than ``1 - fraction``, so the smallest set never needs them. The mask
-    keeps every sample at least as heavy as the lightest one counted (ties at that weight all
-    kept, so it may hold more than the count). Images are taken ``chunk`` samples at a time
-    to bound memory.
+    ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape (None with
+    ``mask=False``) and the count of significant samples per image (at least 1). Each image's
+    weights are sorted; only candidates are summed: samples below ``(1 - fraction) / S`` (``S``
+    samples per image) together hold less than ``1 - fraction``, so the smallest set never needs
+    them. The mask keeps every sample at least as heavy as the lightest one counted (ties at that
+    weight all kept, so it may hold more than the count). Images are taken ``chunk`` samples at a
+    time to bound memory. When the candidates lie in few blocks of :data:`BLOCK` samples, only
+    those blocks are read after one pass of block maxima (``block_max``, :func:`block_maxima` of
+    the flat weights, when the caller has it).
     """
     xp = get_xp(weights)
     flat = weights.reshape(weights.shape[0], -1)
     b, n = flat.shape
     thr = (1.0 - fraction) / n
-    mask = xp.zeros_like(flat, dtype=bool)
+    out = xp.zeros_like(flat, dtype=bool) if mask else None
     count = xp.zeros(b, dtype=xp.int64)
     step = max(1, chunk // max(n, 1))
     for lo in range(0, b, step):
         part = flat[lo:lo + step]
-        ncand = (part >= thr).sum(axis=1)
+        idx = None
+        if thr > 0 and n >= 16 * BLOCK:
+            bm = block_maxima(part) if block_max is None else block_max[lo:lo + step]
+            idx = _candidate_columns(part, bm, thr)
+        vals = part if idx is None else xp.take_along_axis(part, idx, 1)      # every candidate of each row
+        cand = vals >= thr
+        ncand = cand.sum(axis=1)
         m = max(int(ncand.max()), 1)                                  # candidates of the richest image
-        top = _heaviest(part, part >= thr, ncand, m)                 # heaviest first
+        top = _heaviest(vals, cand, ncand, m)                         # heaviest first
         d = top.astype(xp.float64)
         before = xp.cumsum(d, axis=1) - d                             # weight of the heavier ones
         c = xp.maximum(((before < fraction) & (top >= thr)).sum(axis=1), 1)
+        count[lo:lo + step] = c
+        if not mask:
+            continue
         lightest = xp.take_along_axis(top, (c - 1)[:, None], axis=1)
         lightest = xp.where(ncand[:, None] > 0, lightest, xp.inf)     # no candidate: the best one only
-        mask[lo:lo + step] = part >= lightest
-        count[lo:lo + step] = c
-    mask[xp.arange(b), xp.argmax(flat, axis=1)] = True          # the best sample, always
-    return mask.reshape(weights.shape), count
+        if idx is None:
+            out[lo:lo + step] = part >= lightest
+        else:               # the samples at least as heavy as the lightest counted are all candidates
+            out[lo:lo + step][xp.arange(part.shape[0])[:, None], idx] = vals >= lightest
+    if mask:
+        out[xp.arange(b), xp.argmax(flat, axis=1)] = True           # the best sample, always
+        out = out.reshape(weights.shape)
+    return out, count
+
+
+#: samples per block of :func:`block_maxima`
+BLOCK = 128
+
+
+def block_maxima(flat, block: int = BLOCK):
+    """``[b, n // block]``: the maximum of each whole block of ``block`` consecutive entries of each
+    row of ``flat [b, n]`` (the tail of fewer than ``block`` entries left out)."""
+    b, n = flat.shape
+    return flat[:, :n // block * block].reshape(b, -1, block).max(axis=2)
+
+
+def _candidate_columns(part, bm, thr, block: int = BLOCK):
+    """Columns ``[b, L]`` of each row of ``part [b, n]`` that hold every entry ``>= thr`` (the
+    blocks whose maximum ``bm`` reaches it, as many for every row, and the tail); None when that is
+    more than an eighth of the row (a plain pass is then as fast)."""
+    xp = get_xp(part)
+    b, n = part.shape
+    head = bm.shape[1] * block
+    k = max(int((bm >= thr).sum(axis=1).max()), 1)
+    if 8 * (k * block + n - head) >= n:
+        return None
+    # the k blocks with the largest maxima hold every block that reaches thr (at most k per row)
+    blocks = xp.argpartition(-bm, k - 1, axis=1)[:, :k]
+    idx = (blocks[:, :, None] * block + xp.arange(block)).reshape(b, -1)
+    return xp.concatenate([idx, xp.broadcast_to(xp.arange(head, n), (b, n - head))], axis=1)
 
 
 def _heaviest(part, cand, ncand, m: int):

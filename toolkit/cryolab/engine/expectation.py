@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..projection import shift_ramps
-from .estep import image_terms, normalise, score, significant_mask
+from .estep import BLOCK, block_maxima, image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
 
@@ -63,10 +63,35 @@ class BatchResult:
 def _log_prior(log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px):
     """``[b, T, J]`` log prior: class + orientation ``lpo [b or 1, J]`` + Gaussian offset prior."""
     xp = get_xp(log_pdf_class)
-    tot = offsets_px[:, None, :] + trans[None, :, :]
-    lpt = xp.asarray(-(tot ** 2).sum(-1) / (2 * sigma_offset_px ** 2), dtype=xp.float32)
+    lpt = _offset_log_prior(xp, offsets_px, trans, sigma_offset_px)
     lp = log_pdf_class[xp.asarray(classes)][None, None, :] + lpt[:, :, None]
     return lp if lpo is None else lp + lpo[:, None, :]
+
+
+def _offset_log_prior(xp, offsets_px, trans, sigma_offset_px):
+    """``[b, T]`` float32: the Gaussian prior of each image's total offset ``offsets_px + trans``."""
+    tot = offsets_px[:, None, :] + trans[None, :, :]
+    return xp.asarray(-(tot ** 2).sum(-1) / (2 * sigma_offset_px ** 2), dtype=xp.float32)
+
+
+def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px):
+    """``s += _log_prior(...)`` in place, the same sums to the bit; on NumPy a few translations of
+    one image at a time (the prior's rows stay in cache; no array of the size of ``s``)."""
+    xp = get_xp(s)
+    if xp is not np:
+        s += _log_prior(log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px)
+        return s
+    lpc = log_pdf_class[classes][None, :]                                   # [1, J]
+    lpt = _offset_log_prior(xp, offsets_px, trans, sigma_offset_px)        # [b, T]
+    b, T, J = s.shape
+    step = max(1, (1 << 18) // max(J, 1))
+    for i in range(b):
+        for lo in range(0, T, step):
+            lp = lpc + lpt[i, lo:lo + step, None]
+            if lpo is not None:
+                lp += lpo[i if lpo.shape[0] > 1 else 0][None, :]
+            s[i, lo:lo + step] += lp
+    return s
 
 
 #: local searches score each image against its own orientations only when, on average, an image
@@ -129,14 +154,14 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     else:
         s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True)
     if mode != "maxcc":
-        s += _log_prior(log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
+        _add_log_prior(s, log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
         s = get_xp(s).where((lpo > NEG / 2)[:, None, :], s, NEG)
     acc = _Accumulator(sampler, accumulate, inv_sigma2, mode, max_fine_samples)
     if mode == "maxcc" or oversampling == 0:
         return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,
                        log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
-    w, _ = normalise(s)
+    w, _ = normalise(s, overwrite=True)                                # s holds the weights now
     sig = significant_mask(w, adaptive_fraction)[0]                   # [B, T, J], stays where w is
     del s, Yc, w
     nt_child, no_child = 4 ** oversampling, sampler.n_children(oversampling)
@@ -169,7 +194,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
-            sg += _log_prior(log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
+            _add_log_prior(sg, log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
             xp.copyto(sg, NEG, where=~allowed)          # in place: no second array of the group's size
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
@@ -270,17 +295,18 @@ class _Accumulator:
         self.row_of, self.classes, self.orients, self.D, self.W = {}, [], [], None, None
 
 
-def _top(flat, n: int, block: int = 128):
+def _top(flat, n: int, block: int = BLOCK, block_max=None):
     """Column indices of the ``n`` largest entries of each row, largest first.
 
     Long rows are cut into blocks of ``block`` entries: the ``n`` largest entries lie in the
-    ``n`` blocks with the largest maxima, so only those blocks (and the tail) are searched.
+    ``n`` blocks with the largest maxima (``block_max``: :func:`~.estep.block_maxima` of ``flat``
+    when the caller has them), so only those blocks (and the tail) are searched.
     """
     xp = get_xp(flat)
     nb, S = flat.shape
     if S > 16 * n * block:
         head = S // block * block
-        bmax = flat[:, :head].reshape(nb, -1, block).max(axis=2)
+        bmax = block_maxima(flat, block) if block_max is None or block != BLOCK else block_max
         blocks = xp.argpartition(-bmax, n - 1, axis=1)[:, :n]
         idx = (blocks[:, :, None] * block + xp.arange(block)).reshape(nb, -1)
         idx = xp.concatenate([idx, xp.broadcast_to(xp.arange(head, S), (nb, S - head))], axis=1)
@@ -337,18 +363,19 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
     for g, ss, lw, yc in parts:
         nb = len(g)
         T, J = lw.shape[1], lw.shape[2]
-        if mode == "maxcc":
+        if mode == "maxcc":              # all the weight on the best sample (lw overwritten)
             flat = lw.reshape(nb, -1)
             best = flat.argmax(axis=1)
-            w = xp.zeros_like(flat)
-            w[xp.arange(nb), best] = 1.0
-            w = w.reshape(lw.shape)
-            lse = flat.max(axis=1)
+            lse = flat[xp.arange(nb), best]
+            flat.fill(0)
+            flat[xp.arange(nb), best] = 1.0
+            w = lw
         else:
-            w, lse = normalise(lw)
-        nsig = significant_mask(w, adaptive_fraction)[1]
+            w, lse = normalise(lw, overwrite=True)
         # per-image results only come to the host (the weights stay where they are)
         flat = w.reshape(nb, -1)
+        bmax = block_maxima(flat) if flat.shape[1] >= 16 * BLOCK else None
+        nsig = significant_mask(w, adaptive_fraction, mask=False, block_max=bmax)[1]
         best = to_numpy(flat.argmax(axis=1))
         bt, bj = np.unravel_index(best, (T, J))
         out["best_class"][g] = ss.classes[bj]
@@ -361,7 +388,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         wj = w.sum(axis=1)                                                       # [nb, J]
         out["class_posterior"][g] = to_numpy(xp.stack([wj[:, xp.asarray(ss.classes == k)].sum(axis=1)
                                                        for k in range(K)], axis=1))
-        top = _top(flat, n_top)
+        top = _top(flat, n_top, block_max=bmax)
         top_w = to_numpy(xp.take_along_axis(flat, top, 1))
         top = to_numpy(top)
         for i, b in enumerate(g):
