@@ -12,7 +12,7 @@ import numpy as np
 from ..backend import to_device, to_numpy
 from ..ctf import CTFParams, ctf_2d
 from ..fourier import irfft2c, irfft3c, radial_average, rfft2c, rfft3c, rfft_grid, shell_index
-from .interpolation import _BLOCK_ENTRIES, _corners, _mirror_index, _padded_size, _scatter_add
+from .interpolation import _BLOCK_ENTRIES, _mirror_index, _padded_size, _splat
 from .wiener import _plain_ratio, tau2_from_fsc
 
 
@@ -46,25 +46,28 @@ class _FourierAccumulator:
         self._ky = ky.ravel()[self._pix].astype(xp.float64)
 
     # ------------------------------------------------------------------ insertion
+    def _slice_axes(self, poses):
+        """``[R, 2, d]``: per pose, the padded-grid vectors (x, y[, z]) of image frequencies
+        ``kx = 1`` and ``ky = 1``."""
+        raise NotImplementedError
+
     def _slice_coords(self, poses, kx, ky):
         """Padded-grid coordinates ``[R, P, d]`` (x, y[, z]) of pixels ``(kx, ky)`` ``[P]`` (float64)."""
-        raise NotImplementedError
+        a = self._slice_axes(poses)
+        return kx[None, :, None] * a[:, None, 0, :] + ky[None, :, None] * a[:, None, 1, :]
 
     def _insert_block(self, vals, wts, poses, kx, ky):
         # double-precision coordinates and weights (single would be ~1.3x faster here but moves
         # classification results by ~1e-4 relative after a few iterations); each complex value
-        # is added in one pass (NumPy), ~3x faster than two passes over its interleaved parts
+        # is added in one pass (NumPy), ~3x faster than two passes over its interleaved parts.
+        # The coordinates are formed axis by axis (contiguous [R, P] each, the same values as
+        # _slice_coords) and placed by _splat (the same sums as _corners + _scatter_add, bit for bit)
         xp = self.xp
-        coords = self._slice_coords(poses, kx, ky).reshape(-1, self.ndim)
-        vals = vals.reshape(-1)
-        wts = wts.reshape(-1).astype(xp.float64)
-        neg = coords[:, 0] < 0                     # x < 0: insert at the Hermitian mate, conjugated
-        coords = xp.where(neg[:, None], -coords, coords)
-        vals = xp.where(neg, vals.conj(), vals)
-        idx, w = _corners(coords, self.m)
-        idx = idx.reshape(-1)
-        _scatter_add(self.data.reshape(-1), idx, (w * vals).reshape(-1))
-        _scatter_add(self.weight.reshape(-1), idx, (w * wts).reshape(-1))
+        a = self._slice_axes(poses)
+        axes = [(kx[None, :] * a[:, 0, j, None] + ky[None, :] * a[:, 1, j, None]).reshape(-1)
+                for j in range(self.ndim)]
+        _splat(self.data.reshape(-1), self.weight.reshape(-1), axes, vals.reshape(-1),
+               wts.reshape(-1).astype(xp.float64), self.m)
 
     def _insert_rows(self, vals, wts, poses, cols, kx, ky):
         """Insert rows ``vals``/``wts`` ``[R, Q]`` at their columns ``cols`` (pixels ``kx``, ``ky``

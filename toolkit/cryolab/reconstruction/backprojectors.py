@@ -28,9 +28,8 @@ class BackProjector(_FourierAccumulator):
 
     ndim = 3
 
-    def _slice_coords(self, rotations, kx, ky):
-        a = rotations * self.pad  # A.T (kx, ky, 0) = kx * A[0, :] + ky * A[1, :]
-        return kx[None, :, None] * a[:, None, 0, :] + ky[None, :, None] * a[:, None, 1, :]
+    def _slice_axes(self, rotations):
+        return rotations * self.pad  # A.T (kx, ky, 0) = kx * A[0, :] + ky * A[1, :]
 
     def insert(self, ft_slices, weight_slices, rotations):
         """Add slices ``[R, N, N//2+1]`` (complex, e.g. ``sum w C X``) and their weights
@@ -95,9 +94,8 @@ class BackProjector2D(_FourierAccumulator):
 
     ndim = 2
 
-    def _slice_coords(self, psi_deg, kx, ky):
-        a = euler_to_matrix(0.0, 0.0, psi_deg)[:, :2, :2] * self.pad
-        return kx[None, :, None] * a[:, None, 0, :] + ky[None, :, None] * a[:, None, 1, :]
+    def _slice_axes(self, psi_deg):
+        return euler_to_matrix(0.0, 0.0, psi_deg)[:, :2, :2] * self.pad
 
     def insert(self, ft_slices, weight_slices, psi_deg):
         """Add slices ``[R, N, N//2+1]`` and weights (None = 1) rotated back by ``psi_deg`` ``[R]``."""
