@@ -207,3 +207,19 @@ def test_log_prior_added_in_place_equals_the_full_array_to_the_bit(lpo_rows):
     got = _add_log_prior(s, log_pdf, classes, lpo, offsets, trans, 2.5)
     assert got is s
     np.testing.assert_array_equal(got, want)
+
+
+def test_scores_into_a_reused_buffer_equal_a_new_array():
+    """``score(..., scratch=Scratch())``: the same scores to the bit, written into one buffer that
+    later (smaller) batches reuse and a larger one replaces."""
+    from cryolab.engine.estep import Scratch
+    pix, X, C, s2, P, ramps = _problem(6, B=3, T=4, J=5)
+    scratch = Scratch()
+    for mode in ("map", "maxcc"):
+        got = score(X, C, 1 / s2, P, ramps, mode=mode, scratch=scratch)
+        np.testing.assert_array_equal(got, score(X, C, 1 / s2, P, ramps, mode=mode))
+    small = score(X[:2], C[:2], 1 / s2, P, ramps, scratch=scratch)
+    assert np.shares_memory(small, got)
+    np.testing.assert_array_equal(small, score(X[:2], C[:2], 1 / s2, P, ramps))
+    big = score(np.concatenate([X, X]), np.concatenate([C, C]), 1 / s2, P, ramps, scratch=scratch)
+    assert big.shape == (6, 4, 5) and not np.shares_memory(big, got)

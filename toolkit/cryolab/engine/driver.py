@@ -24,7 +24,7 @@ import numpy as np
 from ..backend import get_xp, resolve_backend, to_numpy
 from ..reconstruction import BackProjector, BackProjector2D
 from ..projection import shift_ramps
-from .estep import fourier_pixels
+from .estep import Scratch, fourier_pixels
 from .expectation import NEG, SampleSet, expectation_batch, sum_by_key
 from .images import prepare_batch
 from .memory import BATCH_SHARE, BYTES_PER_SAMPLE, CACHE_SHARE, accumulator_dtype, available_bytes
@@ -170,6 +170,7 @@ class EStepWorker:
         sampler.project_chunk = int(min(sampler.project_chunk, max(16, CACHE_SHARE * budget // per_orientation)))
         # the fine pass of a batch keeps to the batch's share of the budget, as its coarse pass
         self._max_fine_samples = int(BATCH_SHARE * budget) // BYTES_PER_SAMPLE
+        self._scratch = Scratch()             # the scores' buffer, reused by the worker's batches
         self.sampler = sampler
         fixed = self.dim == 3 and s.skip_align
         self.local = self.dim == 3 and not fixed and bool(s.sigma_ang_deg)
@@ -211,7 +212,7 @@ class EStepWorker:
             offsets_px=offsets_px, sigma_offset_px=inp.sigma_offset_px, mode=inp.mode,
             oversampling=oversampling, adaptive_fraction=s.adaptive_fraction,
             translation_step_px=s.offset_step_px, accumulate=self._accumulate, orient_log_prior=prior,
-            max_fine_samples=self._max_fine_samples)
+            max_fine_samples=self._max_fine_samples, scratch=self._scratch)
         sums.residual = sums.residual + extra["residual"]
         sums.offset_moment += extra["offset_moment"]
         sums.class_weight += res.class_posterior.sum(axis=0)
@@ -228,6 +229,7 @@ class EStepWorker:
 
     def finish(self) -> "EStepSums":
         """The M-step sums of all batches run so far (inserts what is still buffered)."""
+        self._scratch = Scratch()                        # the scores' buffer freed before the insertion
         self._buffer.flush()
         return self.sums
 

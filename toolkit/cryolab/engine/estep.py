@@ -25,7 +25,7 @@ from ..backend import get_xp
 from ..fourier import rfft_grid
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
-           "image_terms", "score", "normalise", "row_slices", "significant_mask", "block_maxima"]
+           "image_terms", "Scratch", "score", "normalise", "row_slices", "significant_mask", "block_maxima"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,25 @@ def image_terms(X, ctf, weight, ramps):
     return out.reshape(B * T, 2 * M)
 
 
-def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_terms: bool = False):
+class Scratch:
+    """A float32 buffer reused by the coarse scores of successive batches (grown when a batch needs
+    more). A fresh array of a batch's scores (hundreds of MB) has its pages faulted in by the first
+    pass that writes it, which can cost as much as the GEMM that fills it; a reused one does not."""
+
+    def __init__(self):
+        self._buf = None
+
+    def take(self, shape, xp):
+        """A C-contiguous float32 array of ``shape`` on the buffer (its previous contents are lost)."""
+        n = int(np.prod(shape))
+        if self._buf is None or self._buf.size < n or get_xp(self._buf) is not xp:
+            self._buf = None                                  # the old one freed before the new one is made
+            self._buf = xp.empty(n, xp.float32)
+        return self._buf[:n].reshape(shape)
+
+
+def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_terms: bool = False,
+          scratch: Scratch | None = None):
     """Scores ``[B, T, J]`` (larger = better) of images against references x translations.
 
     ``X``: ``[B, M]`` complex images; ``ctf``: ``[B, M]`` real (or None = 1);
@@ -123,7 +141,8 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_te
     ``mode="map"``/``"ml"`` returns ``-(diff2 - A_b)`` = ``cross - Q`` (add log priors,
     then normalise); ``mode="maxcc"`` returns the cross-correlation
     ``Re<X_t, C P> / (|X| |C P|)`` (with ``sigma2`` = 1). With ``return_terms``
-    also returns ``Yc`` from :func:`image_terms` (reused by the M-step).
+    also returns ``Yc`` from :func:`image_terms` (reused by the M-step). With ``scratch``
+    (:class:`Scratch`) the scores are written into its buffer (valid until its next use).
     """
     xp = get_xp(X)
     B, M = X.shape
@@ -132,7 +151,13 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_te
     w = xp.ones(M, xp.float32) if mode == "maxcc" else inv_sigma2.astype(xp.float32)
     if Yc is None:
         Yc = image_terms(X, c, w, ramps)
-    cross = (Yc @ split_complex(P).T).reshape(B, T, -1)                            # the GEMM
+    Pt = split_complex(P).T
+    if scratch is None:
+        cross = (Yc @ Pt).reshape(B, T, -1)                                        # the GEMM
+    else:
+        cross = scratch.take((B * T, Pt.shape[1]), xp)
+        xp.matmul(Yc, Pt, out=cross)                                                # the GEMM, in place
+        cross = cross.reshape(B, T, -1)
     P2 = (P.real ** 2 + P.imag ** 2).astype(xp.float32)                            # [J, M]
     if mode == "maxcc":
         norm_cp = xp.sqrt(xp.maximum((c * c) @ P2.T, 1e-30))                       # [B, J]
@@ -203,7 +228,7 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
     flat = weights.reshape(weights.shape[0], -1)
     b, n = flat.shape
     thr = (1.0 - fraction) / n
-    out = xp.zeros_like(flat, dtype=bool) if mask else None
+    out = xp.zeros(flat.shape, dtype=bool) if mask else None     # NumPy: pages zeroed when touched
     count = xp.zeros(b, dtype=xp.int64)
     step = max(1, chunk // max(n, 1))
     for lo in range(0, b, step):

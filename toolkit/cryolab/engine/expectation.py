@@ -122,7 +122,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
                       n_top=10, accumulate=None, orient_log_prior=None, fine_pass="auto",
-                      max_fine_samples=None):
+                      max_fine_samples=None, scratch=None):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
@@ -137,7 +137,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     ``max_fine_samples`` (None: no limit) bounds the memory of the fine pass: a union is scored
     for consecutive groups of images of at most this many fine samples each, and the M-step sums
     are formed for at most this many samples' worth of orientations at a time (a single image
-    whose own rectangle is larger is scored alone). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
+    whose own rectangle is larger is scored alone). ``scratch`` (:class:`~.estep.Scratch`, None: a new
+    array) holds the scores of the coarse pass and then of each fine group, reused from batch to batch. Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
     if fine_pass not in ("auto", "union", "per_image"):
@@ -152,7 +153,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     if allowed is not None and allowed.mean() < SPARSE_BELOW:
         s, Yc = score_subsets(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, allowed, mode=mode)
     else:
-        s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True)
+        s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True,
+                      scratch=scratch)
     if mode != "maxcc":
         _add_log_prior(s, log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
@@ -190,7 +192,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             allowed = xp.repeat(xp.repeat(sig[gi][:, xp.asarray(ti)][:, :, xp.asarray(ji)], nt_child, axis=1),
                                 no_child, axis=2)
             sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
-                           return_terms=True)
+                           return_terms=True, scratch=scratch)     # the previous group's weights are spent
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
