@@ -113,12 +113,13 @@ def _splat(data, weight, axes, vals, wts, m: int):
     for step, w0, w1 in reversed(parts):       # z, then y, then x: the corners in _corners' order
         corner_idx = [i for b in corner_idx for i in (b, b + step)]
         corner_w = [w for p in corner_w for w in ((w0, w1) if p is None else (p * w0, p * w1))]
-    idx = xp.stack(corner_idx)
-    wgt = xp.stack(corner_w)
-    if clip:                                   # an x corner past the grid's last voxel (weight 0)
-        xp.minimum(idx, size - 1, out=idx)
-    _scatter_add(data, idx.reshape(-1), (wgt * vals[None, :]).reshape(-1))
-    _scatter_add(weight, idx.reshape(-1), (wgt * wts[None, :]).reshape(-1))
+    # corner by corner, in _corners' order: the same additions as one scatter of the stacked
+    # corners, without stacking them
+    for i, w in zip(corner_idx, corner_w):
+        if clip:                               # an x corner past the grid's last voxel (weight 0)
+            i = xp.minimum(i, size - 1)
+        _scatter_add(data, i, w * vals)
+        _scatter_add(weight, i, w * wts)
 
 
 def _interpolate(grid, coords, m: int):
