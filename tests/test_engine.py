@@ -223,3 +223,30 @@ def test_scores_into_a_reused_buffer_equal_a_new_array():
     np.testing.assert_array_equal(small, score(X[:2], C[:2], 1 / s2, P, ramps))
     big = score(np.concatenate([X, X]), np.concatenate([C, C]), 1 / s2, P, ramps, scratch=scratch)
     assert big.shape == (6, 4, 5) and not np.shares_memory(big, got)
+
+
+@pytest.mark.parametrize("power", [2, 50_000])
+def test_sparse_significant_samples_and_kept_blocks_equal_the_dense_mask(power):
+    """``significant_mask(..., mask="sparse")`` lists exactly the dense mask's true entries (broad
+    weights: a full sort; peaked: candidate blocks; an image without candidates: its best sample),
+    and ``_kept_block`` cut from them equals the dense mask indexed by images x translations x
+    orientations."""
+    from cryolab.engine.expectation import _kept_block
+    rng = np.random.default_rng(power)
+    B, T, J = 4, 50, 701
+    w = rng.random((B, T, J)) ** power
+    w[2] = 0.0
+    w /= np.maximum(w.reshape(B, -1).sum(1), 1e-300)[:, None, None]
+    w = w.astype(np.float32)
+    dense, count = significant_mask(w, 0.999)
+    (rows, cols), count2 = significant_mask(w, 0.999, mask="sparse")
+    np.testing.assert_array_equal(count2, count)
+    got = np.zeros_like(dense).reshape(B, -1)
+    got[rows, cols] = True
+    np.testing.assert_array_equal(got, dense.reshape(B, -1))
+    assert len(rows) == dense.sum()
+    kept = (rows, cols // J, cols % J)
+    g = np.array([1, 3])
+    ti = np.flatnonzero(dense[g].any(axis=(0, 2)))
+    ji = np.flatnonzero(dense[g].any(axis=(0, 1)))
+    np.testing.assert_array_equal(_kept_block(kept, B, T, J, g, ti, ji, np), dense[g][:, ti][:, :, ji])

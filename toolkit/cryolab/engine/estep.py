@@ -210,12 +210,14 @@ def row_slices(flat, max_entries: int = 1 << 21):
     return [slice(lo, min(b, lo + step)) for lo in range(0, b, step)]
 
 
-def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, mask: bool = True,
+def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, mask: bool | str = True,
                      block_max=None):
     """Per image, the smallest set of samples holding ``fraction`` of its weight (RELION's adaptive fraction).
 
     ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape (None with
-    ``mask=False``) and the count of significant samples per image (at least 1). Each image's
+    ``mask=False``; with ``mask="sparse"`` its true entries ``(rows, cols)``, the image and the
+    flat sample index, arrays on the weights' device) and the count of significant samples per
+    image (at least 1). Each image's
     weights are sorted; only candidates are summed: samples below ``(1 - fraction) / S`` (``S``
     samples per image) together hold less than ``1 - fraction``, so the smallest set never needs
     them. The mask keeps every sample at least as heavy as the lightest one counted (ties at that
@@ -228,8 +230,10 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
     flat = weights.reshape(weights.shape[0], -1)
     b, n = flat.shape
     thr = (1.0 - fraction) / n
-    out = xp.zeros(flat.shape, dtype=bool) if mask else None     # NumPy: pages zeroed when touched
+    dense = mask is True
+    out = xp.zeros(flat.shape, dtype=bool) if dense else None    # NumPy: pages zeroed when touched
     count = xp.zeros(b, dtype=xp.int64)
+    rows, cols = [], []
     step = max(1, chunk // max(n, 1))
     for lo in range(0, b, step):
         part = flat[lo:lo + step]
@@ -250,14 +254,25 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
             continue
         lightest = xp.take_along_axis(top, (c - 1)[:, None], axis=1)
         lightest = xp.where(ncand[:, None] > 0, lightest, xp.inf)     # no candidate: the best one only
-        if idx is None:
+        if dense and idx is None:
             out[lo:lo + step] = part >= lightest
+            continue
+        if idx is None:
+            r, col = xp.nonzero(part >= lightest)
         else:               # the samples at least as heavy as the lightest counted are all candidates
-            out[lo:lo + step][xp.arange(part.shape[0])[:, None], idx] = vals >= lightest
-    if mask:
+            r, k = xp.nonzero(vals >= lightest)
+            col = idx[r, k]
+        if dense:
+            out[r + lo, col] = True                 # only these pages of the mask are touched
+            continue
+        # the best sample is counted wherever there is a candidate (the heaviest is one); else add it
+        none = xp.nonzero(ncand == 0)[0]
+        rows += [r + lo, none + lo]
+        cols += [col, xp.argmax(part[none], axis=1)]
+    if dense:
         out[xp.arange(b), xp.argmax(flat, axis=1)] = True           # the best sample, always
-        out = out.reshape(weights.shape)
-    return out, count
+        return out.reshape(weights.shape), count
+    return ((xp.concatenate(rows), xp.concatenate(cols)) if mask else None), count
 
 
 #: samples per block of :func:`block_maxima`

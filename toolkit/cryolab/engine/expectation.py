@@ -164,10 +164,15 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
         return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,
                        log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
     w, _ = normalise(s, overwrite=True)                                # s holds the weights now
-    sig = significant_mask(w, adaptive_fraction)[0]                   # [B, T, J], stays where w is
+    xp, (T, J) = get_xp(X), w.shape[1:]
+    (kb, kc), _ = significant_mask(w, adaptive_fraction, mask="sparse")  # kept samples, where w is
+    kept = (kb, kc // J, kc % J)                                       # image, translation, orientation
     del s, Yc, w
     nt_child, no_child = 4 ** oversampling, sampler.n_children(oversampling)
-    t_used, j_used = to_numpy(sig.any(axis=2)), to_numpy(sig.any(axis=1))    # [B, T], [B, J]
+    t_used, j_used = xp.zeros((B, T), dtype=bool), xp.zeros((B, J), dtype=bool)
+    t_used[kept[0], kept[1]] = True
+    j_used[kept[0], kept[2]] = True
+    t_used, j_used = to_numpy(t_used), to_numpy(j_used)                # [B, T], [B, J]
     own = float((t_used.sum(1) * j_used.sum(1)).sum())
     union = float(B * t_used.any(0).sum() * j_used.any(0).sum())
     # one GEMM over the batch's union when the kept sets overlap (early iterations), else per image
@@ -175,7 +180,6 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     groups = [np.array([b]) for b in range(B)] if per_image else \
         _union_groups(t_used, j_used, nt_child * no_child, max_fine_samples)
     # every coarse translation's children and their phase ramps, made once for the batch
-    T = coarse.trans.shape[0]
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
     all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
 
@@ -187,9 +191,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             ramps = all_ramps[get_xp(X).asarray(ti)].reshape(ft.shape[0], -1)
             fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
             fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, ramps)
-            xp = get_xp(X)
             gi = xp.asarray(g)
-            allowed = xp.repeat(xp.repeat(sig[gi][:, xp.asarray(ti)][:, :, xp.asarray(ji)], nt_child, axis=1),
+            allowed = xp.repeat(xp.repeat(_kept_block(kept, B, T, J, g, ti, ji, xp), nt_child, axis=1),
                                 no_child, axis=2)
             sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
                            return_terms=True, scratch=scratch)     # the previous group's weights are spent
@@ -201,6 +204,21 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
                    adaptive_fraction)
+
+
+def _kept_block(kept, B: int, T: int, J: int, g, ti, ji, xp):
+    """``[len(g), len(ti), len(ji)]`` bool: which samples of images ``g`` x translations ``ti`` x
+    orientations ``ji`` (host index arrays) are among the ``kept`` ones ``(images, translations,
+    orientations)`` (device index arrays; those of ``g``'s images lie inside ``ti`` x ``ji``)."""
+    def position(index, size):
+        pos = np.full(size, -1, dtype=np.int64)
+        pos[index] = np.arange(len(index))
+        return xp.asarray(pos)
+    pb = position(g, B)[kept[0]]
+    mine = xp.nonzero(pb >= 0)[0]
+    out = xp.zeros((len(g), len(ti), len(ji)), dtype=bool)
+    out[pb[mine], position(ti, T)[kept[1][mine]], position(ji, J)[kept[2][mine]]] = True
+    return out
 
 
 def _union_groups(t_used, j_used, children: int, max_samples):
