@@ -250,3 +250,19 @@ def test_sparse_significant_samples_and_kept_blocks_equal_the_dense_mask(power):
     ti = np.flatnonzero(dense[g].any(axis=(0, 2)))
     ji = np.flatnonzero(dense[g].any(axis=(0, 1)))
     np.testing.assert_array_equal(_kept_block(kept, B, T, J, g, ti, ji, np), dense[g][:, ti][:, :, ji])
+
+
+def test_one_hot_sums_equal_the_passes_over_the_weights():
+    """``_one_hot_sums`` (maxcc's weights: 1 at each image's best sample) equals ``block_maxima``
+    and the sums over translations and orientations of the dense weights, to the bit, with a best
+    sample in the tail after the last whole block too."""
+    from cryolab.engine.estep import block_maxima
+    from cryolab.engine.expectation import _one_hot_sums
+    nb, T, J = 3, 7, 300                         # 2,100 samples: 16 blocks and a tail of 52
+    best = np.array([5, 2_099, 1_000])
+    w = np.zeros((nb, T * J), np.float32)
+    w[np.arange(nb), best] = 1.0
+    bmax, wj, wt = _one_hot_sums(best, nb, T, J, np)
+    np.testing.assert_array_equal(bmax, block_maxima(w))
+    np.testing.assert_array_equal(wj, w.reshape(nb, T, J).sum(axis=1))
+    np.testing.assert_array_equal(wt, w.reshape(nb, T, J).sum(axis=2))

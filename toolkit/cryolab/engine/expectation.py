@@ -210,10 +210,10 @@ def _kept_block(kept, B: int, T: int, J: int, g, ti, ji, xp):
     """``[len(g), len(ti), len(ji)]`` bool: which samples of images ``g`` x translations ``ti`` x
     orientations ``ji`` (host index arrays) are among the ``kept`` ones ``(images, translations,
     orientations)`` (device index arrays; those of ``g``'s images lie inside ``ti`` x ``ji``)."""
-    def position(index, size):
-        pos = np.full(size, -1, dtype=np.int64)
-        pos[index] = np.arange(len(index))
-        return xp.asarray(pos)
+    def position(index, size):               # made where the samples are: only ``index`` moves
+        pos = xp.full(size, -1, dtype=xp.int64)
+        pos[xp.asarray(index)] = xp.arange(len(index))
+        return pos
     pb = position(g, B)[kept[0]]
     mine = xp.nonzero(pb >= 0)[0]
     out = xp.zeros((len(g), len(ti), len(ji)), dtype=bool)
@@ -371,6 +371,20 @@ def _segment_sum(a, starts, xp):
     return out.astype(a.dtype)
 
 
+def _one_hot_sums(best, nb: int, T: int, J: int, xp):
+    """For float32 weights ``[nb, T, J]`` that are 1 at each image's flat index ``best [nb]`` and 0
+    elsewhere: their :func:`~.estep.block_maxima` ``[nb, T*J // BLOCK]`` and their sums over
+    translations ``[nb, J]`` and over orientations ``[nb, T]``, made without reading them."""
+    rows = xp.arange(nb)
+    bmax = xp.zeros((nb, T * J // BLOCK), xp.float32)
+    inside = xp.nonzero(best < bmax.shape[1] * BLOCK)[0]           # the tail is not in a block
+    bmax[rows[inside], best[inside] // BLOCK] = 1.0
+    wj, wt = xp.zeros((nb, J), xp.float32), xp.zeros((nb, T), xp.float32)
+    wj[rows, best % J] = 1.0
+    wt[rows, best // J] = 1.0
+    return bmax, wj, wt
+
+
 def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction):
     """Normalise each part's log weights; per-image results; M-step sums into ``acc``."""
     xp = get_xp(X)
@@ -385,18 +399,22 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         T, J = lw.shape[1], lw.shape[2]
         if mode == "maxcc":              # all the weight on the best sample (lw overwritten)
             flat = lw.reshape(nb, -1)
-            best = flat.argmax(axis=1)
-            lse = flat[xp.arange(nb), best]
+            best_d = flat.argmax(axis=1)
+            lse = flat[xp.arange(nb), best_d]
             flat.fill(0)
-            flat[xp.arange(nb), best] = 1.0
+            flat[xp.arange(nb), best_d] = 1.0
             w = lw
+            # the one-hot weights' block maxima and sums, exactly as a pass over them would give
+            bmax, wj, wt = _one_hot_sums(best_d, nb, T, J, xp)
+            best = to_numpy(best_d)
         else:
             w, lse = normalise(lw, overwrite=True)
+            flat = w.reshape(nb, -1)
+            bmax = block_maxima(flat) if flat.shape[1] >= 16 * BLOCK else None
+            wj, wt = w.sum(axis=1), w.sum(axis=2)                                # [nb, J], [nb, T]
+            best = to_numpy(flat.argmax(axis=1))
         # per-image results only come to the host (the weights stay where they are)
-        flat = w.reshape(nb, -1)
-        bmax = block_maxima(flat) if flat.shape[1] >= 16 * BLOCK else None
         nsig = significant_mask(w, adaptive_fraction, mask=False, block_max=bmax)[1]
-        best = to_numpy(flat.argmax(axis=1))
         bt, bj = np.unravel_index(best, (T, J))
         out["best_class"][g] = ss.classes[bj]
         for i, b in enumerate(g):
@@ -405,7 +423,6 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         out["pmax"][g] = to_numpy(flat[xp.arange(nb), xp.asarray(best)])
         out["n_significant"][g] = to_numpy(nsig)
         out["loglik"][g] = to_numpy(lse) - to_numpy(a_const[xp.asarray(g)])
-        wj = w.sum(axis=1)                                                       # [nb, J]
         out["class_posterior"][g] = to_numpy(xp.stack([wj[:, xp.asarray(ss.classes == k)].sum(axis=1)
                                                        for k in range(K)], axis=1))
         top = _top(flat, n_top, block_max=bmax)
@@ -415,7 +432,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
             tt, jj = np.unravel_index(top[i], (T, J))
             tops[b] = (ss.classes[jj], ss.orients[jj], ss.trans[tt] + offsets_px[b], top_w[i])
         tot = offsets_px[g][:, None, :] + ss.trans[None, :, :]
-        off2 += float((w.sum(axis=2) * xp.asarray((tot ** 2).sum(-1))).sum())
+        off2 += float((wt * xp.asarray((tot ** 2).sum(-1))).sum())
         gi = xp.asarray(g)
         acc.add(w, X[gi], None if ctf is None else ctf[gi], ss, yc)
     acc.flush()
