@@ -63,7 +63,10 @@ The |r| gap is one particle (input row 353) whose consensus pose is 63 deg off (
 worst): cryolab puts its hinge at 49.7 deg, RELION at -8.1 (truth -0.3; RELION's windows keep it
 near the prior's centre). Without it: |r| 0.9947 vs 0.9952, MAE 0.75 vs 0.69 deg (median 0.64 vs
 0.58). An earlier estimate of ~2.5x faster compared CPU times inflated by load with RELION's wall
-time and was wrong.
+time and was wrong. Rerun on 2026-12-07 with ``--keep --reuse`` (RELION's multi-body run above
+reused; cryolab niced beside two other single-threaded jobs, load 3-5), after faster insertion and
+E-step work: cryolab 307 s wall, 233 s CPU (iterations 44, 49, 214 s), the same poses to the bit:
+RELION / cryolab 2.99 in wall time, 2.6 in CPU time (332 s wall, 257 s CPU an hour earlier).
 Body-2 maps: the masked FSC against the true 40S stays above 0.5 to Nyquist for both (shell 32; the
 consensus map's drops at shell 21.4).
 
