@@ -288,6 +288,9 @@ def run_relion(folder: Path, optimiser: str, masks, relative_to, n: int, pixel_s
     iterations = len(list((folder / "MultiBody").glob("run_it*_half1_model.star")))
     body_maps = [read_mrc(folder / "MultiBody" / f"run_body{b + 1:03d}.mrc")[0] for b in range(len(masks))]
     general = read_star(folder / "MultiBody" / "run_model.star").get("model_general")
+    # relion_flex_analyse is one process of < 1 s: where a reused run recorded only its wall time,
+    # that time (an upper bound of its CPU time) stands in for its CPU time
+    flex_cpu = flex_cpu if np.isfinite(flex_cpu) else flex_wall
     return {"wall_s": wall + flex_wall, "cpu_s": cpu + flex_cpu, "refine_s": wall, "flex_s": flex_wall,
             "load_before": load, "iterations": iterations, "Q": Q,
             "absolute": absolute, "pcs": relion_pca_projections(folder, n), "body_maps": body_maps,
