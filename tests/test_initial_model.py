@@ -164,6 +164,12 @@ def test_bad_input_is_refused_before_anything_is_written(particles, tmp_path):
     with pytest.raises(CryolabInputError) as e:
         InitialModel(particles, 1, schedule=SMALL.changed(fin_subset=600))
     assert e.value.field == "sgd_fin_subset" and "fewer than a mini-batch" in str(e.value)
+    # with K = 2 the sizes are per class: 2 x 300 > 500 particles, refused; the whole-batch meaning is not
+    with pytest.raises(CryolabInputError) as e:
+        InitialModel(particles, 2, schedule=SMALL.changed(fin_subset=300), n_starts=1)
+    assert e.value.field == "sgd_fin_subset" and "mini-batch of 600" in str(e.value) and "per class" in str(e.value)
+    whole = InitialModel(particles, 2, schedule=SMALL.changed(fin_subset=300, subset_per_class=False), n_starts=1)
+    assert whole.subset_at(SMALL.n_iter - 1) == 300
     with pytest.raises(CryolabInputError) as e:
         InitialModel(particles, 1, schedule=SMALL.changed(fin_resol_A=20))     # Nyquist is 24 A
     assert e.value.field == "sgd_fin_resol" and "Nyquist" in str(e.value)
@@ -318,6 +324,7 @@ def test_viewer_steps_pauses_and_changes_the_schedule(particles):
     v.step_button.click()
     v.wait(120)
     assert im.iteration == 1 and im.schedule.fin_iter == 3 and im.schedule.n_iter == 6
+    assert im.history[0].subset == 2 * 20          # K = 2: the mini-batch holds 20 particles per class
     assert "<b>1</b> of 6" in v.status.value
     v.fin_resol_A.value = 5.0                  # beyond Nyquist: refused, reported, schedule kept
     v.step_button.click()

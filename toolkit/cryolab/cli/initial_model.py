@@ -34,7 +34,8 @@ def _cmd_initial_model(args) -> int:
                                fin_resol_A=args.sgd_fin_resol, ini_subset=args.sgd_ini_subset,
                                fin_subset=args.sgd_fin_subset, ini_stepsize=args.sgd_stepsize,
                                fin_stepsize=args.sgd_fin_stepsize, sigma2fudge_ini=args.sgd_sigma2fudge_initial,
-                               sigma2fudge_halflife=args.sgd_sigma2fudge_halflife)
+                               sigma2fudge_halflife=args.sgd_sigma2fudge_halflife,
+                               subset_per_class=args.subset_per_class)
         # every input is checked (subset sizes, resolutions, symmetry) before the folder exists
         im = InitialModel(stack, args.K, schedule=schedule, sym=args.sym, particle_diameter_A=args.particle_diameter,
                           healpix_order=args.healpix_order, offset_range_px=args.offset_range,
@@ -101,6 +102,9 @@ def register(sub) -> None:
     p.add_argument("--sgd_fin_resol", type=positive_float, default=15.0, help="final resolution, A (default 15)")
     p.add_argument("--sgd_ini_subset", type=positive_int, default=100, help="initial mini-batch size (default 100)")
     p.add_argument("--sgd_fin_subset", type=positive_int, default=500, help="final mini-batch size (default 500)")
+    p.add_argument("--subset_per_class", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --K > 1, the mini-batch sizes are per class: K x the subset size (default on; "
+                   "--no-subset_per_class: RELION's meaning, the whole mini-batch)")
     p.add_argument("--sgd_stepsize", type=positive_float, default=0.5,
                    help="share of the running sums each mini-batch replaces at first (default 0.5)")
     p.add_argument("--sgd_fin_stepsize", type=positive_float, default=0.5, help="... and at the end (default 0.5)")

@@ -140,7 +140,7 @@ class InitialModelViewer(W.VBox):
         if im.iteration:
             ax.axvline(im.iteration, color="k", lw=0.8)
         ax2 = ax.twinx()
-        ax2.plot(t, [st.subset for st in steps], color="tab:orange")
+        ax2.plot(t, [im.subset_at(i) for i in range(len(steps))], color="tab:orange")
         ax2.set_ylabel("particles", fontsize=8, color="tab:orange")
         for a in (ax, ax2):
             a.tick_params(labelsize=7)

@@ -77,7 +77,8 @@ def resume_initial_model(cls, directory, iteration=None, prefix: str = "run"):
     # checkpoints written before these constraints existed ran without them
     im.flatten_solvent = bool(state.get("flatten_solvent", False))
     im.nonnegative = bool(state.get("nonnegative", False))
-    im.schedule = SGDSchedule(**state["schedule"])
+    # checkpoints written before per-class mini-batches existed ran with the whole mini-batch
+    im.schedule = SGDSchedule(**{"subset_per_class": False, **state["schedule"]})
     im.iteration = int(state["iteration"])
     im.history = [InitialModelIteration(**{k: tuple(v) if isinstance(v, list) else v for k, v in h.items()})
                   for h in state["history"]]

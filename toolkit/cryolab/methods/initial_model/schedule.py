@@ -12,6 +12,12 @@ E-step uses the noise variance multiplied by ``sigma2_fudge = f + (1 - f) ini`` 
 ``f = NN / (NN + halflife)`` and ``NN = iteration x mini-batch size`` (iterations counted from 1),
 so the fudge starts near ``ini`` and is halfway back to 1 after ``halflife`` particles; a
 halflife <= 0 switches it off (fudge 1, RELION's default -1).
+
+With K > 1 classes the mini-batch sizes are per class by default (``subset_per_class``): a
+mini-batch holds ``K x subset`` particles, so that each class receives about as many particles
+per mini-batch as a single model does. On a simulated 80S/60S set (K = 2, 64 px, SNR 0.05) the
+split went from 87.8 % right with ``subset`` particles per mini-batch to 96.6 % with ``2 x subset``
+(docs/initial_model.md). ``subset_per_class=False`` gives RELION's meaning (the whole mini-batch).
 """
 from __future__ import annotations
 
@@ -64,6 +70,7 @@ class SGDSchedule:
     fin_stepsize: float = 0.5
     sigma2fudge_ini: float = 8.0
     sigma2fudge_halflife: float = -1.0
+    subset_per_class: bool = True
 
     def __post_init__(self):
         for f in ("ini_iter", "inbetween_iter", "fin_iter"):

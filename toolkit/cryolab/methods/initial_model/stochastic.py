@@ -85,11 +85,13 @@ def _check(particles, K: int, schedule: SGDSchedule, sym: str):
     from ...geometry import symmetry_operators
     where = getattr(particles, "star_path", None)
     N, n, apix = len(particles), particles.box_size, float(particles.pixel_size_A)
-    biggest = max(schedule.ini_subset, schedule.fin_subset)
+    per_class = K if schedule.subset_per_class else 1
+    biggest = max(schedule.ini_subset, schedule.fin_subset) * per_class
     if N < biggest:
         field = "sgd_fin_subset" if schedule.fin_subset >= schedule.ini_subset else "sgd_ini_subset"
+        times = f" x K = {K} (the sizes are per class; subset_per_class)" if per_class > 1 else ""
         raise CryolabInputError(f"{N} particles are fewer than a mini-batch of {biggest} (sgd_ini_subset "
-                                f"{schedule.ini_subset}, sgd_fin_subset {schedule.fin_subset}): lower them "
+                                f"{schedule.ini_subset}, sgd_fin_subset {schedule.fin_subset}{times}): lower them "
                                 f"or add particles", path=where, field=field)
     if N < K:
         raise CryolabInputError(f"K = {K} classes need at least as many particles, got {N}", path=where, field="K")
@@ -191,10 +193,15 @@ class InitialModel:
         shell = np.floor(resolution_shell(resolution_A, s.n, s.pixel_size_A))
         s.max_shell = int(min(s.shell_limit(), max(4, shell)))
 
+    def subset_at(self, t: int) -> int:
+        """The mini-batch size of iteration ``t``: the schedule's, times K when its sizes are per
+        class (``SGDSchedule.subset_per_class``)."""
+        return self.schedule.at(t).subset * (self.K if self.schedule.subset_per_class else 1)
+
     def minibatch(self, t: int, size: int | None = None) -> np.ndarray:
         """The particles of iteration ``t`` (sorted rows; fixed by the seed, ``t`` and the size)."""
         rng = np.random.default_rng([self.seed, 104729, t])
-        size = self.schedule.at(t).subset if size is None else int(size)
+        size = self.subset_at(t) if size is None else int(size)
         return np.sort(rng.choice(len(self.particles), size, replace=False))
 
     def _constrain(self) -> None:
@@ -276,7 +283,7 @@ class InitialModel:
             s, st = self.session, self.schedule.at(self.iteration)
             self._limit_to(st.resolution_A)
             s.set(oversampling=self.oversampling_at(st.resolution_A))
-            rows = self.minibatch(self.iteration, st.subset)
+            rows = self.minibatch(self.iteration)
             with fudged_noise(s, st.sigma2_fudge):
                 s.estep(progress=progress, rows=rows)
             if s.sums is None:
@@ -288,7 +295,7 @@ class InitialModel:
             self._constrain()
             self.running = running
             self.iteration += 1
-            it = InitialModelIteration(self.iteration, st.subset, float(st.resolution_A), float(st.stepsize),
+            it = InitialModelIteration(self.iteration, len(rows), float(st.resolution_A), float(st.stepsize),
                                        r.class_distribution, pmax, r.mean_angle_change_deg,
                                        time.perf_counter() - t0, float(st.sigma2_fudge))
             self.history.append(it)
