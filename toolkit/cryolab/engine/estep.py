@@ -114,9 +114,10 @@ def image_terms(X, ctf, weight, ramps):
 
 
 class Scratch:
-    """A float32 buffer reused by the coarse scores of successive batches (grown when a batch needs
-    more). A fresh array of a batch's scores (hundreds of MB) has its pages faulted in by the first
-    pass that writes it, which can cost as much as the GEMM that fills it; a reused one does not."""
+    """A float32 buffer for the scores of successive batches (coarse pass, then each fine group),
+    grown when one needs more. A fresh array of a batch's scores (hundreds of MB) has its pages
+    faulted in by the first pass that writes it, which can cost as much as the GEMM that fills it;
+    a reused one does not."""
 
     def __init__(self):
         self._buf = None
@@ -217,14 +218,14 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
     ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape (None with
     ``mask=False``; with ``mask="sparse"`` its true entries ``(rows, cols)``, the image and the
     flat sample index, arrays on the weights' device) and the count of significant samples per
-    image (at least 1). Each image's
-    weights are sorted; only candidates are summed: samples below ``(1 - fraction) / S`` (``S``
-    samples per image) together hold less than ``1 - fraction``, so the smallest set never needs
-    them. The mask keeps every sample at least as heavy as the lightest one counted (ties at that
-    weight all kept, so it may hold more than the count). Images are taken ``chunk`` samples at a
-    time to bound memory. When the candidates lie in few blocks of :data:`BLOCK` samples, only
-    those blocks are read after one pass of block maxima (``block_max``, :func:`block_maxima` of
-    the flat weights, when the caller has it).
+    image (at least 1). Each image's weights are sorted; only candidates are summed: samples
+    below ``(1 - fraction) / S`` (``S`` samples per image) together hold less than
+    ``1 - fraction``, so the smallest set never needs them. The mask keeps every sample at least
+    as heavy as the lightest one counted (ties at that weight all kept, so it may hold more than
+    the count). Images are taken ``chunk`` samples at a time to bound memory. When the
+    candidates lie in few blocks of :data:`BLOCK` samples, only those blocks are read after one
+    pass of block maxima (``block_max``, :func:`block_maxima` of the flat weights, when the
+    caller has it).
     """
     xp = get_xp(weights)
     flat = weights.reshape(weights.shape[0], -1)
