@@ -66,7 +66,8 @@ near the prior's centre). Without it: |r| 0.9947 vs 0.9952, MAE 0.75 vs 0.69 deg
 time and was wrong. Rerun on 2026-12-07 with ``--keep --reuse`` (RELION's multi-body run above
 reused; cryolab niced beside two other single-threaded jobs, load 3-5), after faster insertion and
 E-step work: cryolab 307 s wall, 233 s CPU (iterations 44, 49, 214 s), the same poses to the bit:
-RELION / cryolab 2.99 in wall time, 2.6 in CPU time (332 s wall, 257 s CPU an hour earlier).
+RELION / cryolab 2.99 in wall time, 2.6 in CPU time (332 s wall, 257 s CPU an hour earlier; a
+second run right after, load 4-7: 338 s wall, 231 s CPU, 2.71x).
 Body-2 maps: the masked FSC against the true 40S stays above 0.5 to Nyquist for both (shell 32; the
 consensus map's drops at shell 21.4).
 
