@@ -212,6 +212,16 @@ def test_body_prior_is_the_angle_from_the_consensus(ratchet):
         orients = np.stack(matrix_to_euler(A @ turns), axis=-1)
         lp = imgs.orientation_log_prior([i], orients)[0]
         assert np.allclose(lp, -0.5 * (angles / 8.0) ** 2, atol=1e-6)
+    # the window about the consensus: beyond it the fixed OUTSIDE_LOG_PRIOR, with the Gaussian or
+    # alone (the first iteration's search, centred on the consensus)
+    from cryolab.methods.multibody.images import OUTSIDE_LOG_PRIOR
+    A = euler_to_matrix(*cons[0])
+    orients = np.stack(matrix_to_euler(A @ turns), axis=-1)
+    imgs.window_deg = 12.0
+    for sigma, inside in ((8.0, -0.5 * (angles / 8.0) ** 2), (None, np.zeros(len(angles)))):
+        imgs.prior_sigma_deg = sigma
+        lp = imgs.orientation_log_prior([0], orients)[0]
+        assert np.allclose(lp, np.where(angles > 12.0, OUTSIDE_LOG_PRIOR, inside), atol=1e-6)
 
 
 def test_multibody_refinement_recovers_the_hinge(ratchet, refined):

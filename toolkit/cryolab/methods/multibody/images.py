@@ -20,7 +20,11 @@ When the search is centred on the body's previous pose rather than on the consen
 consensus pose and a sampled orientation ``A``. (RELION writes it as a prior on the tilt and psi
 of a residual rotation turned to (0, 90, 0) in a frame along the line between the bodies; for
 the small rotations it allows, ``d_tilt^2 + d_psi^2`` is ``theta^2`` to second order, and the angle
-needs no frame.)
+needs no frame.) Whether centred on the consensus or not, orientations with ``theta`` beyond
+``window_deg`` (three sigmas of the body's prior) get the log prior :data:`OUTSIDE_LOG_PRIOR`: the
+search window about the consensus bounds the total rotation, where the first iteration's window
+bounds the direction and the in-plane angle each (so a body could turn up to ~60 degrees there).
+The value is finite so that an image whose every candidate lies outside still has a posterior.
 """
 from __future__ import annotations
 
@@ -33,7 +37,10 @@ from ...errors import CryolabInputError
 from ...io import ParticleStack
 from ..subtract import recentring_shifts
 
-__all__ = ["BodyParticles"]
+__all__ = ["BodyParticles", "OUTSIDE_LOG_PRIOR"]
+
+#: log prior of orientations beyond the body's window about the consensus (module text)
+OUTSIDE_LOG_PRIOR = -1.0e4
 
 
 class BodyParticles(ParticleStack):
@@ -59,6 +66,7 @@ class BodyParticles(ParticleStack):
         self.scale = float(scale)
         self.others: list = []
         self.prior_sigma_deg: float | None = None
+        self.window_deg: float | None = None
 
     def original_origins_px(self, origins_px, rows=None) -> np.ndarray:
         """Origins ``[B, 2]`` (pixels) found on these images, as origins in the original images."""
@@ -67,15 +75,18 @@ class BodyParticles(ParticleStack):
 
     def orientation_log_prior(self, rows, orients):
         """``[B, J]`` log prior of orientation rows ``orients [J, >=3]`` for particles ``rows``: the
-        body's Gaussian of ``prior_sigma_deg`` about the consensus (module text); 0 while
-        ``prior_sigma_deg`` is None (the search itself is then centred on the consensus)."""
-        if self.prior_sigma_deg is None:
+        body's Gaussian of ``prior_sigma_deg`` about the consensus (module text; none while
+        ``prior_sigma_deg`` is None: the search itself is then centred on the consensus), and
+        :data:`OUTSIDE_LOG_PRIOR` beyond ``window_deg`` (when set); 0 when neither is set."""
+        if self.prior_sigma_deg is None and self.window_deg is None:
             return 0.0
         e, o = self.consensus_eulers[np.asarray(rows)], np.asarray(orients, float)
         A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)
         R = euler_to_matrix(o[:, 0], o[:, 1], o[:, 2]).reshape(-1, 9)
         cos = np.clip((A @ R.T - 1.0) / 2.0, -1.0, 1.0)          # trace(A_i^T R_j) = 1 + 2 cos(theta)
-        return -0.5 * (np.degrees(np.arccos(cos)) / self.prior_sigma_deg) ** 2
+        theta = np.degrees(np.arccos(cos))
+        lp = np.zeros_like(theta) if self.prior_sigma_deg is None else -0.5 * (theta / self.prior_sigma_deg) ** 2
+        return lp if self.window_deg is None else np.where(theta > self.window_deg, OUTSIDE_LOG_PRIOR, lp)
 
     def read(self, indices=None) -> np.ndarray:
         rows = self._rows(indices)

@@ -15,7 +15,8 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    around the body's pose of the iteration before, within 3 sigma of a Gaussian of the coarse
    step (RELION's local searches in auto-refinement), with offset range and step halved, while
    the body's Gaussian prior about the consensus stays
-   (:meth:`~.images.BodyParticles.orientation_log_prior`), as RELION does. Rotations are about
+   (:meth:`~.images.BodyParticles.orientation_log_prior`), as RELION does; in every iteration
+   a body's total rotation from the consensus stays within 3 sigma of that prior. Rotations are about
    the body's centre of mass; the body's mask multiplies its map before projection;
 3. the gold-standard M-step per body (:func:`cryolab.methods.refine.halves_mstep`): half maps,
    FSC and resolution per body, MAP maps with tau2 from the FSC.
@@ -203,6 +204,7 @@ class MultiBodyRefine:
         sess.set(healpix_order=order, sigma_ang_deg=sigma,
                  offset_range_px=self.offset_range_px / 2 ** finer, offset_step_px=self.offset_step_px / 2 ** finer)
         sess.sigma_offset_px = max(body.sigma_offset_A / self.pixel_size_A, 1e-3)
+        imgs.window_deg = 3.0 * body.sigma_angles_deg      # the total rotation about the consensus
 
     def step(self, progress: bool = False) -> MultiBodyIteration:
         t0 = time.perf_counter()
