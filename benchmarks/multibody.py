@@ -67,7 +67,10 @@ time and was wrong. Rerun on 2026-12-07 with ``--keep --reuse`` (RELION's multi-
 reused; cryolab niced beside two other single-threaded jobs, load 3-5), after faster insertion and
 E-step work: cryolab 307 s wall, 233 s CPU (iterations 44, 49, 214 s), the same poses to the bit:
 RELION / cryolab 2.99 in wall time, 2.6 in CPU time (332 s wall, 257 s CPU an hour earlier; a
-second run right after, load 4-7: 338 s wall, 231 s CPU, 2.71x).
+second run right after, load 4-7: 338 s wall, 231 s CPU, 2.71x). With each body's total rotation
+kept within 3 sigma of its prior about the consensus (row 353's body 1 had turned 63 deg): |r| 0.993
+vs 0.995, MAE 0.77 vs 0.71 deg, first component 0.989 vs 0.990, body-2 pose error 1.42 deg; 238 s
+wall, 232 s CPU (load 4-5): RELION / cryolab 3.85 (wall), 2.63 (CPU).
 Body-2 maps: the masked FSC against the true 40S stays above 0.5 to Nyquist for both (shell 32; the
 consensus map's drops at shell 21.4).
 
