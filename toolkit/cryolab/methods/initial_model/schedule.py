@@ -18,6 +18,7 @@ mini-batch holds ``K x subset`` particles, so that each class receives about as 
 per mini-batch as a single model does. On a simulated 80S/60S set (K = 2, 64 px, SNR 0.05) the
 split went from 87.8 % right with ``subset`` particles per mini-batch to 96.6 % with ``2 x subset``
 (docs/initial_model.md). ``subset_per_class=False`` gives RELION's meaning (the whole mini-batch).
+The annealing's ``NN`` counts the schedule's sizes (per class when ``subset_per_class``).
 """
 from __future__ import annotations
 

@@ -89,7 +89,8 @@ def _check(particles, K: int, schedule: SGDSchedule, sym: str):
     biggest = max(schedule.ini_subset, schedule.fin_subset) * per_class
     if N < biggest:
         field = "sgd_fin_subset" if schedule.fin_subset >= schedule.ini_subset else "sgd_ini_subset"
-        times = f" x K = {K} (the sizes are per class; subset_per_class)" if per_class > 1 else ""
+        times = (f" x K = {K}: the sizes are per class; subset_per_class=False / --no-subset_per_class makes "
+                 f"them the whole mini-batch" if per_class > 1 else "")
         raise CryolabInputError(f"{N} particles are fewer than a mini-batch of {biggest} (sgd_ini_subset "
                                 f"{schedule.ini_subset}, sgd_fin_subset {schedule.fin_subset}{times}): lower them "
                                 f"or add particles", path=where, field=field)
