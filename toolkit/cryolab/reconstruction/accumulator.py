@@ -7,17 +7,47 @@ applies the gridding correction (division by ``sinc^2(d / M)`` per axis).
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
-from ..backend import to_device, to_numpy
+from ..backend import fft_kwargs, get_fft, to_device, to_numpy
 from ..ctf import CTFParams, ctf_2d
-from ..fourier import irfft2c, irfft3c, radial_average, rfft2c, rfft3c, rfft_grid, shell_index
+from ..fourier import radial_average, rfft2c, rfft3c, rfft_grid, shell_index
 from .interpolation import _BLOCK_ENTRIES, _mirror_index, _padded_size, _splat
 from .wiener import _plain_ratio, tau2_from_fsc
 
 
 def _host(a):
     return np.asarray(to_numpy(a), dtype=np.float64)
+
+
+def _device_of(xp):
+    """The current device of ``xp`` (None for NumPy): part of the cache keys below."""
+    return None if xp is np else getattr(xp.cuda.Device(), "id", None)
+
+
+@lru_cache(maxsize=2)
+def _cached_shells(m: int, ndim: int, pad: float, xp, device):
+    """``(radius, shell)`` of the padded half grid (see :meth:`_FourierAccumulator.shells`); two
+    grids kept (``16 M^ndim / 2`` bytes each), shared by every accumulator of that size: read only."""
+    grids = rfft_grid(m, ndim, xp, True)
+    r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
+    shells = xp.rint(r / pad).astype(xp.int64)
+    if xp is np:
+        r.flags.writeable = shells.flags.writeable = False
+    return r, shells
+
+
+@lru_cache(maxsize=4)
+def _cached_outside_mask(n: int, ndim: int, xp, device):
+    """``(mask, 1 - mask, max(sum(1 - mask), 1e-12))`` of :meth:`_FourierAccumulator._mask_outside`."""
+    from ..validation import soft_circle_mask, soft_sphere_mask
+    mask = (soft_sphere_mask if ndim == 3 else soft_circle_mask)(n, n / 2, 3.0, xp=xp)
+    out_w = 1 - mask
+    if xp is np:
+        mask.flags.writeable = out_w.flags.writeable = False
+    return mask, out_w, max(float(out_w.sum()), 1e-12)
 
 
 class _FourierAccumulator:
@@ -167,11 +197,12 @@ class _FourierAccumulator:
     # ------------------------------------------------------------------ spectra
     def shells(self):
         """``(radius, shell)`` of every padded-grid voxel: its radius in padded-grid pixels and its
-        image-shell index ``round(|g| / pad)`` (the shell of the unpadded image it belongs to)."""
+        image-shell index ``round(|g| / pad)`` (the shell of the unpadded image it belongs to).
+
+        Computed once per grid size and array module (a small cache shared by all accumulators,
+        e.g. the K class maps of an M-step); the arrays are shared: do not modify them."""
         xp = self.xp
-        grids = rfft_grid(self.m, self.ndim, xp, True)
-        r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
-        return r, xp.rint(r / self.pad).astype(xp.int64)
+        return _cached_shells(self.m, self.ndim, float(self.pad), xp, _device_of(xp))
 
     def _shell_mean(self, values, shells, inside):
         xp = self.xp
@@ -247,20 +278,27 @@ class _FourierAccumulator:
                 tau2 = self._estimate_tau2(data, weight, fsc)
             t2 = _host(tau2).reshape(-1)
             t2 = np.concatenate([t2, np.full(max(0, self.n // 2 + 1 - t2.size), t2[-1])])
-            t2 = to_device(np.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300), xp)
-            ft = data / (weight + 1.0 / t2[xp.minimum(shells, t2.size - 1)])
+            t2 = np.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300)
+            # 1 / t2 per shell, the last one repeated up to the grid's largest shell (the values
+            # of ``1 / t2[min(shell, size - 1)]`` voxel by voxel); the sums are private copies
+            # (``_hermitian_sums``), divided in place
+            inv = 1.0 / t2
+            top = int(shells.max()) if shells.size else 0
+            inv = np.concatenate([inv, np.full(max(0, top + 1 - inv.size), inv[-1])])
+            den = xp.take(to_device(inv, xp), shells)
+            den += weight
+            ft = xp.divide(data, den, out=data if data.dtype == xp.complex128 else None)
+            del den
             self.tau2 = tau2
         else:
             raise ValueError(f"reconstruct: unknown method {method!r} (use 'plain' or 'wiener')")
-        out = self._to_real(xp.where(inside, ft, 0))
+        xp.copyto(ft, 0, where=~inside)
+        out = self._to_real(ft)
         return self._mask_outside(out) if mask_outside else out
 
     def _mask_outside(self, x):
-        from ..validation import soft_circle_mask, soft_sphere_mask
-        mask = (soft_sphere_mask if self.ndim == 3 else soft_circle_mask)(self.n, self.n / 2, 3.0,
-                                                                         xp=self.xp)
-        out_w = 1 - mask
-        bg = (out_w * x).sum() / max(float(out_w.sum()), 1e-12)
+        mask, out_w, total = _cached_outside_mask(self.n, self.ndim, self.xp, _device_of(self.xp))
+        bg = (out_w * x).sum() / total
         return (x * mask + bg * out_w).astype(self.xp.float32)
 
     def _estimate_tau2(self, data, weight, fsc):
@@ -278,9 +316,7 @@ class _FourierAccumulator:
     def _to_real(self, ft):
         """Inverse transform of the padded grid, central crop, gridding correction -> float32."""
         xp, n, m = self.xp, self.n, self.m
-        padded = (irfft3c if self.ndim == 3 else irfft2c)(ft, m)
-        lo = m // 2 - n // 2
-        out = padded[(slice(lo, lo + n),) * self.ndim]
+        out = self._cropped_inverse(ft)
         d = xp.arange(n, dtype=xp.float64) - n // 2
         corr = xp.sinc(d / m) ** 2
         for ax in range(self.ndim):
@@ -288,3 +324,25 @@ class _FourierAccumulator:
             shape[ax] = n
             out = out / corr.reshape(shape)
         return out.astype(xp.float32)
+
+    def _cropped_inverse(self, ft):
+        """The central ``N`` box (float64) of ``irfft3c(ft, M)`` / ``irfft2c(ft, M)``; ``ft`` is left alone.
+
+        Computed axis by axis and pruned: after the inverse transform along an axis only the ``N``
+        kept rows of the ``M`` (index ``(i - N//2) mod M``: the output's ``fftshift`` and the crop
+        as one gather) go on to the next axis, so the second axis's ``ifftshift`` and transform
+        run on half the grid and the last axis's on a quarter (3D). The same 1D transforms of the
+        same values, unscaled, then one multiplication by the library's ``1 / M^ndim``: with
+        NumPy (scipy.fft) equal to the whole-grid ``irfft3c`` bit for bit on the tested sizes."""
+        xp, n, m, nd = self.xp, self.n, self.m, self.ndim
+        fft, kw = get_fft(xp), fft_kwargs(xp)
+        keep = (xp.arange(n) - n // 2) % m
+        x = ft
+        for ax in range(nd - 1):
+            x = fft.ifftshift(x, axes=ax)  # a copy: ``ft`` is not overwritten
+            x = fft.ifft(x, axis=ax, norm="forward", overwrite_x=True, **kw)
+            x = xp.take(x, keep, axis=ax)
+        x = fft.irfft(x, n=m, axis=-1, norm="forward", overwrite_x=True, **kw)
+        out = xp.take(x, keep, axis=-1)
+        out *= float(np.longdouble(1) / np.longdouble(m) ** nd)
+        return out
