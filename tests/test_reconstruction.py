@@ -379,6 +379,9 @@ def test_cached_shells_equal_direct(ndim, n, pad):
     assert shells.dtype == np.int64 and not r.flags.writeable and not shells.flags.writeable
     again = (BackProjector if ndim == 3 else BackProjector2D)(n, pad=pad).shells()
     assert again[0] is r and again[1] is shells  # one grid shared by the K maps of an M-step
+    bp.release_grids()
+    fresh = bp.shells()
+    assert fresh[0] is not r and np.array_equal(fresh[1], shells)
 
 
 @pytest.mark.parametrize("ndim,n", [(3, 20), (3, 21), (3, 33), (2, 45), (2, 64)])

@@ -84,6 +84,8 @@ def m_step(sums, pix, references, sigma2, *, mode: str, pixel_size_A: float, tau
             ref = centre_of_mass_shift(ref)
         new_refs.append(ref if sums.class_weight[k] > 0 else references[k])
         ssnr.append(dvp)
+    if sums.bps:
+        sums.bps[0].release_grids()  # the shell grids the K maps shared
     pdf_class = np.maximum(sums.class_weight / max(sums.n, 1), MIN_CLASS_PRIOR)
     pdf_class = pdf_class / pdf_class.sum()
     new_sigma2 = sigma2
