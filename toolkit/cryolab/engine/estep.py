@@ -25,7 +25,8 @@ from ..backend import get_xp
 from ..fourier import rfft_grid
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
-           "image_terms", "Scratch", "score", "normalise", "row_slices", "significant_mask", "block_maxima"]
+           "image_terms", "Scratch", "score", "normalise", "row_slices", "significant_mask", "block_maxima",
+           "block_columns"]
 
 
 @dataclass(frozen=True)
@@ -291,13 +292,20 @@ def _candidate_columns(part, bm, thr, block: int = BLOCK):
     """Columns ``[b, L]`` of each row of ``part [b, n]`` that hold every entry ``>= thr`` (the
     blocks whose maximum ``bm`` reaches it, as many for every row, and the tail); None when that is
     more than an eighth of the row (a plain pass is then as fast)."""
-    xp = get_xp(part)
-    b, n = part.shape
-    head = bm.shape[1] * block
+    n = part.shape[1]
     k = max(int((bm >= thr).sum(axis=1).max()), 1)
-    if 8 * (k * block + n - head) >= n:
+    if 8 * (k * block + n - bm.shape[1] * block) >= n:
         return None
     # the k blocks with the largest maxima hold every block that reaches thr (at most k per row)
+    return block_columns(bm, k, n, block)
+
+
+def block_columns(bm, k: int, n: int, block: int = BLOCK):
+    """``[b, k * block + tail]``: per row of ``n`` entries, the columns of the ``k`` blocks whose
+    maxima ``bm [b, n // block]`` (:func:`block_maxima`) are largest, then the tail of fewer than
+    ``block`` entries that no block covers."""
+    xp = get_xp(bm)
+    b, head = bm.shape[0], bm.shape[1] * block
     blocks = xp.argpartition(-bm, k - 1, axis=1)[:, :k]
     idx = (blocks[:, :, None] * block + xp.arange(block)).reshape(b, -1)
     return xp.concatenate([idx, xp.broadcast_to(xp.arange(head, n), (b, n - head))], axis=1)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..projection import shift_ramps
-from .estep import BLOCK, block_maxima, image_terms, normalise, score, significant_mask
+from .estep import BLOCK, block_columns, block_maxima, image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
 
@@ -323,13 +323,10 @@ def _top(flat, n: int, block: int = BLOCK, block_max=None):
     when the caller has them), so only those blocks (and the tail) are searched.
     """
     xp = get_xp(flat)
-    nb, S = flat.shape
+    S = flat.shape[1]
     if S > 16 * n * block:
-        head = S // block * block
         bmax = block_maxima(flat, block) if block_max is None or block != BLOCK else block_max
-        blocks = xp.argpartition(-bmax, n - 1, axis=1)[:, :n]
-        idx = (blocks[:, :, None] * block + xp.arange(block)).reshape(nb, -1)
-        idx = xp.concatenate([idx, xp.broadcast_to(xp.arange(head, S), (nb, S - head))], axis=1)
+        idx = block_columns(bmax, n, S, block)
         return xp.take_along_axis(idx, _top(xp.take_along_axis(flat, idx, 1), n), 1)
     if S > n:
         part = xp.argpartition(-flat, n - 1, axis=1)[:, :n]
