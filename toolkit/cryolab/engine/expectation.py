@@ -11,7 +11,9 @@ GEMM (at the coarse pass's lower resolution), keep per image the smallest set ho
 x finer translations, and score those at full resolution. The fine pass is one GEMM
 over the union of the batch's kept orientations x translations when the images' kept
 sets overlap (early iterations), otherwise one small GEMM per image over its own kept
-set; fine samples whose coarse parent was not kept are masked out. M-step sums of all
+set; fine samples whose coarse parent was not kept are masked out. A group's translations are
+GEMM rows, or, when that takes fewer multiply-adds (early iterations, many kept translations),
+a separable DFT over their lattice (:mod:`.translations`), for the scores and the M-step sums. M-step sums of all
 images are added per orientation (by the sampler's keys, into one row per orientation) and
 handed on once a batch.
 """
@@ -23,9 +25,10 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..projection import shift_ramps
-from .estep import BLOCK, block_columns, block_maxima, image_terms, normalise, score, significant_mask
+from .estep import BLOCK, block_columns, block_maxima, fourier_pixels, image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
+from . import translations as lattice
 
 __all__ = ["BatchResult", "expectation_batch", "SampleSet"]
 
@@ -94,6 +97,10 @@ def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offs
     return s
 
 
+#: the fine pass scores a group's translations as a separable DFT over their lattice when that takes
+#: fewer than this share of the multiply-adds of one GEMM row per translation (its GEMMs are smaller)
+LATTICE_BELOW = 0.6
+
 #: local searches score each image against its own orientations only when, on average, an image
 #: may take fewer than this share of the batch's orientations (one GEMM per image instead of a
 #: GEMM over the union, most of which the prior then discards)
@@ -122,7 +129,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
                       n_top=10, accumulate=None, orient_log_prior=None, fine_pass="auto",
-                      max_fine_samples=None, scratch=None):
+                      max_fine_samples=None, scratch=None, translations="auto"):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
@@ -138,11 +145,17 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     for consecutive groups of images of at most this many fine samples each, and the M-step sums
     are formed for at most this many samples' worth of orientations at a time (a single image
     whose own rectangle is larger is scored alone). ``scratch`` (:class:`~.estep.Scratch`, None: a new
-    array) holds the scores of the coarse pass and then of each fine group, reused from batch to batch. Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
+    array) holds the scores of the coarse pass and then of each fine group, reused from batch to batch.
+    ``translations``: how the fine pass scores a group's translations: ``"rows"`` (each a GEMM row,
+    :func:`~.estep.score`), ``"lattice"`` (a separable DFT over the lattice of the group's fine
+    translations, :mod:`.translations`) or ``"auto"`` (the lattice when it takes under
+    :data:`LATTICE_BELOW` of the rows' multiply-adds). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
     if fine_pass not in ("auto", "union", "per_image"):
         raise ValueError(f"fine_pass must be 'auto', 'union' or 'per_image', got {fine_pass!r}")
+    if translations not in ("auto", "rows", "lattice"):
+        raise ValueError(f"translations must be 'auto', 'rows' or 'lattice', got {translations!r}")
     B = X.shape[0]
     mc = coarse.P.shape[1]
     if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
@@ -183,6 +196,10 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
     all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
 
+    M = X.shape[1]
+    hp = fourier_pixels(pix.n, pix.max_shell)          # the pixels' frequencies, made on the host
+    host_k = (hp.kx[:M], hp.ky[:M])
+
     def fine_parts():          # made one group at a time, so one group's arrays are held at once
         for g in groups:
             ti = np.flatnonzero(t_used[g].any(axis=0))
@@ -194,8 +211,14 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             gi = xp.asarray(g)
             allowed = xp.repeat(xp.repeat(_kept_block(kept, B, T, J, g, ti, ji, xp), nt_child, axis=1),
                                 no_child, axis=2)
-            sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
-                           return_terms=True, scratch=scratch)     # the previous group's weights are spent
+            lat = None if translations == "rows" else lattice.translation_lattice(pix.n, ft, *host_k, xp)
+            if lat is not None and (translations == "lattice"
+                                    or lattice.lattice_flops(lat, M) < LATTICE_BELOW * 2 * M * len(ft)):
+                out = None if scratch is None else scratch.take((len(g), len(ft), fine.P.shape[0]), xp)
+                sg, yc = lattice.score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, lat, out=out), lat
+            else:                                                 # the previous group's weights are spent
+                sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
+                               return_terms=True, scratch=scratch)
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
@@ -288,7 +311,10 @@ class _Accumulator:
         for lo in range(0, J, step):
             c = slice(lo, min(J, lo + step))
             wc = w if step == J else w[:, :, c]
-            D, W, _ = weighted_sums(wc, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
+            if isinstance(yc, lattice.TranslationLattice):
+                D, W, _ = lattice.weighted_sums(wc, X, ctf, yc, min_weight=1e-6)
+            else:
+                D, W, _ = weighted_sums(wc, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
             if self.mode != "maxcc":
                 # sum |X|^2 counts once a sample set (the images' own term), not once a chunk
                 self.resid = self.resid + residual_power(X if lo == 0 else X[:0], D, W, ss.P[c])

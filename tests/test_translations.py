@@ -1,0 +1,127 @@
+"""Scores at a lattice of translations as a separable DFT (engine.translations) against the
+GEMM rows of engine.estep / engine.mstep and a brute-force loop, and the E-step batch with its
+fine pass scored either way."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryolab.engine import translations as tr
+from cryolab.engine.estep import fourier_pixels, score
+from cryolab.engine.expectation import expectation_batch
+from cryolab.engine.images import prepare_batch
+from cryolab.engine.mstep import weighted_sums
+from cryolab.engine.planar import PlanarSampler
+from cryolab.engine.sampling import fine_translations, translation_grid
+from cryolab.projection import shift_ramps
+
+
+def _random_terms(rng, n, max_shell, B, J):
+    pix = fourier_pixels(n, max_shell)
+    M = pix.size
+    X = (rng.normal(size=(B, M)) + 1j * rng.normal(size=(B, M))).astype(np.complex64)
+    C = rng.uniform(-1, 1, size=(B, M)).astype(np.float32)
+    P = (rng.normal(size=(J, M)) + 1j * rng.normal(size=(J, M))).astype(np.complex64)
+    inv_s2 = rng.uniform(0.5, 2, M).astype(np.float32)
+    return pix, X, C, P, inv_s2
+
+
+def test_lattice_scores_and_sums_equal_the_gemm_rows_and_a_brute_force_loop():
+    rng = np.random.default_rng(0)
+    n = 32
+    pix, X, C, P, inv_s2 = _random_terms(rng, n, 12, 3, 10)
+    ft = fine_translations(translation_grid(3, 1), 1.0, 1).reshape(-1, 2)     # 116 on a 14 x 14 lattice
+    ramps = shift_ramps(n, ft, kx=pix.kx, ky=pix.ky)
+    lat = tr.translation_lattice(n, ft, pix.kx, pix.ky)
+    assert lat.size == len(ft) and len(lat.xs) == len(lat.ys) == 14
+    got = tr.score(X, C, inv_s2, P, lat)
+    rows = score(X, C, inv_s2, P, ramps)
+    # brute force in double: Re sum conj(X S_t) C P / sigma2 - sum C^2 |P|^2 / (2 sigma2)
+    x, c, p, s = (a.astype(np.complex128) for a in (X, C, P, ramps))
+    brute = (np.einsum("bm,tm,bm,jm,m->btj", np.conj(x), np.conj(s), c, p, inv_s2).real
+             - np.einsum("bm,jm,m->bj", c.real ** 2, np.abs(p) ** 2, 0.5 * inv_s2)[:, None, :])
+    scale = np.abs(brute).max()
+    # measured: 1.4e-7 (GEMM rows: 2.0e-7) of the largest score; margin > 10x
+    assert np.abs(got - brute).max() < 2e-6 * scale
+    assert np.abs(got - rows).max() < 2e-6 * scale
+    w = rng.random(got.shape).astype(np.float32)
+    w[:, :, 3] = 0                                       # a column without weight gets zeros
+    D, W, wsum = tr.weighted_sums(w, X, C, lat, min_weight=0.0)
+    D0, W0, wsum0 = weighted_sums(w, X, C, ramps, min_weight=0.0)
+    Db = np.einsum("btj,bm,bm,tm->jm", w, c.real, x, s)
+    # measured: 4.4e-7 (GEMM rows: 6.5e-7) of the largest sum; W is the rows' GEMM; margin ~10x
+    assert np.abs(D - Db).max() < 5e-6 * np.abs(Db).max() and np.abs(D - D0).max() < 5e-6 * np.abs(Db).max()
+    assert np.allclose(W, W0, rtol=1e-5) and np.allclose(wsum, wsum0)
+    assert not D[3].any() and not W[3].any()
+
+
+def test_lattice_of_integer_translations_and_bad_pixels():
+    t = translation_grid(2, 1)
+    lat = tr.translation_lattice(16, t, [0, 1, 1], [0, -1, 2])
+    assert lat.xs.tolist() == lat.ys.tolist() == [-2, -1, 0, 1, 2]
+    grid = np.stack(np.meshgrid(lat.xs, lat.ys, indexing="ij"), -1).reshape(-1, 2)
+    assert np.array_equal(grid[lat.rows], t)
+    assert lat.spans == ((2, 3), (1, 5))                                   # ky + R per kx column
+    with pytest.raises(ValueError, match="kx >= 0"):
+        tr.translation_lattice(16, t, [-1], [0])
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Six simulated images of two views (32 px) and a sampler of two references."""
+    from cryolab.data import load_demo
+    from cryolab.fourier import rescale
+    from cryolab.simulate import simulate_views_2d
+    import tempfile
+    d = load_demo()
+    vol = rescale(d.volumes["80S"], 32, ndim=3)
+    with tempfile.TemporaryDirectory() as out:
+        sim = simulate_views_2d(vol, 6, d.pixel_size_A * 2, view_eulers=[[0, 0], [0, 90]], snr=0.5, seed=3,
+                                out_dir=out, name="small")
+        from cryolab.io import ParticleStack
+        ps = ParticleStack.from_star(sim.star_path)
+        images, ctf = ps.read(np.arange(6)), ps.ctf(np.arange(6))
+        pixel_size_A = ps.pixel_size_A
+    pix = fourier_pixels(32, 10)
+    X, C = prepare_batch(images, pix, None, np.zeros((6, 2)), ctf, pixel_size_A)
+    return pix, X / 50, C
+
+
+@pytest.mark.parametrize("fine_pass", ["union", "per_image"])
+def test_fine_pass_on_the_lattice_equals_the_gemm_rows(batch, fine_pass):
+    """The E-step batch with the fine pass's translations scored on their lattice: the same best
+    samples, posteriors and M-step sums as with one GEMM row per translation."""
+    pix, X, C = batch
+    rng = np.random.default_rng(1)
+    refs = np.stack([np.fft.irfft2(np.fft.rfft2(rng.normal(size=(32, 32))) * (np.hypot(*np.meshgrid(
+        np.fft.fftfreq(32), np.fft.rfftfreq(32), indexing="ij")) < 0.15)) for _ in range(2)]).astype(np.float32)
+    sampler = PlanarSampler(refs, pix, psi_step_deg=30, offset_range_px=2, offset_step_px=1)
+    coarse = sampler.coarse(pix.count_within(6))
+    inv_s2 = rng.uniform(0.5, 2, pix.size).astype(np.float32)
+    offsets = rng.normal(size=(6, 2))
+    runs = []
+    for translations in ("rows", "lattice"):
+        sums = {}
+
+        def collect(k, orients, D, W, sums=sums):
+            for key, d, w in zip(sampler.keys(np.full(len(orients), k), orients), D, W):
+                old = sums.get(key, (0, 0))
+                sums[key] = (old[0] + d, old[1] + w)
+        res, extra = expectation_batch(X, C, inv_s2, 0.5 * (np.abs(X) ** 2 * inv_s2).sum(1), coarse, sampler, pix,
+                                       log_pdf_class=np.log(np.array([0.4, 0.6], np.float32)), offsets_px=offsets,
+                                       sigma_offset_px=1.5, mode="map", oversampling=1, adaptive_fraction=0.99,
+                                       accumulate=collect, fine_pass=fine_pass, translations=translations)
+        runs.append((res, extra, sums))
+    (a, ea, sa), (b, eb, sb) = runs
+    assert np.array_equal(a.best_class, b.best_class) and np.allclose(a.best_orient, b.best_orient)
+    assert np.allclose(a.best_trans, b.best_trans) and np.array_equal(a.n_significant, b.n_significant)
+    for name in ("pmax", "loglik", "class_posterior"):            # measured: < 1e-5; margin 10x
+        assert np.allclose(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-4), name
+    assert np.allclose(ea["residual"], eb["residual"], rtol=1e-4) and np.isclose(ea["offset_moment"], eb["offset_moment"])
+    assert set(sa) == set(sb)
+    scale = max(np.abs(d).max() for d, _ in sa.values())
+    for key in sa:
+        assert np.allclose(sa[key][0], sb[key][0], atol=1e-5 * scale) and np.allclose(sa[key][1], sb[key][1], rtol=1e-5)
+    with pytest.raises(ValueError, match="translations"):
+        expectation_batch(X, C, inv_s2, inv_s2[:6], coarse, sampler, pix, log_pdf_class=np.zeros(2, np.float32),
+                          offsets_px=offsets, sigma_offset_px=1.5, translations="dft")
