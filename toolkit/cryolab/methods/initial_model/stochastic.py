@@ -149,11 +149,10 @@ class InitialModel:
         self._lock = threading.RLock()   # one step, save, schedule change or assignment at a time
         self.n_starts, self.start_scores = int(n_starts), []
         # the other starts run the first phase beside this one (starts.py); the best one continues
-        self._others = [InitialModel(particles, K, schedule=self.schedule, sym=sym, particle_diameter_A=particle_diameter_A,
-                                     healpix_order=healpix_order, offset_range_px=offset_range_px,
-                                     offset_step_px=offset_step_px, tau2_fudge=tau2_fudge, ctf=ctf,
-                                     seed=start_seed(seed, i), flatten_solvent=flatten_solvent,
-                                     nonnegative=nonnegative, n_starts=1, **settings)
+        same = dict(schedule=self.schedule, sym=sym, particle_diameter_A=particle_diameter_A,
+                    healpix_order=healpix_order, offset_range_px=offset_range_px, offset_step_px=offset_step_px,
+                    tau2_fudge=tau2_fudge, ctf=ctf, flatten_solvent=flatten_solvent, nonnegative=nonnegative)
+        self._others = [InitialModel(particles, K, seed=start_seed(seed, i), n_starts=1, **same, **settings)
                         for i in range(1, self.n_starts)] if self.schedule.ini_iter > 0 else []
 
     # ------------------------------------------------------------------ stepping
