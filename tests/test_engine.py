@@ -137,6 +137,21 @@ def test_significant_mask_with_few_candidates_equals_full_sort(power):
         np.testing.assert_array_equal(mask[b].ravel(), flat[b] >= lightest)
 
 
+@pytest.mark.parametrize("power", [1, 30])
+def test_significant_count_of_long_rows_in_slices_equals_one_pass(power):
+    """Rows of 40,000 samples whose significant sets span several of the count's column slices
+    (4,096, 8,192, ...; broad weights) or lie in the first (peaked ones): the brute-force count
+    (one cumulative sum over the sorted row), with and without a reused sort buffer."""
+    from cryolab.engine.estep import Scratch
+    rng = np.random.default_rng(power)
+    w = (rng.random((6, 200, 200)) ** power).astype(np.float32)
+    w /= w.reshape(6, -1).sum(1, dtype=np.float64)[:, None, None].astype(np.float32)
+    expected = _brute_significant_count(w, 0.999)
+    assert expected.max() > (12_288 if power == 1 else 0)
+    for scratch in (None, Scratch()):
+        np.testing.assert_array_equal(significant_mask(w, 0.999, mask=False, scratch=scratch)[1], expected)
+
+
 def test_top_samples_of_long_rows_equal_a_full_sort():
     """``_top`` on rows long enough for its block pre-selection: the same values as a full sort."""
     from cryolab.engine.expectation import _top

@@ -121,15 +121,17 @@ class Scratch:
     a reused one does not."""
 
     def __init__(self):
-        self._buf = None
+        self._bufs = {}
 
-    def take(self, shape, xp):
-        """A C-contiguous float32 array of ``shape`` on the buffer (its previous contents are lost)."""
+    def take(self, shape, xp, slot: str = "scores"):
+        """A C-contiguous float32 array of ``shape`` on the buffer ``slot`` (its previous contents are
+        lost; ``"scores"``: the scores, ``"sort"``: :func:`significant_mask`'s sorted weights)."""
         n = int(np.prod(shape))
-        if self._buf is None or self._buf.size < n or get_xp(self._buf) is not xp:
-            self._buf = None                                  # the old one freed before the new one is made
-            self._buf = xp.empty(n, xp.float32)
-        return self._buf[:n].reshape(shape)
+        buf = self._bufs.get(slot)
+        if buf is None or buf.size < n or get_xp(buf) is not xp:
+            self._bufs[slot] = buf = None                     # the old one freed before the new one is made
+            self._bufs[slot] = buf = xp.empty(n, xp.float32)
+        return buf[:n].reshape(shape)
 
 
 def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_terms: bool = False,
@@ -213,7 +215,7 @@ def row_slices(flat, max_entries: int = 1 << 21):
 
 
 def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, mask: bool | str = True,
-                     block_max=None):
+                     block_max=None, scratch: Scratch | None = None):
     """Per image, the smallest set of samples holding ``fraction`` of its weight (RELION's adaptive fraction).
 
     ``weights`` ``[B, ...]`` normalised; returns a boolean mask of the same shape (None with
@@ -226,7 +228,7 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
     the count). Images are taken ``chunk`` samples at a time to bound memory. When the
     candidates lie in few blocks of :data:`BLOCK` samples, only those blocks are read after one
     pass of block maxima (``block_max``, :func:`block_maxima` of the flat weights, when the
-    caller has it).
+    caller has it). ``scratch``: a :class:`Scratch` whose ``"sort"`` buffer holds the sorted weights.
     """
     xp = get_xp(weights)
     flat = weights.reshape(weights.shape[0], -1)
@@ -247,10 +249,8 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
         cand = vals >= thr
         ncand = cand.sum(axis=1)
         m = max(int(ncand.max()), 1)                                  # candidates of the richest image
-        top = _heaviest(vals, cand, ncand, m)                         # heaviest first
-        d = top.astype(xp.float64)
-        before = xp.cumsum(d, axis=1) - d                             # weight of the heavier ones
-        c = xp.maximum(((before < fraction) & (top >= thr)).sum(axis=1), 1)
+        top = _heaviest(vals, cand, ncand, m, scratch)                # heaviest first
+        c = xp.maximum(_count_heaviest(top, thr, fraction), 1)
         count[lo:lo + step] = c
         if not mask:
             continue
@@ -311,13 +311,41 @@ def block_columns(bm, k: int, n: int, block: int = BLOCK):
     return xp.concatenate([idx, xp.broadcast_to(xp.arange(head, n), (b, n - head))], axis=1)
 
 
-def _heaviest(part, cand, ncand, m: int):
+def _count_heaviest(top, thr, fraction: float, first: int = 4096):
+    """Per row of ``top [b, m]`` (heaviest first): how many entries ``>= thr`` have less than
+    ``fraction`` of the weight ahead of them, ``before = cumsum - top`` in double. The running sums
+    are taken a slice of columns at a time (the last sum carried in front of the next slice, so
+    they are the sums of one pass, to the bit) until no row can count more."""
+    xp = get_xp(top)
+    b, m = top.shape
+    count = xp.zeros(b, dtype=xp.int64)
+    carry = xp.zeros((b, 1), dtype=xp.float64)
+    lo, step = 0, (first if xp is np else m)             # a GPU: one pass, no check in between
+    while lo < m:
+        d = top[:, lo:lo + step].astype(xp.float64)
+        run = xp.cumsum(xp.concatenate([carry, d], axis=1), axis=1)[:, 1:]
+        count += ((run - d < fraction) & (top[:, lo:lo + step] >= thr)).sum(axis=1)
+        carry = run[:, -1:]
+        lo, step = lo + step, 2 * step
+        # later entries have at least this much weight ahead (less ~1e-16 of rounding) or are < thr
+        if lo >= m or not bool(((carry[:, 0] < fraction + 1e-9) & (top[:, lo - 1] >= thr)).any()):
+            break
+    return count
+
+
+def _heaviest(part, cand, ncand, m: int, scratch: Scratch | None = None):
     """Rows ``[b, m]`` of each row's candidates ``cand`` (at most ``m`` per row), heaviest first, then
-    zeros. When candidates are few, only they are sorted (gathered into a zero-padded buffer)."""
+    zeros. When candidates are few, only they are sorted (gathered into a zero-padded buffer).
+    ``scratch``: its ``"sort"`` buffer holds a whole sorted copy of ``part`` (no new array)."""
     xp = get_xp(part)
     b, n = part.shape
     if 8 * m >= n:
-        return xp.sort(part, axis=1)[:, ::-1][:, :m]
+        if scratch is None or part.dtype != xp.float32:
+            return xp.sort(part, axis=1)[:, ::-1][:, :m]
+        buf = scratch.take((b, n), xp, slot="sort")
+        buf[...] = part
+        buf.sort(axis=1)
+        return buf[:, ::-1][:, :m]
     rows, cols = xp.nonzero(cand)
     starts = xp.cumsum(ncand) - ncand
     buf = xp.zeros((b, m), dtype=part.dtype)

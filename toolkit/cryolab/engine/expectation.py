@@ -178,7 +178,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
                        log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
     w, _ = normalise(s, overwrite=True)                                # s holds the weights now
     xp, (T, J) = get_xp(X), w.shape[1:]
-    (kb, kc), _ = significant_mask(w, adaptive_fraction, mask="sparse")  # kept samples, where w is
+    (kb, kc), _ = significant_mask(w, adaptive_fraction, mask="sparse", scratch=scratch)  # kept, where w is
     kept = (kb, kc // J, kc % J)                                       # image, translation, orientation
     del s, Yc, w
     nt_child, no_child = 4 ** oversampling, sampler.n_children(oversampling)
@@ -226,7 +226,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             xp.copyto(sg, NEG, where=~allowed)          # in place: no second array of the group's size
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
-                   adaptive_fraction)
+                   adaptive_fraction, scratch)
 
 
 def _kept_block(kept, B: int, T: int, J: int, g, ti, ji, xp):
@@ -408,7 +408,7 @@ def _one_hot_sums(best, nb: int, T: int, J: int, xp):
     return bmax, wj, wt
 
 
-def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction):
+def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction, scratch=None):
     """Normalise each part's log weights; per-image results; M-step sums into ``acc``."""
     xp = get_xp(X)
     B = X.shape[0]
@@ -437,7 +437,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
             wj, wt = w.sum(axis=1), w.sum(axis=2)                                # [nb, J], [nb, T]
             best = to_numpy(flat.argmax(axis=1))
         # per-image results only come to the host (the weights stay where they are)
-        nsig = significant_mask(w, adaptive_fraction, mask=False, block_max=bmax)[1]
+        nsig = significant_mask(w, adaptive_fraction, mask=False, block_max=bmax, scratch=scratch)[1]
         bt, bj = np.unravel_index(best, (T, J))
         out["best_class"][g] = ss.classes[bj]
         for i, b in enumerate(g):

@@ -36,7 +36,7 @@ class TranslationLattice:
     phase matrices for pixels with integer frequencies ``kx`` in ``[0, Kx)``, ``ky`` in
     ``[-R, R]`` (box ``[Kx, Ky = 2R + 1]``).
 
-    ``rows [T]``: lattice row ``ix * Ty + iy`` of each translation; ``box [M]``: flat box index
+    ``ix``, ``iy`` ``[T]``: each translation's place in ``xs`` and ``ys``; ``box [M]``: flat box index
     ``kx * Ky + ky + R`` of each pixel; ``spans``: per ``kx`` the ``(lo, hi)`` range of box
     ``ky`` indices holding pixels; ``ey [Ty, Ky]`` = ``exp(+2 pi i ky ty / N)`` (complex64);
     ``e2 [Tx, 2 Kx]`` = ``[cos, -sin](2 pi kx tx / N)`` interleaved per ``kx``;
@@ -49,7 +49,8 @@ class TranslationLattice:
     kx_size: int
     ky_size: int
     spans: tuple
-    rows: object
+    ix: object
+    iy: object
     box: object
     ey: object
     e2: object
@@ -84,7 +85,7 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
     f2 = np.stack([np.cos(ang).T, -np.sin(ang).T], axis=1)                        # [Kx, 2, Tx]
     return TranslationLattice(
         n, trans, xs, ys, kx_size, ky_size, tuple(spans),
-        xp.asarray(ix * len(ys) + iy), xp.asarray(kx * ky_size + ky + R),
+        xp.asarray(ix), xp.asarray(iy), xp.asarray(kx * ky_size + ky + R),
         xp.asarray(ey.astype(np.complex64)), xp.asarray(e2.astype(np.float32)),
         xp.asarray(np.ascontiguousarray(f2, dtype=np.float32)))
 
@@ -118,10 +119,12 @@ def _ramp_terms(Y, lat: TranslationLattice, sign: int):
     return Y[..., :, None, :] * ey
 
 
-def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None):
+def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_per_gemm: int = 2,
+          columns: int = 128):
     """Scores ``[B, T, J]`` = ``cross - Q`` of :func:`.estep.score` (``mode="map"``/``"ml"``) at the
     lattice's translations ``lat.trans``: ``X [B, M]`` complex, ``ctf [B, M]`` (None = 1),
-    ``inv_sigma2 [M]``, ``P [J, M]`` complex. ``out``: a float32 ``[B, T, J]`` array to write to."""
+    ``inv_sigma2 [M]``, ``P [J, M]`` complex. ``out``: a float32 ``[B, T, J]`` array to write to.
+    ``images_per_gemm`` images share the GEMMs (rows of the first, columns of the second)."""
     xp = get_xp(X)
     B, M = X.shape
     J, T = P.shape[0], lat.size
@@ -129,32 +132,33 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None):
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
     w = inv_sigma2.astype(xp.float32)
     Ybox = _to_box(xp.conj(X) * (c * w[None, :]), lat)                      # conj(X) C w
-    Pbox = _projections_box(P, lat)                                          # [Kx, Ky, 2, J]
+    Pcols = _projections_box(P, lat).reshape(Kx, 2 * Ky, J)                 # per kx rows (ky, re/im)
     P2 = (P.real ** 2 + P.imag ** 2).astype(xp.float32)
     Q = (c * c * (0.5 * w)) @ P2.T                                           # [B, J]
     out = xp.empty((B, T, J), xp.float32) if out is None else out
-    H = xp.empty((Kx, 2 * Ty, J), xp.float32)
-    E1 = xp.empty((Kx, 2, Ty, Ky, 2), xp.float32)
-    cross = xp.empty((Tx, Ty * J), xp.float32)
-    Pcols = Pbox.reshape(Kx, -1, J)
-    for b in range(B):
-        z = _ramp_terms(Ybox[b], lat, +1)                                    # [Kx, Ty, Ky]
+    for lo in range(0, B, images_per_gemm):
+        nb = min(B, lo + images_per_gemm) - lo
+        z = _ramp_terms(Ybox[lo:lo + nb], lat, +1).transpose(1, 0, 2, 3)    # [Kx, nb, Ty, Ky]
         re, im = z.real, z.imag
-        # per kx the real matrix, rows (re/im, ty), columns (ky, re/im), of multiplying by z
-        E1[:, 0, :, :, 0], E1[:, 0, :, :, 1], E1[:, 1, :, :, 0], E1[:, 1, :, :, 1] = re, -im, im, re
-        E1m = E1.reshape(Kx, 2 * Ty, 2 * Ky)
-        for u, (lo, hi) in enumerate(lat.spans):                            # contract ky, its range per kx
-            if hi > lo:
-                xp.matmul(E1m[u, :, 2 * lo:2 * hi], Pcols[u, 2 * lo:2 * hi], out=H[u])
-            else:
-                H[u] = 0
-        xp.matmul(lat.e2, H.reshape(2 * Kx, Ty * J), out=cross)                 # contract kx
-        out[b] = cross.reshape(Tx * Ty, J)[lat.rows]
-        out[b] -= Q[b][None, :]
+        # per kx the real matrix, rows (re/im, image, ty), columns (ky, re/im), of multiplying by z
+        E1 = xp.empty((Kx, 2, nb, Ty, Ky, 2), xp.float32)
+        E1[:, 0, ..., 0], E1[:, 0, ..., 1], E1[:, 1, ..., 0], E1[:, 1, ..., 1] = re, -im, im, re
+        E1 = E1.reshape(Kx, 2 * nb * Ty, 2 * Ky)
+        for j0 in range(0, J, columns):          # a slice of projections at a time: H stays in cache
+            j1 = min(J, j0 + columns)
+            H = xp.empty((Kx, 2 * nb * Ty, j1 - j0), xp.float32)
+            for u, (v0, v1) in enumerate(lat.spans):                        # contract ky, its range per kx
+                if v1 > v0:
+                    xp.matmul(E1[u, :, 2 * v0:2 * v1], Pcols[u, 2 * v0:2 * v1, j0:j1], out=H[u])
+                else:
+                    H[u] = 0
+            cross = (lat.e2 @ H.reshape(2 * Kx, -1)).reshape(Tx, nb, Ty, j1 - j0)     # contract kx
+            out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
+        out[lo:lo + nb] -= Q[lo:lo + nb, None, :]
     return out
 
 
-def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 8):
+def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 4):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` of :func:`.mstep.weighted_sums` for weights
     ``[B, T, J]`` at the lattice's translations: ``D_j = sum_{b,t} w C_b X_b S_t``, ``W_j = sum_b
     (sum_t w) C_b^2``. Columns whose weights are all ``<= min_weight`` get zeros. The second
@@ -174,22 +178,21 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
     w = weights[:, :, cols] if n < J else weights
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
     Dbox = xp.zeros((Kx, Ky * 2, n), xp.float32)
-    lattice_w = xp.zeros((Tx * Ty, n), xp.float32)
+    f2 = lat.f2.reshape(2 * Kx, Tx)
     for lo in range(0, B, images_per_gemm):
         nb = min(B, lo + images_per_gemm) - lo
-        A = xp.empty((Kx, nb, 2 * Ty, n), xp.float32)
-        for i in range(nb):
-            lattice_w[lat.rows] = w[lo + i]
-            A[:, i] = xp.matmul(lat.f2, lattice_w.reshape(Tx, Ty * n)).reshape(Kx, 2 * Ty, n)   # contract tx
-        # per kx: rows (ky, re/im), columns (image, re/im, ty): C X exp(-2 pi i ky ty / N)
+        lattice_w = xp.zeros((Tx, nb, Ty, n), xp.float32)
+        lattice_w[lat.ix, :, lat.iy] = xp.moveaxis(w[lo:lo + nb], 1, 0)    # [T, nb, n]
+        A = (f2 @ lattice_w.reshape(Tx, nb * Ty * n)).reshape(Kx, 2 * nb * Ty, n)   # contract tx
+        # per kx: rows (ky, re/im), columns (re/im, image, ty): C X exp(-2 pi i ky ty / N)
         z = _ramp_terms(CX[lo:lo + nb], lat, -1).transpose(1, 3, 0, 2)      # [Kx, Ky, nb, Ty]
         re, im = z.real, z.imag
-        F1 = xp.empty((Kx, Ky, 2, nb, 2, Ty), xp.float32)
-        F1[:, :, 0, :, 0], F1[:, :, 0, :, 1], F1[:, :, 1, :, 0], F1[:, :, 1, :, 1] = re, -im, im, re
-        F1 = F1.reshape(Kx, 2 * Ky, nb * 2 * Ty)
-        for u, (v0, v1) in enumerate(lat.spans):
+        F1 = xp.empty((Kx, Ky, 2, 2, nb, Ty), xp.float32)
+        F1[:, :, 0, 0], F1[:, :, 0, 1], F1[:, :, 1, 0], F1[:, :, 1, 1] = re, -im, im, re
+        F1 = F1.reshape(Kx, 2 * Ky, 2 * nb * Ty)
+        for u, (v0, v1) in enumerate(lat.spans):                            # contract ty, images summed
             if v1 > v0:
-                Dbox[u, 2 * v0:2 * v1] += F1[u, 2 * v0:2 * v1] @ A[u].reshape(nb * 2 * Ty, n)
+                Dbox[u, 2 * v0:2 * v1] += F1[u, 2 * v0:2 * v1] @ A[u]
     Dc = Dbox.reshape(Kx * Ky, 2, n)[lat.box]                                # [M, 2, n]
     D[cols] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
     W[cols] = w.sum(axis=1).T @ (c * c)
