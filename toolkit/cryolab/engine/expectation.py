@@ -161,13 +161,14 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
         raise ValueError("a coarse pass at lower resolution needs oversampling > 0")
     cut = (lambda a: None if a is None else a[:, :mc])  # noqa: E731
+    hp = fourier_pixels(pix.n, pix.max_shell)          # the pixels' frequencies, made on the host
+    host_k = (hp.kx, hp.ky)
     lpo = None if orient_log_prior is None else orient_log_prior(coarse.orients)
     allowed = None if lpo is None or lpo.shape[0] != B or B == 1 else to_numpy(lpo > NEG / 2)
     if allowed is not None and allowed.mean() < SPARSE_BELOW:
         s, Yc = score_subsets(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, allowed, mode=mode)
     else:
-        s, Yc = score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, mode=mode, return_terms=True,
-                      scratch=scratch)
+        s, Yc = _score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse, host_k, pix.n, mode, translations, scratch)
     if mode != "maxcc":
         _add_log_prior(s, log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
@@ -196,9 +197,6 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
     all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
 
-    M = X.shape[1]
-    hp = fourier_pixels(pix.n, pix.max_shell)          # the pixels' frequencies, made on the host
-    host_k = (hp.kx[:M], hp.ky[:M])
 
     def fine_parts():          # made one group at a time, so one group's arrays are held at once
         for g in groups:
@@ -211,14 +209,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             gi = xp.asarray(g)
             allowed = xp.repeat(xp.repeat(_kept_block(kept, B, T, J, g, ti, ji, xp), nt_child, axis=1),
                                 no_child, axis=2)
-            lat = None if translations == "rows" else lattice.translation_lattice(pix.n, ft, *host_k, xp)
-            if lat is not None and (translations == "lattice"
-                                    or lattice.lattice_flops(lat, M) < LATTICE_BELOW * 2 * M * len(ft)):
-                out = None if scratch is None else scratch.take((len(g), len(ft), fine.P.shape[0]), xp)
-                sg, yc = lattice.score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, lat, out=out), lat
-            else:                                                 # the previous group's weights are spent
-                sg, yc = score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine.P, fine.ramps, mode=mode,
-                               return_terms=True, scratch=scratch)
+            sg, yc = _score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine, host_k, pix.n, mode,
+                            translations, scratch)                # the previous group's weights are spent
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
@@ -227,6 +219,21 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
                    adaptive_fraction, scratch)
+
+
+def _score(X, ctf, inv_sigma2, ss: SampleSet, host_k, n: int, mode: str, translations: str, scratch):
+    """``(scores [B, T, J], terms)`` of images ``X [B, M]`` against the sample set ``ss`` (into
+    ``scratch``): its translations as GEMM rows (terms: ``Yc`` of :func:`~.estep.image_terms`) or on
+    their lattice (terms: the :class:`~.translations.TranslationLattice`), as ``translations`` says
+    (``"auto"``: the lattice when it takes under :data:`LATTICE_BELOW` of the rows' multiply-adds);
+    ``host_k``: the pixels' ``(kx, ky)`` on the host."""
+    xp, M = get_xp(X), X.shape[1]
+    if translations != "rows" and mode != "maxcc":
+        lat = lattice.translation_lattice(n, ss.trans, host_k[0][:M], host_k[1][:M], xp)
+        if translations == "lattice" or lattice.lattice_flops(lat, M) < LATTICE_BELOW * 2 * M * lat.size:
+            out = None if scratch is None else scratch.take((X.shape[0], lat.size, ss.P.shape[0]), xp)
+            return lattice.score(X, ctf, inv_sigma2, ss.P, lat, out=out), lat
+    return score(X, ctf, inv_sigma2, ss.P, ss.ramps, mode=mode, return_terms=True, scratch=scratch)
 
 
 def _kept_block(kept, B: int, T: int, J: int, g, ti, ji, xp):
