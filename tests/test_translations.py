@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cryolab.engine import translations as tr
-from cryolab.engine.estep import fourier_pixels, score
+from cryolab.engine.estep import Scratch, fourier_pixels, score
 from cryolab.engine.expectation import expectation_batch
 from cryolab.engine.images import prepare_batch
 from cryolab.engine.mstep import weighted_sums
@@ -53,6 +53,11 @@ def test_lattice_scores_and_sums_equal_the_gemm_rows_and_a_brute_force_loop():
     assert np.abs(D - Db).max() < 5e-6 * np.abs(Db).max() and np.abs(D - D0).max() < 5e-6 * np.abs(Db).max()
     assert np.allclose(W, W0, rtol=1e-5) and np.allclose(wsum, wsum0)
     assert not D[3].any() and not W[3].any()
+    scratch = Scratch()                     # work arrays reused across calls of other sizes: the same values
+    for _ in range(2):
+        assert np.array_equal(tr.score(X[:2], C[:2], inv_s2, P, lat, scratch=scratch), got[:2])
+        assert np.array_equal(tr.score(X, C, inv_s2, P, lat, scratch=scratch), got)
+        assert np.array_equal(tr.weighted_sums(w, X, C, lat, scratch=scratch)[0], D)
 
 
 def test_lattice_of_integer_translations_and_bad_pixels():
@@ -61,6 +66,8 @@ def test_lattice_of_integer_translations_and_bad_pixels():
     assert lat.xs.tolist() == lat.ys.tolist() == [-2, -1, 0, 1, 2]
     assert np.array_equal(np.stack([lat.xs[lat.ix], lat.ys[lat.iy]], 1), t)
     assert lat.spans == ((2, 3), (1, 5))                                   # ky + R per kx column
+    with pytest.raises(ValueError, match="distinct"):
+        tr.translation_lattice(16, np.concatenate([t, t[:1]]), [0], [0])
     with pytest.raises(ValueError, match="kx >= 0"):
         tr.translation_lattice(16, t, [-1], [0])
 

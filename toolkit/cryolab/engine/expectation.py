@@ -173,7 +173,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
         _add_log_prior(s, log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
         s = get_xp(s).where((lpo > NEG / 2)[:, None, :], s, NEG)
-    acc = _Accumulator(sampler, accumulate, inv_sigma2, mode, max_fine_samples)
+    acc = _Accumulator(sampler, accumulate, inv_sigma2, mode, max_fine_samples, scratch)
     if mode == "maxcc" or oversampling == 0:
         return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,
                        log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
@@ -232,7 +232,7 @@ def _score(X, ctf, inv_sigma2, ss: SampleSet, host_k, n: int, mode: str, transla
         lat = lattice.translation_lattice(n, ss.trans, host_k[0][:M], host_k[1][:M], xp)
         if translations == "lattice" or lattice.lattice_flops(lat, M) < LATTICE_BELOW * 2 * M * lat.size:
             out = None if scratch is None else scratch.take((X.shape[0], lat.size, ss.P.shape[0]), xp)
-            return lattice.score(X, ctf, inv_sigma2, ss.P, lat, out=out), lat
+            return lattice.score(X, ctf, inv_sigma2, ss.P, lat, out=out, scratch=scratch), lat
     return score(X, ctf, inv_sigma2, ss.P, ss.ramps, mode=mode, return_terms=True, scratch=scratch)
 
 
@@ -279,8 +279,9 @@ class _Accumulator:
     rows of one sample set have distinct keys), so no sorting is needed to merge them.
     """
 
-    def __init__(self, sampler, callback, inv_sigma2, mode, max_samples=None):
+    def __init__(self, sampler, callback, inv_sigma2, mode, max_samples=None, scratch=None):
         self.sampler, self.callback, self.mode = sampler, callback, mode
+        self.scratch = scratch            # work arrays of the lattice's sums (not the scores' slot)
         self.max_samples = max_samples
         self.inv_sigma2 = inv_sigma2
         self.row_of: dict = {}            # orientation key -> row of the table
@@ -319,7 +320,7 @@ class _Accumulator:
             c = slice(lo, min(J, lo + step))
             wc = w if step == J else w[:, :, c]
             if isinstance(yc, lattice.TranslationLattice):
-                D, W, _ = lattice.weighted_sums(wc, X, ctf, yc, min_weight=1e-6)
+                D, W, _ = lattice.weighted_sums(wc, X, ctf, yc, min_weight=1e-6, scratch=self.scratch)
             else:
                 D, W, _ = weighted_sums(wc, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
             if self.mode != "maxcc":

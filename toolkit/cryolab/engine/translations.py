@@ -36,7 +36,8 @@ class TranslationLattice:
     phase matrices for pixels with integer frequencies ``kx`` in ``[0, Kx)``, ``ky`` in
     ``[-R, R]`` (box ``[Kx, Ky = 2R + 1]``).
 
-    ``ix``, ``iy`` ``[T]``: each translation's place in ``xs`` and ``ys``; ``box [M]``: flat box index
+    ``ix``, ``iy`` ``[T]``: each translation's place in ``xs`` and ``ys``; ``gap_x``, ``gap_y``: the
+    lattice points that are not translations; ``box [M]``: flat box index
     ``kx * Ky + ky + R`` of each pixel; ``spans``: per ``kx`` the ``(lo, hi)`` range of box
     ``ky`` indices holding pixels; ``ey [Ty, Ky]`` = ``exp(+2 pi i ky ty / N)`` (complex64);
     ``e2 [Tx, 2 Kx]`` = ``[cos, -sin](2 pi kx tx / N)`` interleaved per ``kx``;
@@ -51,6 +52,8 @@ class TranslationLattice:
     spans: tuple
     ix: object
     iy: object
+    gap_x: object
+    gap_y: object
     box: object
     ey: object
     e2: object
@@ -72,6 +75,11 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
     xs_key, ix = np.unique(key[:, 0], return_inverse=True)
     ys_key, iy = np.unique(key[:, 1], return_inverse=True)
     xs, ys = xs_key / 1e6, ys_key / 1e6
+    used = np.zeros((len(xs), len(ys)), dtype=bool)
+    used[ix, iy] = True
+    if used.sum() < len(trans):
+        raise ValueError("translation_lattice: the translations must be distinct")
+    gap_x, gap_y = np.nonzero(~used)
     R = int(np.abs(ky).max()) if ky.size else 0
     kx_size, ky_size = (int(kx.max()) + 1 if kx.size else 1), 2 * R + 1
     spans = []
@@ -85,7 +93,7 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
     f2 = np.stack([np.cos(ang).T, -np.sin(ang).T], axis=1)                        # [Kx, 2, Tx]
     return TranslationLattice(
         n, trans, xs, ys, kx_size, ky_size, tuple(spans),
-        xp.asarray(ix), xp.asarray(iy), xp.asarray(kx * ky_size + ky + R),
+        xp.asarray(ix), xp.asarray(iy), xp.asarray(gap_x), xp.asarray(gap_y), xp.asarray(kx * ky_size + ky + R),
         xp.asarray(ey.astype(np.complex64)), xp.asarray(e2.astype(np.float32)),
         xp.asarray(np.ascontiguousarray(f2, dtype=np.float32)))
 
@@ -119,13 +127,23 @@ def _ramp_terms(Y, lat: TranslationLattice, sign: int):
     return Y[..., :, None, :] * ey
 
 
+def _taker(xp, scratch):
+    """``take(shape, slot)``: a float32 work array, from ``scratch`` (:class:`.estep.Scratch`) when given."""
+    if scratch is None:
+        return lambda shape, slot: xp.empty(shape, xp.float32)
+    return lambda shape, slot: scratch.take(shape, xp, slot=slot)
+
+
 def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_per_gemm: int = 2,
-          columns: int = 128):
+          columns: int = 128, scratch=None):
     """Scores ``[B, T, J]`` = ``cross - Q`` of :func:`.estep.score` (``mode="map"``/``"ml"``) at the
     lattice's translations ``lat.trans``: ``X [B, M]`` complex, ``ctf [B, M]`` (None = 1),
     ``inv_sigma2 [M]``, ``P [J, M]`` complex. ``out``: a float32 ``[B, T, J]`` array to write to.
-    ``images_per_gemm`` images share the GEMMs (rows of the first, columns of the second)."""
+    ``images_per_gemm`` images share the GEMMs (rows of the first, columns of the second).
+    ``scratch`` (:class:`.estep.Scratch`): its ``lattice_*`` buffers hold the work arrays (a new
+    array's pages are faulted in when first written, which can cost as much as the GEMMs)."""
     xp = get_xp(X)
+    take = _taker(xp, scratch)
     B, M = X.shape
     J, T = P.shape[0], lat.size
     Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
@@ -141,29 +159,33 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
         z = _ramp_terms(Ybox[lo:lo + nb], lat, +1).transpose(1, 0, 2, 3)    # [Kx, nb, Ty, Ky]
         re, im = z.real, z.imag
         # per kx the real matrix, rows (re/im, image, ty), columns (ky, re/im), of multiplying by z
-        E1 = xp.empty((Kx, 2, nb, Ty, Ky, 2), xp.float32)
+        E1 = take((Kx, 2, nb, Ty, Ky, 2), "lattice_e")
         E1[:, 0, ..., 0], E1[:, 0, ..., 1], E1[:, 1, ..., 0], E1[:, 1, ..., 1] = re, -im, im, re
         E1 = E1.reshape(Kx, 2 * nb * Ty, 2 * Ky)
         for j0 in range(0, J, columns):          # a slice of projections at a time: H stays in cache
             j1 = min(J, j0 + columns)
-            H = xp.empty((Kx, 2 * nb * Ty, j1 - j0), xp.float32)
+            H = take((Kx, 2 * nb * Ty, j1 - j0), "lattice_h")
             for u, (v0, v1) in enumerate(lat.spans):                        # contract ky, its range per kx
                 if v1 > v0:
                     xp.matmul(E1[u, :, 2 * v0:2 * v1], Pcols[u, 2 * v0:2 * v1, j0:j1], out=H[u])
                 else:
                     H[u] = 0
-            cross = (lat.e2 @ H.reshape(2 * Kx, -1)).reshape(Tx, nb, Ty, j1 - j0)     # contract kx
+            cross = take((Tx, nb * Ty * (j1 - j0)), "lattice_x")
+            xp.matmul(lat.e2, H.reshape(2 * Kx, -1), out=cross)                   # contract kx
+            cross = cross.reshape(Tx, nb, Ty, j1 - j0)
             out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
         out[lo:lo + nb] -= Q[lo:lo + nb, None, :]
     return out
 
 
-def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 4):
+def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 4,
+                  scratch=None):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` of :func:`.mstep.weighted_sums` for weights
     ``[B, T, J]`` at the lattice's translations: ``D_j = sum_{b,t} w C_b X_b S_t``, ``W_j = sum_b
     (sum_t w) C_b^2``. Columns whose weights are all ``<= min_weight`` get zeros. The second
-    contraction sums ``images_per_gemm`` images in one GEMM."""
+    contraction sums ``images_per_gemm`` images in one GEMM; ``scratch`` as in :func:`score`."""
     xp = get_xp(X)
+    take = _taker(xp, scratch)
     B, T, J = weights.shape
     M = X.shape[1]
     Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
@@ -177,17 +199,21 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
         return D, W, wsum
     w = weights[:, :, cols] if n < J else weights
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
-    Dbox = xp.zeros((Kx, Ky * 2, n), xp.float32)
+    Dbox = take((Kx, Ky * 2, n), "lattice_d")
+    Dbox.fill(0)
     f2 = lat.f2.reshape(2 * Kx, Tx)
     for lo in range(0, B, images_per_gemm):
         nb = min(B, lo + images_per_gemm) - lo
-        lattice_w = xp.zeros((Tx, nb, Ty, n), xp.float32)
+        lattice_w = take((Tx, nb, Ty, n), "lattice_w")
+        lattice_w[lat.gap_x, :, lat.gap_y] = 0
         lattice_w[lat.ix, :, lat.iy] = xp.moveaxis(w[lo:lo + nb], 1, 0)    # [T, nb, n]
-        A = (f2 @ lattice_w.reshape(Tx, nb * Ty * n)).reshape(Kx, 2 * nb * Ty, n)   # contract tx
+        A = take((2 * Kx, nb * Ty * n), "lattice_a")
+        xp.matmul(f2, lattice_w.reshape(Tx, nb * Ty * n), out=A)             # contract tx
+        A = A.reshape(Kx, 2 * nb * Ty, n)
         # per kx: rows (ky, re/im), columns (re/im, image, ty): C X exp(-2 pi i ky ty / N)
         z = _ramp_terms(CX[lo:lo + nb], lat, -1).transpose(1, 3, 0, 2)      # [Kx, Ky, nb, Ty]
         re, im = z.real, z.imag
-        F1 = xp.empty((Kx, Ky, 2, 2, nb, Ty), xp.float32)
+        F1 = take((Kx, Ky, 2, 2, nb, Ty), "lattice_e")
         F1[:, :, 0, 0], F1[:, :, 0, 1], F1[:, :, 1, 0], F1[:, :, 1, 1] = re, -im, im, re
         F1 = F1.reshape(Kx, 2 * Ky, 2 * nb * Ty)
         for u, (v0, v1) in enumerate(lat.spans):                            # contract ty, images summed
