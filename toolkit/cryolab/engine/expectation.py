@@ -207,15 +207,16 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
             fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, ramps)
             gi = xp.asarray(g)
-            allowed = xp.repeat(xp.repeat(_kept_block(kept, B, T, J, g, ti, ji, xp), nt_child, axis=1),
-                                no_child, axis=2)
+            # the parents not kept, per orientation child: [g, ti, 1, fine orientations]
+            dropped = xp.repeat(~_kept_block(kept, B, T, J, g, ti, ji, xp), no_child, axis=2)[:, :, None, :]
             sg, yc = _score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine, host_k, pix.n, mode,
                             translations, scratch)                # the previous group's weights are spent
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
             _add_log_prior(sg, log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
-            xp.copyto(sg, NEG, where=~allowed)          # in place: no second array of the group's size
+            # in place, a parent's translation children masked by its flag (broadcast)
+            xp.copyto(sg.reshape(len(g), len(ti), nt_child, -1), NEG, where=dropped)
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
                    adaptive_fraction, scratch)
