@@ -130,7 +130,8 @@ class GemmCounter:
     Wraps ``score`` and ``weighted_sums`` as :mod:`cryolab.engine.expectation` calls them
     (the engine itself is untouched); restores them on exit. ``flops`` counts the cross and
     ``|CP|^2`` GEMMs of every scoring call and the two M-step GEMMs on the columns
-    ``weighted_sums`` actually multiplies (weights above ``min_weight``).
+    ``weighted_sums`` actually multiplies (weights above ``min_weight``), and the GEMMs of the
+    translations scored on their lattice.
     """
 
     def __init__(self):
@@ -163,10 +164,36 @@ class GemmCounter:
             return out
 
         ex.score, ex.weighted_sums = counted_score, counted_weighted_sums
+        self._wrap_lattice(ex.lattice)
         return self
+
+    def _wrap_lattice(self, lat_mod):
+        """The same for the translations scored on their lattice (:mod:`cryolab.engine.translations`):
+        ``2 lattice_flops`` per (image, projection) pair, plus the ``|C P|^2`` (or ``W``) GEMM."""
+        self._lattice = lat_mod, (lat_mod.score, lat_mod.weighted_sums)
+        score, weighted_sums = self._lattice[1]
+
+        def counted(fn, weights_of):
+            def run(*args, **kw):
+                t0 = time.perf_counter()
+                out = fn(*args, **kw)
+                self.kernel_s += time.perf_counter() - t0
+                X, lat = args[0 if weights_of is None else 1], args[4 if weights_of is None else 3]
+                B, M = X.shape
+                J = args[3].shape[0] if weights_of is None else weights_of(args[0], kw.get("min_weight", 0.0))
+                self.flops += int(2 * B * J * lat_mod.lattice_flops(lat, M)) + 2 * B * M * J
+                self.calls += 1
+                return out
+            return run
+
+        def used(weights, min_weight):
+            return int((weights.reshape(-1, weights.shape[2]).max(axis=0) > min_weight).sum())
+        lat_mod.score, lat_mod.weighted_sums = counted(score, None), counted(weighted_sums, used)
 
     def __exit__(self, *exc):
         self._module.score, self._module.weighted_sums = self._originals
+        lat_mod, (score, weighted_sums) = self._lattice
+        lat_mod.score, lat_mod.weighted_sums = score, weighted_sums
         return False
 
 
