@@ -58,6 +58,8 @@ def test_lattice_scores_and_sums_equal_the_gemm_rows_and_a_brute_force_loop():
         assert np.array_equal(tr.score(X[:2], C[:2], inv_s2, P, lat, scratch=scratch), got[:2])
         assert np.array_equal(tr.score(X, C, inv_s2, P, lat, scratch=scratch), got)
         assert np.array_equal(tr.weighted_sums(w, X, C, lat, scratch=scratch)[0], D)
+    # a few columns at a time: other GEMM shapes, float32 rounding apart
+    assert np.abs(tr.weighted_sums(w, X, C, lat, columns=3)[0] - D).max() < 1e-6 * np.abs(D).max()
 
 
 def test_lattice_of_integer_translations_and_bad_pixels():

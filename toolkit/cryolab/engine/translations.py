@@ -179,16 +179,15 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
 
 
 def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 4,
-                  scratch=None):
+                  scratch=None, columns: int = 1024):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` of :func:`.mstep.weighted_sums` for weights
     ``[B, T, J]`` at the lattice's translations: ``D_j = sum_{b,t} w C_b X_b S_t``, ``W_j = sum_b
     (sum_t w) C_b^2``. Columns whose weights are all ``<= min_weight`` get zeros. The second
-    contraction sums ``images_per_gemm`` images in one GEMM; ``scratch`` as in :func:`score`."""
+    contraction sums ``images_per_gemm`` images in one GEMM; ``columns`` of them are taken at a
+    time (the work arrays grow with them); ``scratch`` as in :func:`score`."""
     xp = get_xp(X)
-    take = _taker(xp, scratch)
     B, T, J = weights.shape
     M = X.shape[1]
-    Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
     wsum = weights.sum(axis=(0, 1))
     cols = xp.flatnonzero(weights.reshape(B * T, J).max(axis=0) > min_weight)
@@ -199,6 +198,20 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
         return D, W, wsum
     w = weights[:, :, cols] if n < J else weights
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
+    for lo in range(0, n, columns):
+        part = w[:, :, lo:lo + columns]
+        Dc = _sums_on_lattice(part, CX, lat, images_per_gemm, _taker(xp, scratch))   # [M, 2, n']
+        D[cols[lo:lo + columns]] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
+    W[cols] = w.sum(axis=1).T @ (c * c)
+    return D, W, wsum
+
+
+def _sums_on_lattice(w, CX, lat: TranslationLattice, images_per_gemm: int, take):
+    """``[M, 2, n]`` real and imaginary parts of ``sum_{b,t} w(b,t,j) CX_b S_t`` for weights ``w [B, T, n]``
+    and ``CX [B, Kx, Ky]`` (:func:`_to_box` of ``C X``)."""
+    xp = get_xp(w)
+    B, T, n = w.shape
+    Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
     Dbox = take((Kx, Ky * 2, n), "lattice_d")
     Dbox.fill(0)
     f2 = lat.f2.reshape(2 * Kx, Tx)
@@ -219,7 +232,4 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
         for u, (v0, v1) in enumerate(lat.spans):                            # contract ty, images summed
             if v1 > v0:
                 Dbox[u, 2 * v0:2 * v1] += F1[u, 2 * v0:2 * v1] @ A[u]
-    Dc = Dbox.reshape(Kx * Ky, 2, n)[lat.box]                                # [M, 2, n]
-    D[cols] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
-    W[cols] = w.sum(axis=1).T @ (c * c)
-    return D, W, wsum
+    return Dbox.reshape(Kx * Ky, 2, n)[lat.box]
