@@ -97,10 +97,6 @@ def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offs
     return s
 
 
-#: the fine pass scores a group's translations as a separable DFT over their lattice when that takes
-#: fewer than this share of the multiply-adds of one GEMM row per translation (its GEMMs are smaller)
-LATTICE_BELOW = 0.6
-
 #: local searches score each image against its own orientations only when, on average, an image
 #: may take fewer than this share of the batch's orientations (one GEMM per image instead of a
 #: GEMM over the union, most of which the prior then discards)
@@ -149,7 +145,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     ``translations``: how the fine pass scores a group's translations: ``"rows"`` (each a GEMM row,
     :func:`~.estep.score`), ``"lattice"`` (a separable DFT over the lattice of the group's fine
     translations, :mod:`.translations`) or ``"auto"`` (the lattice when it takes under
-    :data:`LATTICE_BELOW` of the rows' multiply-adds). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
+    :data:`.translations.LATTICE_BELOW` of the rows' multiply-adds). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
     if fine_pass not in ("auto", "union", "per_image"):
@@ -161,14 +157,13 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     if mc < X.shape[1] and (oversampling == 0 or mode == "maxcc"):
         raise ValueError("a coarse pass at lower resolution needs oversampling > 0")
     cut = (lambda a: None if a is None else a[:, :mc])  # noqa: E731
-    hp = fourier_pixels(pix.n, pix.max_shell)          # the pixels' frequencies, made on the host
-    host_k = (hp.kx, hp.ky)
+    host_pix = fourier_pixels(pix.n, pix.max_shell)          # the pixels' frequencies, on the host
     lpo = None if orient_log_prior is None else orient_log_prior(coarse.orients)
     allowed = None if lpo is None or lpo.shape[0] != B or B == 1 else to_numpy(lpo > NEG / 2)
     if allowed is not None and allowed.mean() < SPARSE_BELOW:
         s, Yc = score_subsets(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse.P, coarse.ramps, allowed, mode=mode)
     else:
-        s, Yc = _score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse, host_k, pix.n, mode, translations, scratch)
+        s, Yc = _score(X[:, :mc], cut(ctf), inv_sigma2[:mc], coarse, host_pix, mode, translations, scratch)
     if mode != "maxcc":
         _add_log_prior(s, log_pdf_class, coarse.classes, lpo, offsets_px, coarse.trans, sigma_offset_px)
     elif lpo is not None:       # projection matching: the prior only restricts the search
@@ -209,7 +204,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             gi = xp.asarray(g)
             # the parents not kept, per orientation child: [g, ti, 1, fine orientations]
             dropped = xp.repeat(~_kept_block(kept, B, T, J, g, ti, ji, xp), no_child, axis=2)[:, :, None, :]
-            sg, yc = _score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine, host_k, pix.n, mode,
+            sg, yc = _score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine, host_pix, mode,
                             translations, scratch)                # the previous group's weights are spent
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
@@ -222,16 +217,15 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
                    adaptive_fraction, scratch)
 
 
-def _score(X, ctf, inv_sigma2, ss: SampleSet, host_k, n: int, mode: str, translations: str, scratch):
+def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations: str, scratch):
     """``(scores [B, T, J], terms)`` of images ``X [B, M]`` against the sample set ``ss`` (into
     ``scratch``): its translations as GEMM rows (terms: ``Yc`` of :func:`~.estep.image_terms`) or on
     their lattice (terms: the :class:`~.translations.TranslationLattice`), as ``translations`` says
-    (``"auto"``: the lattice when it takes under :data:`LATTICE_BELOW` of the rows' multiply-adds);
-    ``host_k``: the pixels' ``(kx, ky)`` on the host."""
+    (``"auto"``: :func:`~.translations.lattice_pays`); ``host_pix``: the pixels, on the host."""
     xp, M = get_xp(X), X.shape[1]
     if translations != "rows" and mode != "maxcc":
-        lat = lattice.translation_lattice(n, ss.trans, host_k[0][:M], host_k[1][:M], xp)
-        if translations == "lattice" or lattice.lattice_flops(lat, M) < LATTICE_BELOW * 2 * M * lat.size:
+        lat = lattice.translation_lattice(host_pix.n, ss.trans, host_pix.kx[:M], host_pix.ky[:M], xp)
+        if translations == "lattice" or lattice.lattice_pays(lat, M):
             out = None if scratch is None else scratch.take((X.shape[0], lat.size, ss.P.shape[0]), xp)
             return lattice.score(X, ctf, inv_sigma2, ss.P, lat, out=out, scratch=scratch), lat
     return score(X, ctf, inv_sigma2, ss.P, ss.ramps, mode=mode, return_terms=True, scratch=scratch)

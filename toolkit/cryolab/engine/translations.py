@@ -27,7 +27,8 @@ import numpy as np
 
 from ..backend import get_xp
 
-__all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "score", "weighted_sums"]
+__all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "lattice_pays", "LATTICE_BELOW", "score",
+           "weighted_sums"]
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,20 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
         xp.asarray(np.ascontiguousarray(f2, dtype=np.float32)))
 
 
+#: the lattice is used when it takes fewer than this share of the multiply-adds of one GEMM row per
+#: translation (:func:`lattice_pays`; its GEMMs are smaller, so less efficient)
+LATTICE_BELOW = 0.6
+
+
 def lattice_flops(lat: TranslationLattice, m: int) -> float:
     """Real multiply-adds per (image, projection) pair of :func:`score` for ``m`` pixels."""
     return 4.0 * len(lat.ys) * m + 2.0 * len(lat.xs) * len(lat.ys) * lat.kx_size
+
+
+def lattice_pays(lat: TranslationLattice, m: int) -> bool:
+    """Whether scoring ``m`` pixels on the lattice takes under :data:`LATTICE_BELOW` of the multiply-adds
+    of its translations as GEMM rows (``2 m`` each)."""
+    return lattice_flops(lat, m) < LATTICE_BELOW * 2 * m * lat.size
 
 
 def _to_box(values, lat: TranslationLattice):
