@@ -319,17 +319,21 @@ def _count_heaviest(top, thr, fraction: float, first: int = 4096):
     xp = get_xp(top)
     b, m = top.shape
     count = xp.zeros(b, dtype=xp.int64)
-    carry = xp.zeros((b, 1), dtype=xp.float64)
-    lo, step = 0, (first if xp is np else m)             # a GPU: one pass, no check in between
-    while lo < m:
-        d = top[:, lo:lo + step].astype(xp.float64)
-        run = xp.cumsum(xp.concatenate([carry, d], axis=1), axis=1)[:, 1:]
-        count += ((run - d < fraction) & (top[:, lo:lo + step] >= thr)).sum(axis=1)
+    if xp is not np:                                      # a GPU: one pass
+        d = top.astype(xp.float64)
+        return ((xp.cumsum(d, axis=1) - d < fraction) & (top >= thr)).sum(axis=1)
+    rows, carry = np.arange(b), np.zeros((b, 1))          # the rows that may count more, their sums
+    lo, step = 0, first
+    while lo < m and rows.size:
+        part = top[rows, lo:lo + step]
+        d = part.astype(np.float64)
+        run = np.cumsum(np.concatenate([carry, d], axis=1), axis=1)[:, 1:]
+        count[rows] += ((run - d < fraction) & (part >= thr)).sum(axis=1)
         carry = run[:, -1:]
-        lo, step = lo + step, 2 * step
         # later entries have at least this much weight ahead (less ~1e-16 of rounding) or are < thr
-        if lo >= m or not bool(((carry[:, 0] < fraction + 1e-9) & (top[:, lo - 1] >= thr)).any()):
-            break
+        more = (carry[:, 0] < fraction + 1e-9) & (part[:, -1] >= thr)
+        rows, carry = rows[more], carry[more]
+        lo, step = lo + step, 2 * step
     return count
 
 
