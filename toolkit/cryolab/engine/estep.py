@@ -339,17 +339,20 @@ def _count_heaviest(top, thr, fraction: float, first: int = 4096):
 
 def _heaviest(part, cand, ncand, m: int, scratch: Scratch | None = None):
     """Rows ``[b, m]`` of each row's candidates ``cand`` (at most ``m`` per row), heaviest first, then
-    zeros. When candidates are few, only they are sorted (gathered into a zero-padded buffer).
-    ``scratch``: its ``"sort"`` buffer holds a whole sorted copy of ``part`` (no new array)."""
+    zeros. When candidates are few, only they are sorted (gathered into a zero-padded buffer); on
+    NumPy each row's own candidates otherwise. ``scratch``: its ``"sort"`` buffer holds the rows."""
     xp = get_xp(part)
     b, n = part.shape
+    if 8 * m >= n and xp is np and part.dtype == np.float32:
+        # NumPy: each row's own candidates, sorted one row at a time (rows keep very different numbers)
+        buf = np.zeros((b, m), np.float32) if scratch is None else scratch.take((b, m), np, slot="sort")
+        for i in range(b):
+            v = np.sort(part[i][cand[i]])
+            buf[i, :v.size] = v[::-1]
+            buf[i, v.size:] = 0
+        return buf
     if 8 * m >= n:
-        if scratch is None or part.dtype != xp.float32:
-            return xp.sort(part, axis=1)[:, ::-1][:, :m]
-        buf = scratch.take((b, n), xp, slot="sort")
-        buf[...] = part
-        buf.sort(axis=1)
-        return buf[:, ::-1][:, :m]
+        return xp.sort(part, axis=1)[:, ::-1][:, :m]
     rows, cols = xp.nonzero(cand)
     starts = xp.cumsum(ncand) - ncand
     buf = xp.zeros((b, m), dtype=part.dtype)
