@@ -35,23 +35,39 @@ from ..geometry import healpix_step_deg
 from ..reconstruction import tau2_from_fsc
 from ..session import Session, Settings
 from ..settings import method_settings
-from ..validation import fsc, postprocess, random_halves, resolution_at, resolution_shell_at, soft_sphere_mask
+from ..validation import (fsc, masked_fsc, postprocess, random_halves, resolution_at, resolution_shell_at,
+                          soft_sphere_mask)
 
-__all__ = ["refine", "AutoRefine", "RefineIteration", "halves_mstep", "joined_map",
+__all__ = ["refine", "AutoRefine", "RefineIteration", "halves_fsc", "halves_mstep", "joined_map",
            "next_max_shell"]
 
 
-def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0):
+def halves_fsc(half1, half2, fsc_mask=None, seed: int = 0) -> np.ndarray:
+    """The half maps' FSC; with ``fsc_mask`` (``[N, N, N]`` in [0, 1]) RELION's solvent-corrected
+    FSC inside it (``--solvent_correct_fsc``: the masked FSC corrected by that of the maps with
+    phases randomised from where the unmasked FSC drops below 0.8; the unmasked FSC when it never
+    does)."""
+    unmasked = to_numpy(fsc(half1, half2))
+    below = np.flatnonzero(unmasked[1:] < 0.8)
+    if fsc_mask is None or below.size == 0:
+        return unmasked
+    return masked_fsc(half1, half2, fsc_mask, seed=seed, randomize_from_shell=int(below[0]) + 1)["fsc_corrected"]
+
+
+def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0, fsc_mask=None):
     """The gold-standard M-step of two K=1 Sessions after their E-steps: unregularised half maps,
-    their FSC (zero beyond the frequencies used) and resolution (FSC 0.143, A); the halves' sums
-    joined below ``join_halves_A`` (RELION's joining of the half-sets at low resolution); each
-    half's MAP map with ``tau2`` from the FSC; and the next E-step's frequency limit a few shells
-    beyond the resolution. Returns ``(fsc, resolution_A, half_maps, back_projectors)``."""
+    their FSC (:func:`halves_fsc`, inside ``fsc_mask`` when given; zero beyond the frequencies
+    used) and resolution (FSC 0.143, A); the halves' sums joined below ``join_halves_A`` (RELION's
+    joining of the half-sets at low resolution); each half's MAP map with ``tau2`` from the FSC;
+    and the next E-step's frequency limit a few shells beyond where the unmasked FSC drops below
+    0.143. Returns ``(fsc, resolution_A, half_maps, back_projectors)``."""
     n, px = halves[0].n, halves[0].pixel_size_A
     bps = [h.sums.bps[0] for h in halves]
     unfil = [to_numpy(bp.reconstruct(method="plain", sym=sym, mask_outside=False)) for bp in bps]
-    curve = to_numpy(fsc(unfil[0], unfil[1]))
-    curve[halves[0].sums_pixels.max_shell + 1:] = 0.0     # beyond the frequencies used
+    used = halves[0].sums_pixels.max_shell + 1
+    unmasked = np.array(halves_fsc(unfil[0], unfil[1]))
+    curve = unmasked.copy() if fsc_mask is None else np.array(halves_fsc(unfil[0], unfil[1], fsc_mask))
+    unmasked[used:] = curve[used:] = 0.0                   # beyond the frequencies used
     res = resolution_at(curve, 0.143, n, px)
     _, shells = bps[0].shells()
     low = shells <= n * px / join_halves_A
@@ -64,7 +80,7 @@ def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0):
         h.tau2 = [tau2_from_fsc(curve, to_numpy(bp.weight_spectrum()))]
         h.mstep()
     for h in halves:
-        h.max_shell = next_max_shell(h, curve)
+        h.max_shell = next_max_shell(h, unmasked)
     return curve, res, unfil, bps
 
 

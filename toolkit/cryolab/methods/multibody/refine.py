@@ -19,7 +19,9 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    a body's total rotation from the consensus stays within 3 sigma of that prior. Rotations are about
    the body's centre of mass; the body's mask multiplies its map before projection;
 3. the gold-standard M-step per body (:func:`cryolab.methods.refine.halves_mstep`): half maps,
-   FSC and resolution per body, MAP maps with tau2 from the FSC.
+   FSC and resolution per body, MAP maps with tau2 from the FSC. With ``solvent_correct_fsc``
+   (the default, RELION's ``--solvent_correct_fsc``) the FSC is the solvent-corrected one inside
+   the body's mask; the next E-step's frequency limit follows the unmasked FSC.
 
 With ``threads > 1`` the E-steps of step 2 (one per body and half-set, independent) run side by
 side in threads; the result is the same as with one.
@@ -101,7 +103,8 @@ class MultiBodyRefine:
     def __init__(self, particles, reference, bodies: list[Body], *, half_maps=None, healpix_order: int = 3,
                  oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
                  join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0,
-                 final_healpix_order: int | None = None, consensus_iterations: int = 1, threads: int = 1, **kw):
+                 final_healpix_order: int | None = None, consensus_iterations: int = 1, threads: int = 1,
+                 solvent_correct_fsc: bool = True, **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
         n, px = stack.box_size, float(stack.pixel_size_A)
@@ -117,6 +120,7 @@ class MultiBodyRefine:
                 raise CryolabInputError(f"{name} must be at least 1, got {value}", field=name)
         self.consensus_iterations = int(consensus_iterations)
         self.threads = int(threads)       # the (body, half-set) E-steps of an iteration run side by side
+        self.solvent_correct_fsc = bool(solvent_correct_fsc)
         reference = np.asarray(reference, np.float32)
         self.reference = reference
         self.signal_share = check_bodies(self.bodies, n, px, reference)
@@ -231,7 +235,8 @@ class MultiBodyRefine:
         if not all(done):
             raise InterruptedError("stopped during the E-step")
         for b in range(B):
-            curve, res, unfil, bps = halves_mstep(self.sessions[b], "C1", self.join_halves_A)
+            mask = self.sessions[b][0].reference_mask_array() if self.solvent_correct_fsc else None
+            curve, res, unfil, bps = halves_mstep(self.sessions[b], "C1", self.join_halves_A, fsc_mask=mask)
             self.fsc[b], self.resolution_A[b], self.half_maps[b], self._bps[b] = curve, res, unfil, bps
         self._maps.clear()
         dang, doff = [], []
