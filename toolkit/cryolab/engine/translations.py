@@ -201,28 +201,28 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
     B, T, J = weights.shape
     M = X.shape[1]
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
-    wsum = weights.sum(axis=(0, 1))
+    per_image = weights.sum(axis=1)                                          # [B, J]
     cols = xp.flatnonzero(weights.reshape(B * T, J).max(axis=0) > min_weight)
     D = xp.zeros((J, M), xp.complex64)
     W = xp.zeros((J, M), xp.float32)
     n = int(cols.size)
     if n == 0:
-        return D, W, wsum
-    w = weights[:, :, cols] if n < J else weights
+        return D, W, per_image.sum(axis=0)
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
     for lo in range(0, n, columns):
-        part = w[:, :, lo:lo + columns]
-        Dc = _sums_on_lattice(part, CX, lat, images_per_gemm, _taker(xp, scratch))   # [M, 2, n']
-        D[cols[lo:lo + columns]] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
-    W[cols] = w.sum(axis=1).T @ (c * c)
-    return D, W, wsum
+        some = cols[lo:lo + columns]
+        Dc = _sums_on_lattice(weights, None if n == J and columns >= J else some, CX, lat, images_per_gemm,
+                              _taker(xp, scratch))                          # [M, 2, n']
+        D[some] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
+    W[cols] = per_image[:, cols].T @ (c * c)
+    return D, W, per_image.sum(axis=0)
 
 
-def _sums_on_lattice(w, CX, lat: TranslationLattice, images_per_gemm: int, take):
-    """``[M, 2, n]`` real and imaginary parts of ``sum_{b,t} w(b,t,j) CX_b S_t`` for weights ``w [B, T, n]``
-    and ``CX [B, Kx, Ky]`` (:func:`_to_box` of ``C X``)."""
+def _sums_on_lattice(w, cols, CX, lat: TranslationLattice, images_per_gemm: int, take):
+    """``[M, 2, n]`` real and imaginary parts of ``sum_{b,t} w(b,t,j) CX_b S_t`` for the ``n`` columns
+    ``cols`` (None: all) of weights ``w [B, T, J]`` and ``CX [B, Kx, Ky]`` (:func:`_to_box` of ``C X``)."""
     xp = get_xp(w)
-    B, T, n = w.shape
+    B, n = w.shape[0], (w.shape[2] if cols is None else cols.shape[0])
     Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
     Dbox = take((Kx, Ky * 2, n), "lattice_d")
     Dbox.fill(0)
@@ -231,7 +231,8 @@ def _sums_on_lattice(w, CX, lat: TranslationLattice, images_per_gemm: int, take)
         nb = min(B, lo + images_per_gemm) - lo
         lattice_w = take((Tx, nb, Ty, n), "lattice_w")
         lattice_w[lat.gap_x, :, lat.gap_y] = 0
-        lattice_w[lat.ix, :, lat.iy] = xp.moveaxis(w[lo:lo + nb], 1, 0)    # [T, nb, n]
+        part = w[lo:lo + nb] if cols is None else w[lo:lo + nb][:, :, cols]
+        lattice_w[lat.ix, :, lat.iy] = xp.moveaxis(part, 1, 0)                 # [T, nb, n]
         A = take((2 * Kx, nb * Ty * n), "lattice_a")
         xp.matmul(f2, lattice_w.reshape(Tx, nb * Ty * n), out=A)             # contract tx
         A = A.reshape(Kx, 2 * nb * Ty, n)
