@@ -9,7 +9,8 @@ Notation of :mod:`.estep`. For image ``b`` and projection ``j`` the cross term a
 
 For translations on a lattice (``tx`` in ``xs`` [Tx], ``ty`` in ``ys`` [Ty]) it separates: per
 ``kx`` column, contract ``ky`` with the image folded into a ``[ty, ky]`` phase matrix (one GEMM
-per ``kx`` against every projection), then contract ``kx`` (one GEMM per image). Per (image,
+per ``kx`` against every projection), then contract ``kx`` (one GEMM); a few images share each
+GEMM (rows of the first, columns of the second). Per (image,
 projection) pair that is ``4 Ty M + 2 Tx Ty (R + 1)`` real multiply-adds for all ``Tx Ty``
 lattice translations (``R``: the largest frequency) instead of ``2 M`` for each translation as
 a GEMM row (:func:`.estep.score`): at 64 px with the fine translations of offsets 5/1 px
