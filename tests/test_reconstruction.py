@@ -407,3 +407,27 @@ def test_reconstruct_unchanged_by_fast_paths(ndim, n):
     for _ in range(2):  # the second time from the cached shells
         got = bp.reconstruct(method="wiener", tau2=tau2)
         assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()  # float32 maps: equal when written
+
+
+@pytest.mark.parametrize("ndim,n,pad,radius", [(3, 20, 2, 9.0), (3, 21, 2, 14.5), (3, 17, 1.5, 7.0),
+                                               (2, 45, 2, 20.0), (2, 64, 1.5, 30.0)])
+def test_reconstruct_in_the_support_box_equals_whole_grid(ndim, n, pad, radius):
+    """Sums that are zero beyond a radius (as an E-step's at its current resolution) are
+    reconstructed from the box that holds them: the same maps as the whole grid, bit for bit."""
+    from cryolab.fourier import rfft_grid
+    rng = np.random.default_rng(200 + n)
+    bp = _random_sums((BackProjector if ndim == 3 else BackProjector2D)(n, pad=pad), rng)
+    outside = np.sqrt(sum(g.astype(float) ** 2 for g in rfft_grid(bp.m, ndim, np, True))) > radius
+    bp.data[outside] = 0
+    bp.weight[outside] = 0
+    assert bp._support_half_width() == int(radius)
+    tau2 = rng.random(n // 2 + 1) + 0.1
+    for kw in (dict(method="wiener", tau2=tau2), dict(method="plain")):
+        got = bp.reconstruct(**kw)
+        bp._support_half_width = lambda: None  # the whole padded grid
+        whole = bp.reconstruct(**kw)
+        del bp._support_half_width
+        assert np.array_equal(got, whole), kw
+    assert _random_sums(bp, rng)._support_half_width() is None  # sums everywhere: the whole grid
+    bp.reset()
+    assert bp._support_half_width() == 0 and not bp.reconstruct(method="wiener", tau2=tau2).any()

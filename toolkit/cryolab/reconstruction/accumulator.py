@@ -14,6 +14,7 @@ import numpy as np
 from ..backend import fft_kwargs, get_fft, to_device, to_numpy
 from ..ctf import CTFParams, ctf_2d
 from ..fourier import radial_average, rfft2c, rfft3c, rfft_grid, shell_index
+from ..geometry import is_c1
 from .interpolation import _BLOCK_ENTRIES, _mirror_index, _padded_size, _splat
 from .wiener import _plain_ratio, tau2_from_fsc
 
@@ -28,10 +29,16 @@ def _device_of(xp):
 
 
 @lru_cache(maxsize=2)
-def _cached_shells(m: int, ndim: int, pad: float, xp, device):
-    """``(radius, shell)`` of the padded half grid (see :meth:`_FourierAccumulator.shells`); two
-    grids kept (``16 M^ndim / 2`` bytes each), shared by every accumulator of that size: read only."""
-    grids = rfft_grid(m, ndim, xp, True)
+def _cached_shells(m: int, ndim: int, pad: float, xp, device, half_width=None):
+    """``(radius, shell)`` of the padded half grid (see :meth:`_FourierAccumulator.shells`), or of
+    its box of frequencies ``-B .. B`` (centred axes) and ``0 .. B`` (half axis) with ``half_width``
+    ``B``: the same values as that part of the whole grid. Two grids kept (``16 M^ndim / 2`` bytes
+    each when whole), shared by every accumulator of that size: read only."""
+    if half_width is None:
+        grids = rfft_grid(m, ndim, xp, True)
+    else:
+        f = xp.arange(m)[m // 2 - half_width:m // 2 + half_width + 1] - m // 2
+        grids = xp.meshgrid(*([f] * (ndim - 1) + [xp.arange(half_width + 1)]), indexing="ij")
     r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
     shells = xp.rint(r / pad).astype(xp.int64)
     if xp is np:
@@ -233,17 +240,18 @@ class _FourierAccumulator:
         return self._shell_mean(w, shells, inside) * self.pad ** self.ndim
 
     # ------------------------------------------------------------------ reconstruction
-    def _friedel_sum(self, arr):
+    def _friedel_sum(self, arr, mir=None):
         """float64/complex128 copy of an accumulator with Friedel mates on the ``kx = 0`` plane
-        summed (each holds ``a(g) + conj(a(-g))``; self-mates are left as they are)."""
-        xp, m = self.xp, self.m
+        summed (each holds ``a(g) + conj(a(-g))``; self-mates are left as they are). ``mir``: the
+        index of ``-f`` along a centred axis of ``arr`` (default: the whole padded grid's)."""
+        xp = self.xp
         out = arr.astype(xp.complex128 if xp.iscomplexobj(arr) else xp.float64)
-        mir = _mirror_index(m, xp)
+        mir = _mirror_index(self.m, xp) if mir is None else mir
         a0 = out[..., 0]
         am = a0
         for ax in range(self.ndim - 1):
             am = xp.take(am, mir, axis=ax)
-        grids = xp.meshgrid(*([xp.arange(m)] * (self.ndim - 1)), indexing="ij")
+        grids = xp.meshgrid(*([xp.arange(mir.shape[0])] * (self.ndim - 1)), indexing="ij")
         self_mate = xp.ones(a0.shape, dtype=bool)
         for g in grids:
             self_mate &= mir[g] == g
@@ -274,8 +282,17 @@ class _FourierAccumulator:
         (removes the noise aliased into the corners of the cropped box).
         """
         xp = self.xp
-        data, weight = self._symmetrise(*self._hermitian_sums(), sym)
-        r, shells = self.shells()
+        b = None   # a box around frequency 0 that holds every nonzero sum (see _support_half_width)
+        if is_c1(sym) and not (method in ("wiener", "map") and tau2 is None):
+            b = self._support_half_width()
+        if b is None:
+            data, weight = self._symmetrise(*self._hermitian_sums(), sym)
+            r, shells = self.shells()
+        else:  # the same values as the whole grid's box: outside it every sum and result is 0
+            box = (slice(self.m // 2 - b, self.m // 2 + b + 1),) * (self.ndim - 1) + (slice(0, b + 1),)
+            mir = xp.arange(2 * b, -1, -1)
+            data, weight = self._friedel_sum(self.data[box], mir), self._friedel_sum(self.weight[box], mir)
+            r, shells = _cached_shells(self.m, self.ndim, float(self.pad), xp, _device_of(xp), b)
         shell_max = self.r_max if max_shell is None else min(float(max_shell), self.r_max)
         inside = r <= self.pad * shell_max
         if method == "plain":
@@ -300,7 +317,7 @@ class _FourierAccumulator:
         else:
             raise ValueError(f"reconstruct: unknown method {method!r} (use 'plain' or 'wiener')")
         xp.copyto(ft, 0, where=~inside)
-        out = self._to_real(ft)
+        out = self._to_real(ft, b)
         return self._mask_outside(out) if mask_outside else out
 
     def _mask_outside(self, x):
@@ -320,10 +337,26 @@ class _FourierAccumulator:
         noise = np.where(wspec > 0, 1.0 / np.maximum(wspec, 1e-300), np.inf)
         return np.maximum(power - noise, 1e-3 * power)
 
-    def _to_real(self, ft):
-        """Inverse transform of the padded grid, central crop, gridding correction -> float32."""
+    def _support_half_width(self):
+        """Half-width ``B`` of the smallest box of frequencies ``-B .. B`` (centred axes) and
+        ``0 .. B`` (half axis) outside which both accumulators are zero (an E-step inserts up to
+        its current resolution, ``~pad * max_shell + 1``), or None when the box would reach the
+        unpaired index 0 of a centred axis (then the whole grid is used)."""
+        xp, m, nd = self.xp, self.m, self.ndim
+        nz = self.weight != 0
+        nz |= self.data != 0
+        b = 0
+        for ax in range(nd):
+            hit = xp.nonzero(nz.any(axis=tuple(a for a in range(nd) if a != ax)))[0]
+            if hit.size:
+                b = max(b, int(hit.max()) if ax == nd - 1 else int(xp.abs(hit - m // 2).max()))
+        return b if b < m // 2 else None
+
+    def _to_real(self, ft, half_width=None):
+        """Inverse transform of the padded grid (or of its box of ``half_width``, zero outside),
+        central crop, gridding correction -> float32."""
         xp, n, m = self.xp, self.n, self.m
-        out = self._cropped_inverse(ft)
+        out = self._cropped_inverse(ft, half_width)
         d = xp.arange(n, dtype=xp.float64) - n // 2
         corr = xp.sinc(d / m) ** 2
         for ax in range(self.ndim):
@@ -332,7 +365,7 @@ class _FourierAccumulator:
             out = out / corr.reshape(shape)
         return out.astype(xp.float32)
 
-    def _cropped_inverse(self, ft):
+    def _cropped_inverse(self, ft, half_width=None):
         """The central ``N`` box (float64) of ``irfft3c(ft, M)`` / ``irfft2c(ft, M)``; ``ft`` is left alone.
 
         Computed axis by axis and pruned: after the inverse transform along an axis only the ``N``
@@ -340,15 +373,29 @@ class _FourierAccumulator:
         as one gather) go on to the next axis, so the second axis's ``ifftshift`` and transform
         run on half the grid and the last axis's on a quarter (3D). The same 1D transforms of the
         same values, unscaled, then one multiplication by the library's ``1 / M^ndim``: with
-        NumPy (scipy.fft) equal to the whole-grid ``irfft3c`` bit for bit on the tested sizes."""
+        NumPy (scipy.fft) equal to the whole-grid ``irfft3c`` bit for bit on the tested sizes.
+
+        ``half_width`` ``B``: ``ft`` is the box of frequencies ``-B .. B`` (centred axes), ``0 .. B``
+        (half axis) of a grid that is zero elsewhere; only the lines through the box are
+        transformed (each placed, shifted, in a zeroed line of length ``M``): the same lines as
+        the whole grid's, the others being zero."""
         xp, n, m, nd = self.xp, self.n, self.m, self.ndim
         fft, kw = get_fft(xp), fft_kwargs(xp)
         keep = (xp.arange(n) - n // 2) % m
         x = ft
         for ax in range(nd - 1):
-            x = fft.ifftshift(x, axes=ax)  # a copy: ``ft`` is not overwritten
+            if half_width is None:
+                x = fft.ifftshift(x, axes=ax)  # a copy: ``ft`` is not overwritten
+            else:  # frequency f to index f mod M: the box placed as ifftshift would place it
+                full = xp.zeros(x.shape[:ax] + (m,) + x.shape[ax + 1:], dtype=x.dtype)
+                full[(slice(None),) * ax + ((xp.arange(-half_width, half_width + 1) % m),)] = x
+                x = full
             x = fft.ifft(x, axis=ax, norm="forward", overwrite_x=True, **kw)
             x = xp.take(x, keep, axis=ax)
+        if half_width is not None:
+            full = xp.zeros(x.shape[:-1] + (m // 2 + 1,), dtype=x.dtype)
+            full[..., :half_width + 1] = x
+            x = full
         x = fft.irfft(x, n=m, axis=-1, norm="forward", overwrite_x=True, **kw)
         out = xp.take(x, keep, axis=-1)
         out *= float(np.longdouble(1) / np.longdouble(m) ** nd)
