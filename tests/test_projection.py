@@ -290,3 +290,22 @@ def test_matches_relion_project(tmp_path, which):
         assert np.allclose(_scale(mine, theirs), 1.0, atol=1e-6)
     # the origin sign matters: the opposite shift does not match (mean measured 0.25 / 0.49)
     assert _corr(proj.project(eul, -origins_px), outputs[1]).mean() < 0.7
+
+
+@pytest.mark.parametrize("ndim,lead,n,pad,h", [(3, (), 20, 2, 11), (3, (), 21, 2, 23), (3, (), 17, 1.5, 6),
+                                               (2, (3,), 45, 2, 46), (2, (2,), 64, 2, 30)])
+def test_pruned_padded_transform_equals_whole_grid(ndim, lead, n, pad, h):
+    """The projector's pruned transform (only the lines through the map, only the kept
+    frequencies) equals the whole zero-padded grid's rfft3c/rfft2c, cropped, bit for bit."""
+    from cryolab.fourier import rfft2c, rfft3c
+    from cryolab.projection import _padded_half_transform, padded_size
+    x = np.random.default_rng(n).normal(size=lead + (n,) * ndim).astype(np.float32)
+    m = padded_size(n, pad)
+    a, b, c = min(h, m // 2), min(h, m - 1 - m // 2), min(h, m // 2)
+    lo = m // 2 - n // 2
+    padded = np.zeros(lead + (m,) * ndim, np.float32)
+    padded[(Ellipsis,) + (slice(lo, lo + n),) * ndim] = x
+    whole = (rfft2c if ndim == 2 else rfft3c)(padded).astype(np.complex64)
+    ref = whole[(Ellipsis,) + (slice(m // 2 - a, m // 2 + b + 1),) * (ndim - 1) + (slice(0, c + 1),)]
+    got = _padded_half_transform(x, m, ndim, a, b, c)
+    assert got.dtype == np.complex64 and np.array_equal(got, ref)

@@ -28,9 +28,9 @@ import math
 
 import numpy as np
 
-from .backend import get_xp, to_device
+from .backend import fft_kwargs, get_fft, get_xp, to_device
 from .ctf import CTFParams, ctf_2d
-from .fourier import irfft2c, rfft2c, rfft3c, rfft_grid
+from .fourier import irfft2c, rfft2c, rfft_grid
 from .geometry import euler_to_matrix
 
 __all__ = ["FourierProjector", "FourierRotator2D", "project_real", "shift_ramps", "padded_size",
@@ -105,6 +105,31 @@ def _centred_coords(n: int, ndim: int, xp):
     return xp.meshgrid(*([g] * ndim), indexing="ij")
 
 
+def _padded_half_transform(x, m: int, ndim: int, a: int, b: int, c: int):
+    """The centred half transform (:func:`cryolab.fourier.rfft3c` / ``rfft2c``, complex64) of
+    ``x [..., N^ndim]`` zero-padded to ``M^ndim`` around its centre, at frequencies ``-a .. b`` of
+    the centred axes and ``0 .. c`` of the half axis only.
+
+    Pruned: the lines of each axis that hold nonzero values are transformed (each placed as
+    ``ifftshift`` would place it in a zeroed line of length ``M``) and only the kept frequencies
+    go on, axes in the order of ``scipy.fft.rfftn`` (half axis, then the others in order): the
+    same 1D transforms of the same lines as the whole padded grid's, the other lines being zero."""
+    xp = get_xp(x)
+    fft, kw = get_fft(xp), fft_kwargs(xp)
+    n = x.shape[-1]
+    pos = (xp.arange(n) - n // 2) % m  # where the padded box's samples land after ifftshift
+    buf = xp.zeros(x.shape[:-1] + (m,), dtype=xp.float32)
+    buf[..., pos] = x
+    y = fft.rfft(buf, axis=-1, **kw)[..., :c + 1]
+    keep = xp.arange(-a, b + 1) % m   # frequency f sits at index f mod M
+    for j in range(ndim - 1):
+        ax = y.ndim - ndim + j
+        buf = xp.zeros(y.shape[:ax] + (m,) + y.shape[ax + 1:], dtype=y.dtype)
+        buf[(slice(None),) * ax + (pos,)] = y
+        y = xp.take(fft.fft(buf, axis=ax, overwrite_x=True, **kw), keep, axis=ax)
+    return y.astype(xp.complex64, copy=False)
+
+
 class _PaddedHalfFT:
     """Gridding-corrected, zero-padded centred half transform of ``ndim``-D data ``[..., N^ndim]``,
     cropped to the sphere of radius ``pad * max_shell`` (zero outside, as RELION).
@@ -125,22 +150,15 @@ class _PaddedHalfFT:
         # triangle, whose transform is sinc^2(r / M)
         r = xp.sqrt(sum(c ** 2 for c in _centred_coords(n, ndim, xp)))
         x = x / (xp.sinc(r / m) ** 2).astype(xp.float32)
-        lo = m // 2 - n // 2
-        padded = xp.zeros(x.shape[:-ndim] + (m,) * ndim, dtype=xp.float32)
-        padded[(Ellipsis,) + (slice(lo, lo + n),) * ndim] = x
-        ft = (rfft2c if ndim == 2 else rfft3c)(padded).astype(xp.complex64)
-        del padded
         # crop to half-width H around frequency 0 (one extra sample for interpolation)
         r_pad = self.pad * self.max_shell
         self.h = h = int(math.ceil(r_pad)) + 1
         s = 2 * h + 1
-        store = xp.zeros(ft.shape[:-ndim] + (s,) * (ndim - 1) + (h + 1,), dtype=xp.complex64)
+        store = xp.zeros(x.shape[:-ndim] + (s,) * (ndim - 1) + (h + 1,), dtype=xp.complex64)
         a, b = min(h, m // 2), min(h, m - 1 - m // 2)  # frequencies -a..b exist in both
         c = min(h, m // 2)
-        src = (Ellipsis,) + (slice(m // 2 - a, m // 2 + b + 1),) * (ndim - 1) + (slice(0, c + 1),)
         dst = (Ellipsis,) + (slice(h - a, h + b + 1),) * (ndim - 1) + (slice(0, c + 1),)
-        store[dst] = ft[src]
-        del ft
+        store[dst] = _padded_half_transform(x, m, ndim, a, b, c)
         grids = rfft_grid(s, ndim, xp, True)  # centred on index h for the centred axes
         r2 = sum(g.astype(xp.float32) ** 2 for g in grids)
         r_keep = round(r_pad)  # RELION keeps |k_pad| <= ROUND(pad * r_max)
