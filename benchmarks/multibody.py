@@ -52,10 +52,10 @@ SD), first component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 918 s 
 solvent-corrected inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2
 pose error 1.36 deg; 3 iterations, 269-325 s wall, 205-223 s CPU in two runs at load 4-6 (238 s wall,
 232 s CPU with the code before this change at a lower load that morning): RELION / cryolab
-2.74-2.98 in CPU time, 2.8-3.9 in wall time depending on the load. Both programs' hinge angles carry a common offset of about -0.3 deg (the
-body maps keep the consensus frame, where the 40S sits at the particles' mean hinge angle); about
-its own mean cryolab's error is 0.682 deg against RELION's 0.671. docs/multibody.md has the details
-and what was tried.
+2.74-2.98 in CPU time, 2.8-3.9 in wall time depending on the load. Both programs' hinge angles
+carry a common offset of about -0.3 deg (the body maps keep the consensus frame, where the 40S sits
+at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
+deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
 Body-2 maps: the masked FSC against the true 40S stays above 0.5 to Nyquist for both (shell 32; the
 consensus map's drops at shell 21.4).
 
