@@ -382,6 +382,10 @@ def test_cached_shells_equal_direct(ndim, n, pad):
     bp.release_grids()
     fresh = bp.shells()
     assert fresh[0] is not r and np.array_equal(fresh[1], shells)
+    from cryolab.reconstruction.accumulator import _cached_shells, _top_shell
+    for half_width in (None, 3, bp.m // 2 - 1):  # the largest shell without the grid
+        grid = (bp.m, ndim, float(bp.pad), np, None, half_width)
+        assert _top_shell(*grid) == int(_cached_shells(*grid)[1].max())
 
 
 @pytest.mark.parametrize("ndim,n", [(3, 20), (3, 21), (3, 33), (2, 45), (2, 64)])

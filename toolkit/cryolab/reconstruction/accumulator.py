@@ -46,6 +46,13 @@ def _cached_shells(m: int, ndim: int, pad: float, xp, device, half_width=None):
     return r, shells
 
 
+def _top_shell(m: int, ndim: int, pad: float, xp, device, half_width=None) -> int:
+    """The largest shell index of :func:`_cached_shells` (same arguments) without the grid: that of
+    its corner (``|f| = M // 2``, or ``half_width``, on every axis), computed as the grid computes it."""
+    f = np.float64(m // 2 if half_width is None else half_width)
+    return int(np.rint(np.sqrt(sum(f ** 2 for _ in range(ndim))) / pad))
+
+
 @lru_cache(maxsize=4)
 def _cached_outside_mask(n: int, ndim: int, xp, device):
     """``(mask, 1 - mask, max(sum(1 - mask), 1e-12))`` of :meth:`_FourierAccumulator._mask_outside`."""
@@ -210,7 +217,7 @@ class _FourierAccumulator:
         e.g. the K class maps of an M-step, until :meth:`release_grids`); the arrays are shared:
         do not modify them."""
         xp = self.xp
-        return _cached_shells(self.m, self.ndim, float(self.pad), xp, _device_of(xp))
+        return _cached_shells(self.m, self.ndim, float(self.pad), xp, _device_of(xp), None)
 
     @staticmethod
     def release_grids():
@@ -285,14 +292,14 @@ class _FourierAccumulator:
         b = None   # a box around frequency 0 that holds every nonzero sum (see _support_half_width)
         if is_c1(sym) and not (method in ("wiener", "map") and tau2 is None):
             b = self._support_half_width()
+        grid = (self.m, self.ndim, float(self.pad), xp, _device_of(xp), b)
         if b is None:
             data, weight = self._symmetrise(*self._hermitian_sums(), sym)
-            r, shells = self.shells()
         else:  # the same values as the whole grid's box: outside it every sum and result is 0
             box = (slice(self.m // 2 - b, self.m // 2 + b + 1),) * (self.ndim - 1) + (slice(0, b + 1),)
             mir = xp.arange(2 * b, -1, -1)
             data, weight = self._friedel_sum(self.data[box], mir), self._friedel_sum(self.weight[box], mir)
-            r, shells = _cached_shells(self.m, self.ndim, float(self.pad), xp, _device_of(xp), b)
+        r, shells = self.shells() if b is None else _cached_shells(*grid)
         shell_max = self.r_max if max_shell is None else min(float(max_shell), self.r_max)
         inside = r <= self.pad * shell_max
         if method == "plain":
@@ -307,7 +314,7 @@ class _FourierAccumulator:
             # of ``1 / t2[min(shell, size - 1)]`` voxel by voxel); the sums are private copies
             # (``_hermitian_sums``), divided in place
             inv = 1.0 / t2
-            top = int(shells.max()) if shells.size else 0
+            top = _top_shell(*grid) if shells.size else 0
             inv = np.concatenate([inv, np.full(max(0, top + 1 - inv.size), inv[-1])])
             den = xp.take(to_device(inv, xp), shells)
             den += weight
