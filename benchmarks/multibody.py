@@ -50,9 +50,9 @@ median). RELION multi-body: body 2 about the hinge |r| 0.995, MAE 0.705 deg (0.0
 SD), first component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 918 s wall, 611 s CPU
 (load 3-5). cryolab on 2026-12-07 (``--keep --reuse``: RELION's runs reused; each body's FSC
 solvent-corrected inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2
-pose error 1.36 deg; 3 iterations, 269-325 s wall, 205-223 s CPU in two runs at load 4-6 (238 s wall,
-232 s CPU with the code before this change at a lower load that morning): RELION / cryolab
-2.74-2.98 in CPU time, 2.8-3.9 in wall time depending on the load. Both programs' hinge angles
+pose error 1.36 deg; 3 iterations, 316 s wall, 218 s CPU at load 5-5.5 (269-325 s, 205-223 s in
+two earlier runs; with the unmasked body FSC just before, 342 s, 249 s): RELION / cryolab 2.80 in
+CPU time, 2.91 in wall time (2.7-3.0 and 2.8-3.9 over the day's runs, depending on the load). Both programs' hinge angles
 carry a common offset of about -0.3 deg (the body maps keep the consensus frame, where the 40S sits
 at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
 deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
