@@ -47,12 +47,13 @@ to whole pixels; ml_model.cpp) onto z (transformations.cpp ``alignWithZ``). Body
 Measured at the default size (600 particles, SNR 0.5; two cores shared with other work, every
 job niced): RELION consensus 9 iterations, 924 s, whole-particle angular error 2.03 deg mean (1.71
 median). RELION multi-body: body 2 about the hinge |r| 0.995, MAE 0.705 deg (0.08 of the truth's
-SD), first component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 918 s wall, 611 s CPU
-(load 3-5). cryolab on 2026-12-07 (``--keep --reuse``: RELION's runs reused; each body's FSC
-solvent-corrected inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2
-pose error 1.36 deg; 3 iterations, 316 s wall, 218 s CPU at load 5-5.5 (269-325 s, 205-223 s in
-two earlier runs; with the unmasked body FSC just before, 342 s, 249 s): RELION / cryolab 2.80 in
-CPU time, 2.91 in wall time (2.7-3.0 and 2.8-3.9 over the day's runs, depending on the load). Both programs' hinge angles
+SD), first component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 249 s wall, 477 s CPU
+on idle cores (918 s, 611 s at load 3-5). cryolab on 2026-12-07 (``--keep --reuse``, RELION's
+consensus reused, its multi-body run repeated on idle cores; each body's FSC solvent-corrected
+inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2 pose error 1.36 deg;
+3 iterations, 129 s wall, 227 s CPU (122 s, 214 s in a run just before): RELION / cryolab 1.93 in
+wall time and 2.1 in CPU time on idle cores, not the 3x asked (2.8-3.9 in the day's runs that set
+cryolab on loaded cores against RELION's loaded run). Both programs' hinge angles
 carry a common offset of about -0.3 deg (the body maps keep the consensus frame, where the 40S sits
 at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
 deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
