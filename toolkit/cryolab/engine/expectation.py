@@ -192,7 +192,6 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
     all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
 
-
     def fine_parts():          # made one group at a time, so one group's arrays are held at once
         for g in groups:
             ti = np.flatnonzero(t_used[g].any(axis=0))

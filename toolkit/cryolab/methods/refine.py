@@ -47,7 +47,12 @@ def halves_fsc(half1, half2, fsc_mask=None, seed: int = 0) -> np.ndarray:
     FSC inside it (``--solvent_correct_fsc``: the masked FSC corrected by that of the maps with
     phases randomised from where the unmasked FSC drops below 0.8; the unmasked FSC when it never
     does)."""
-    unmasked = to_numpy(fsc(half1, half2))
+    return _solvent_corrected(half1, half2, to_numpy(fsc(half1, half2)), fsc_mask, seed)
+
+
+def _solvent_corrected(half1, half2, unmasked, fsc_mask, seed: int = 0) -> np.ndarray:
+    """:func:`halves_fsc` given the half maps' unmasked FSC ``unmasked`` (returned as it is
+    without a mask or when it never drops below 0.8)."""
     below = np.flatnonzero(unmasked[1:] < 0.8)
     if fsc_mask is None or below.size == 0:
         return unmasked
@@ -65,8 +70,8 @@ def halves_mstep(halves, sym: str = "C1", join_halves_A: float = 40.0, fsc_mask=
     bps = [h.sums.bps[0] for h in halves]
     unfil = [to_numpy(bp.reconstruct(method="plain", sym=sym, mask_outside=False)) for bp in bps]
     used = halves[0].sums_pixels.max_shell + 1
-    unmasked = np.array(halves_fsc(unfil[0], unfil[1]))
-    curve = unmasked.copy() if fsc_mask is None else np.array(halves_fsc(unfil[0], unfil[1], fsc_mask))
+    unmasked = np.array(to_numpy(fsc(unfil[0], unfil[1])))                  # computed once for both
+    curve = np.array(_solvent_corrected(unfil[0], unfil[1], unmasked, fsc_mask))
     unmasked[used:] = curve[used:] = 0.0                   # beyond the frequencies used
     res = resolution_at(curve, 0.143, n, px)
     _, shells = bps[0].shells()
