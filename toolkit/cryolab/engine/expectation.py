@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_xp, to_numpy
-from ..projection import shift_ramps
 from .estep import BLOCK, block_columns, block_maxima, fourier_pixels, image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
@@ -142,6 +141,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     are formed for at most this many samples' worth of orientations at a time (a single image
     whose own rectangle is larger is scored alone). ``scratch`` (:class:`~.estep.Scratch`, None: a new
     array) holds the scores of the coarse pass and then of each fine group, reused from batch to batch.
+    The fine groups' phase ramps are made only for groups scored as GEMM rows, from per-axis tables
+    (:func:`~.translations.separable_ramps`).
     ``translations``: how the fine pass scores a group's translations: ``"rows"`` (each a GEMM row,
     :func:`~.estep.score`), ``"lattice"`` (a separable DFT over the lattice of the group's fine
     translations, :mod:`.translations`) or ``"auto"`` (the lattice when it takes under
@@ -188,18 +189,15 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     per_image = fine_pass == "per_image" or (fine_pass == "auto" and union > 2 * own)
     groups = [np.array([b]) for b in range(B)] if per_image else \
         _union_groups(t_used, j_used, nt_child * no_child, max_fine_samples)
-    # every coarse translation's children and their phase ramps, made once for the batch
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
-    all_ramps = shift_ramps(pix.n, all_ft.reshape(-1, 2), get_xp(X), kx=pix.kx, ky=pix.ky).reshape(T, nt_child, -1)
 
     def fine_parts():          # made one group at a time, so one group's arrays are held at once
         for g in groups:
             ti = np.flatnonzero(t_used[g].any(axis=0))
             ji = np.flatnonzero(j_used[g].any(axis=0))
             ft = all_ft[ti].reshape(-1, 2)
-            ramps = all_ramps[get_xp(X).asarray(ti)].reshape(ft.shape[0], -1)
             fo, fk = sampler.children(coarse.orients[ji], coarse.classes[ji], oversampling)
-            fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, ramps)
+            fine = SampleSet(fk, fo, sampler.project(fk, fo), ft, None)      # ramps made if the rows need them
             gi = xp.asarray(g)
             # the parents not kept, per orientation child: [g, ti, 1, fine orientations]
             dropped = xp.repeat(~_kept_block(kept, B, T, J, g, ti, ji, xp), no_child, axis=2)[:, :, None, :]
@@ -227,6 +225,8 @@ def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations:
         if translations == "lattice" or lattice.lattice_pays(lat, M):
             out = None if scratch is None else scratch.take((X.shape[0], lat.size, ss.P.shape[0]), xp)
             return lattice.score(X, ctf, inv_sigma2, ss.P, lat, out=out, scratch=scratch), lat
+    if ss.ramps is None:                 # a fine group's ramps: from per-axis tables, only on this path
+        ss.ramps = lattice.separable_ramps(host_pix.n, ss.trans, host_pix.kx[:M], host_pix.ky[:M], xp)
     return score(X, ctf, inv_sigma2, ss.P, ss.ramps, mode=mode, return_terms=True, scratch=scratch)
 
 

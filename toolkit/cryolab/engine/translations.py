@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import get_xp
 
 __all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "lattice_pays", "LATTICE_BELOW", "score",
-           "weighted_sums"]
+           "weighted_sums", "separable_ramps"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,28 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
         xp.asarray(ix), xp.asarray(iy), xp.asarray(gap_x), xp.asarray(gap_y), xp.asarray(kx * ky_size + ky + R),
         xp.asarray(ey.astype(np.complex64)), xp.asarray(e2.astype(np.float32)),
         xp.asarray(np.ascontiguousarray(f2, dtype=np.float32)))
+
+
+def separable_ramps(n: int, trans_px, kx, ky, xp=np):
+    """Phase ramps ``[S, M]`` complex64 of translations ``trans_px [S, 2]`` (x, y px) at the pixels of
+    integer frequencies ``kx``, ``ky`` ``[M]`` (host arrays), the convention of
+    :func:`cryolab.projection.shift_ramps` (``exp(-2 pi i (kx sx + ky sy) / N)``): the product of a
+    table per axis, ``exp(-2 pi i kx sx / N) exp(-2 pi i ky sy / N)``, each made in double for the
+    distinct shifts and frequencies only (one complex product per entry instead of a sine and a
+    cosine); equal to ``shift_ramps`` to complex64 rounding."""
+    trans = np.asarray(trans_px, dtype=np.float64).reshape(-1, 2)
+    kx, ky = np.rint(np.asarray(kx)).astype(np.int64), np.rint(np.asarray(ky)).astype(np.int64)
+
+    def table(shifts, k):                                  # [S, M]: each shift's factor at each pixel
+        us, ui = np.unique(shifts, return_inverse=True)
+        uk, ki = np.unique(k, return_inverse=True)
+        t = np.exp(-2j * np.pi / n * np.outer(us, uk)).astype(np.complex64)
+        return xp.asarray(t), xp.asarray(ui.reshape(-1)), xp.asarray(ki.reshape(-1))
+
+    (tx, sx, mx), (ty, sy, my) = table(trans[:, 0], kx), table(trans[:, 1], ky)
+    out = xp.take(tx[:, mx], sx, axis=0)                   # [S, M]
+    out *= xp.take(ty[:, my], sy, axis=0)
+    return out
 
 
 #: the lattice is used when it takes fewer than this share of the multiply-adds of one GEMM row per
