@@ -152,6 +152,23 @@ def test_significant_count_of_long_rows_in_slices_equals_one_pass(power):
         np.testing.assert_array_equal(significant_mask(w, 0.999, mask=False, scratch=scratch)[1], expected)
 
 
+def test_significant_count_by_buckets_equals_the_sorted_count():
+    """The count alone (``mask=False``: candidates summed per bucket of leading bits, only the boundary
+    buckets sorted) against the brute-force sorted count: broad, peaked, tied (one bucket) and
+    two-level rows, and rows whose boundary entry sits right at ``fraction``."""
+    from cryolab.engine.estep import _count_by_buckets
+    rng = np.random.default_rng(5)
+    rows = [rng.random(30_000) ** p for p in (1, 8, 300)]
+    rows += [np.ones(30_000), np.r_[np.full(100, 1.0), np.full(29_900, 1e-3)]]
+    rows += [np.r_[np.full(999, 1.0), np.full(1, 1.0), np.zeros(29_000)]]      # 0.999 reached exactly at 999
+    w = np.stack(rows)
+    w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+    want = _brute_significant_count(w, 0.999)
+    np.testing.assert_array_equal(significant_mask(w, 0.999, mask=False)[1], want)
+    np.testing.assert_array_equal(np.maximum(_count_by_buckets(w, 0.001 / w.shape[1], 0.999), 1), want)
+    np.testing.assert_array_equal(significant_mask(w, 0.9, mask=False)[1], _brute_significant_count(w, 0.9))
+
+
 def test_top_samples_of_long_rows_equal_a_full_sort():
     """``_top`` on rows long enough for its block pre-selection: the same values as a full sort."""
     from cryolab.engine.expectation import _top

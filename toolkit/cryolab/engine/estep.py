@@ -246,6 +246,9 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
             bm = block_maxima(part) if block_max is None else block_max[lo:lo + step]
             idx = _candidate_columns(part, bm, thr)
         vals = part if idx is None else xp.take_along_axis(part, idx, 1)      # every candidate of each row
+        if not mask and xp is np and vals.dtype == np.float32:       # the count alone: no sort of every candidate
+            count[lo:lo + step] = np.maximum(_count_by_buckets(vals, thr, fraction), 1)
+            continue
         cand = vals >= thr
         ncand = cand.sum(axis=1)
         m = max(int(ncand.max()), 1)                                  # candidates of the richest image
@@ -334,6 +337,39 @@ def _count_heaviest(top, thr, fraction: float, first: int = 4096):
         more = (carry[:, 0] < fraction + 1e-9) & (part[:, -1] >= thr)
         rows, carry = rows[more], carry[more]
         lo, step = lo + step, 2 * step
+    return count
+
+
+def _count_by_buckets(vals, thr, fraction: float, bits: int = 20, margin: float = 1e-9):
+    """NumPy, float32 ``vals [b, n]``: per row the count of :func:`_count_heaviest` on its entries
+    ``>= thr`` sorted heaviest first, without sorting them all. A row's candidates are summed (in
+    double) per bucket of equal leading bits (``bits`` bits dropped from the float32 pattern: ordered
+    like the values, 8 buckets per octave), buckets heaviest first; a bucket whose running sum stays
+    below ``fraction - margin`` counts whole, one whose weight ahead reaches ``fraction + margin``
+    counts nothing, and only the few buckets in between are sorted and counted entry by entry. The
+    same counts as the sorted pass unless a running sum lies within rounding (~1e-12) of
+    ``fraction``."""
+    b = vals.shape[0]
+    count = np.zeros(b, dtype=np.int64)
+    for i in range(b):
+        v = vals[i][vals[i] >= thr]
+        if v.size == 0:
+            continue
+        key = (v.view(np.int32) >> bits).astype(np.intp)
+        key = key.max() - key                                     # 0: the heaviest bucket
+        sums = np.bincount(key, weights=v)
+        through = np.cumsum(sums)                                 # weight of the buckets up to each one
+        before = through - sums
+        whole = through < fraction - margin
+        edge = np.flatnonzero(~whole & (before < fraction + margin))
+        n = int(np.count_nonzero(whole[key]))
+        if edge.size:
+            near = np.zeros(sums.size, dtype=bool)
+            near[edge] = True
+            d = np.sort(v[near[key]])[::-1].astype(np.float64)     # the boundary buckets, heaviest first
+            run = np.cumsum(d) + before[edge[0]]
+            n += int(np.count_nonzero(run - d < fraction))
+        count[i] = n
     return count
 
 
