@@ -165,7 +165,9 @@ def test_significant_count_by_buckets_equals_the_sorted_count():
     w = (w / w.sum(1, keepdims=True)).astype(np.float32)
     want = _brute_significant_count(w, 0.999)
     np.testing.assert_array_equal(significant_mask(w, 0.999, mask=False)[1], want)
-    np.testing.assert_array_equal(np.maximum(_count_by_buckets(w, 0.001 / w.shape[1], 0.999), 1), want)
+    count, lightest = _count_by_buckets(w, 0.001 / w.shape[1], 0.999)
+    np.testing.assert_array_equal(count, want)
+    np.testing.assert_array_equal(lightest, [np.sort(r)[::-1][c - 1] for r, c in zip(w, want)])
     np.testing.assert_array_equal(significant_mask(w, 0.9, mask=False)[1], _brute_significant_count(w, 0.9))
 
 

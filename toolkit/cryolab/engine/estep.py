@@ -246,19 +246,20 @@ def significant_mask(weights, fraction: float = 0.999, chunk: int = 1 << 22, *, 
             bm = block_maxima(part) if block_max is None else block_max[lo:lo + step]
             idx = _candidate_columns(part, bm, thr)
         vals = part if idx is None else xp.take_along_axis(part, idx, 1)      # every candidate of each row
-        if not mask and xp is np and vals.dtype == np.float32:       # the count alone: no sort of every candidate
-            count[lo:lo + step] = np.maximum(_count_by_buckets(vals, thr, fraction), 1)
-            continue
-        cand = vals >= thr
-        ncand = cand.sum(axis=1)
-        m = max(int(ncand.max()), 1)                                  # candidates of the richest image
-        top = _heaviest(vals, cand, ncand, m, scratch)                # heaviest first
-        c = xp.maximum(_count_heaviest(top, thr, fraction), 1)
-        count[lo:lo + step] = c
+        if xp is np and vals.dtype == np.float32:                    # NumPy: no sort of every candidate
+            ncand, lightest = _count_by_buckets(vals, thr, fraction)   # counted; 0: no candidate
+            lightest = lightest[:, None]
+            count[lo:lo + step] = c = np.maximum(ncand, 1)
+        else:
+            cand = vals >= thr
+            ncand = cand.sum(axis=1)
+            m = max(int(ncand.max()), 1)                              # candidates of the richest image
+            top = _heaviest(vals, cand, ncand, m, scratch)            # heaviest first
+            count[lo:lo + step] = c = xp.maximum(_count_heaviest(top, thr, fraction), 1)
+            lightest = xp.take_along_axis(top, (c - 1)[:, None], axis=1)
+            lightest = xp.where(ncand[:, None] > 0, lightest, xp.inf)     # no candidate: the best one only
         if not mask:
             continue
-        lightest = xp.take_along_axis(top, (c - 1)[:, None], axis=1)
-        lightest = xp.where(ncand[:, None] > 0, lightest, xp.inf)     # no candidate: the best one only
         if dense and idx is None:
             out[lo:lo + step] = part >= lightest
             continue
@@ -342,15 +343,16 @@ def _count_heaviest(top, thr, fraction: float, first: int = 4096):
 
 def _count_by_buckets(vals, thr, fraction: float, bits: int = 20, margin: float = 1e-9):
     """NumPy, float32 ``vals [b, n]``: per row the count of :func:`_count_heaviest` on its entries
-    ``>= thr`` sorted heaviest first, without sorting them all. A row's candidates are summed (in
-    double) per bucket of equal leading bits (``bits`` bits dropped from the float32 pattern: ordered
-    like the values, 8 buckets per octave), buckets heaviest first; a bucket whose running sum stays
-    below ``fraction - margin`` counts whole, one whose weight ahead reaches ``fraction + margin``
-    counts nothing, and only the few buckets in between are sorted and counted entry by entry. The
-    same counts as the sorted pass unless a running sum lies within rounding (~1e-12) of
-    ``fraction``."""
+    ``>= thr`` sorted heaviest first (0: no such entry) and the lightest entry counted (inf when
+    none), without sorting them all. A row's candidates are summed (in double) per bucket of equal
+    leading bits (``bits`` bits dropped from the float32 pattern: ordered like the values, 8 buckets
+    per octave), buckets heaviest first; a bucket whose running sum stays below ``fraction -
+    margin`` counts whole, one whose weight ahead reaches ``fraction + margin`` counts nothing, and
+    only the few buckets in between are sorted and counted entry by entry. The same counts as the
+    sorted pass unless a running sum lies within rounding (~1e-12) of ``fraction``."""
     b = vals.shape[0]
     count = np.zeros(b, dtype=np.int64)
+    lightest = np.full(b, np.inf, dtype=vals.dtype)
     for i in range(b):
         v = vals[i][vals[i] >= thr]
         if v.size == 0:
@@ -362,15 +364,21 @@ def _count_by_buckets(vals, thr, fraction: float, bits: int = 20, margin: float 
         before = through - sums
         whole = through < fraction - margin
         edge = np.flatnonzero(~whole & (before < fraction + margin))
-        n = int(np.count_nonzero(whole[key]))
+        inside = whole[key]
+        n = int(np.count_nonzero(inside))
+        if n:
+            lightest[i] = v[inside].min()
         if edge.size:
             near = np.zeros(sums.size, dtype=bool)
             near[edge] = True
-            d = np.sort(v[near[key]])[::-1].astype(np.float64)     # the boundary buckets, heaviest first
+            e = np.sort(v[near[key]])[::-1]                         # the boundary buckets, heaviest first
+            d = e.astype(np.float64)
             run = np.cumsum(d) + before[edge[0]]
-            n += int(np.count_nonzero(run - d < fraction))
+            k = int(np.count_nonzero(run - d < fraction))
+            if k:
+                n, lightest[i] = n + k, e[k - 1]
         count[i] = n
-    return count
+    return count, lightest
 
 
 def _heaviest(part, cand, ncand, m: int, scratch: Scratch | None = None):
