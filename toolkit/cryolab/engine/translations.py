@@ -42,7 +42,8 @@ class TranslationLattice:
     lattice points that are not translations; ``box [M]``: flat box index
     ``kx * Ky + ky + R`` of each pixel; ``spans``: per ``kx`` the ``(lo, hi)`` range of box
     ``ky`` indices holding pixels; ``ey [Ty, Ky]`` = ``exp(+2 pi i ky ty / N)`` (complex64);
-    ``e2 [Tx, 2 Kx]`` = ``[cos, -sin](2 pi kx tx / N)`` interleaved per ``kx``;
+    ``e2 [Tx, 2 Kx + 1]`` = ``[cos, -sin](2 pi kx tx / N)`` interleaved per ``kx``, then a column of
+    ones (it adds the term of :func:`score` that does not depend on the translation);
     ``f2 [Kx, 2, Tx]`` = ``[cos, -sin](2 pi kx tx / N)``, the transpose's phases.
     """
     n: int
@@ -91,7 +92,8 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
     two_pi_n = 2.0 * np.pi / n
     ey = np.exp(1j * two_pi_n * np.outer(ys, np.arange(-R, R + 1)))              # [Ty, Ky]
     ang = two_pi_n * np.outer(xs, np.arange(kx_size))                             # [Tx, Kx]
-    e2 = np.stack([np.cos(ang), -np.sin(ang)], axis=2).reshape(len(xs), 2 * kx_size)
+    e2 = np.concatenate([np.stack([np.cos(ang), -np.sin(ang)], axis=2).reshape(len(xs), 2 * kx_size),
+                         np.ones((len(xs), 1))], axis=1)
     f2 = np.stack([np.cos(ang).T, -np.sin(ang).T], axis=1)                        # [Kx, 2, Tx]
     return TranslationLattice(
         n, trans, xs, ys, kx_size, ky_size, tuple(spans),
@@ -199,17 +201,18 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
         E1 = E1.reshape(Kx, 2 * nb * Ty, 2 * Ky)
         for j0 in range(0, J, columns):          # a slice of projections at a time: H stays in cache
             j1 = min(J, j0 + columns)
-            H = take((Kx, 2 * nb * Ty, j1 - j0), "lattice_h")
+            Hq = take((2 * Kx + 1, nb * Ty * (j1 - j0)), "lattice_h")
+            H = Hq[:2 * Kx].reshape(Kx, 2 * nb * Ty, j1 - j0)
+            Hq[2 * Kx].reshape(nb, Ty, j1 - j0)[...] = -Q[lo:lo + nb, None, j0:j1]     # -Q, by e2's ones
             for u, (v0, v1) in enumerate(lat.spans):                        # contract ky, its range per kx
                 if v1 > v0:
                     xp.matmul(E1[u, :, 2 * v0:2 * v1], Pcols[u, 2 * v0:2 * v1, j0:j1], out=H[u])
                 else:
                     H[u] = 0
             cross = take((Tx, nb * Ty * (j1 - j0)), "lattice_x")
-            xp.matmul(lat.e2, H.reshape(2 * Kx, -1), out=cross)                   # contract kx
+            xp.matmul(lat.e2, Hq, out=cross)                                        # contract kx, add -Q
             cross = cross.reshape(Tx, nb, Ty, j1 - j0)
             out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
-        out[lo:lo + nb] -= Q[lo:lo + nb, None, :]
     return out
 
 
