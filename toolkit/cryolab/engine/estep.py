@@ -357,27 +357,24 @@ def _count_by_buckets(vals, thr, fraction: float, bits: int = 20, margin: float 
         v = vals[i][vals[i] >= thr]
         if v.size == 0:
             continue
-        key = (v.view(np.int32) >> bits).astype(np.intp)
+        key = v.view(np.int32) >> bits
         key = key.max() - key                                     # 0: the heaviest bucket
         sums = np.bincount(key, weights=v)
         through = np.cumsum(sums)                                 # weight of the buckets up to each one
-        before = through - sums
-        whole = through < fraction - margin
-        edge = np.flatnonzero(~whole & (before < fraction + margin))
-        inside = whole[key]
-        n = int(np.count_nonzero(inside))
-        if n:
-            lightest[i] = v[inside].min()
-        if edge.size:
-            near = np.zeros(sums.size, dtype=bool)
-            near[edge] = True
-            e = np.sort(v[near[key]])[::-1]                         # the boundary buckets, heaviest first
+        q = int(np.count_nonzero(through < fraction - margin))    # buckets counted whole: a prefix
+        qe = q + int(np.count_nonzero(through[q:] - sums[q:] < fraction + margin))   # then the boundary ones
+        n = int(np.count_nonzero(key < q))
+        k = 0
+        if qe > q:
+            e = np.sort(v[(key >= q) & (key < qe)])[::-1]          # the boundary buckets, heaviest first
             d = e.astype(np.float64)
-            run = np.cumsum(d) + before[edge[0]]
+            run = np.cumsum(d) + (through[q] - sums[q])
             k = int(np.count_nonzero(run - d < fraction))
-            if k:
-                n, lightest[i] = n + k, e[k - 1]
-        count[i] = n
+        if k:
+            lightest[i] = e[k - 1]
+        elif n:
+            lightest[i] = v[key == q - 1].min()
+        count[i] = n + k
     return count, lightest
 
 

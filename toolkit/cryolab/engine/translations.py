@@ -216,7 +216,7 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
     return out
 
 
-def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 4,
+def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 2,
                   scratch=None, columns: int = 1024):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` of :func:`.mstep.weighted_sums` for weights
     ``[B, T, J]`` at the lattice's translations: ``D_j = sum_{b,t} w C_b X_b S_t``, ``W_j = sum_b
