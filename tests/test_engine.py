@@ -238,9 +238,15 @@ def test_log_prior_added_in_place_equals_the_full_array_to_the_bit(lpo_rows):
     offsets = rng.normal(size=(B, 2))
     trans = translation_grid(5, 1)
     want = s + _log_prior(log_pdf, classes, lpo, offsets, trans, 2.5)
+    s0 = s.copy()
     got = _add_log_prior(s, log_pdf, classes, lpo, offsets, trans, 2.5)
     assert got is s
     np.testing.assert_array_equal(got, want)
+    # with dropped parents (T = 81 = 27 parents x 3 children here): NEG at their children, in the same pass
+    from cryolab.engine.expectation import NEG
+    dropped = rng.random((B, 27, 1, J)) < 0.3
+    got = _add_log_prior(s0, log_pdf, classes, lpo, offsets, trans, 2.5, dropped)
+    np.testing.assert_array_equal(got, np.where(np.repeat(dropped, 3, axis=1)[:, :, 0], NEG, want))
 
 
 def test_scores_into_a_reused_buffer_equal_a_new_array():

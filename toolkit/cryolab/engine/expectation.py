@@ -76,23 +76,31 @@ def _offset_log_prior(xp, offsets_px, trans, sigma_offset_px):
     return xp.asarray(-(tot ** 2).sum(-1) / (2 * sigma_offset_px ** 2), dtype=xp.float32)
 
 
-def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px):
+def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px, dropped=None):
     """``s += _log_prior(...)`` in place, the same sums to the bit; on NumPy a few translations of
-    one image at a time (the prior's rows stay in cache; no array of the size of ``s``)."""
+    one image at a time (the prior's rows stay in cache; no array of the size of ``s``). ``dropped``
+    ``[b, T / c, 1, J]`` bool: the samples set to :data:`NEG` afterwards, per group of ``c``
+    consecutive translations (a coarse translation's children), in the same pass on NumPy."""
     xp = get_xp(s)
+    b, T, J = s.shape
+    c = 1 if dropped is None else T // dropped.shape[1]
     if xp is not np:
         s += _log_prior(log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px)
+        if dropped is not None:
+            xp.copyto(s.reshape(b, T // c, c, J), NEG, where=dropped)
         return s
     lpc = log_pdf_class[classes][None, :]                                   # [1, J]
     lpt = _offset_log_prior(xp, offsets_px, trans, sigma_offset_px)        # [b, T]
-    b, T, J = s.shape
-    step = max(1, (1 << 18) // max(J, 1))
+    step = max(1, (1 << 18) // max(J * c, 1)) * c
     for i in range(b):
         for lo in range(0, T, step):
             lp = lpc + lpt[i, lo:lo + step, None]
             if lpo is not None:
                 lp += lpo[i if lpo.shape[0] > 1 else 0][None, :]
-            s[i, lo:lo + step] += lp
+            part = s[i, lo:lo + step]
+            part += lp
+            if dropped is not None:      # in place, a parent's translation children masked by its flag
+                np.copyto(part.reshape(-1, c, J), NEG, where=dropped[i, lo // c:(lo + step) // c])
     return s
 
 
@@ -206,9 +214,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
-            _add_log_prior(sg, log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px)
-            # in place, a parent's translation children masked by its flag (broadcast)
-            xp.copyto(sg.reshape(len(g), len(ti), nt_child, -1), NEG, where=dropped)
+            _add_log_prior(sg, log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px, dropped)
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
                    adaptive_fraction, scratch)
@@ -302,7 +308,8 @@ class _Accumulator:
                 D[:self.D.shape[0]], W[:self.W.shape[0]] = self.D, self.W
             self.D, self.W = D, W
 
-    def add(self, w, X, ctf, ss: SampleSet, yc):
+    def add(self, w, X, ctf, ss: SampleSet, yc, wj=None):
+        """Sums of weights ``w [B, T, J]`` (``wj``: their sums over translations, if made)."""
         if self.callback is None:
             return
         xp = get_xp(X)
@@ -314,7 +321,8 @@ class _Accumulator:
             c = slice(lo, min(J, lo + step))
             wc = w if step == J else w[:, :, c]
             if isinstance(yc, lattice.TranslationLattice):
-                D, W, _ = lattice.weighted_sums(wc, X, ctf, yc, min_weight=1e-6, scratch=self.scratch)
+                D, W, _ = lattice.weighted_sums(wc, X, ctf, yc, min_weight=1e-6, scratch=self.scratch,
+                                                per_image=None if wj is None else wj[:, c])
             else:
                 D, W, _ = weighted_sums(wc, X, ctf, ss.ramps, min_weight=1e-6, Yc=yc, weight=wpix)
             if self.mode != "maxcc":
@@ -459,7 +467,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         tot = offsets_px[g][:, None, :] + ss.trans[None, :, :]
         off2 += float((wt * xp.asarray((tot ** 2).sum(-1))).sum())
         gi = xp.asarray(g)
-        acc.add(w, X[gi], None if ctf is None else ctf[gi], ss, yc)
+        acc.add(w, X[gi], None if ctf is None else ctf[gi], ss, yc, wj)
     acc.flush()
     out["best_orient"] = np.asarray(out["best_orient"])
     return BatchResult(**out, top_samples=tops), {"residual": acc.resid, "offset_moment": off2}

@@ -217,17 +217,18 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
 
 
 def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 2,
-                  scratch=None, columns: int = 1024):
+                  scratch=None, columns: int = 1024, per_image=None):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` of :func:`.mstep.weighted_sums` for weights
     ``[B, T, J]`` at the lattice's translations: ``D_j = sum_{b,t} w C_b X_b S_t``, ``W_j = sum_b
     (sum_t w) C_b^2``. Columns whose weights are all ``<= min_weight`` get zeros. The second
     contraction sums ``images_per_gemm`` images in one GEMM; ``columns`` of them are taken at a
-    time (the work arrays grow with them); ``scratch`` as in :func:`score`."""
+    time (the work arrays grow with them); ``scratch`` as in :func:`score`; ``per_image``: the weights'
+    sums over translations ``[B, J]`` when the caller has them."""
     xp = get_xp(X)
     B, T, J = weights.shape
     M = X.shape[1]
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
-    per_image = weights.sum(axis=1)                                          # [B, J]
+    per_image = weights.sum(axis=1) if per_image is None else per_image     # [B, J]
     cols = xp.flatnonzero(weights.reshape(B * T, J).max(axis=0) > min_weight)
     D = xp.zeros((J, M), xp.complex64)
     W = xp.zeros((J, M), xp.float32)
