@@ -16,7 +16,12 @@ from ..ctf import CTFParams, ctf_2d
 from ..fourier import radial_average, rfft2c, rfft3c, rfft_grid, shell_index
 from ..geometry import is_c1
 from .interpolation import _BLOCK_ENTRIES, _mirror_index, _padded_size, _splat
-from .wiener import _plain_ratio, tau2_from_fsc
+from .wiener import _mean_positive, _plain_ratio, tau2_from_fsc
+
+#: voxels of the padded grid per slab of a C1 3D reconstruction (~32 MB of complex128): the
+#: division and the transforms along the two centred axes go a slab of the half axis at a time,
+#: so the temporaries are those of a slab, not of the grid (~1.9 GB at 192 px, padding 2)
+_SLAB_ENTRIES = 1 << 21
 
 
 def _host(a):
@@ -39,11 +44,16 @@ def _cached_shells(m: int, ndim: int, pad: float, xp, device, half_width=None):
     else:
         f = xp.arange(m)[m // 2 - half_width:m // 2 + half_width + 1] - m // 2
         grids = xp.meshgrid(*([f] * (ndim - 1) + [xp.arange(half_width + 1)]), indexing="ij")
-    r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
-    shells = xp.rint(r / pad).astype(xp.int64)
+    r, shells = _radius_shells(grids, pad, xp)
     if xp is np:
         r.flags.writeable = shells.flags.writeable = False
     return r, shells
+
+
+def _radius_shells(grids, pad: float, xp):
+    """``(radius, shell)`` of the points of integer frequency ``grids`` (padded-grid units)."""
+    r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
+    return r, xp.rint(r / pad).astype(xp.int64)
 
 
 def _top_shell(m: int, ndim: int, pad: float, xp, device, half_width=None) -> int:
@@ -73,6 +83,7 @@ class _FourierAccumulator:
 
     ndim = 3
     block_entries = _BLOCK_ENTRIES
+    slab_entries = _SLAB_ENTRIES
 
     def __init__(self, n: int, pad: float = 2, xp=np, dtype=np.float64, max_shell=None):
         self.n, self.xp = int(n), xp
@@ -292,6 +303,13 @@ class _FourierAccumulator:
         b = None   # a box around frequency 0 that holds every nonzero sum (see _support_half_width)
         if is_c1(sym) and not (method in ("wiener", "map") and tau2 is None):
             b = self._support_half_width()
+        wiener = method in ("wiener", "map")
+        if is_c1(sym) and self.ndim == 3 and self.slab_entries and \
+                (method == "plain" or wiener and (tau2 is not None or fsc is not None)):
+            if wiener and tau2 is None:
+                tau2 = tau2_from_fsc(fsc, _host(self.weight_spectrum()))
+            out = self._in_slabs(tau2 if wiener else None, tau2_fudge, eps, max_shell, b)
+            return self._mask_outside(out) if mask_outside else out
         grid = (self.m, self.ndim, float(self.pad), xp, _device_of(xp), b)
         if b is None:
             data, weight = self._symmetrise(*self._hermitian_sums(), sym)
@@ -307,25 +325,69 @@ class _FourierAccumulator:
         elif method in ("wiener", "map"):
             if tau2 is None:
                 tau2 = self._estimate_tau2(data, weight, fsc)
-            t2 = _host(tau2).reshape(-1)
-            t2 = np.concatenate([t2, np.full(max(0, self.n // 2 + 1 - t2.size), t2[-1])])
-            t2 = np.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300)
-            # 1 / t2 per shell, the last one repeated up to the grid's largest shell (the values
-            # of ``1 / t2[min(shell, size - 1)]`` voxel by voxel); the sums are private copies
-            # (``_hermitian_sums``), divided in place
-            inv = 1.0 / t2
-            top = _top_shell(*grid) if shells.size else 0
-            inv = np.concatenate([inv, np.full(max(0, top + 1 - inv.size), inv[-1])])
-            den = xp.take(to_device(inv, xp), shells)
-            den += weight
-            ft = xp.divide(data, den, out=data if data.dtype == xp.complex128 else None)
-            del den
+            inv = self._inverse_tau2(tau2, tau2_fudge, _top_shell(*grid) if shells.size else 0)
+            ft = self._wiener_divide(data, weight, inv, shells)
             self.tau2 = tau2
         else:
             raise ValueError(f"reconstruct: unknown method {method!r} (use 'plain' or 'wiener')")
         xp.copyto(ft, 0, where=~inside)
         out = self._to_real(ft, b)
         return self._mask_outside(out) if mask_outside else out
+
+    def _inverse_tau2(self, tau2, tau2_fudge: float, top: int):
+        """``1 / (tau2_fudge (M/N)^ndim tau2)`` per shell (host float64), the last shell's value
+        repeated up to shell ``top`` (the grid's largest): ``1 / t2[min(shell, size - 1)]``."""
+        t2 = _host(tau2).reshape(-1)
+        t2 = np.concatenate([t2, np.full(max(0, self.n // 2 + 1 - t2.size), t2[-1])])
+        inv = 1.0 / np.maximum(t2 * tau2_fudge * self.pad ** self.ndim, 1e-300)
+        return np.concatenate([inv, np.full(max(0, top + 1 - inv.size), inv[-1])])
+
+    def _wiener_divide(self, data, weight, inv, shells):
+        """``data / (weight + inv[shell])`` (the sums are private copies: divided in place)."""
+        xp = self.xp
+        den = xp.take(to_device(inv, xp), shells)
+        den += weight
+        return xp.divide(data, den, out=data if data.dtype == xp.complex128 else None)
+
+    def _in_slabs(self, tau2, tau2_fudge: float, eps: float, max_shell, half_width=None):
+        """The map of :meth:`reconstruct` (C1, 3D; Wiener with ``tau2``, plain when it is None; the
+        whole grid, or its box of ``half_width`` ``B`` that holds the sums) computed a slab of the
+        half axis at a time (:attr:`slab_entries` voxels): Friedel sums, division and the inverse
+        transforms along the centred axes per slab, then the half axis over the cropped
+        ``[N, N, M//2+1]``. The same operations on the same values as over the whole grid (box)
+        at once; the plain ratio's mean weight from the whole (box's) Friedel-summed weight."""
+        xp, m, n, b = self.xp, self.m, self.n, half_width
+        shell_max = self.r_max if max_shell is None else min(float(max_shell), self.r_max)
+        if b is None:                         # centred rows and half-axis columns of the grid or box
+            rows, ncols, mir = slice(None), m // 2 + 1, None
+        else:
+            rows, ncols, mir = slice(m // 2 - b, m // 2 + b + 1), b + 1, xp.arange(2 * b, -1, -1)
+        centred = (xp.arange(m) - m // 2)[rows]
+        if tau2 is None:      # plain: the mean positive weight of the whole grid (box)
+            weights = self._friedel_sum(self.weight[rows, rows, :ncols], mir)
+            level = eps * _mean_positive(weights)
+        else:
+            inv = self._inverse_tau2(tau2, tau2_fudge, _top_shell(m, 3, float(self.pad), xp, None, b))
+        width = max(1, int(self.slab_entries) // centred.size ** 2)
+        cropped = xp.empty((n, n, ncols), dtype=xp.complex128)
+        for x0 in range(0, ncols, width):
+            cols = slice(x0, min(ncols, x0 + width))
+            part = (rows, rows, cols)
+            r, shells = _radius_shells(xp.meshgrid(centred, centred, xp.arange(cols.start, cols.stop),
+                                                   indexing="ij"), float(self.pad), xp)
+            # the kx = 0 plane (first slab) holds the Friedel mates
+            data = self._friedel_sum(self.data[part], mir) if x0 == 0 else self.data[part].astype(xp.complex128)
+            if tau2 is None:
+                ft = data / (weights[..., cols] + level)
+            else:
+                weight = self._friedel_sum(self.weight[part], mir) if x0 == 0 else \
+                    self.weight[part].astype(xp.float64)
+                ft = self._wiener_divide(data, weight, inv, shells)
+            xp.copyto(ft, 0, where=~(r <= self.pad * shell_max))
+            cropped[..., cols] = self._centred_inverse(ft, b)
+        if tau2 is not None:
+            self.tau2 = tau2
+        return self._gridding_corrected(self._half_inverse(cropped, b))
 
     def _mask_outside(self, x):
         mask, out_w, total = _cached_outside_mask(self.n, self.ndim, self.xp, _device_of(self.xp))
@@ -362,8 +424,11 @@ class _FourierAccumulator:
     def _to_real(self, ft, half_width=None):
         """Inverse transform of the padded grid (or of its box of ``half_width``, zero outside),
         central crop, gridding correction -> float32."""
+        return self._gridding_corrected(self._cropped_inverse(ft, half_width))
+
+    def _gridding_corrected(self, out):
+        """``out`` (the cropped box, float64) divided by ``sinc^2(d / M)`` per axis -> float32."""
         xp, n, m = self.xp, self.n, self.m
-        out = self._cropped_inverse(ft, half_width)
         d = xp.arange(n, dtype=xp.float64) - n // 2
         corr = xp.sinc(d / m) ** 2
         for ax in range(self.ndim):
@@ -386,6 +451,10 @@ class _FourierAccumulator:
         (half axis) of a grid that is zero elsewhere; only the lines through the box are
         transformed (each placed, shifted, in a zeroed line of length ``M``): the same lines as
         the whole grid's, the others being zero."""
+        return self._half_inverse(self._centred_inverse(ft, half_width), half_width)
+
+    def _centred_inverse(self, ft, half_width=None):
+        """The first part of :meth:`_cropped_inverse`: the centred axes, each cropped to ``N``."""
         xp, n, m, nd = self.xp, self.n, self.m, self.ndim
         fft, kw = get_fft(xp), fft_kwargs(xp)
         keep = (xp.arange(n) - n // 2) % m
@@ -399,6 +468,13 @@ class _FourierAccumulator:
                 x = full
             x = fft.ifft(x, axis=ax, norm="forward", overwrite_x=True, **kw)
             x = xp.take(x, keep, axis=ax)
+        return x
+
+    def _half_inverse(self, x, half_width=None):
+        """The last part of :meth:`_cropped_inverse`: the half axis, cropped, scaled by ``1 / M^ndim``."""
+        xp, n, m, nd = self.xp, self.n, self.m, self.ndim
+        fft, kw = get_fft(xp), fft_kwargs(xp)
+        keep = (xp.arange(n) - n // 2) % m
         if half_width is not None:
             full = xp.zeros(x.shape[:-1] + (m // 2 + 1,), dtype=x.dtype)
             full[..., :half_width + 1] = x

@@ -10,11 +10,15 @@ import numpy as np
 __all__ = ["tau2_from_fsc"]
 
 
+def _mean_positive(weight) -> float:
+    """The mean of ``weight`` over its voxels with weight > 0 (1 when there are none)."""
+    pos = weight > 0
+    return float(weight[pos].mean()) if bool(pos.any()) else 1.0
+
+
 def _plain_ratio(data, weight, eps: float):
     """``data / (weight + eps * <weight>)``, ``<weight>`` the mean over voxels with weight > 0."""
-    pos = weight > 0
-    mean_w = float(weight[pos].mean()) if bool(pos.any()) else 1.0
-    return data / (weight + eps * mean_w)
+    return data / (weight + eps * _mean_positive(weight))
 
 
 def tau2_from_fsc(fsc, weight_spectrum, whole_map: bool = False):
