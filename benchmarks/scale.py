@@ -17,7 +17,11 @@ runs. Reported per box and job: time per particle per iteration (iterations only
 peak memory, matched class accuracy against the truth, cryolab's GEMM flops per particle per
 iteration and its whole-step GEMM rate as a fraction of this machine's GEMM peak (measured at the
 start, default BLAS threads). A plot of cost against box size for both programs is written to
-``--plot`` (default ``scale_cost.png`` in the results folder).
+``--plot`` (default ``scale_cost.png`` in the results folder). cryolab's memory budget
+(``memory_limit_GB``; ``--memory-limit GB``, default a quarter of the RAM) is printed with each
+job, and the process's peak resident memory as a share of it (goal <= 1: the budget bounds the
+E-step's batches, the M-step buffer, the projection cache and the class maps; the interpreter,
+its libraries and the particle stack's pages come on top).
 
 The default is scaled down to finish in ~15 minutes on two cores (boxes 64, 96 and 128; 2D: 200
 particles, K = 8, 3 iterations; 3D: 30 particles, 2 iterations). ``--full`` runs the issue's sizes
@@ -30,7 +34,7 @@ auto-refinement comparison of :mod:`benchmarks.refine` at that box (200 particle
 ``--full``; ``mpirun -n 3 relion_refine_mpi``: an hour or more on two cores).
 
 Usage: ``python -m benchmarks.scale [--full] [--boxes 64,96,128] [--jobs 2d,3d] [--no-relion] [--gpu]
-[--dask N] [--refine BOX] [--quick]``
+[--dask N] [--refine BOX] [--memory-limit GB] [--quick]``
 """
 from __future__ import annotations
 
@@ -87,6 +91,7 @@ def simulate_job(kind: str, folder: Path, box: int, n: int, K: int, snr: float, 
 
 def child(job: dict) -> dict:
     """One cryolab job (run in a process of its own): per-iteration times, GEMM flops, labels."""
+    from cryolab.engine.memory import available_bytes
     from cryolab.io import read_mrc
     from cryolab.methods import class2d, class3d
     steps = []
@@ -98,7 +103,8 @@ def child(job: dict) -> dict:
 
         t0 = time.perf_counter()
         common = dict(iterations=job["iterations"], offset_range_px=5.0, offset_step_px=1.0,
-                      particle_diameter_A=job["diameter_A"], ctf=True, seed=0, progress=False, callback=record)
+                      particle_diameter_A=job["diameter_A"], ctf=True, seed=0, progress=False, callback=record,
+                      memory_limit_GB=job.get("memory_limit_GB"))
         if job["kind"] == "2d":
             s = class2d(job["star"], K=job["K"], psi_step_deg=10.0, **common)
         else:
@@ -107,7 +113,8 @@ def child(job: dict) -> dict:
             s = class3d(job["star"], refs, K=job["K"], healpix_order=2, oversampling=1, ini_high_A=40.0,
                         tau2_fudge=4.0, **common)
         wall = time.perf_counter() - t0
-    return {"wall_s": wall, "steps": steps, "labels": s.classes.tolist(), "backend": s.xp.__name__}
+    return {"wall_s": wall, "steps": steps, "labels": s.classes.tolist(), "backend": s.xp.__name__,
+            "budget_MB": available_bytes(s.xp, job.get("memory_limit_GB")) / 2 ** 20}
 
 
 def run_cryolab(job: dict, gpu: bool) -> dict:
@@ -127,7 +134,7 @@ def run_cryolab(job: dict, gpu: bool) -> dict:
 
 
 def one_job(kind: str, box: int, n: int, K: int, iterations: int, snr: float, relion: bool, gpu: bool,
-            peak_gflops: float, keep=None) -> dict:
+            peak_gflops: float, keep=None, memory_limit_GB=None) -> dict:
     """Simulate, run cryolab and (optionally) RELION on one job at one box; a row of the table."""
     from cryolab.validation import class_accuracy
     with work_folder(None if keep is None else Path(keep) / f"{kind}_{box}") as folder:
@@ -135,7 +142,8 @@ def one_job(kind: str, box: int, n: int, K: int, iterations: int, snr: float, re
         sim = simulate_job(kind, folder, box, n, K, snr)
         truth = sim.truth["view_index" if kind == "2d" else "class_index"].to_numpy()
         diameter_A = 0.9 * box * sim.pixel_size_A
-        job = {"kind": kind, "star": str(sim.star_path), "K": K, "iterations": iterations, "diameter_A": diameter_A}
+        job = {"kind": kind, "star": str(sim.star_path), "K": K, "iterations": iterations, "diameter_A": diameter_A,
+               "memory_limit_GB": memory_limit_GB}
         runs = {"cryolab": run_cryolab(job, gpu)}
         if relion:
             cmd = (relion_2d(sim.star_path.name, K, iterations, diameter_A) if kind == "2d" else
@@ -152,8 +160,10 @@ def one_job(kind: str, box: int, n: int, K: int, iterations: int, snr: float, re
     c["gemm_mflop_per_particle_iteration"] = flops / (n * iterations) / 1e6
     c["gemm_fraction_of_peak"] = flops / runs["cryolab"]["iterations_s"] / 1e9 / peak_gflops
     c["max_shell"] = [s["max_shell"] for s in runs["cryolab"]["steps"]]
+    c["budget_MB"] = runs["cryolab"]["budget_MB"]
     line = (f"  {kind} {box:4d} px ({sim.pixel_size_A:.2f} A/px, shells {c['max_shell']}): cryolab "
-            f"{c['per_particle_iteration_s'] * 1e3:8.2f} ms per particle-iteration, peak {c['peak_MB']:6.0f} MB, "
+            f"{c['per_particle_iteration_s'] * 1e3:8.2f} ms per particle-iteration, peak {c['peak_MB']:6.0f} MB "
+            f"(budget {c['budget_MB']:.0f} MB), "
             f"accuracy {c['accuracy']:.3f}, GEMM {c['gemm_mflop_per_particle_iteration']:.0f} MFLOP/particle-it "
             f"at {c['gemm_fraction_of_peak']:.0%} of peak")
     if "relion" in row:
@@ -231,7 +241,7 @@ def plot(rows: list, path: Path) -> Path | None:
 
 def run(quick: bool = False, full: bool = False, boxes=None, jobs=("2d", "3d"), snr: float = 0.05,
         relion: bool = True, gpu: bool = False, out=None, save: bool = True, keep=None, plot_path=None,
-        dask_workers: int = 0, refine_box: int = 0) -> dict:
+        dask_workers: int = 0, refine_box: int = 0, memory_limit_GB: float | None = None) -> dict:
     from .gemm import gemm_peak
     preset = PRESETS["quick" if quick else "full" if full else "default"]
     boxes = tuple(boxes or preset[0])
@@ -244,15 +254,18 @@ def run(quick: bool = False, full: bool = False, boxes=None, jobs=("2d", "3d"), 
     rows = []
     for box in boxes:
         if "2d" in jobs:
-            rows.append(one_job("2d", box, n2, K2, it2, snr, have_relion, gpu, peak, keep))
+            rows.append(one_job("2d", box, n2, K2, it2, snr, have_relion, gpu, peak, keep, memory_limit_GB))
         if "3d" in jobs:
-            rows.append(one_job("3d", box, n3, len(STATES), it3, 2 * snr, have_relion, gpu, peak, keep))
+            rows.append(one_job("3d", box, n3, len(STATES), it3, 2 * snr, have_relion, gpu, peak, keep,
+                                memory_limit_GB))
     ratios = []
     for r in rows:
         tag = f"scale.{r['kind']}_{r['box']}"
         c = r["cryolab"]
         ratios.append(ratio(f"{tag}.gemm_fraction", c["gemm_fraction_of_peak"],
                             "cryolab whole-step GEMM flops / wall time / GEMM peak", ">= 0.5"))
+        ratios.append(ratio(f"{tag}.cryolab_peak_over_budget", c["peak_MB"] / c["budget_MB"],
+                            "cryolab process peak resident memory / its memory budget", "<= 1"))
         if "relion" in r:
             goal = ">= 10" if r["kind"] == "2d" else ">= 5"
             ratios += [ratio(f"{tag}.relion_over_cryolab_time",
@@ -300,10 +313,13 @@ def main(argv=None):
                     help="also run the auto-refine comparison (benchmarks.refine) at this box (e.g. 128; an hour or more)")
     ap.add_argument("--dask", type=int, default=0, metavar="N",
                     help="also run the 2D job at 128 px in-process and on a LocalCluster of N workers")
+    ap.add_argument("--memory-limit", type=float, default=None, metavar="GB",
+                    help="cryolab's memory budget (memory_limit_GB; default a quarter of the RAM)")
     a = ap.parse_args(argv)
     boxes = [int(b) for b in a.boxes.split(",")] if a.boxes else None
     run(a.quick, a.full, boxes, tuple(j.strip() for j in a.jobs.split(",")), a.snr, not a.no_relion, a.gpu,
-        a.out, save=saves(a), keep=a.keep, plot_path=a.plot, dask_workers=a.dask, refine_box=a.refine)
+        a.out, save=saves(a), keep=a.keep, plot_path=a.plot, dask_workers=a.dask, refine_box=a.refine,
+        memory_limit_GB=a.memory_limit)
 
 
 if __name__ == "__main__":
