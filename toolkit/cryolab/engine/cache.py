@@ -30,11 +30,13 @@ class CachedProjections:
         self._cache_row = np.zeros(0, np.int64)        # and row in that block
         self._cache_blocks = []                        # [n_b, M] arrays on xp, as projected
 
-    def _cache_add(self, ukeys, rows):
-        """Keep ``rows`` (a new block) under the sorted distinct keys ``ukeys`` absent so far."""
+    def _cache_add(self, ukeys, rows, at=None):
+        """Keep ``rows`` (a new block) under the sorted distinct keys ``ukeys`` absent so far
+        (key ``ukeys[i]`` at row ``at[i]`` of the block; default ``i``)."""
         allk = np.concatenate([self._cache_keys, ukeys])
         allb = np.concatenate([self._cache_blk, np.full(ukeys.size, len(self._cache_blocks), np.int64)])
-        allr = np.concatenate([self._cache_row, np.arange(ukeys.size, dtype=np.int64)])
+        at = np.arange(ukeys.size, dtype=np.int64) if at is None else np.asarray(at, np.int64)
+        allr = np.concatenate([self._cache_row, at])
         self._cache_blocks.append(rows)
         order = np.argsort(allk, kind="stable")
         self._cache_keys, self._cache_blk, self._cache_row = allk[order], allb[order], allr[order]
@@ -95,6 +97,14 @@ class CachedProjections:
                 self._init_cache()                  # full: start again, and this call's hits are gone too
                 miss = np.arange(keys.size)
                 ukeys, first = np.unique(keys, return_index=True)
+            if ukeys.size == keys.size:     # every row new and distinct (a local search's fine
+                # orientations): projected in the order asked and kept as they are, not gathered
+                # again (a copy of the rows); read-only, since the cache holds the same array
+                rows = self.project_uncached(np.asarray(classes), np.asarray(orients))
+                self._cache_add(ukeys, rows, at=first)
+                if isinstance(rows, np.ndarray):
+                    rows.flags.writeable = False
+                return rows
             rows = self.project_uncached(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]])
             self._cache_add(ukeys, rows)
             pos = np.searchsorted(self._cache_keys, keys)

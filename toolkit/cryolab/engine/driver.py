@@ -293,13 +293,21 @@ class _SliceBuffer:
 
     def flush(self):
         for k, parts in self.items.items():
-            orients = np.concatenate([o for o, _, _ in parts])
             if len(parts) == 1:
                 self.insert(k, *parts[0])
                 continue
+            orients = np.concatenate([o for o, _, _ in parts])
+            keys = self.sampler.keys(np.full(len(orients), k), orients)
+            if np.unique(keys).size == keys.size:
+                # every orientation once (local searches: each image near its own pose): nothing
+                # to merge, so each batch's sums go in as they are, without the concatenation and
+                # the permutation by key (~1 GB of rows at order 5); only the order of the
+                # additions into the grid differs (float rounding)
+                for part in parts:
+                    self.insert(k, *part)
+                continue
             xp = get_xp(parts[0][1])
-            first, D, W = sum_by_key(self.sampler.keys(np.full(len(orients), k), orients),
-                                     xp.concatenate([d for _, d, _ in parts]),
+            first, D, W = sum_by_key(keys, xp.concatenate([d for _, d, _ in parts]),
                                      xp.concatenate([w for _, _, w in parts]))
             self.insert(k, orients[first], D, W)
         self.items, self.entries = {}, 0
