@@ -128,3 +128,19 @@ def test_all_new_distinct_rows_are_returned_unpermuted_and_cached():
     again = rng.permutation(40)[:25]
     later = sampler.project(classes[again], orients[again])       # all hits: gathered from the block
     assert np.array_equal(later, got[again])
+
+
+def test_local_candidate_rows_equal_the_full_grid_in_any_row_order():
+    """The direction-first candidate rows (each near direction's rows from the grid's row lists,
+    then the prior's cut-off) equal the rows the full-grid prior leaves finite, ascending, also for
+    a grid whose rows are not grouped by direction."""
+    from cryolab.engine.spherical import grid_directions, healpix_orientations, local_candidate_rows, local_log_prior
+    rng = np.random.default_rng(2)
+    grid = healpix_orientations(3)
+    for rows_order in (np.arange(len(grid)), rng.permutation(len(grid))):
+        g = grid[rows_order]
+        priors = np.c_[rng.uniform(-180, 180, 5), np.degrees(np.arccos(rng.uniform(-1, 1, 5))),
+                       rng.uniform(-180, 180, 5)]
+        want = np.flatnonzero(np.isfinite(local_log_prior(priors, g, 10.0)).any(axis=0))
+        got = local_candidate_rows(priors, g, 10.0, directions=grid_directions(g))
+        assert want.size > 0 and np.array_equal(got, want)

@@ -30,7 +30,8 @@ from .images import prepare_batch
 from .memory import BATCH_SHARE, BYTES_PER_SAMPLE, CACHE_SHARE, accumulator_dtype, available_bytes
 from .mstep import shell_sums
 from .planar import PlanarSampler
-from .spherical import SphericalSampler, fixed_orientations, grid_directions, local_candidates, local_log_prior
+from .spherical import (SphericalSampler, fixed_orientations, grid_directions, local_candidate_rows,
+                        local_log_prior)
 
 __all__ = ["EStepInputs", "ChunkResult", "EStepSums", "EStepWorker", "estep_chunk", "read_batch"]
 
@@ -250,7 +251,7 @@ class EStepWorker:
 
         if self._directions is None:
             self._directions = grid_directions(grid)
-        keep = local_candidates(priors, grid, s.sigma_ang_deg, s.sym, directions=self._directions)
+        keep = local_candidate_rows(priors, grid, s.sigma_ang_deg, s.sym, directions=self._directions)
         return self.sampler.coarse(self.inputs.coarse_pixels, orientations=grid[keep]), prior
 
     def _fixed(self, eulers, ids):

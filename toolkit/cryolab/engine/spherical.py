@@ -8,6 +8,8 @@ and sums go back through :class:`cryolab.reconstruction.BackProjector`.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..geometry import (direction_distance, euler_to_direction, euler_to_matrix, healpix_pix2ang, healpix_step_deg,
@@ -19,7 +21,8 @@ from .estep import FourierPixels
 from .expectation import SampleSet
 from .sampling import fine_psi, translation_grid
 
-__all__ = ["SphericalSampler", "healpix_orientations", "local_log_prior", "local_candidates", "grid_directions",
+__all__ = ["SphericalSampler", "healpix_orientations", "local_log_prior", "local_candidates", "local_candidate_rows",
+           "grid_directions", "GridDirections",
            "fixed_orientations"]
 
 
@@ -70,35 +73,56 @@ def _local_terms(priors, orients, sigma_deg, sym, cutoff_sigmas):
     return lp, (d < cutoff_sigmas * sigma_deg) & (dpsi < cutoff_sigmas * sigma_deg)
 
 
-def grid_directions(orients):
-    """The distinct directions of orientation rows ``[J, 5]`` (by HEALPix pixel and order): unit
-    vectors ``[D, 3]`` and the direction of each row ``[J]``; for :func:`local_candidates`."""
+class GridDirections(NamedTuple):
+    """The distinct directions of a grid of orientation rows (:func:`grid_directions`): unit vectors
+    ``units [D, 3]``, the direction of each row ``inverse [J]``, and the rows of direction ``d``:
+    ``rows[starts[d]:starts[d + 1]]`` (ascending)."""
+    units: np.ndarray
+    inverse: np.ndarray
+    rows: np.ndarray
+    starts: np.ndarray
+
+
+def grid_directions(orients) -> GridDirections:
+    """The distinct directions of orientation rows ``[J, 5]`` (by HEALPix pixel and order), for
+    :func:`local_candidates`."""
     o = np.asarray(orients, float)
     key = o[:, 4].astype(np.int64) * (1 << 40) + o[:, 3].astype(np.int64)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return euler_to_direction(o[first, 0], o[first, 1]), inverse.reshape(-1)
+    inverse = inverse.reshape(-1)
+    counts = np.bincount(inverse, minlength=first.size)
+    return GridDirections(euler_to_direction(o[first, 0], o[first, 1]), inverse,
+                          np.argsort(inverse, kind="stable"), np.concatenate([[0], np.cumsum(counts)]))
 
 
 def local_candidates(priors, orients, sigma_deg: float, sym=None, cutoff_sigmas: float = 3.0, directions=None):
     """``[J]`` bool: the rows some particle's :func:`local_log_prior` leaves finite (the same set as
-    ``np.isfinite(local_log_prior(...)).any(axis=0)``). With ``directions`` (from
-    :func:`grid_directions` of ``orients``) and no symmetry, only the rows of directions within the
-    cut-off of a particle's (one small GEMM over the distinct directions) are evaluated, so a fine
-    grid (HEALPix order 5: 2.4 million rows) costs little more than the particles' neighbourhoods."""
+    ``np.isfinite(local_log_prior(...)).any(axis=0)``); :func:`local_candidate_rows` as a mask."""
+    keep = np.zeros(len(orients), bool)
+    keep[local_candidate_rows(priors, orients, sigma_deg, sym, cutoff_sigmas, directions)] = True
+    return keep
+
+
+def local_candidate_rows(priors, orients, sigma_deg: float, sym=None, cutoff_sigmas: float = 3.0,
+                         directions=None):
+    """The rows (ascending) that some particle's :func:`local_log_prior` leaves finite. With
+    ``directions`` (:func:`grid_directions` of ``orients``) and no symmetry, only the rows of
+    directions within the cut-off of a particle's (one small GEMM over the distinct directions)
+    are visited, so a fine grid (HEALPix order 5: 2.4 million rows) costs about as much as the
+    particles' neighbourhoods."""
     o = np.asarray(orients, float)
-    sym_free = is_c1(sym)
-    if directions is not None and sym_free and len(o):
+    if directions is not None and is_c1(sym) and len(o):
         priors = np.asarray(priors, float).reshape(-1, 3)
-        units, inverse = directions
         limit = np.radians(min(cutoff_sigmas * sigma_deg, 180.0)) + 1e-6       # a little wider: a superset
-        near = (units @ euler_to_direction(priors[:, 0], priors[:, 1]).T >= np.cos(limit)).any(axis=1)
-        rows = np.flatnonzero(near[inverse])
+        near = np.flatnonzero((directions.units @ euler_to_direction(priors[:, 0], priors[:, 1]).T
+                               >= np.cos(limit)).any(axis=1))
+        lo, lens = directions.starts[near], np.diff(directions.starts)[near]
+        at = np.repeat(lo - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())   # the near directions' rows
+        rows = np.sort(directions.rows[at])
         _, inside = _local_terms(priors, o[rows], sigma_deg, None, cutoff_sigmas)
         if inside.any(axis=1).all():          # else the full grid decides the nearest row of a particle
-            keep = np.zeros(len(o), bool)
-            keep[rows[inside.any(axis=0)]] = True
-            return keep
-    return np.isfinite(local_log_prior(priors, o, sigma_deg, sym, cutoff_sigmas)).any(axis=0)
+            return rows[inside.any(axis=0)]
+    return np.flatnonzero(np.isfinite(local_log_prior(priors, o, sigma_deg, sym, cutoff_sigmas)).any(axis=0))
 
 
 def fixed_orientations(eulers, ids=None) -> np.ndarray:
