@@ -22,6 +22,10 @@ float32 rounding.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +33,7 @@ import numpy as np
 from ..backend import get_xp
 
 __all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "lattice_pays", "LATTICE_BELOW", "score",
-           "weighted_sums", "separable_ramps"]
+           "weighted_sums", "separable_ramps", "cpu_workers"]
 
 
 @dataclass(frozen=True)
@@ -164,23 +168,88 @@ def _ramp_terms(Y, lat: TranslationLattice, sign: int):
     return Y[..., :, None, :] * ey
 
 
-def _taker(xp, scratch):
-    """``take(shape, slot)``: a float32 work array, from ``scratch`` (:class:`.estep.Scratch`) when given."""
+def _taker(xp, scratch, worker: int = 0):
+    """``take(shape, slot)``: a float32 work array, from ``scratch`` (:class:`.estep.Scratch`) when given
+    (slots of their own per ``worker`` thread)."""
     if scratch is None:
         return lambda shape, slot: xp.empty(shape, xp.float32)
-    return lambda shape, slot: scratch.take(shape, xp, slot=slot)
+    return lambda shape, slot: scratch.take(shape, xp, slot=f"{slot}{worker or ''}")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's controller of the loaded BLAS (found once), None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def cpu_workers(xp=np) -> int:
+    """Threads for the lattice's loops: on NumPy the size of the BLAS thread pool when the process
+    starts (1 under ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread;
+    1 on a GPU or without threadpoolctl. Small GEMMs (inner sizes 20-70) scale better split by images
+    or columns than inside BLAS, whose threads also spin-wait when the cores are shared."""
+    if xp is not np or _blas_controller() is None:
+        return 1
+    return _pool_size()
+
+
+@functools.lru_cache(maxsize=1)
+def _pool_size() -> int:
+    blas = [lib.num_threads for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
+    return max(1, min(max(blas, default=1), os.cpu_count() or 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _executor():
+    return ThreadPoolExecutor(max(1, _pool_size() - 1), thread_name_prefix="cryolab-lattice")
+
+
+def _one_blas_thread(workers: int):
+    """A context with BLAS on one thread when ``workers > 1`` threads of ours share the cores (BLAS's own
+    threads would spin-wait beside them), else nothing."""
+    ctl = _blas_controller() if workers > 1 else None
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+
+
+def _in_threads(fn, parts):
+    """``fn(k, *part)`` for each ``part`` (``k``: its worker index), the first in this thread and the
+    others in the pool (BLAS on one thread: see :func:`_one_blas_thread`); in order when there is one."""
+    futures = [_executor().submit(fn, k, *part) for k, part in enumerate(parts) if k]
+    if parts:
+        fn(0, *parts[0])
+    for f in futures:
+        f.result()
+
+
+def _ranges(n: int, parts: int, align: int = 1):
+    """``parts`` consecutive ``(lo, hi)`` ranges covering ``range(n)``, boundaries multiples of ``align``."""
+    step = -(-n // max(parts, 1))
+    step = -(-step // align) * align
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)] if n else []
 
 
 def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_per_gemm: int = 2,
-          columns: int = 128, scratch=None):
+          columns: int = 128, scratch=None, workers: int | None = None):
     """Scores ``[B, T, J]`` = ``cross - Q`` of :func:`.estep.score` (``mode="map"``/``"ml"``) at the
     lattice's translations ``lat.trans``: ``X [B, M]`` complex, ``ctf [B, M]`` (None = 1),
     ``inv_sigma2 [M]``, ``P [J, M]`` complex. ``out``: a float32 ``[B, T, J]`` array to write to.
     ``images_per_gemm`` images share the GEMMs (rows of the first, columns of the second).
     ``scratch`` (:class:`.estep.Scratch`): its ``lattice_*`` buffers hold the work arrays (a new
-    array's pages are faulted in when first written, which can cost as much as the GEMMs)."""
+    array's pages are faulted in when first written, which can cost as much as the GEMMs).
+    ``workers`` threads (None: :func:`cpu_workers`) take consecutive images each; the scores are the
+    same to the bit for any number."""
     xp = get_xp(X)
-    take = _taker(xp, scratch)
+    workers = cpu_workers(xp) if workers is None else workers
+    with _one_blas_thread(workers):
+        return _score(X, ctf, inv_sigma2, P, lat, out, images_per_gemm, columns, scratch, workers)
+
+
+def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm: int, columns: int, scratch,
+           workers: int):
+    xp = get_xp(X)
     B, M = X.shape
     J, T = P.shape[0], lat.size
     Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
@@ -191,39 +260,54 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
     P2 = (P.real ** 2 + P.imag ** 2).astype(xp.float32)
     Q = (c * c * (0.5 * w)) @ P2.T                                           # [B, J]
     out = xp.empty((B, T, J), xp.float32) if out is None else out
-    for lo in range(0, B, images_per_gemm):
-        nb = min(B, lo + images_per_gemm) - lo
-        z = _ramp_terms(Ybox[lo:lo + nb], lat, +1).transpose(1, 0, 2, 3)    # [Kx, nb, Ty, Ky]
-        re, im = z.real, z.imag
-        # per kx the real matrix, rows (re/im, image, ty), columns (ky, re/im), of multiplying by z
-        E1 = take((Kx, 2, nb, Ty, Ky, 2), "lattice_e")
-        E1[:, 0, ..., 0], E1[:, 0, ..., 1], E1[:, 1, ..., 0], E1[:, 1, ..., 1] = re, -im, im, re
-        E1 = E1.reshape(Kx, 2 * nb * Ty, 2 * Ky)
-        for j0 in range(0, J, columns):          # a slice of projections at a time: H stays in cache
-            j1 = min(J, j0 + columns)
-            Hq = take((2 * Kx + 1, nb * Ty * (j1 - j0)), "lattice_h")
-            H = Hq[:2 * Kx].reshape(Kx, 2 * nb * Ty, j1 - j0)
-            Hq[2 * Kx].reshape(nb, Ty, j1 - j0)[...] = -Q[lo:lo + nb, None, j0:j1]     # -Q, by e2's ones
-            for u, (v0, v1) in enumerate(lat.spans):                        # contract ky, its range per kx
-                if v1 > v0:
-                    xp.matmul(E1[u, :, 2 * v0:2 * v1], Pcols[u, 2 * v0:2 * v1, j0:j1], out=H[u])
-                else:
-                    H[u] = 0
-            cross = take((Tx, nb * Ty * (j1 - j0)), "lattice_x")
-            xp.matmul(lat.e2, Hq, out=cross)                                        # contract kx, add -Q
-            cross = cross.reshape(Tx, nb, Ty, j1 - j0)
-            out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
+
+    def images(worker, first, last):             # the images [first, last), into their rows of out
+        take = _taker(xp, scratch, worker)
+        for lo in range(first, last, images_per_gemm):
+            nb = min(last, lo + images_per_gemm) - lo
+            z = _ramp_terms(Ybox[lo:lo + nb], lat, +1).transpose(1, 0, 2, 3)    # [Kx, nb, Ty, Ky]
+            re, im = z.real, z.imag
+            # per kx the real matrix, rows (re/im, image, ty), columns (ky, re/im), of multiplying by z
+            E1 = take((Kx, 2, nb, Ty, Ky, 2), "lattice_e")
+            E1[:, 0, ..., 0], E1[:, 0, ..., 1], E1[:, 1, ..., 0], E1[:, 1, ..., 1] = re, -im, im, re
+            E1 = E1.reshape(Kx, 2 * nb * Ty, 2 * Ky)
+            for j0 in range(0, J, columns):          # a slice of projections at a time: H stays in cache
+                j1 = min(J, j0 + columns)
+                Hq = take((2 * Kx + 1, nb * Ty * (j1 - j0)), "lattice_h")
+                H = Hq[:2 * Kx].reshape(Kx, 2 * nb * Ty, j1 - j0)
+                Hq[2 * Kx].reshape(nb, Ty, j1 - j0)[...] = -Q[lo:lo + nb, None, j0:j1]     # -Q, by e2's ones
+                for u, (v0, v1) in enumerate(lat.spans):                        # contract ky, its range per kx
+                    if v1 > v0:
+                        xp.matmul(E1[u, :, 2 * v0:2 * v1], Pcols[u, 2 * v0:2 * v1, j0:j1], out=H[u])
+                    else:
+                        H[u] = 0
+                cross = take((Tx, nb * Ty * (j1 - j0)), "lattice_x")
+                xp.matmul(lat.e2, Hq, out=cross)                                        # contract kx, add -Q
+                cross = cross.reshape(Tx, nb, Ty, j1 - j0)
+                out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
+
+    _in_threads(images, _ranges(B, workers, images_per_gemm))
     return out
 
 
 def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 0.0, images_per_gemm: int = 2,
-                  scratch=None, columns: int = 1024, per_image=None):
+                  scratch=None, columns: int = 1024, per_image=None, workers: int | None = None):
     """``(D [J, M] complex, W [J, M] real, wsum [J])`` of :func:`.mstep.weighted_sums` for weights
     ``[B, T, J]`` at the lattice's translations: ``D_j = sum_{b,t} w C_b X_b S_t``, ``W_j = sum_b
     (sum_t w) C_b^2``. Columns whose weights are all ``<= min_weight`` get zeros. The second
     contraction sums ``images_per_gemm`` images in one GEMM; ``columns`` of them are taken at a
     time (the work arrays grow with them); ``scratch`` as in :func:`score`; ``per_image``: the weights'
-    sums over translations ``[B, J]`` when the caller has them."""
+    sums over translations ``[B, J]`` when the caller has them; ``workers`` threads (None:
+    :func:`cpu_workers`) take a share of the columns each (the same sums to the bit for any number)."""
+    xp = get_xp(X)
+    workers = cpu_workers(xp) if workers is None else workers
+    with _one_blas_thread(workers):
+        return _weighted_sums(weights, X, ctf, lat, min_weight, images_per_gemm, scratch, columns, per_image,
+                              workers)
+
+
+def _weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float, images_per_gemm: int, scratch,
+                   columns: int, per_image, workers: int):
     xp = get_xp(X)
     B, T, J = weights.shape
     M = X.shape[1]
@@ -236,20 +320,27 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
     if n == 0:
         return D, W, per_image.sum(axis=0)
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
-    for lo in range(0, n, columns):
-        some = cols[lo:lo + columns]
-        Dc = _sums_on_lattice(weights, None if n == J and columns >= J else some, CX, lat, images_per_gemm,
-                              _taker(xp, scratch))                          # [M, 2, n']
-        D[some] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
+    shares = _ranges(n, workers)
+
+    def some_columns(worker, first, last):
+        for lo in range(first, last, columns):
+            hi = min(last, lo + columns)
+            some = slice(lo, hi) if n == J else cols[lo:hi]               # all columns: views, not copies
+            Dc = _sums_on_lattice(weights, some, hi - lo, CX, lat, images_per_gemm,
+                                  _taker(xp, scratch, worker))              # [M, 2, n']
+            D[some] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
+
+    _in_threads(some_columns, shares)
     W[cols] = per_image[:, cols].T @ (c * c)
     return D, W, per_image.sum(axis=0)
 
 
-def _sums_on_lattice(w, cols, CX, lat: TranslationLattice, images_per_gemm: int, take):
+def _sums_on_lattice(w, cols, n: int, CX, lat: TranslationLattice, images_per_gemm: int, take):
     """``[M, 2, n]`` real and imaginary parts of ``sum_{b,t} w(b,t,j) CX_b S_t`` for the ``n`` columns
-    ``cols`` (None: all) of weights ``w [B, T, J]`` and ``CX [B, Kx, Ky]`` (:func:`_to_box` of ``C X``)."""
+    ``cols`` (a slice or indices) of weights ``w [B, T, J]`` and ``CX [B, Kx, Ky]`` (:func:`_to_box`
+    of ``C X``)."""
     xp = get_xp(w)
-    B, n = w.shape[0], (w.shape[2] if cols is None else cols.shape[0])
+    B = w.shape[0]
     Tx, Ty, Kx, Ky = len(lat.xs), len(lat.ys), lat.kx_size, lat.ky_size
     Dbox = take((Kx, Ky * 2, n), "lattice_d")
     Dbox.fill(0)
@@ -258,7 +349,7 @@ def _sums_on_lattice(w, cols, CX, lat: TranslationLattice, images_per_gemm: int,
         nb = min(B, lo + images_per_gemm) - lo
         lattice_w = take((Tx, nb, Ty, n), "lattice_w")
         lattice_w[lat.gap_x, :, lat.gap_y] = 0
-        part = w[lo:lo + nb] if cols is None else w[lo:lo + nb][:, :, cols]
+        part = w[lo:lo + nb][:, :, cols]
         lattice_w[lat.ix, :, lat.iy] = xp.moveaxis(part, 1, 0)                 # [T, nb, n]
         A = take((2 * Kx, nb * Ty * n), "lattice_a")
         xp.matmul(f2, lattice_w.reshape(Tx, nb * Ty * n), out=A)             # contract tx
