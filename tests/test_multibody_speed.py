@@ -144,3 +144,20 @@ def test_local_candidate_rows_equal_the_full_grid_in_any_row_order():
         want = np.flatnonzero(np.isfinite(local_log_prior(priors, g, 10.0)).any(axis=0))
         got = local_candidate_rows(priors, g, 10.0, directions=grid_directions(g))
         assert want.size > 0 and np.array_equal(got, want)
+
+
+def test_insertion_helpers_equal_their_formulas():
+    """``_centred_index`` equals ``(i + M//2) % M`` (inside the fast path's range and beyond it) and
+    ``_conj_where`` equals ``where(neg, conj(v), v)``, to the bit (signed zeros too)."""
+    from cryolab.reconstruction.interpolation import _centred_index, _conj_where
+    rng = np.random.default_rng(4)
+    m = 16
+    for lo, hi in ((-m // 2 - 1, m // 2 + 1), (-3 * m, 3 * m)):
+        i = rng.integers(lo, hi, 1000).astype(np.int32)
+        assert np.array_equal(_centred_index(i.copy(), m), (i + m // 2) % m)
+    v = (rng.normal(size=1000) + 1j * rng.normal(size=1000)).astype(np.complex64)
+    v[:10] = 0
+    neg = rng.random(1000) < 0.5
+    got, want = _conj_where(v, neg, np.where(neg, -1.0, 1.0)), np.where(neg, v.conj(), v)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert np.array_equal(np.signbit(got.imag), np.signbit(want.imag))

@@ -69,6 +69,31 @@ def _corners(coords, m: int):
     return flat, w
 
 
+def _conj_where(vals, neg, sign):
+    """``where(neg, conj(vals), vals)`` (a new array); ``sign`` is -1 where ``neg``, else 1. NumPy: the
+    imaginary parts times ``sign`` in place of a copy (~7x faster than ``where`` on complex; the
+    same values, signed zeros included)."""
+    xp = get_xp(vals)
+    if xp is not np:
+        return xp.where(neg, vals.conj(), vals)
+    out = vals.copy()
+    np.multiply(out.imag, sign.astype(out.real.dtype), out=out.imag)
+    return out
+
+
+def _centred_index(i0, m: int):
+    """``(i0 + M//2) % M`` (integers): a centred axis's index. NumPy, for ``i0 + M//2`` in
+    ``[-M, 2M)`` (always, for points inside the grid's sphere): the few out of ``[0, M)`` moved by
+    ``M`` (~4x faster than an integer modulo)."""
+    xp = get_xp(i0)
+    i = i0 + m // 2
+    if xp is not np or i.size == 0 or int(i.min()) < -m or int(i.max()) >= 2 * m:
+        return i % m
+    i[i >= m] -= m
+    i[i < 0] += m
+    return i
+
+
 def _splat(data, weight, axes, vals, wts, m: int):
     """``data[i] += t vals``, ``weight[i] += t wts`` over the linear-interpolation corners ``i``
     (weights ``t``) of points given per axis, ``axes = (x, y[, z])`` ``[K]`` each (padded-grid
@@ -89,7 +114,7 @@ def _splat(data, weight, axes, vals, wts, m: int):
     if bool(neg.any()):
         sign = xp.where(neg, -1.0, 1.0)
         axes = [a * sign for a in axes]
-        vals = xp.where(neg, vals.conj(), vals)
+        vals = _conj_where(vals, neg, sign)
     base = xp.zeros(k, itype)
     parts, stride, clip = [], 1, False       # per axis (x, y[, z]): step to the +1 corner, its two weights
     for axis, c in enumerate(axes):
@@ -103,7 +128,7 @@ def _splat(data, weight, axes, vals, wts, m: int):
                 i0 = xp.minimum(i0, half - 1)
             parts.append((1, 1 - f, xp.where(edge, 0.0, f) if clip else f))
         else:
-            i0 = (i0 + m // 2) % m
+            i0 = _centred_index(i0, m)
             wrap = i0 == m - 1
             step = xp.where(wrap, (1 - m) * stride, stride).astype(itype) if bool(wrap.any()) else stride
             parts.append((step, 1 - f, f))
