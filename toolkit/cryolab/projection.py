@@ -194,8 +194,9 @@ class _PaddedHalfFT:
             c = c.ravel() * sign
             c += np.float32(self.h if centred else 0)  # array index, >= 0
             xp.clip(c, 0, (2 * self.h if centred else self.h) - 1e-3, out=c)
-            i0 = c.astype(xp.int32)
-            c -= i0
+            c0 = xp.floor(c)       # c >= 0: the integer part; c - c0 in float32 (no int32 operand,
+            i0 = c0.astype(xp.int32)    # which would take a float64 detour): the same fraction
+            c -= c0
             fracs.append(c)
             base = i0 * stride if axis == 0 else base + i0 * stride
         weights, shifts = [None], [0]  # corners: products of (1 - f) or f over the axes
