@@ -77,10 +77,9 @@ def _offset_log_prior(xp, offsets_px, trans, sigma_offset_px):
 
 
 def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offset_px, dropped=None):
-    """``s += _log_prior(...)`` in place, the same sums to the bit; on NumPy a few translations of
-    one image at a time (the prior's rows stay in cache; no array of the size of ``s``). ``dropped``
-    ``[b, T / c, 1, J]`` bool: the samples set to :data:`NEG` afterwards, per group of ``c``
-    consecutive translations (a coarse translation's children), in the same pass on NumPy."""
+    """``s += _log_prior(...)`` in place, the same sums to the bit; on NumPy a few translations of one image
+    at a time (rows in cache; no array of the size of ``s``). ``dropped [b, T / c, 1, J]``: then :data:`NEG`
+    per group of ``c`` consecutive translations (a coarse translation's children), in the same pass."""
     xp = get_xp(s)
     b, T, J = s.shape
     c = 1 if dropped is None else T // dropped.shape[1]
@@ -97,10 +96,9 @@ def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offs
             lp = lpc + lpt[i, lo:lo + step, None]
             if lpo is not None:
                 lp += lpo[i if lpo.shape[0] > 1 else 0][None, :]
-            part = s[i, lo:lo + step]
-            part += lp
+            s[i, lo:lo + step] += lp
             if dropped is not None:      # in place, a parent's translation children masked by its flag
-                np.copyto(part.reshape(-1, c, J), NEG, where=dropped[i, lo // c:(lo + step) // c])
+                np.copyto(s[i, lo:lo + step].reshape(-1, c, J), NEG, where=dropped[i, lo // c:(lo + step) // c])
     return s
 
 
@@ -309,7 +307,6 @@ class _Accumulator:
             self.D, self.W = D, W
 
     def add(self, w, X, ctf, ss: SampleSet, yc, wj=None):
-        """Sums of weights ``w [B, T, J]`` (``wj``: their sums over translations, if made)."""
         if self.callback is None:
             return
         xp = get_xp(X)

@@ -214,9 +214,14 @@ def _one_blas_thread(workers: int):
     return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
-def _in_threads(fn, parts):
-    """``fn(k, *part)`` for each ``part`` (``k``: its worker index), the first in this thread and the
-    others in the pool (BLAS on one thread: see :func:`_one_blas_thread`); in order when there is one."""
+def _in_threads(fn, parts, workers: int):
+    """``fn(k, *part)`` for each ``part`` (``k``: its worker index): with ``workers > 1`` the first in
+    this thread and the others in the pool (BLAS on one thread: see :func:`_one_blas_thread`), else all
+    in order in this thread (``k = 0``)."""
+    if workers <= 1:
+        for part in parts:
+            fn(0, *part)
+        return
     futures = [_executor().submit(fn, k, *part) for k, part in enumerate(parts) if k]
     if parts:
         fn(0, *parts[0])
@@ -286,7 +291,7 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
                 cross = cross.reshape(Tx, nb, Ty, j1 - j0)
                 out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
 
-    _in_threads(images, _ranges(B, workers, images_per_gemm))
+    _in_threads(images, _ranges(B, workers, images_per_gemm), workers)
     return out
 
 
@@ -297,8 +302,9 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
     (sum_t w) C_b^2``. Columns whose weights are all ``<= min_weight`` get zeros. The second
     contraction sums ``images_per_gemm`` images in one GEMM; ``columns`` of them are taken at a
     time (the work arrays grow with them); ``scratch`` as in :func:`score`; ``per_image``: the weights'
-    sums over translations ``[B, J]`` when the caller has them; ``workers`` threads (None:
-    :func:`cpu_workers`) take a share of the columns each (the same sums to the bit for any number)."""
+    sums over translations ``[B, J]`` when the caller has them. The columns are cut into as many
+    shares as the BLAS pool has threads (whatever ``workers``: the same sums to the bit for any
+    number), which ``workers`` threads (None: :func:`cpu_workers`) take."""
     xp = get_xp(X)
     workers = cpu_workers(xp) if workers is None else workers
     with _one_blas_thread(workers):
@@ -320,7 +326,7 @@ def _weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float, 
     if n == 0:
         return D, W, per_image.sum(axis=0)
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
-    shares = _ranges(n, workers)
+    shares = _ranges(n, _pool_size() if _blas_controller() is not None else 1)   # not by workers: same sums
 
     def some_columns(worker, first, last):
         for lo in range(first, last, columns):
@@ -330,7 +336,7 @@ def _weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float, 
                                   _taker(xp, scratch, worker))              # [M, 2, n']
             D[some] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
 
-    _in_threads(some_columns, shares)
+    _in_threads(some_columns, shares, workers)
     W[cols] = per_image[:, cols].T @ (c * c)
     return D, W, per_image.sum(axis=0)
 
