@@ -26,10 +26,11 @@ import numpy as np
 from ..backend import get_xp, to_numpy
 from .estep import BLOCK, block_columns, block_maxima, fourier_pixels, image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
+from .keysum import sum_by_key  # re-exported: the driver sums per orientation with it
 from .sampling import fine_translations
 from . import translations as lattice
 
-__all__ = ["BatchResult", "expectation_batch", "SampleSet"]
+__all__ = ["BatchResult", "expectation_batch", "SampleSet", "sum_by_key"]
 
 NEG = np.float32(-1e30)
 
@@ -147,8 +148,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     are formed for at most this many samples' worth of orientations at a time (a single image
     whose own rectangle is larger is scored alone). ``scratch`` (:class:`~.estep.Scratch`, None: a new
     array) holds the scores of the coarse pass and then of each fine group, reused from batch to batch.
-    The fine groups' phase ramps are made only for groups scored as GEMM rows, from per-axis tables
-    (:func:`~.translations.separable_ramps`).
+    The fine pass's phase ramps are made (once a batch, from per-axis tables:
+    :func:`~.translations.separable_ramps`) only when a group is scored as GEMM rows.
     ``translations``: how the fine pass scores a group's translations: ``"rows"`` (each a GEMM row,
     :func:`~.estep.score`), ``"lattice"`` (a separable DFT over the lattice of the group's fine
     translations, :mod:`.translations`) or ``"auto"`` (the lattice when it takes under
@@ -196,6 +197,13 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     groups = [np.array([b]) for b in range(B)] if per_image else \
         _union_groups(t_used, j_used, nt_child * no_child, max_fine_samples)
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
+    all_ramps = []             # every coarse translation's children's ramps: made once, when a group needs them
+
+    def ramps_of(ti):          # a group's ramps, gathered
+        if not all_ramps:
+            all_ramps.append(lattice.separable_ramps(pix.n, all_ft.reshape(-1, 2), host_pix.kx, host_pix.ky, xp)
+                             .reshape(T, nt_child, -1))
+        return all_ramps[0][xp.asarray(ti)].reshape(len(ti) * nt_child, -1)
 
     def fine_parts():          # made one group at a time, so one group's arrays are held at once
         for g in groups:
@@ -208,7 +216,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             # the parents not kept, per orientation child: [g, ti, 1, fine orientations]
             dropped = xp.repeat(~_kept_block(kept, B, T, J, g, ti, ji, xp), no_child, axis=2)[:, :, None, :]
             sg, yc = _score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine, host_pix, mode,
-                            translations, scratch)                # the previous group's weights are spent
+                            translations, scratch, lambda ti=ti: ramps_of(ti))    # the previous group's weights are spent
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]
@@ -218,7 +226,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
                    adaptive_fraction, scratch)
 
 
-def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations: str, scratch):
+def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations: str, scratch, ramps_of=None):
     """``(scores [B, T, J], terms)`` of images ``X [B, M]`` against the sample set ``ss`` (into
     ``scratch``): its translations as GEMM rows (terms: ``Yc`` of :func:`~.estep.image_terms`) or on
     their lattice (terms: the :class:`~.translations.TranslationLattice`), as ``translations`` says
@@ -229,8 +237,8 @@ def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations:
         if translations == "lattice" or lattice.lattice_pays(lat, M):
             out = None if scratch is None else scratch.take((X.shape[0], lat.size, ss.P.shape[0]), xp)
             return lattice.score(X, ctf, inv_sigma2, ss.P, lat, out=out, scratch=scratch), lat
-    if ss.ramps is None:                 # a fine group's ramps: from per-axis tables, only on this path
-        ss.ramps = lattice.separable_ramps(host_pix.n, ss.trans, host_pix.kx[:M], host_pix.ky[:M], xp)
+    if ss.ramps is None:                 # a fine group's ramps (``ramps_of()``), only on this path
+        ss.ramps = ramps_of()
     return score(X, ctf, inv_sigma2, ss.P, ss.ramps, mode=mode, return_terms=True, scratch=scratch)
 
 
@@ -365,40 +373,6 @@ def _top(flat, n: int, block: int = BLOCK, block_max=None):
         part = xp.argpartition(-flat, n - 1, axis=1)[:, :n]
         return xp.take_along_axis(part, xp.argsort(-xp.take_along_axis(flat, part, 1), axis=1), 1)
     return xp.argsort(-flat, axis=1)
-
-
-def sum_by_key(keys, *arrays):
-    """Rows of ``arrays`` (each ``[J, ...]``) summed per distinct key ``keys [J]`` (int).
-
-    Returns ``(first, *sums)``: the index of each distinct key's first row and the sums in
-    increasing key order. Rows of one key are added in their order in ``arrays``; when every key
-    is distinct the sums are the rows themselves, sorted by key.
-    """
-    xp = get_xp(arrays[0])
-    keys = np.asarray(keys)
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    starts = np.flatnonzero(np.concatenate([[True], sk[1:] != sk[:-1]]))
-    oi = xp.asarray(order)
-    if starts.size >= keys.size:                    # every key distinct (or no rows)
-        return (order,) + tuple(a[oi] for a in arrays)
-    return (order[starts],) + tuple(_segment_sum(a[oi], starts, xp) for a in arrays)
-
-
-def _segment_sum(a, starts, xp):
-    """Sums of consecutive row segments of ``a`` beginning at ``starts``."""
-    if xp is np:
-        if a.dtype.kind == "c":            # real and imaginary parts side by side, summed as reals
-            flat = np.ascontiguousarray(a).reshape(a.shape[0], -1)
-            real = flat.view(flat.real.dtype)
-            return np.add.reduceat(real, starts, axis=0).view(a.dtype).reshape((starts.size,) + a.shape[1:])
-        return np.add.reduceat(a, starts, axis=0)
-    wide = xp.complex128 if a.dtype.kind == "c" else xp.float64     # differences of sums: in double
-    c = xp.cumsum(a.astype(wide), axis=0)
-    ends = xp.asarray(np.append(starts[1:], a.shape[0]) - 1)
-    out = c[ends]
-    out[1:] -= c[xp.asarray(starts[1:] - 1)]
-    return out.astype(a.dtype)
 
 
 def _one_hot_sums(best, nb: int, T: int, J: int, xp):
