@@ -161,3 +161,17 @@ def test_insertion_helpers_equal_their_formulas():
     got, want = _conj_where(v, neg, np.where(neg, -1.0, 1.0)), np.where(neg, v.conj(), v)
     assert got.dtype == want.dtype and np.array_equal(got, want)
     assert np.array_equal(np.signbit(got.imag), np.signbit(want.imag))
+
+
+def test_coarse_ramps_made_once_equal_fresh_ones():
+    """The sampler's coarse phase ramps, made once and shared by every batch's coarse set, equal
+    ``shift_ramps`` of its translations (to the bit), for all pixels and for a coarse prefix."""
+    from cryolab.projection import shift_ramps
+    rng = np.random.default_rng(12)
+    pix = fourier_pixels(N, N // 2 - 1)
+    sampler = SphericalSampler(rng.normal(size=(1, N, N, N)).astype(np.float32), pix, 1, 2.0, 1.0)
+    want = shift_ramps(pix.n, sampler.trans, np, kx=pix.kx, ky=pix.ky)
+    some = sampler.orientations[:30]
+    first, second = sampler.coarse(orientations=some), sampler.coarse(20, orientations=some)
+    assert np.array_equal(first.ramps, want) and np.array_equal(second.ramps, want[:, :20])
+    assert not first.ramps.flags.writeable

@@ -164,8 +164,17 @@ class SphericalSampler(CachedProjections):
         else:
             P = self.project(classes, orients)
             P = P[:, :m_coarse] if m_coarse else P
-        ramps = shift_ramps(self.pix.n, self.trans, self.xp, kx=self.pix.kx, ky=self.pix.ky)
+        ramps = self._coarse_ramps()
         return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
+
+    def _coarse_ramps(self):
+        """The coarse translations' phase ramps ``[T, M]``, made once (local searches ask for them
+        every batch); read-only on NumPy, as they are shared."""
+        if getattr(self, "_ramps", None) is None:
+            self._ramps = shift_ramps(self.pix.n, self.trans, self.xp, kx=self.pix.kx, ky=self.pix.ky)
+            if isinstance(self._ramps, np.ndarray):
+                self._ramps.flags.writeable = False
+        return self._ramps
 
     @staticmethod
     def n_children(oversampling: int) -> int:
