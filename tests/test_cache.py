@@ -103,7 +103,8 @@ def test_estep_with_the_cache_equals_recomputing(states, local, monkeypatch):
     cached, cached_sums, sampler = run()
     assert len(sampler._cache_blocks) > 1
     small = run(cache_bytes=sampler._cache_keys.size * sampler.pix.size * 8 // 3)
-    monkeypatch.setattr(CachedProjections, "project", lambda self, c, o, m=None: self.project_uncached(c, o, m))
+    monkeypatch.setattr(CachedProjections, "project",
+                        lambda self, c, o, m=None, width=None: self.project_uncached(c, o, m or width))
     fresh = run()
     for out, sums, _ in (small, fresh):
         for a, b in zip(cached, out):

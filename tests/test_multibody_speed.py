@@ -175,3 +175,18 @@ def test_coarse_ramps_made_once_equal_fresh_ones():
     first, second = sampler.coarse(orientations=some), sampler.coarse(20, orientations=some)
     assert np.array_equal(first.ramps, want) and np.array_equal(second.ramps, want[:, :20])
     assert not first.ramps.flags.writeable
+
+
+def test_coarse_rows_cached_at_the_coarse_width_equal_full_projections():
+    """Local searches' coarse sets are projected, cached and gathered at the coarse pass's width
+    only: equal to the full projections' first pixels (to the bit), also when a later batch's set
+    mixes cached and new orientations."""
+    rng = np.random.default_rng(13)
+    pix = fourier_pixels(N, N // 2 - 1)
+    sampler = SphericalSampler(rng.normal(size=(2, N, N, N)).astype(np.float32), pix, 1, 1.0, 1.0)
+    m = pix.count_within(4)
+    grid = sampler.orientations
+    for rows in (np.arange(0, 60), np.arange(40, 100), np.arange(0, 100, 3)):
+        got = sampler.coarse(m, orientations=grid[rows])
+        full = sampler.project_uncached(got.classes, got.orients)
+        assert got.P.shape == (2 * len(rows), m) and np.array_equal(got.P, full[:, :m])

@@ -42,13 +42,14 @@ class CachedProjections:
         self._cache_keys, self._cache_blk, self._cache_row = allk[order], allb[order], allr[order]
 
     def _cache_gather(self, pos):
-        """``[J, M]``: the cached rows at sorted positions ``pos`` (one gather per block touched)."""
+        """``[J, w]``: the cached rows (``w`` columns) at sorted positions ``pos`` (one gather per
+        block touched)."""
         xp = self.xp
         blk, row = self._cache_blk[pos], self._cache_row[pos]
         used = np.unique(blk)
         if used.size == 1:
             return self._cache_blocks[int(used[0])][xp.asarray(row)]
-        out = xp.empty((pos.size, self.pix.size), xp.complex64)
+        out = xp.empty((pos.size, self._cache_blocks[int(used[0])].shape[1]), xp.complex64)
         order = np.argsort(blk, kind="stable")
         bounds = np.searchsorted(blk[order], used)
         for b, sel in zip(used, np.split(order, bounds[1:])):
@@ -81,10 +82,13 @@ class CachedProjections:
         ft = self._project_class(k, orients)
         return ft.reshape(ft.shape[0], -1)[:, self.pix.index[:m]]
 
-    def project(self, classes, orients, m: int | None = None):
-        """``[J, M]`` (or ``[J, m]``, uncached) projections for (class, orientation) pairs, in order."""
+    def project(self, classes, orients, m: int | None = None, width: int | None = None):
+        """``[J, M]`` (or ``[J, m]``, uncached) projections for (class, orientation) pairs, in order.
+        ``width``: cached, but only the first ``width`` pixels computed, kept and returned (a key
+        must always be asked at the same width: e.g. a coarse pass's orientations)."""
         if m:
             return self.project_uncached(classes, orients, m)
+        width = self.pix.size if not width else min(int(width), self.pix.size)
         keys = self.keys(classes, orients)
         pos = np.searchsorted(self._cache_keys, keys)
         hit = np.zeros(keys.size, bool)
@@ -93,19 +97,19 @@ class CachedProjections:
         miss = np.flatnonzero(~hit)
         if miss.size:
             ukeys, first = np.unique(keys[miss], return_index=True)
-            if (self._cache_keys.size + ukeys.size) * self.pix.size * 8 > self.cache_bytes:
+            if (self._cache_keys.size + ukeys.size) * width * 8 > self.cache_bytes:
                 self._init_cache()                  # full: start again, and this call's hits are gone too
                 miss = np.arange(keys.size)
                 ukeys, first = np.unique(keys, return_index=True)
             if ukeys.size == keys.size:     # every row new and distinct (a local search's fine
                 # orientations): projected in the order asked and kept as they are, not gathered
                 # again (a copy of the rows); read-only, since the cache holds the same array
-                rows = self.project_uncached(np.asarray(classes), np.asarray(orients))
+                rows = self.project_uncached(np.asarray(classes), np.asarray(orients), width)
                 self._cache_add(ukeys, rows, at=first)
                 if isinstance(rows, np.ndarray):
                     rows.flags.writeable = False
                 return rows
-            rows = self.project_uncached(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]])
+            rows = self.project_uncached(np.asarray(classes)[miss[first]], np.asarray(orients)[miss[first]], width)
             self._cache_add(ukeys, rows)
             pos = np.searchsorted(self._cache_keys, keys)
         return self._cache_gather(pos)

@@ -155,15 +155,14 @@ class SphericalSampler(CachedProjections):
 
     def coarse(self, m_coarse: int | None = None, orientations=None) -> SampleSet:
         """Coarse samples: every class at every grid orientation, or at the given ``orientations``
-        (rows of the grid; their projections are cached at full size, for local searches)."""
+        (rows of the grid; their projections are cached, for local searches)."""
         o = self.orientations if orientations is None else orientations
         classes = np.repeat(np.arange(self.K), len(o))
         orients = np.tile(o, (self.K, 1))
         if orientations is None:
             P = self.project(classes, orients, m_coarse)
-        else:
-            P = self.project(classes, orients)
-            P = P[:, :m_coarse] if m_coarse else P
+        else:       # cached at the coarse pass's width: only those pixels projected and gathered
+            P = self.project(classes, orients, width=m_coarse)
         ramps = self._coarse_ramps()
         return SampleSet(classes, orients, P, self.trans, ramps[:, :m_coarse] if m_coarse else ramps)
 
