@@ -216,7 +216,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             # the parents not kept, per orientation child: [g, ti, 1, fine orientations]
             dropped = xp.repeat(~_kept_block(kept, B, T, J, g, ti, ji, xp), no_child, axis=2)[:, :, None, :]
             sg, yc = _score(X[gi], None if ctf is None else ctf[gi], inv_sigma2, fine, host_pix, mode,
-                            translations, scratch, lambda ti=ti: ramps_of(ti))    # the previous group's weights are spent
+                            translations, scratch, lambda ti=ti: ramps_of(ti))    # the last group's weights: spent
             lpo = None if orient_log_prior is None else orient_log_prior(fine.orients)
             if lpo is not None and lpo.shape[0] > 1:
                 lpo = lpo[g]

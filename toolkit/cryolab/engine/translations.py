@@ -22,18 +22,15 @@ float32 rounding.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..backend import get_xp
+from .threads import cpu_workers, in_threads, one_blas_thread, pool_size, ranges
 
 __all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "lattice_pays", "LATTICE_BELOW", "score",
-           "weighted_sums", "separable_ramps", "cpu_workers"]
+           "weighted_sums", "separable_ramps"]
 
 
 @dataclass(frozen=True)
@@ -176,66 +173,6 @@ def _taker(xp, scratch, worker: int = 0):
     return lambda shape, slot: scratch.take(shape, xp, slot=f"{slot}{worker or ''}")
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    """threadpoolctl's controller of the loaded BLAS (found once), None without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
-def cpu_workers(xp=np) -> int:
-    """Threads for the lattice's loops: on NumPy the size of the BLAS thread pool when the process
-    starts (1 under ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread;
-    1 on a GPU or without threadpoolctl. Small GEMMs (inner sizes 20-70) scale better split by images
-    or columns than inside BLAS, whose threads also spin-wait when the cores are shared."""
-    if xp is not np or _blas_controller() is None:
-        return 1
-    return _pool_size()
-
-
-@functools.lru_cache(maxsize=1)
-def _pool_size() -> int:
-    blas = [lib.num_threads for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
-    return max(1, min(max(blas, default=1), os.cpu_count() or 1))
-
-
-@functools.lru_cache(maxsize=1)
-def _executor():
-    return ThreadPoolExecutor(max(1, _pool_size() - 1), thread_name_prefix="cryolab-lattice")
-
-
-def _one_blas_thread(workers: int):
-    """A context with BLAS on one thread when ``workers > 1`` threads of ours share the cores (BLAS's own
-    threads would spin-wait beside them), else nothing."""
-    ctl = _blas_controller() if workers > 1 else None
-    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
-
-
-def _in_threads(fn, parts, workers: int):
-    """``fn(k, *part)`` for each ``part`` (``k``: its worker index): with ``workers > 1`` the first in
-    this thread and the others in the pool (BLAS on one thread: see :func:`_one_blas_thread`), else all
-    in order in this thread (``k = 0``)."""
-    if workers <= 1:
-        for part in parts:
-            fn(0, *part)
-        return
-    futures = [_executor().submit(fn, k, *part) for k, part in enumerate(parts) if k]
-    if parts:
-        fn(0, *parts[0])
-    for f in futures:
-        f.result()
-
-
-def _ranges(n: int, parts: int, align: int = 1):
-    """``parts`` consecutive ``(lo, hi)`` ranges covering ``range(n)``, boundaries multiples of ``align``."""
-    step = -(-n // max(parts, 1))
-    step = -(-step // align) * align
-    return [(lo, min(n, lo + step)) for lo in range(0, n, step)] if n else []
-
-
 def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_per_gemm: int = 2,
           columns: int = 128, scratch=None, workers: int | None = None):
     """Scores ``[B, T, J]`` = ``cross - Q`` of :func:`.estep.score` (``mode="map"``/``"ml"``) at the
@@ -248,7 +185,7 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
     same to the bit for any number."""
     xp = get_xp(X)
     workers = cpu_workers(xp) if workers is None else workers
-    with _one_blas_thread(workers):
+    with one_blas_thread(workers):
         return _score(X, ctf, inv_sigma2, P, lat, out, images_per_gemm, columns, scratch, workers)
 
 
@@ -291,7 +228,7 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
                 cross = cross.reshape(Tx, nb, Ty, j1 - j0)
                 out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
 
-    _in_threads(images, _ranges(B, workers, images_per_gemm), workers)
+    in_threads(images, ranges(B, workers, images_per_gemm), workers)
     return out
 
 
@@ -307,7 +244,7 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
     number), which ``workers`` threads (None: :func:`cpu_workers`) take."""
     xp = get_xp(X)
     workers = cpu_workers(xp) if workers is None else workers
-    with _one_blas_thread(workers):
+    with one_blas_thread(workers):
         return _weighted_sums(weights, X, ctf, lat, min_weight, images_per_gemm, scratch, columns, per_image,
                               workers)
 
@@ -326,7 +263,7 @@ def _weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float, 
     if n == 0:
         return D, W, per_image.sum(axis=0)
     CX = _to_box(X * c, lat)                                                 # [B, Kx, Ky]
-    shares = _ranges(n, _pool_size() if _blas_controller() is not None else 1)   # not by workers: same sums
+    shares = ranges(n, pool_size())   # not by workers: same sums
 
     def some_columns(worker, first, last):
         for lo in range(first, last, columns):
@@ -336,7 +273,7 @@ def _weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float, 
                                   _taker(xp, scratch, worker))              # [M, 2, n']
             D[some] = (Dc[:, 0, :] + 1j * Dc[:, 1, :]).T
 
-    _in_threads(some_columns, shares, workers)
+    in_threads(some_columns, shares, workers)
     W[cols] = per_image[:, cols].T @ (c * c)
     return D, W, per_image.sum(axis=0)
 

@@ -1,0 +1,79 @@
+"""Threads of cryolab's own for the E-step's small GEMMs on NumPy (images or columns shared out).
+
+BLAS's own threads suit large GEMMs; the lattice's GEMMs are small (inner sizes 20-70), so their
+loops are split among as many threads of ours as the BLAS pool has, each GEMM then on one BLAS
+thread. (The passes over the weights, memory-bound, gained nothing from threads: left on one.)
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["cpu_workers", "in_threads", "one_blas_thread", "pool_size", "ranges"]
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's controller of the loaded BLAS (found once), None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def cpu_workers(xp=np) -> int:
+    """Threads for the E-step's loops: on NumPy (``xp``) the size of the BLAS thread pool (1 under
+    ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread; 1 on a GPU or
+    without threadpoolctl. Small GEMMs (inner sizes 20-70) scale better split by images or columns
+    than inside BLAS, whose threads also spin-wait when the cores are shared."""
+    if xp is not np or _blas_controller() is None:
+        return 1
+    return pool_size()
+
+
+@functools.lru_cache(maxsize=1)
+def pool_size() -> int:
+    """The BLAS thread pool's size when first asked (1 without threadpoolctl)."""
+    if _blas_controller() is None:
+        return 1
+    blas = [lib.num_threads for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
+    return max(1, min(max(blas, default=1), os.cpu_count() or 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _executor():
+    return ThreadPoolExecutor(max(1, pool_size() - 1), thread_name_prefix="cryolab-estep")
+
+
+def one_blas_thread(workers: int):
+    """A context with BLAS on one thread when ``workers > 1`` threads of ours share the cores (BLAS's own
+    threads would spin-wait beside them), else nothing."""
+    ctl = _blas_controller() if workers > 1 else None
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+
+
+def in_threads(fn, parts, workers: int):
+    """``fn(k, *part)`` for each ``part`` (``k``: its worker index): with ``workers > 1`` the first in
+    this thread and the others in the pool (BLAS on one thread: see :func:`one_blas_thread`), else all
+    in order in this thread (``k = 0``)."""
+    if workers <= 1:
+        for part in parts:
+            fn(0, *part)
+        return
+    futures = [_executor().submit(fn, k, *part) for k, part in enumerate(parts) if k]
+    if parts:
+        fn(0, *parts[0])
+    for f in futures:
+        f.result()
+
+
+def ranges(n: int, parts: int, align: int = 1):
+    """``parts`` consecutive ``(lo, hi)`` ranges covering ``range(n)``, boundaries multiples of ``align``."""
+    step = -(-n // max(parts, 1))
+    step = -(-step // align) * align
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)] if n else []
