@@ -190,3 +190,26 @@ def test_coarse_rows_cached_at_the_coarse_width_equal_full_projections():
         got = sampler.coarse(m, orientations=grid[rows])
         full = sampler.project_uncached(got.classes, got.orients)
         assert got.P.shape == (2 * len(rows), m) and np.array_equal(got.P, full[:, :m])
+
+
+def test_body_images_ctf_read_once_equals_the_stacks(tmp_path):
+    """A body's CTF parameters, read from the table once and indexed per batch, equal the stack's
+    own per-batch reading (every field, any rows)."""
+    from dataclasses import fields
+
+    from cryolab.fourier import fourier_crop
+    from cryolab.io import ParticleStack
+    from cryolab.methods.multibody import ratchet_bodies
+    from cryolab.methods.multibody.images import BodyParticles
+    from cryolab.simulate import simulate_hinge
+    vols, pivot, axis = ratchet_bodies()
+    vols = {k: fourier_crop(v, N, ndim=3).astype(np.float32) for k, v in vols.items()}
+    sim = simulate_hinge(vols, 6, 6.0 * 64 / N, pivot_A=pivot, axis=axis, seed=1, snr=1.0, out_dir=tmp_path,
+                         name="p", include_truth_angles=True)
+    stack = ParticleStack.from_star(sim.star_path)
+    body = BodyParticles(stack, np.zeros(3))
+    for rows in (None, [4, 1], np.arange(6)[::2], 3):
+        got, want = body.ctf(rows), stack.ctf(rows)
+        for f in fields(want):
+            assert np.array_equal(np.asarray(getattr(got, f.name)), np.asarray(getattr(want, f.name))), f.name
+    assert len(set(np.round(stack.ctf().defocus_u_A))) > 1           # the rows differ: the indexing is checked

@@ -88,6 +88,13 @@ class BodyParticles(ParticleStack):
         lp = np.zeros_like(theta) if self.prior_sigma_deg is None else -0.5 * (theta / self.prior_sigma_deg) ** 2
         return lp if self.window_deg is None else np.where(theta > self.window_deg, OUTSIDE_LOG_PRIOR, lp)
 
+    def ctf(self, indices=None):
+        """As :meth:`ParticleStack.ctf`, from the whole table's parameters read once (the E-step
+        asks for them every batch, the subtraction again; the table does not change)."""
+        if getattr(self, "_ctf_all", None) is None:
+            self._ctf_all = super().ctf()
+        return self._ctf_all[self._rows(indices)]
+
     def read(self, indices=None) -> np.ndarray:
         rows = self._rows(indices)
         images = np.asarray(super().read(rows), np.float32)
