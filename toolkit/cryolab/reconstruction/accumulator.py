@@ -7,14 +7,14 @@ applies the gridding correction (division by ``sinc^2(d / M)`` per axis).
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-from ..backend import fft_kwargs, get_fft, to_device, to_numpy
+from ..backend import to_device, to_numpy
 from ..ctf import CTFParams, ctf_2d
 from ..fourier import radial_average, rfft2c, rfft3c, rfft_grid, shell_index
 from ..geometry import is_c1
+from .grids import (_cached_outside_mask, _cached_shells, _device_of, _radius_shells, _top_shell, centred_inverse,
+                    cropped_inverse, gridding_corrected, half_axis_inverse)
 from .interpolation import _BLOCK_ENTRIES, _mirror_index, _padded_size, _splat
 from .wiener import _mean_positive, _plain_ratio, tau2_from_fsc
 
@@ -26,52 +26,6 @@ _SLAB_ENTRIES = 1 << 21
 
 def _host(a):
     return np.asarray(to_numpy(a), dtype=np.float64)
-
-
-def _device_of(xp):
-    """The current device of ``xp`` (None for NumPy): part of the cache keys below."""
-    return None if xp is np else getattr(xp.cuda.Device(), "id", None)
-
-
-@lru_cache(maxsize=2)
-def _cached_shells(m: int, ndim: int, pad: float, xp, device, half_width=None):
-    """``(radius, shell)`` of the padded half grid (see :meth:`_FourierAccumulator.shells`), or of
-    its box of frequencies ``-B .. B`` (centred axes) and ``0 .. B`` (half axis) with ``half_width``
-    ``B``: the same values as that part of the whole grid. Two grids kept (``16 M^ndim / 2`` bytes
-    each when whole), shared by every accumulator of that size: read only."""
-    if half_width is None:
-        grids = rfft_grid(m, ndim, xp, True)
-    else:
-        f = xp.arange(m)[m // 2 - half_width:m // 2 + half_width + 1] - m // 2
-        grids = xp.meshgrid(*([f] * (ndim - 1) + [xp.arange(half_width + 1)]), indexing="ij")
-    r, shells = _radius_shells(grids, pad, xp)
-    if xp is np:
-        r.flags.writeable = shells.flags.writeable = False
-    return r, shells
-
-
-def _radius_shells(grids, pad: float, xp):
-    """``(radius, shell)`` of the points of integer frequency ``grids`` (padded-grid units)."""
-    r = xp.sqrt(sum(g.astype(xp.float64) ** 2 for g in grids))
-    return r, xp.rint(r / pad).astype(xp.int64)
-
-
-def _top_shell(m: int, ndim: int, pad: float, xp, device, half_width=None) -> int:
-    """The largest shell index of :func:`_cached_shells` (same arguments) without the grid: that of
-    its corner (``|f| = M // 2``, or ``half_width``, on every axis), computed as the grid computes it."""
-    f = np.float64(m // 2 if half_width is None else half_width)
-    return int(np.rint(np.sqrt(sum(f ** 2 for _ in range(ndim))) / pad))
-
-
-@lru_cache(maxsize=4)
-def _cached_outside_mask(n: int, ndim: int, xp, device):
-    """``(mask, 1 - mask, max(sum(1 - mask), 1e-12))`` of :meth:`_FourierAccumulator._mask_outside`."""
-    from ..validation import soft_circle_mask, soft_sphere_mask
-    mask = (soft_sphere_mask if ndim == 3 else soft_circle_mask)(n, n / 2, 3.0, xp=xp)
-    out_w = 1 - mask
-    if xp is np:
-        mask.flags.writeable = out_w.flags.writeable = False
-    return mask, out_w, max(float(out_w.sum()), 1e-12)
 
 
 class _FourierAccumulator:
@@ -384,10 +338,10 @@ class _FourierAccumulator:
                     self.weight[part].astype(xp.float64)
                 ft = self._wiener_divide(data, weight, inv, shells)
             xp.copyto(ft, 0, where=~(r <= self.pad * shell_max))
-            cropped[..., cols] = self._centred_inverse(ft, b)
+            cropped[..., cols] = centred_inverse(ft, n, m, b)
         if tau2 is not None:
             self.tau2 = tau2
-        return self._gridding_corrected(self._half_inverse(cropped, b))
+        return gridding_corrected(half_axis_inverse(cropped, n, m, 3, b), m)
 
     def _mask_outside(self, x):
         mask, out_w, total = _cached_outside_mask(self.n, self.ndim, self.xp, _device_of(self.xp))
@@ -424,62 +378,8 @@ class _FourierAccumulator:
     def _to_real(self, ft, half_width=None):
         """Inverse transform of the padded grid (or of its box of ``half_width``, zero outside),
         central crop, gridding correction -> float32."""
-        return self._gridding_corrected(self._cropped_inverse(ft, half_width))
-
-    def _gridding_corrected(self, out):
-        """``out`` (the cropped box, float64) divided by ``sinc^2(d / M)`` per axis -> float32."""
-        xp, n, m = self.xp, self.n, self.m
-        d = xp.arange(n, dtype=xp.float64) - n // 2
-        corr = xp.sinc(d / m) ** 2
-        for ax in range(self.ndim):
-            shape = [1] * self.ndim
-            shape[ax] = n
-            out = out / corr.reshape(shape)
-        return out.astype(xp.float32)
+        return gridding_corrected(self._cropped_inverse(ft, half_width), self.m)
 
     def _cropped_inverse(self, ft, half_width=None):
-        """The central ``N`` box (float64) of ``irfft3c(ft, M)`` / ``irfft2c(ft, M)``; ``ft`` is left alone.
-
-        Computed axis by axis and pruned: after the inverse transform along an axis only the ``N``
-        kept rows of the ``M`` (index ``(i - N//2) mod M``: the output's ``fftshift`` and the crop
-        as one gather) go on to the next axis, so the second axis's ``ifftshift`` and transform
-        run on half the grid and the last axis's on a quarter (3D). The same 1D transforms of the
-        same values, unscaled, then one multiplication by the library's ``1 / M^ndim``: with
-        NumPy (scipy.fft) equal to the whole-grid ``irfft3c`` bit for bit on the tested sizes.
-
-        ``half_width`` ``B``: ``ft`` is the box of frequencies ``-B .. B`` (centred axes), ``0 .. B``
-        (half axis) of a grid that is zero elsewhere; only the lines through the box are
-        transformed (each placed, shifted, in a zeroed line of length ``M``): the same lines as
-        the whole grid's, the others being zero."""
-        return self._half_inverse(self._centred_inverse(ft, half_width), half_width)
-
-    def _centred_inverse(self, ft, half_width=None):
-        """The first part of :meth:`_cropped_inverse`: the centred axes, each cropped to ``N``."""
-        xp, n, m, nd = self.xp, self.n, self.m, self.ndim
-        fft, kw = get_fft(xp), fft_kwargs(xp)
-        keep = (xp.arange(n) - n // 2) % m
-        x = ft
-        for ax in range(nd - 1):
-            if half_width is None:
-                x = fft.ifftshift(x, axes=ax)  # a copy: ``ft`` is not overwritten
-            else:  # frequency f to index f mod M: the box placed as ifftshift would place it
-                full = xp.zeros(x.shape[:ax] + (m,) + x.shape[ax + 1:], dtype=x.dtype)
-                full[(slice(None),) * ax + ((xp.arange(-half_width, half_width + 1) % m),)] = x
-                x = full
-            x = fft.ifft(x, axis=ax, norm="forward", overwrite_x=True, **kw)
-            x = xp.take(x, keep, axis=ax)
-        return x
-
-    def _half_inverse(self, x, half_width=None):
-        """The last part of :meth:`_cropped_inverse`: the half axis, cropped, scaled by ``1 / M^ndim``."""
-        xp, n, m, nd = self.xp, self.n, self.m, self.ndim
-        fft, kw = get_fft(xp), fft_kwargs(xp)
-        keep = (xp.arange(n) - n // 2) % m
-        if half_width is not None:
-            full = xp.zeros(x.shape[:-1] + (m // 2 + 1,), dtype=x.dtype)
-            full[..., :half_width + 1] = x
-            x = full
-        x = fft.irfft(x, n=m, axis=-1, norm="forward", overwrite_x=True, **kw)
-        out = xp.take(x, keep, axis=-1)
-        out *= float(np.longdouble(1) / np.longdouble(m) ** nd)
-        return out
+        """:func:`~cryolab.reconstruction.grids.cropped_inverse` of this grid."""
+        return cropped_inverse(ft, self.n, self.m, half_width)
