@@ -51,9 +51,9 @@ SD), first component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 249 s 
 on idle cores (918 s, 611 s at load 3-5). cryolab on 2026-12-07 (``--keep --reuse``, RELION's
 consensus reused, its multi-body run repeated on idle cores; each body's FSC solvent-corrected
 inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2 pose error 1.36 deg;
-3 iterations, 129 s wall, 227 s CPU (122 s, 214 s in a run just before): RELION / cryolab 1.93 in
-wall time and 2.1 in CPU time on idle cores, not the 3x asked (2.8-3.9 in the day's runs that set
-cryolab on loaded cores against RELION's loaded run). Both programs' hinge angles
+3 iterations, 97 s wall, 158 s CPU at load 1.7 (the code before the speed-ups of docs/multibody.md,
+just before: 146 s, 246 s; on idle cores it took 129 s, 227 s): RELION / cryolab 2.6 in wall time
+and 3.0 in CPU time as measured, ~2.9 and ~3.3 estimated for idle cores. Both programs' hinge angles
 carry a common offset of about -0.3 deg (the body maps keep the consensus frame, where the 40S sits
 at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
 deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
