@@ -53,7 +53,7 @@ consensus reused, its multi-body run repeated on idle cores; each body's FSC sol
 inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2 pose error 1.36 deg;
 3 iterations, 97 s wall, 158 s CPU at load 1.7 (the code before the speed-ups of docs/multibody.md,
 just before: 146 s, 246 s; on idle cores it took 129 s, 227 s): RELION / cryolab 2.6 in wall time
-and 3.0 in CPU time as measured, ~2.9 and ~3.3 estimated for idle cores. Both programs' hinge angles
+and 3.0 in CPU time as measured, 2.8-3.1 and 3.0-3.4 estimated for idle cores. Both programs' hinge angles
 carry a common offset of about -0.3 deg (the body maps keep the consensus frame, where the 40S sits
 at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
 deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
