@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,10 +29,13 @@ def _blas_controller():
 
 def cpu_workers(xp=np) -> int:
     """Threads for the E-step's loops: on NumPy (``xp``) the size of the BLAS thread pool (1 under
-    ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread; 1 on a GPU or
-    without threadpoolctl. Small GEMMs (inner sizes 20-70) scale better split by images or columns
+    ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread; 1 on a GPU,
+    without threadpoolctl, or when called from a thread other than the main one (e.g. multi-body's
+    side-by-side E-steps: the one-BLAS-thread limit is process-wide, and contexts entered and left
+    from several threads at once would leave other threads' GEMMs on a changing number of BLAS
+    threads, whose float rounding differs). Small GEMMs (inner sizes 20-70) scale better split by images or columns
     than inside BLAS, whose threads also spin-wait when the cores are shared."""
-    if xp is not np or _blas_controller() is None:
+    if xp is not np or _blas_controller() is None or threading.current_thread() is not threading.main_thread():
         return 1
     return pool_size()
 
