@@ -266,8 +266,10 @@ def test_search_schedule_and_its_bad_values(ratchet):
 
 
 def test_threads_give_the_same_refinement(ratchet):
-    """The four (body, half-set) E-steps of an iteration run side by side with ``threads=2``:
-    poses and body maps identical to the one-thread run."""
+    """The four (body, half-set) E-steps of an iteration run side by side with ``threads=2``
+    (each on one BLAS thread): poses identical to the one-thread run (whose GEMMs may use several
+    BLAS threads), body maps equal to float32 rounding (with default BLAS threads on two cores
+    measured 3.6e-7 at most, 1e-6 allowed: 3x; bit for bit when BLAS has one thread)."""
     sub = ratchet["stack"].subset(np.arange(60))
     runs = []
     for threads in (1, 2):
@@ -279,7 +281,7 @@ def test_threads_give_the_same_refinement(ratchet):
     for body in range(2):
         np.testing.assert_array_equal(a.body_eulers(body), b.body_eulers(body))
         np.testing.assert_array_equal(a.body_origins_px(body), b.body_origins_px(body))
-        np.testing.assert_array_equal(a.body_map(body), b.body_map(body))
+        np.testing.assert_allclose(b.body_map(body), a.body_map(body), rtol=0, atol=1e-6)
     assert np.abs(a.body_eulers(1) - a.consensus_eulers).max() > 0      # the bodies did move
 
 

@@ -24,7 +24,8 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    the body's mask; the next E-step's frequency limit follows the unmasked FSC.
 
 With ``threads > 1`` the E-steps of step 2 (one per body and half-set, independent) run side by
-side in threads; the result is the same as with one.
+side in threads, each on one BLAS thread; the poses are the same as with one, the maps equal to
+float32 rounding (bit for bit when BLAS has one thread).
 
 The other bodies' poses and maps used in step 1 are those of the previous iteration (all
 bodies are updated together). Iterations stop once the final order was searched, every body's
@@ -45,6 +46,7 @@ import numpy as np
 from ...backend import to_numpy
 from ...errors import CryolabInputError
 from ...engine.forward import projector_of
+from ...engine.threads import one_blas_thread
 from ...fourier import phase_shift
 from ...geometry import angular_distance, healpix_step_deg
 from ...io import ParticleStack
@@ -228,7 +230,8 @@ class MultiBodyRefine:
 
         jobs = [(b, h) for b in range(B) for h in range(2)]
         if self.threads > 1:      # independent sessions; NumPy and BLAS release the GIL in the heavy parts
-            with ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:
+            # one BLAS thread each (BLAS's own threads would spin-wait beside the side-by-side E-steps)
+            with one_blas_thread(self.threads), ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:
                 done = list(pool.map(estep, jobs))
         else:
             done = [estep(bh) for bh in jobs]
