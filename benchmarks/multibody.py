@@ -51,9 +51,9 @@ SD), first component |r| 0.990, body-2 pose error 1.37 deg, 9 iterations, 249 s 
 on idle cores (918 s, 611 s at load 3-5). cryolab on 2026-12-07 (``--keep --reuse``, RELION's
 consensus reused, its multi-body run repeated on idle cores; each body's FSC solvent-corrected
 inside its mask): |r| 0.994, MAE 0.742 deg, first component |r| 0.989, body-2 pose error 1.36 deg;
-3 iterations, 112 s wall, 185 s CPU on idle cores (129 s, 227 s before the speed-ups of
-docs/multibody.md; 97 s, 158 s at load 1.7): RELION / cryolab 2.2 in wall time and 2.6 in CPU time
-on idle cores (goal 3). Both programs' hinge angles
+3 iterations, 94 s wall, 153 s CPU on idle cores (129 s, 227 s before the speed-ups of
+docs/multibody.md; 108-118 s, 175-206 s in other idle runs): RELION / cryolab 2.6 in wall time and
+3.1 in CPU time on idle cores (goal 3). Both programs' hinge angles
 carry a common offset of about -0.3 deg (the body maps keep the consensus frame, where the 40S sits
 at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
 deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
