@@ -14,7 +14,7 @@ import pytest
 
 from cryolab.engine.cache import CachedProjections
 from cryolab.engine.driver import EStepWorker
-from cryolab.engine.expectation import sum_by_key
+from cryolab.engine.keysum import sum_by_key
 from cryolab.session import Session
 
 

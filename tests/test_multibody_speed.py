@@ -18,7 +18,7 @@ import numpy as np
 
 from cryolab.engine.driver import _SliceBuffer
 from cryolab.engine.estep import fourier_pixels
-from cryolab.engine.expectation import sum_by_key
+from cryolab.engine.keysum import sum_by_key
 from cryolab.engine.spherical import SphericalSampler
 from cryolab.geometry import euler_to_matrix
 from cryolab.projection import FourierProjector, FourierRotator2D

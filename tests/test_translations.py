@@ -8,7 +8,8 @@ import pytest
 
 from cryolab.engine import translations as tr
 from cryolab.engine.estep import Scratch, fourier_pixels, score
-from cryolab.engine.expectation import expectation_batch, sum_by_key
+from cryolab.engine.expectation import expectation_batch
+from cryolab.engine.keysum import sum_by_key
 from cryolab.engine.images import prepare_batch
 from cryolab.engine.mstep import weighted_sums
 from cryolab.engine.planar import PlanarSampler

@@ -25,8 +25,9 @@ from ..backend import get_xp, resolve_backend, to_numpy
 from ..reconstruction import BackProjector, BackProjector2D
 from ..projection import shift_ramps
 from .estep import Scratch, fourier_pixels
-from .expectation import NEG, SampleSet, expectation_batch, sum_by_key
+from .expectation import NEG, SampleSet, expectation_batch
 from .images import prepare_batch
+from .keysum import sum_by_key
 from .memory import BATCH_SHARE, BYTES_PER_SAMPLE, CACHE_SHARE, accumulator_dtype, available_bytes
 from .mstep import shell_sums
 from .planar import PlanarSampler

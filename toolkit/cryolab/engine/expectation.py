@@ -26,11 +26,10 @@ import numpy as np
 from ..backend import get_xp, to_numpy
 from .estep import BLOCK, block_columns, block_maxima, fourier_pixels, image_terms, normalise, score, significant_mask
 from .mstep import residual_power, weighted_sums
-from .keysum import sum_by_key  # re-exported: the driver sums per orientation with it
 from .sampling import fine_translations
 from . import translations as lattice
 
-__all__ = ["BatchResult", "expectation_batch", "SampleSet", "sum_by_key"]
+__all__ = ["BatchResult", "expectation_batch", "SampleSet"]
 
 NEG = np.float32(-1e30)
 
