@@ -119,8 +119,8 @@ def map_child(folder: str, box: int, budget_GB: float | None) -> dict:
     from cryolab.engine.memory import accumulator_bytes, accumulator_dtype, available_bytes, projector_bytes, MAPS_SHARE
     from cryolab.io import read_mrc
     from cryolab.methods import class3d
-    refs = np.stack([read_mrc(Path(folder) / f"ref{i + 1}.mrc")[0] for i in range(4)])
-    pixel_A = read_mrc(Path(folder) / "ref1.mrc")[1]
+    maps = [read_mrc(Path(folder) / f"ref{i + 1}.mrc") for i in range(4)]      # (map, pixel size) each
+    refs, pixel_A = np.stack([v for v, _ in maps]), maps[0][1]
     s = class3d(str(Path(folder) / "particles.star"), refs, K=4, iterations=0, healpix_order=1, oversampling=1,
                 ini_high_A=2.2 * pixel_A, offset_range_px=2.0, offset_step_px=1.0, ctf=True, seed=0,
                 particle_diameter_A=0.9 * box * pixel_A, progress=False, memory_limit_GB=budget_GB)
