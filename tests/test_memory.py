@@ -68,7 +68,7 @@ def test_accumulator_and_projector_bytes_match_the_objects():
 def test_3d_iteration_stays_within_the_budget_and_single_precision_gives_the_same_maps(tmp_path):
     """A 3D iteration (32 px, K = 2, HEALPix order 1) with a budget in which double-precision maps
     do not fit but single-precision ones do: the memory allocated during the iteration (tracemalloc:
-    NumPy arrays and Python objects) stays near the budget, and classes and maps equal those of the
+    NumPy arrays and Python objects) stays within the budget, and classes and maps equal those of the
     default (double-precision, one batch) run up to float32 rounding."""
     import tracemalloc
     from cryolab.simulate import simulate_particles
@@ -91,9 +91,9 @@ def test_3d_iteration_stays_within_the_budget_and_single_precision_gives_the_sam
         tracemalloc.stop()
         runs.append((s, peak))
     (a, _), (b, peak) = runs
-    # measured 1.2x: the shares bound the main terms; a group's fine-pass projections [J, M] and the
-    # per-batch table of sums by orientation come on top (see cryolab.engine.memory)
-    assert peak <= 1.5 * budget, f"{peak / 2 ** 20:.1f} MB allocated, budget {budget / 2 ** 20:.1f} MB"
+    # measured 0.95 of the budget (1.10 while the lattice's -|C P|^2 terms made three [J, M] temporaries
+    # of the fine pass's projections): within the budget, the criterion of the budget itself
+    assert peak <= budget, f"{peak / 2 ** 20:.1f} MB allocated, budget {budget / 2 ** 20:.1f} MB"
     assert np.array_equal(a.classes, b.classes)
     ref = np.asarray(a.references)
     np.testing.assert_allclose(b.references, ref, rtol=0, atol=2e-5 * np.abs(ref).max())

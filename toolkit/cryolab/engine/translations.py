@@ -199,8 +199,7 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
     w = inv_sigma2.astype(xp.float32)
     Ybox = _to_box(xp.conj(X) * (c * w[None, :]), lat)                      # conj(X) C w
     Pcols = _projections_box(P, lat).reshape(Kx, 2 * Ky, J)                 # per kx rows (ky, re/im)
-    P2 = (P.real ** 2 + P.imag ** 2).astype(xp.float32)
-    Q = (c * c * (0.5 * w)) @ P2.T                                           # [B, J]
+    Q = _power_terms(c * c * (0.5 * w), P)                                  # [B, J]
     out = xp.empty((B, T, J), xp.float32) if out is None else out
 
     def images(worker, first, last):             # the images [first, last), into their rows of out
@@ -229,6 +228,17 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
                 out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
 
     in_threads(images, ranges(B, workers, images_per_gemm), workers)
+    return out
+
+
+def _power_terms(cw, P, rows: int = 512):
+    """``cw @ |P|^2.T`` (``[B, J]``, float32) a slice of ``rows`` projections at a time, so that
+    no ``[J, M]`` temporaries are made (a fine pass's projections are the largest array it holds)."""
+    xp = get_xp(P)
+    out = xp.empty((cw.shape[0], P.shape[0]), xp.float32)
+    for j0 in range(0, P.shape[0], rows):
+        part = P[j0:j0 + rows]
+        xp.matmul(cw, (part.real ** 2 + part.imag ** 2).T, out=out[:, j0:j0 + rows])
     return out
 
 
