@@ -131,11 +131,15 @@ class GemmCounter:
     (the engine itself is untouched); restores them on exit. ``flops`` counts the cross and
     ``|CP|^2`` GEMMs of every scoring call and the two M-step GEMMs on the columns
     ``weighted_sums`` actually multiplies (weights above ``min_weight``), and the GEMMs of the
-    translations scored on their lattice.
+    translations scored on their lattice. ``rows_flops`` counts the same calls as if every
+    translation were a GEMM row (:func:`estep_gemm_flops`): the work of the plain GEMM form that the
+    lattice replaces, so ``rows_flops / time / peak`` says how the step compares with that form run
+    at the GEMM peak.
     """
 
     def __init__(self):
         self.flops = 0
+        self.rows_flops = 0
         self.kernel_s = 0.0
         self.calls = 0
 
@@ -150,6 +154,7 @@ class GemmCounter:
             out = score(X, ctf, inv_sigma2, P, ramps, **kw)
             self.kernel_s += time.perf_counter() - t0
             self.flops += estep_gemm_flops(X.shape[0], ramps.shape[0], X.shape[1], P.shape[0])
+            self.rows_flops += estep_gemm_flops(X.shape[0], ramps.shape[0], X.shape[1], P.shape[0])
             self.calls += 1
             return out
 
@@ -160,6 +165,7 @@ class GemmCounter:
             self.kernel_s += time.perf_counter() - t0
             used = int((weights.reshape(B * T, J).max(axis=0) > min_weight).sum())
             self.flops += estep_gemm_flops(B, T, X.shape[1], used)
+            self.rows_flops += estep_gemm_flops(B, T, X.shape[1], used)
             self.calls += 1
             return out
 
@@ -182,6 +188,7 @@ class GemmCounter:
                 B, M = X.shape
                 J = args[3].shape[0] if weights_of is None else weights_of(args[0], kw.get("min_weight", 0.0))
                 self.flops += int(2 * B * J * lat_mod.lattice_flops(lat, M)) + 2 * B * M * J
+                self.rows_flops += estep_gemm_flops(B, lat.size, M, J)
                 self.calls += 1
                 return out
             return run

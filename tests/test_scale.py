@@ -29,11 +29,14 @@ def test_scale_quick_rows_ratios_and_plot(tmp_path):
         c = r["cryolab"]
         assert 0 <= c["accuracy"] <= 1 and c["per_particle_iteration_s"] > 0
         assert c["gemm_mflop_per_particle_iteration"] > 0 and np.isfinite(c["gemm_fraction_of_peak"])
+        # the lattice of translations is used only where it takes fewer flops than the GEMM rows
+        assert c["rows_form_fraction_of_peak"] >= c["gemm_fraction_of_peak"]
         assert 50 < c["peak_MB"] < 4000                  # the child process's VmHWM: Python + NumPy + the job
         assert c["budget_MB"] == 1.5 * 1024             # the budget the child ran with (--memory-limit)
         assert "relion" not in r
     assert [x["name"] for x in res["ratios"]] == [f"scale.{k}_24.{what}" for k in ("2d", "3d")
-                                                  for what in ("gemm_fraction", "cryolab_peak_over_budget")]
+                                                  for what in ("gemm_fraction", "rows_form_fraction",
+                                                               "cryolab_peak_over_budget")]
     over = {x["name"]: x["value"] for x in res["ratios"]}
     assert over["scale.3d_24.cryolab_peak_over_budget"] == pytest.approx(rows["3d"]["cryolab"]["peak_MB"] / 1536)
     assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
