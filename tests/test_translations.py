@@ -82,6 +82,34 @@ def test_lattice_of_integer_translations_and_bad_pixels():
         tr.translation_lattice(16, t, [-1], [0])
 
 
+def test_bands_leave_out_the_points_outside_the_translations():
+    """The lattice cut into bands (points that are no translations left out of the second
+    contractions) against the whole lattice: a disk of translations and an irregular subset."""
+    rng = np.random.default_rng(4)
+    n = 32
+    pix, X, C, P, inv_s2 = _random_terms(rng, n, 11, 5, 37)
+    disk = fine_translations(translation_grid(3, 1), 1.0, 1).reshape(-1, 2)
+    for trans in (disk, disk[rng.random(len(disk)) < 0.4]):
+        whole = tr.translation_lattice(n, trans, pix.kx, pix.ky, max_bands=1)
+        lat = tr.translation_lattice(n, trans, pix.kx, pix.ky)
+        used = np.zeros((len(lat.xs), len(lat.ys)), bool)
+        used[lat.ix, lat.iy] = True
+        for bands, grid in ((tr._bands(used, 4), used), (tr._bands(used.T, 4), used.T)):
+            assert len(bands) <= 4 and sorted(np.concatenate([r for r, _, _ in bands])) == list(range(len(grid)))
+            for rows, a, b in bands:                        # each band's range holds its rows' points
+                assert not grid[rows][:, :a].any() and not grid[rows][:, b:].any()
+        if trans is disk:                                   # four exact bands, a third of the lattice left out
+            assert sum(len(r) * (b - a) for r, a, b in lat.x_bands) == lat.size == 116 < used.size == 196
+        got, ref = tr.score(X, C, inv_s2, P, lat), tr.score(X, C, inv_s2, P, whole)
+        # measured: 0 (the same dot products); float32 rounding allowed
+        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
+        w = rng.random(got.shape).astype(np.float32)
+        D, W, _ = tr.weighted_sums(w, X, C, lat)
+        D0, W0, _ = tr.weighted_sums(w, X, C, whole)
+        # measured: 2.1e-7 of the largest sum (the ty contraction's order differs); margin ~5x
+        assert np.abs(D - D0).max() < 1e-6 * np.abs(D0).max() and np.array_equal(W, W0)
+
+
 def test_separable_ramps_equal_the_phase_in_double():
     """The ramps from per-axis tables against exp of the phase in double (and shift_ramps)."""
     pix = fourier_pixels(40, 18)

@@ -17,6 +17,7 @@ of a complex GEMM. Each pixel of the half transform counts once, as in RELION.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +127,7 @@ class Scratch:
     def take(self, shape, xp, slot: str = "scores"):
         """A C-contiguous float32 array of ``shape`` on the buffer ``slot`` (its previous contents are
         lost; ``"scores"``: the scores, ``"sort"``: :func:`significant_mask`'s sorted weights)."""
-        n = int(np.prod(shape))
+        n = math.prod(shape)                                  # (np.prod: ~20x slower on a tuple)
         buf = self._bufs.get(slot)
         if buf is None or buf.size < n or get_xp(buf) is not xp:
             self._bufs[slot] = buf = None                     # the old one freed before the new one is made

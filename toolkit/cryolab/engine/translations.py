@@ -46,6 +46,16 @@ class TranslationLattice:
     ``e2 [Tx, 2 Kx + 1]`` = ``[cos, -sin](2 pi kx tx / N)`` interleaved per ``kx``, then a column of
     ones (it adds the term of :func:`score` that does not depend on the translation);
     ``f2 [Kx, 2, Tx]`` = ``[cos, -sin](2 pi kx tx / N)``, the transpose's phases.
+
+    Lattice points that are no translations (outside the disk of offsets: a third of a 22 x 22
+    lattice) are left out of the ``kx`` contraction of :func:`score` and the ``tx`` contraction of
+    :func:`weighted_sums` by cutting the lattice into bands (:func:`_bands`): ``x_bands``, per group
+    of ``tx`` rows ``(rows, y0, y1)``, the ``ty`` range ``[y0, y1)`` holding their translations,
+    ``e2_bands`` their rows of ``e2``, ``x_sel [T]`` each translation's row in the bands' stacked
+    outputs; ``y_bands`` the same per group of ``ty`` columns (``(p0, p1, x0, x1)``: the group's
+    places ``[p0, p1)`` in the order ``y_perm`` of ``ty``, its ``tx`` range), ``ey_sums``
+    ``[Ty, Ky]`` = ``conj(ey)`` in that order, ``iy_sums`` each translation's place in it and
+    ``gap_x``, ``gap_y`` the bands' points that are no translations (``gap_y`` in that order).
     """
     n: int
     trans: np.ndarray
@@ -62,15 +72,23 @@ class TranslationLattice:
     ey: object
     e2: object
     f2: object
+    x_bands: tuple = ()
+    e2_bands: tuple = ()
+    x_sel: object = None
+    y_bands: tuple = ()
+    ey_sums: object = None
+    iy_sums: object = None
 
     @property
     def size(self) -> int:
         return int(self.trans.shape[0])
 
 
-def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
+def translation_lattice(n: int, trans_px, kx, ky, xp=np, max_bands: int = 4) -> TranslationLattice:
     """The :class:`TranslationLattice` of translations ``trans_px [T, 2]`` for pixels of integer
-    frequencies ``kx``, ``ky`` ``[M]`` (host arrays; ``kx >= 0``) of box ``n``; device arrays on ``xp``."""
+    frequencies ``kx``, ``ky`` ``[M]`` (host arrays; ``kx >= 0``) of box ``n``; device arrays on ``xp``.
+    ``max_bands``: at most this many bands per axis (1: the whole lattice, points outside the
+    translations included)."""
     trans = np.asarray(trans_px, dtype=np.float64).reshape(-1, 2)
     kx, ky = np.rint(np.asarray(kx)).astype(np.int64), np.rint(np.asarray(ky)).astype(np.int64)
     if kx.size and kx.min() < 0:
@@ -83,7 +101,6 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
     used[ix, iy] = True
     if used.sum() < len(trans):
         raise ValueError("translation_lattice: the translations must be distinct")
-    gap_x, gap_y = np.nonzero(~used)
     R = int(np.abs(ky).max()) if ky.size else 0
     kx_size, ky_size = (int(kx.max()) + 1 if kx.size else 1), 2 * R + 1
     spans = []
@@ -96,11 +113,54 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np) -> TranslationLattice:
     e2 = np.concatenate([np.stack([np.cos(ang), -np.sin(ang)], axis=2).reshape(len(xs), 2 * kx_size),
                          np.ones((len(xs), 1))], axis=1)
     f2 = np.stack([np.cos(ang).T, -np.sin(ang).T], axis=1)                        # [Kx, 2, Tx]
+    e2 = e2.astype(np.float32)
+    x_bands = _bands(used, max_bands)
+    place = np.zeros(used.shape, np.int64)                # each point's row in the bands' stacked outputs
+    first = 0
+    for rows, y0, y1 in x_bands:
+        place[rows, y0:y1] = first + np.arange(len(rows) * (y1 - y0)).reshape(len(rows), y1 - y0)
+        first += len(rows) * (y1 - y0)
+    y_groups = _bands(used.T, max_bands)
+    y_perm = np.concatenate([cols for cols, _, _ in y_groups])
+    inside = np.zeros(used.shape, bool)                   # [Tx, Ty in y_perm order]: the bands' points
+    y_bands, p0 = [], 0
+    for cols, x0, x1 in y_groups:
+        y_bands.append((p0, p0 + len(cols), int(x0), int(x1)))
+        inside[x0:x1, p0:p0 + len(cols)] = True
+        p0 += len(cols)
+    y_place = np.argsort(y_perm)
+    gap_x, gap_y = np.nonzero(inside & ~used[:, y_perm])
     return TranslationLattice(
         n, trans, xs, ys, kx_size, ky_size, tuple(spans),
         xp.asarray(ix), xp.asarray(iy), xp.asarray(gap_x), xp.asarray(gap_y), xp.asarray(kx * ky_size + ky + R),
-        xp.asarray(ey.astype(np.complex64)), xp.asarray(e2.astype(np.float32)),
-        xp.asarray(np.ascontiguousarray(f2, dtype=np.float32)))
+        xp.asarray(ey.astype(np.complex64)), xp.asarray(e2),
+        xp.asarray(np.ascontiguousarray(f2, dtype=np.float32)),
+        tuple((rows, int(y0), int(y1)) for rows, y0, y1 in x_bands),
+        tuple(xp.asarray(np.ascontiguousarray(e2[rows])) for rows, _, _ in x_bands),
+        xp.asarray(place[ix, iy]), tuple(y_bands),
+        xp.asarray(np.conj(ey[y_perm]).astype(np.complex64)), xp.asarray(y_place[iy]))
+
+
+def _bands(used, max_bands: int):
+    """Groups ``(rows, lo, hi)`` of the rows of ``used [R, C]`` (bool; a True in every row), with the
+    range of columns ``[lo, hi)`` that holds their True entries: rows of equal ranges together, then,
+    while there are more than ``max_bands`` groups, the two whose merged rectangle adds the fewest
+    cells merged. Sorted by first row."""
+    c = used.shape[1]
+    lo = used.argmax(axis=1)
+    hi = c - used[:, ::-1].argmax(axis=1)
+    groups = {}
+    for r, key in enumerate(zip(lo.tolist(), hi.tolist())):
+        groups.setdefault(key, []).append(r)
+    g = [(rows, a, b) for (a, b), rows in groups.items()]
+    while len(g) > max(max_bands, 1):
+        def added(p, q):
+            a, b = min(p[1], q[1]), max(p[2], q[2])
+            return (len(p[0]) + len(q[0])) * (b - a) - len(p[0]) * (p[2] - p[1]) - len(q[0]) * (q[2] - q[1])
+        _, i, k = min((added(g[i], g[k]), i, k) for i in range(len(g)) for k in range(i + 1, len(g)))
+        merged = (sorted(g[i][0] + g[k][0]), min(g[i][1], g[k][1]), max(g[i][2], g[k][2]))
+        g = [x for m, x in enumerate(g) if m not in (i, k)] + [merged]
+    return tuple((np.asarray(rows, dtype=np.int64), int(a), int(b)) for rows, a, b in sorted(g, key=lambda x: x[0][0]))
 
 
 def separable_ramps(n: int, trans_px, kx, ky, xp=np):
@@ -149,19 +209,20 @@ def _to_box(values, lat: TranslationLattice):
     return out.reshape(values.shape[0], lat.kx_size, lat.ky_size)
 
 
-def _projections_box(P, lat: TranslationLattice):
-    """``P [J, M]`` complex -> ``[Kx, Ky, 2, J]`` float32 (real and imaginary parts)."""
+def _projections_box(P, lat: TranslationLattice, scratch=None):
+    """``P [J, M]`` complex -> ``[Kx, Ky, 2, J]`` float32 (real and imaginary parts); on ``scratch``'s
+    ``lattice_p`` buffer when given (a new array's pages are faulted in at every call)."""
     xp = get_xp(P)
-    out = xp.zeros((lat.kx_size * lat.ky_size, 2, P.shape[0]), dtype=xp.float32)
+    out = _taker(xp, scratch)((lat.kx_size * lat.ky_size, 2, P.shape[0]), "lattice_p")
+    out.fill(0)
     out[lat.box, 0, :] = P.real.T
     out[lat.box, 1, :] = P.imag.T
     return out.reshape(lat.kx_size, lat.ky_size, 2, P.shape[0])
 
 
-def _ramp_terms(Y, lat: TranslationLattice, sign: int):
-    """``Y(kx, ky) exp(sign 2 pi i ky ty / N)`` for boxes ``Y [..., Kx, Ky]``: ``[..., Kx, Ty, Ky]`` complex."""
-    xp = get_xp(Y)
-    ey = lat.ey if sign > 0 else xp.conj(lat.ey)
+def _ramp_terms(Y, ey):
+    """``Y(kx, ky) ey(ty, ky)`` for boxes ``Y [..., Kx, Ky]`` and a phase table ``ey [Ty, Ky]``:
+    ``[..., Kx, Ty, Ky]`` complex."""
     return Y[..., :, None, :] * ey
 
 
@@ -198,34 +259,42 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
     c = xp.ones((B, M), xp.float32) if ctf is None else ctf.astype(xp.float32, copy=False)
     w = inv_sigma2.astype(xp.float32)
     Ybox = _to_box(xp.conj(X) * (c * w[None, :]), lat)                      # conj(X) C w
-    Pcols = _projections_box(P, lat).reshape(Kx, 2 * Ky, J)                 # per kx rows (ky, re/im)
+    Pcols = _projections_box(P, lat, scratch).reshape(Kx, 2 * Ky, J)                 # per kx rows (ky, re/im)
     Q = _power_terms(c * c * (0.5 * w), P)                                  # [B, J]
     out = xp.empty((B, T, J), xp.float32) if out is None else out
+    stacked = sum(len(rows) * (y1 - y0) for rows, y0, y1 in lat.x_bands)      # the bands' points
 
     def images(worker, first, last):             # the images [first, last), into their rows of out
         take = _taker(xp, scratch, worker)
         for lo in range(first, last, images_per_gemm):
             nb = min(last, lo + images_per_gemm) - lo
-            z = _ramp_terms(Ybox[lo:lo + nb], lat, +1).transpose(1, 0, 2, 3)    # [Kx, nb, Ty, Ky]
+            z = _ramp_terms(Ybox[lo:lo + nb], lat.ey).transpose(1, 2, 0, 3)    # [Kx, Ty, nb, Ky]
             re, im = z.real, z.imag
-            # per kx the real matrix, rows (re/im, image, ty), columns (ky, re/im), of multiplying by z
-            E1 = take((Kx, 2, nb, Ty, Ky, 2), "lattice_e")
+            # per kx the real matrix, rows (re/im, ty, image), columns (ky, re/im), of multiplying by z
+            E1 = take((Kx, 2, Ty, nb, Ky, 2), "lattice_e")
             E1[:, 0, ..., 0], E1[:, 0, ..., 1], E1[:, 1, ..., 0], E1[:, 1, ..., 1] = re, -im, im, re
-            E1 = E1.reshape(Kx, 2 * nb * Ty, 2 * Ky)
+            E1 = E1.reshape(Kx, 2 * Ty * nb, 2 * Ky)
             for j0 in range(0, J, columns):          # a slice of projections at a time: H stays in cache
                 j1 = min(J, j0 + columns)
-                Hq = take((2 * Kx + 1, nb * Ty * (j1 - j0)), "lattice_h")
-                H = Hq[:2 * Kx].reshape(Kx, 2 * nb * Ty, j1 - j0)
-                Hq[2 * Kx].reshape(nb, Ty, j1 - j0)[...] = -Q[lo:lo + nb, None, j0:j1]     # -Q, by e2's ones
+                Hq = take((2 * Kx + 1, Ty * nb * (j1 - j0)), "lattice_h")
+                H = Hq[:2 * Kx].reshape(Kx, 2 * Ty * nb, j1 - j0)
+                Hq[2 * Kx].reshape(Ty, nb, j1 - j0)[...] = -Q[None, lo:lo + nb, j0:j1]     # -Q, by e2's ones
                 for u, (v0, v1) in enumerate(lat.spans):                        # contract ky, its range per kx
                     if v1 > v0:
                         xp.matmul(E1[u, :, 2 * v0:2 * v1], Pcols[u, 2 * v0:2 * v1, j0:j1], out=H[u])
                     else:
                         H[u] = 0
-                cross = take((Tx, nb * Ty * (j1 - j0)), "lattice_x")
-                xp.matmul(lat.e2, Hq, out=cross)                                        # contract kx, add -Q
-                cross = cross.reshape(Tx, nb, Ty, j1 - j0)
-                out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross[lat.ix, :, lat.iy], 0, 1)   # [nb, T, j1 - j0]
+                # contract kx (and add -Q) per band of tx rows, over its range of ty only
+                cols = nb * (j1 - j0)
+                cross = take((stacked, cols), "lattice_x")
+                Hy = Hq.reshape(2 * Kx + 1, Ty, cols)
+                first = 0
+                for e2b, (rows, y0, y1) in zip(lat.e2_bands, lat.x_bands):
+                    last = first + len(rows) * (y1 - y0)
+                    xp.matmul(e2b, Hy[:, y0:y1].reshape(2 * Kx + 1, -1),
+                              out=cross[first:last].reshape(len(rows), -1))
+                    first = last
+                out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross.reshape(stacked, nb, j1 - j0)[lat.x_sel], 0, 1)
 
     in_threads(images, ranges(B, workers, images_per_gemm), workers)
     return out
@@ -300,15 +369,19 @@ def _sums_on_lattice(w, cols, n: int, CX, lat: TranslationLattice, images_per_ge
     f2 = lat.f2.reshape(2 * Kx, Tx)
     for lo in range(0, B, images_per_gemm):
         nb = min(B, lo + images_per_gemm) - lo
-        lattice_w = take((Tx, nb, Ty, n), "lattice_w")
+        lattice_w = take((Tx, nb, Ty, n), "lattice_w")                         # ty in the bands' order
         lattice_w[lat.gap_x, :, lat.gap_y] = 0
         part = w[lo:lo + nb][:, :, cols]
-        lattice_w[lat.ix, :, lat.iy] = xp.moveaxis(part, 1, 0)                 # [T, nb, n]
+        lattice_w[lat.ix, :, lat.iy_sums] = xp.moveaxis(part, 1, 0)            # [T, nb, n]
         A = take((2 * Kx, nb * Ty * n), "lattice_a")
-        xp.matmul(f2, lattice_w.reshape(Tx, nb * Ty * n), out=A)             # contract tx
+        A4 = A.reshape(2 * Kx, nb, Ty, n)
+        for p0, p1, x0, x1 in lat.y_bands:                                   # contract tx, its range per band
+            for b in range(nb):
+                xp.matmul(f2[:, x0:x1], lattice_w[x0:x1, b, p0:p1].reshape(x1 - x0, -1),
+                          out=A4[:, b, p0:p1].reshape(2 * Kx, -1))
         A = A.reshape(Kx, 2 * nb * Ty, n)
         # per kx: rows (ky, re/im), columns (re/im, image, ty): C X exp(-2 pi i ky ty / N)
-        z = _ramp_terms(CX[lo:lo + nb], lat, -1).transpose(1, 3, 0, 2)      # [Kx, Ky, nb, Ty]
+        z = _ramp_terms(CX[lo:lo + nb], lat.ey_sums).transpose(1, 3, 0, 2)  # [Kx, Ky, nb, Ty]
         re, im = z.real, z.imag
         F1 = take((Kx, Ky, 2, 2, nb, Ty), "lattice_e")
         F1[:, :, 0, 0], F1[:, :, 0, 1], F1[:, :, 1, 0], F1[:, :, 1, 1] = re, -im, im, re
