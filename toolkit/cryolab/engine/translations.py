@@ -22,6 +22,7 @@ float32 rounding.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,9 +89,16 @@ def translation_lattice(n: int, trans_px, kx, ky, xp=np, max_bands: int = 4) -> 
     """The :class:`TranslationLattice` of translations ``trans_px [T, 2]`` for pixels of integer
     frequencies ``kx``, ``ky`` ``[M]`` (host arrays; ``kx >= 0``) of box ``n``; device arrays on ``xp``.
     ``max_bands``: at most this many bands per axis (1: the whole lattice, points outside the
-    translations included)."""
-    trans = np.asarray(trans_px, dtype=np.float64).reshape(-1, 2)
+    translations included). The last few lattices are kept (successive batches share theirs)."""
+    trans = np.ascontiguousarray(trans_px, dtype=np.float64).reshape(-1, 2)
     kx, ky = np.rint(np.asarray(kx)).astype(np.int64), np.rint(np.asarray(ky)).astype(np.int64)
+    return _lattice(n, trans.tobytes(), kx.tobytes(), ky.tobytes(), xp, max_bands)
+
+
+@functools.lru_cache(maxsize=8)
+def _lattice(n: int, trans_bytes: bytes, kx_bytes: bytes, ky_bytes: bytes, xp, max_bands: int):
+    trans = np.frombuffer(trans_bytes, dtype=np.float64).reshape(-1, 2)
+    kx, ky = np.frombuffer(kx_bytes, dtype=np.int64), np.frombuffer(ky_bytes, dtype=np.int64)
     if kx.size and kx.min() < 0:
         raise ValueError("translation_lattice: pixels of the half grid (kx >= 0) expected")
     key = np.round(trans * 1e6).astype(np.int64)               # lattice coordinates to 1e-6 px
@@ -215,8 +223,8 @@ def _projections_box(P, lat: TranslationLattice, scratch=None):
     xp = get_xp(P)
     out = _taker(xp, scratch)((lat.kx_size * lat.ky_size, 2, P.shape[0]), "lattice_p")
     out.fill(0)
-    out[lat.box, 0, :] = P.real.T
-    out[lat.box, 1, :] = P.imag.T
+    parts = xp.ascontiguousarray(P, dtype=xp.complex64).view(xp.float32).reshape(P.shape[0], -1, 2)
+    out[lat.box] = parts.transpose(1, 2, 0)                                   # one pass, both parts
     return out.reshape(lat.kx_size, lat.ky_size, 2, P.shape[0])
 
 
@@ -386,7 +394,9 @@ def _sums_on_lattice(w, cols, n: int, CX, lat: TranslationLattice, images_per_ge
         F1 = take((Kx, Ky, 2, 2, nb, Ty), "lattice_e")
         F1[:, :, 0, 0], F1[:, :, 0, 1], F1[:, :, 1, 0], F1[:, :, 1, 1] = re, -im, im, re
         F1 = F1.reshape(Kx, 2 * Ky, 2 * nb * Ty)
+        prod = take((2 * Ky, n), "lattice_t")                               # each GEMM's product, then added
         for u, (v0, v1) in enumerate(lat.spans):                            # contract ty, images summed
             if v1 > v0:
-                Dbox[u, 2 * v0:2 * v1] += F1[u, 2 * v0:2 * v1] @ A[u]
+                xp.matmul(F1[u, 2 * v0:2 * v1], A[u], out=prod[:2 * (v1 - v0)])
+                Dbox[u, 2 * v0:2 * v1] += prod[:2 * (v1 - v0)]
     return Dbox.reshape(Kx * Ky, 2, n)[lat.box]
