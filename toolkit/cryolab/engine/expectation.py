@@ -107,6 +107,20 @@ def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offs
 #: GEMM over the union, most of which the prior then discards)
 SPARSE_BELOW = 0.5
 
+#: the fine pass scores the batch's union while it holds at most this many times the samples of the
+#: images' own kept rectangles (a union batch of the 64 px set took 0.6 s, its per-image pass 1.2 s
+#: at a ratio of 2 and 0.6-0.8 s at 3.5-5, one thread); more, one pass per image
+UNION_UP_TO = 3.0
+
+#: above this ratio the union's M-step sums leave out, per image, the orientations whose weights are
+#: all at most :data:`OWN_MIN_WEIGHT` for that image, as a per-image pass does (the same sums, to
+#: float32 rounding, whichever pass a batch takes); below, such a column is left out only when it is
+#: for every image of the group
+OWN_COLUMNS_ABOVE = 2.0
+
+#: the M-step sums' ``min_weight`` (:meth:`_Accumulator.add`)
+OWN_MIN_WEIGHT = 1e-6
+
 
 def score_subsets(X, ctf, inv_sigma2, P, ramps, allowed, *, mode: str = "map"):
     """:func:`~.estep.score` ``[B, T, J]`` with each image scored only against the references
@@ -141,7 +155,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     ``orient_log_prior(orients) -> [B or 1, J]`` adds an orientation prior (local searches).
     ``fine_pass``: ``"union"`` (one masked GEMM over the batch's kept union), ``"per_image"``
     (one masked GEMM per image over its own kept translations x orientations) or ``"auto"``
-    (the union while it is at most twice the per-image work). All give the same result.
+    (the union while it is at most :data:`UNION_UP_TO` times the per-image work). All give the same
+    result (the M-step sums to float32 rounding where the union is over :data:`OWN_COLUMNS_ABOVE` times it).
     ``max_fine_samples`` (None: no limit) bounds the memory of the fine pass: a union is scored
     for consecutive groups of images of at most this many fine samples each, and the M-step sums
     are formed for at most this many samples' worth of orientations at a time (a single image
@@ -192,7 +207,8 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     own = float((t_used.sum(1) * j_used.sum(1)).sum())
     union = float(B * t_used.any(0).sum() * j_used.any(0).sum())
     # one GEMM over the batch's union when the kept sets overlap (early iterations), else per image
-    per_image = fine_pass == "per_image" or (fine_pass == "auto" and union > 2 * own)
+    per_image = fine_pass == "per_image" or (fine_pass == "auto" and union > UNION_UP_TO * own)
+    own_columns = not per_image and union > OWN_COLUMNS_ABOVE * own
     groups = [np.array([b]) for b in range(B)] if per_image else \
         _union_groups(t_used, j_used, nt_child * no_child, max_fine_samples)
     all_ft = fine_translations(coarse.trans, translation_step_px, oversampling)     # [T, c, 2]
@@ -222,7 +238,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             _add_log_prior(sg, log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px, dropped)
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
-                   adaptive_fraction, scratch)
+                   adaptive_fraction, scratch, own_columns)
 
 
 def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations: str, scratch, ramps_of=None):
@@ -388,8 +404,20 @@ def _one_hot_sums(best, nb: int, T: int, J: int, xp):
     return bmax, wj, wt
 
 
-def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction, scratch=None):
-    """Normalise each part's log weights; per-image results; M-step sums into ``acc``."""
+def _own_columns(w, wj, min_weight: float):
+    """Weights ``w [b, T, J]`` (changed in place) and their sums over translations ``wj [b, J]`` with
+    each image's orientations whose weights are all ``<= min_weight`` set to 0: the M-step columns a
+    per-image pass keeps (it leaves such a column out for its one image)."""
+    xp = get_xp(w)
+    low = w.max(axis=1) <= min_weight                                      # [b, J]
+    xp.copyto(w, xp.float32(0), where=low[:, None, :])
+    return w, xp.where(low, xp.float32(0), wj)
+
+
+def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction, scratch=None,
+            own_columns: bool = False):
+    """Normalise each part's log weights; per-image results; M-step sums into ``acc`` (with
+    ``own_columns``, each image's own columns: :func:`_own_columns`)."""
     xp = get_xp(X)
     B = X.shape[0]
     out = dict(best_class=np.zeros(B, int), best_orient=[None] * B, best_trans=np.zeros((B, 2)),
@@ -437,6 +465,8 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         tot = offsets_px[g][:, None, :] + ss.trans[None, :, :]
         off2 += float((wt * xp.asarray((tot ** 2).sum(-1))).sum())
         gi = xp.asarray(g)
+        if own_columns:                      # the weights' last use: changed in place
+            w, wj = _own_columns(w, wj, OWN_MIN_WEIGHT)
         acc.add(w, X[gi], None if ctf is None else ctf[gi], ss, yc, wj)
     acc.flush()
     out["best_orient"] = np.asarray(out["best_orient"])
