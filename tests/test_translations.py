@@ -59,6 +59,9 @@ def test_lattice_scores_and_sums_equal_the_gemm_rows_and_a_brute_force_loop():
         assert np.array_equal(tr.score(X[:2], C[:2], inv_s2, P, lat, scratch=scratch), got[:2])
         assert np.array_equal(tr.score(X, C, inv_s2, P, lat, scratch=scratch), got)
         assert np.array_equal(tr.weighted_sums(w, X, C, lat, scratch=scratch)[0], D)
+    # one worker, an odd number of images: the last GEMM for one image only
+    for ipg in (2, 3):
+        assert np.array_equal(tr.score(X, C, inv_s2, P, lat, workers=1, images_per_gemm=ipg), got)
     # in threads (images, or shares of the columns, shared out; work arrays of their own): the same to the bit
     for workers in (2, 3):
         assert np.array_equal(tr.score(X, C, inv_s2, P, lat, scratch=scratch, workers=workers, images_per_gemm=1), got)

@@ -206,10 +206,11 @@ def normalise(logw, axis=None, *, overwrite: bool = False):
     return logw, (mx + xp.log(s))[:, 0]
 
 
-def row_slices(flat, max_entries: int = 1 << 21):
+def row_slices(flat, max_entries: int = 1 << 18):
     """Slices of consecutive rows of ``flat [b, n]`` to take one at a time: on NumPy as many rows
-    as hold about ``max_entries`` (at least one), so that several passes over a slice find it in
-    cache; on a GPU all rows at once (one kernel per pass)."""
+    as hold about ``max_entries`` (at least one; 1 MB of float32, within a core's L2 cache: a
+    fine pass's normalisation 23 instead of 30 ms with 2^21), so that several passes over a slice
+    find it in cache; on a GPU all rows at once (one kernel per pass)."""
     b, n = flat.shape
     step = max(1, max_entries // max(n, 1)) if get_xp(flat) is np else max(b, 1)
     return [slice(lo, min(b, lo + step)) for lo in range(0, b, step)]

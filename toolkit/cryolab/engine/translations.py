@@ -296,12 +296,11 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
                 cols = nb * (j1 - j0)
                 cross = take((stacked, cols), "lattice_x")
                 Hy = Hq.reshape(2 * Kx + 1, Ty, cols)
-                first = 0
+                at = 0
                 for e2b, (rows, y0, y1) in zip(lat.e2_bands, lat.x_bands):
-                    last = first + len(rows) * (y1 - y0)
-                    xp.matmul(e2b, Hy[:, y0:y1].reshape(2 * Kx + 1, -1),
-                              out=cross[first:last].reshape(len(rows), -1))
-                    first = last
+                    end = at + len(rows) * (y1 - y0)
+                    xp.matmul(e2b, Hy[:, y0:y1].reshape(2 * Kx + 1, -1), out=cross[at:end].reshape(len(rows), -1))
+                    at = end
                 out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross.reshape(stacked, nb, j1 - j0)[lat.x_sel], 0, 1)
 
     in_threads(images, ranges(B, workers, images_per_gemm), workers)
