@@ -108,18 +108,12 @@ def _add_log_prior(s, log_pdf_class, classes, lpo, offsets_px, trans, sigma_offs
 SPARSE_BELOW = 0.5
 
 #: the fine pass scores the batch's union while it holds at most this many times the samples of the
-#: images' own kept rectangles (a union batch of the 64 px set took 0.6 s, its per-image pass 1.2 s
-#: at a ratio of 2 and 0.6-0.8 s at 3.5-5, one thread); more, one pass per image
+#: images' own kept rectangles (64 px set, one thread: a union batch 0.6 s, per image 1.2 s at 2x)
 UNION_UP_TO = 3.0
-
-#: above this ratio the union's M-step sums leave out, per image, the orientations whose weights are
-#: all at most :data:`OWN_MIN_WEIGHT` for that image, as a per-image pass does (the same sums, to
-#: float32 rounding, whichever pass a batch takes); below, such a column is left out only when it is
-#: for every image of the group
-OWN_COLUMNS_ABOVE = 2.0
-
-#: the M-step sums' ``min_weight`` (:meth:`_Accumulator.add`)
-OWN_MIN_WEIGHT = 1e-6
+#: above this ratio a union's M-step sums leave out, per image, the orientations whose weights are all
+#: at most :data:`OWN_MIN_WEIGHT` (``min_weight`` of :meth:`_Accumulator.add`) for that image, as a
+#: per-image pass does (the same sums to float32 rounding); below, only those of every image
+OWN_COLUMNS_ABOVE, OWN_MIN_WEIGHT = 2.0, 1e-6
 
 
 def score_subsets(X, ctf, inv_sigma2, P, ramps, allowed, *, mode: str = "map"):
