@@ -10,8 +10,7 @@
    inserting every row on its own (linearity): 2.4e-8 (the merged rows are summed in complex64 /
    float32), tolerance 1e-6.
 2. The projector's corner gathers (``_PaddedHalfFT._gather``: ``np.take``) against fancy indexing,
-   the gather they replace: equal to the bit, with and without leading axes (2D stacks); the two x
-   corners gathered at once (``_gather_pair``) against one by one: projections equal to the bit.
+   the gather they replace: equal to the bit, with and without leading axes (2D stacks).
 """
 from __future__ import annotations
 
@@ -113,32 +112,6 @@ def test_take_gather_equals_fancy_indexing():
             got = ft._gather(shift, base)
             want = ft.data[..., shift:][..., base]
             assert got.dtype == want.dtype and np.array_equal(got, want)
-
-
-
-def test_pair_gathers_equal_single_gathers_to_the_bit():
-    """The two x corners gathered at once (``_PaddedHalfFT._gather_pair``) against one by one: the same
-    values, and projections (3D slices, one 2D image) the same to the bit with and without them."""
-    rng = np.random.default_rng(8)
-    proj = FourierProjector(rng.normal(size=(N, N, N)).astype(np.float32), max_shell=N // 2 - 1)
-    ft = proj.ft
-    base = rng.integers(0, ft.data.size - max(ft.strides) - 2, 500).astype(np.int32)
-    for shift in (0, 1, ft.strides[0] + 1):
-        pair = ft._gather_pair(shift, base)
-        assert np.array_equal(pair[:, 0], ft._gather(shift, base))
-        assert np.array_equal(pair[:, 1], ft._gather(shift + 1, base))
-    pix = fourier_pixels(N, N // 2 - 1)
-    rots = euler_to_matrix(rng.uniform(-180, 180, 40), rng.uniform(0, 180, 40), rng.uniform(0, 360, 40))
-    rot2d = FourierRotator2D(rng.normal(size=(N, N)).astype(np.float32))
-    angles = rng.uniform(0, 360, 40)
-    got = [proj.project_pixels(rots, pix.kx, pix.ky), proj.project_ft(rots), rot2d.rotate_ft(angles)]
-    try:
-        type(ft).pair_gathers = False
-        want = [proj.project_pixels(rots, pix.kx, pix.ky), proj.project_ft(rots), rot2d.rotate_ft(angles)]
-    finally:
-        type(ft).pair_gathers = True
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and np.array_equal(g, w)
 
 
 def test_all_new_distinct_rows_are_returned_unpermuted_and_cached():

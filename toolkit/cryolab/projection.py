@@ -171,9 +171,6 @@ class _PaddedHalfFT:
             acc *= size
         self.strides = strides
 
-    #: gather the two x corners at once (NumPy, :meth:`_gather_pair`); False: one by one (the same values)
-    pair_gathers = True
-
     def _gather(self, shift: int, base):
         """``data[..., base + shift]`` (a new array). NumPy: ``take`` with ``mode="clip"`` (the
         indices are inside by construction; ~2.5x faster than fancy indexing for 2^17 complex64
@@ -181,15 +178,6 @@ class _PaddedHalfFT:
         if self.xp is np:
             return np.take(self.data[..., shift:], base, axis=-1, mode="clip")
         return self.data[..., shift:][..., base]
-
-    def _gather_pair(self, shift: int, base):
-        """``[P, 2]``: ``data[base + shift]`` and ``data[base + shift + 1]`` (the two corners along x) in
-        one gather of 16-byte items (NumPy, one map: a view of the data whose items overlap by one
-        value; ~1.4x faster than two ``take`` for 2^17 points, NumPy 2.2), the same values."""
-        d = self.data
-        pairs = np.ndarray(shape=(d.size - 1 - shift,), dtype=np.complex128, buffer=d, offset=shift * d.itemsize,
-                           strides=(d.itemsize,))
-        return pairs[base].view(np.complex64).reshape(-1, 2)
 
     def sample(self, coords, out=None):
         """Interpolate at padded-grid frequencies ``coords`` (tuple in axis order, last = x).
@@ -221,20 +209,11 @@ class _PaddedHalfFT:
         if out is None:
             out = xp.empty(lead + (base.size,), dtype=xp.complex64)
         val = out.reshape(lead + (base.size,))
-        # one map on NumPy: corners c and c + half (x and x + 1, the last stride) gathered together,
-        # then weighted and added in the same order as one by one
-        half = len(shifts) // 2
-        paired = (self.pair_gathers and xp is np and not lead and self.strides[-1] == 1 and self.data.dtype == np.complex64
-                  and self.data.flags.c_contiguous)
-        pairs = [self._gather_pair(s, base) for s in shifts[:half]] if paired else None
-        tmp = xp.empty(base.size, xp.complex64) if paired else None
         for c, (w, s) in enumerate(zip(weights, shifts)):
+            term = self._gather(s, base)
             if c == 0:
-                xp.multiply(pairs[0][:, 0] if paired else self._gather(s, base), w, out=val)
-            elif paired:
-                val += xp.multiply(pairs[c % half][:, c // half], w, out=tmp)
+                xp.multiply(term, w, out=val)
             else:
-                term = self._gather(s, base)
                 term *= w
                 val += term
         val.imag *= sign  # conj for the Hermitian mates
