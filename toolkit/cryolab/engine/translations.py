@@ -314,7 +314,7 @@ def _power_terms(cw, P, rows: int = 512):
     out = xp.empty((cw.shape[0], P.shape[0]), xp.float32)
     for j0 in range(0, P.shape[0], rows):
         part = P[j0:j0 + rows]
-        xp.matmul(cw, (part.real ** 2 + part.imag ** 2).T, out=out[:, j0:j0 + rows])
+        out[:, j0:j0 + rows] = cw @ (part.real ** 2 + part.imag ** 2).T        # [B, rows]: no strided out=
     return out
 
 
