@@ -58,7 +58,10 @@ carry a common offset of about -0.3 deg (the body maps keep the consensus frame,
 at the particles' mean hinge angle); about its median signed error cryolab's mean error is 0.682
 deg against RELION's 0.671. docs/multibody.md has the details and what was tried.
 Body-2 maps: the masked FSC against the true 40S stays above 0.5 to Nyquist for both (shell 32; the
-consensus map's drops at shell 21.4).
+consensus map's drops at shell 21.4). On a second machine of the same kind (later on 2026-12-07; details in
+docs/multibody.md): SNR 0.5 on idle cores RELION 286 s wall, 552 s CPU, cryolab 120-135 s, 204-233
+s (2.1-2.4x wall); SNR 0.1 (``--snr 0.1``) cryolab more accurate (MAE 2.215 vs 2.344 deg, first
+component |r| 0.907 vs 0.702) but ~3x slower (2,043 s vs 694 s wall at load 7-8).
 
 Usage: ``python -m benchmarks.multibody [--full] [--n N] [--snr S ...] [--iter 6] [--no-relion] [--keep DIR [--reuse]]``
 """
