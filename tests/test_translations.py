@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cryolab.engine import translations as tr
-from cryolab.engine.estep import Scratch, fourier_pixels, score
+from cryolab.engine.estep import Scratch, fourier_pixels, power_terms, score
 from cryolab.engine.expectation import expectation_batch
 from cryolab.engine.keysum import sum_by_key
 from cryolab.engine.images import prepare_batch
@@ -231,6 +231,6 @@ def test_power_terms_by_slices_of_projections_equal_the_whole_product():
     pix, X, C, P, inv_s2 = _random_terms(rng, 32, 9, 2, 1100)        # three slices of 512
     cw = C * C * (0.5 * inv_s2)
     whole = cw @ (P.real ** 2 + P.imag ** 2).T
-    got = tr._power_terms(cw, P)
+    got = power_terms(cw, P)
     assert got.shape == (2, 1100) and got.dtype == np.float32
     np.testing.assert_allclose(got, whole, rtol=1e-6, atol=0)

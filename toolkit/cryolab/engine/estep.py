@@ -163,17 +163,28 @@ def score(X, ctf, inv_sigma2, P, ramps, *, mode: str = "map", Yc=None, return_te
         cross = scratch.take((B * T, Pt.shape[1]), xp)
         xp.matmul(Yc, Pt, out=cross)                                                # the GEMM, in place
         cross = cross.reshape(B, T, -1)
-    P2 = (P.real ** 2 + P.imag ** 2).astype(xp.float32)                            # [J, M]
     if mode == "maxcc":
-        norm_cp = xp.sqrt(xp.maximum((c * c) @ P2.T, 1e-30))                       # [B, J]
+        norm_cp = xp.sqrt(xp.maximum(power_terms(c * c, P), 1e-30))                 # [B, J]
         norm_x = xp.sqrt(xp.sum(xp.abs(X) ** 2, axis=1))                            # [B]
         cross /= norm_cp[:, None, :] * xp.maximum(norm_x, 1e-30)[:, None, None]      # in place
         out = cross
     else:
-        Q = (c * c * (0.5 * w)) @ P2.T                                              # [B, J]
+        Q = power_terms(c * c * (0.5 * w), P)                                       # [B, J]
         cross -= Q[:, None, :]
         out = cross
     return (out, Yc) if return_terms else out
+
+
+def power_terms(cw, P, rows: int = 512):
+    """``cw @ |P|^2.T`` (``[B, J]``, float32) for weights ``cw [B, M]`` and projections ``P [J, M]``,
+    a slice of ``rows`` projections at a time, so that no ``[J, M]`` temporaries are made (a fine
+    pass's projections are the largest array it holds)."""
+    xp = get_xp(P)
+    out = xp.empty((cw.shape[0], P.shape[0]), xp.float32)
+    for j0 in range(0, P.shape[0], rows):
+        part = P[j0:j0 + rows]
+        out[:, j0:j0 + rows] = cw @ (part.real ** 2 + part.imag ** 2).T        # [B, rows]: no strided out=
+    return out
 
 
 def normalise(logw, axis=None, *, overwrite: bool = False):

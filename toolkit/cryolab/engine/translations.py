@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_xp
+from .estep import power_terms
 from .threads import cpu_workers, in_threads, one_blas_thread, pool_size, ranges
 
 __all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "lattice_pays", "LATTICE_BELOW", "score",
@@ -268,7 +269,7 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
     w = inv_sigma2.astype(xp.float32)
     Ybox = _to_box(xp.conj(X) * (c * w[None, :]), lat)                      # conj(X) C w
     Pcols = _projections_box(P, lat).reshape(Kx, 2 * Ky, J)                 # per kx rows (ky, re/im)
-    Q = _power_terms(c * c * (0.5 * w), P)                                  # [B, J]
+    Q = power_terms(c * c * (0.5 * w), P)                                   # [B, J]
     out = xp.empty((B, T, J), xp.float32) if out is None else out
     stacked = sum(len(rows) * (y1 - y0) for rows, y0, y1 in lat.x_bands)      # the bands' points
 
@@ -304,17 +305,6 @@ def _score(X, ctf, inv_sigma2, P, lat: TranslationLattice, out, images_per_gemm:
                 out[lo:lo + nb, :, j0:j1] = xp.moveaxis(cross.reshape(stacked, nb, j1 - j0)[lat.x_sel], 0, 1)
 
     in_threads(images, ranges(B, workers, images_per_gemm), workers)
-    return out
-
-
-def _power_terms(cw, P, rows: int = 512):
-    """``cw @ |P|^2.T`` (``[B, J]``, float32) a slice of ``rows`` projections at a time, so that
-    no ``[J, M]`` temporaries are made (a fine pass's projections are the largest array it holds)."""
-    xp = get_xp(P)
-    out = xp.empty((cw.shape[0], P.shape[0]), xp.float32)
-    for j0 in range(0, P.shape[0], rows):
-        part = P[j0:j0 + rows]
-        out[:, j0:j0 + rows] = cw @ (part.real ** 2 + part.imag ** 2).T        # [B, rows]: no strided out=
     return out
 
 
