@@ -153,8 +153,9 @@ class GemmCounter:
             t0 = time.perf_counter()
             out = score(X, ctf, inv_sigma2, P, ramps, **kw)
             self.kernel_s += time.perf_counter() - t0
-            self.flops += estep_gemm_flops(X.shape[0], ramps.shape[0], X.shape[1], P.shape[0])
-            self.rows_flops += estep_gemm_flops(X.shape[0], ramps.shape[0], X.shape[1], P.shape[0])
+            flops = estep_gemm_flops(X.shape[0], ramps.shape[0], X.shape[1], P.shape[0])
+            self.flops += flops
+            self.rows_flops += flops
             self.calls += 1
             return out
 
@@ -164,8 +165,9 @@ class GemmCounter:
             out = weighted_sums(weights, X, ctf, ramps, min_weight, **kw)
             self.kernel_s += time.perf_counter() - t0
             used = int((weights.reshape(B * T, J).max(axis=0) > min_weight).sum())
-            self.flops += estep_gemm_flops(B, T, X.shape[1], used)
-            self.rows_flops += estep_gemm_flops(B, T, X.shape[1], used)
+            flops = estep_gemm_flops(B, T, X.shape[1], used)
+            self.flops += flops
+            self.rows_flops += flops
             self.calls += 1
             return out
 
