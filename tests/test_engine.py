@@ -173,7 +173,7 @@ def test_significant_count_by_buckets_equals_the_sorted_count():
 
 def test_top_samples_of_long_rows_equal_a_full_sort():
     """``_top`` on rows long enough for its block pre-selection: the same values as a full sort."""
-    from cryolab.engine.expectation import _top
+    from cryolab.engine.estep import top_columns as _top
     rng = np.random.default_rng(3)
     flat = rng.random((4, 300_000)).astype(np.float32) ** 20
     flat[2] = 0.0

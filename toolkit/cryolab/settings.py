@@ -39,6 +39,10 @@ class Settings:
     only orientations within 3 sigma are visited. ``skip_align`` (3D, ``--skip_align``): keep each
     particle's angles and offset, classify only. ``reference_mask``: a soft mask (MRC path or
     array ``[N, N, N]``) multiplying the references before projection (focused classification).
+    ``pose_estimate`` (local searches): each particle's new pose is the ``"best"`` sample (highest
+    posterior, as RELION) or the posterior ``"mean"`` over its best class's samples (rotation: the
+    weighted chordal mean; offset: the weighted mean), which is not tied to the sampling grid
+    (C1 only; global searches always take the best sample).
     """
     K: int = 4
     n_iter: int = 25
@@ -66,6 +70,7 @@ class Settings:
     sigma_ang_deg: float | None = None
     skip_align: bool = False
     reference_mask: object = None
+    pose_estimate: str = "best"
 
     def __post_init__(self):
         try:
@@ -74,6 +79,11 @@ class Settings:
             raise CryolabInputError(str(exc), field="scheduler") from None
         if self.mode not in MODES:
             raise CryolabInputError(f"mode must be one of {MODES}, got {self.mode!r}", field="mode")
+        if self.pose_estimate not in ("best", "mean"):
+            raise CryolabInputError(f"pose_estimate must be 'best' or 'mean', got {self.pose_estimate!r}",
+                                    field="pose_estimate")
+        if self.pose_estimate == "mean" and str(self.sym).upper() != "C1":
+            raise CryolabInputError(f"pose_estimate='mean' needs sym C1, got {self.sym!r}", field="pose_estimate")
         if self.K < 1:
             raise CryolabInputError(f"K must be >= 1, got {self.K}", field="K")
         for name in ("tau2_fudge", "psi_step_deg", "offset_step_px", "batch_size", "sigma_ang_deg",

@@ -40,7 +40,8 @@ def _cmd_multibody(args) -> int:
                          oversampling=args.oversampling, offset_range_px=args.offset_range,
                          offset_step_px=args.offset_step, seed=args.random_seed, scale=args.scale,
                          final_healpix_order=args.final_healpix_order,
-                         consensus_iterations=args.consensus_iterations, threads=args.j)
+                         consensus_iterations=args.consensus_iterations, threads=args.j,
+                         pose_estimate=args.pose_estimate)
     make_folder(out)
     rec = record("multibody", args, [args.i, args.ref, args.multibody_masks])
     with rec.timed("refine"):
@@ -134,6 +135,8 @@ def register(sub) -> None:
     p.add_argument("--offset_range", type=positive_float, default=3.0, help="offset search range, pixels (default 3)")
     p.add_argument("--offset_step", type=positive_float, default=1.0, help="offset step, pixels (default 1)")
     p.add_argument("--sigma_ang", type=positive_float, help="override every body's _rlnBodySigmaAngles (deg)")
+    p.add_argument("--pose_estimate", choices=("mean", "best"), default="mean",
+                   help="a body's new pose: the posterior mean (default) or the most probable sample (RELION)")
     p.add_argument("--scale", type=positive_float, default=1.0, help="grey scale of the maps relative to the data")
     p.add_argument("--random_seed", type=int, default=0, help="seed of the half-set split when the file has none")
     add_common(p)

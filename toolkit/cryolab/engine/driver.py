@@ -214,7 +214,8 @@ class EStepWorker:
             offsets_px=offsets_px, sigma_offset_px=inp.sigma_offset_px, mode=inp.mode,
             oversampling=oversampling, adaptive_fraction=s.adaptive_fraction,
             translation_step_px=s.offset_step_px, accumulate=self._accumulate, orient_log_prior=prior,
-            max_fine_samples=self._max_fine_samples, scratch=self._scratch)
+            max_fine_samples=self._max_fine_samples, scratch=self._scratch,
+            pose_mean=s.pose_estimate == "mean" and prior is not None and not s.skip_align)
         sums.residual = sums.residual + extra["residual"]
         sums.offset_moment += extra["offset_moment"]
         sums.class_weight += res.class_posterior.sum(axis=0)

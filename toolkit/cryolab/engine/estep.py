@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, to_numpy
 from ..fourier import rfft_grid
+from ..geometry import mean_orientation
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
            "image_terms", "Scratch", "score", "normalise", "row_slices", "significant_mask", "block_maxima",
-           "block_columns"]
+           "block_columns", "top_columns", "mean_pose"]
 
 
 @dataclass(frozen=True)
@@ -412,3 +413,37 @@ def _heaviest(part, cand, ncand, m: int, scratch: Scratch | None = None):
     buf = xp.zeros((b, m), dtype=part.dtype)
     buf[rows, xp.arange(rows.shape[0]) - starts[rows]] = part[rows, cols]
     return xp.sort(buf, axis=1)[:, ::-1]
+
+
+def top_columns(flat, n: int, block: int = BLOCK, block_max=None):
+    """Column indices of the ``n`` largest entries of each row, largest first.
+
+    Long rows are cut into blocks of ``block`` entries: the ``n`` largest entries lie in the
+    ``n`` blocks with the largest maxima (``block_max``: :func:`~.estep.block_maxima` of ``flat``
+    when the caller has them), so only those blocks (and the tail) are searched.
+    """
+    xp = get_xp(flat)
+    S = flat.shape[1]
+    if S > 16 * n * block:
+        bmax = block_maxima(flat, block) if block_max is None or block != BLOCK else block_max
+        idx = block_columns(bmax, n, S, block)
+        return xp.take_along_axis(idx, top_columns(xp.take_along_axis(flat, idx, 1), n), 1)
+    if S > n:
+        part = xp.argpartition(-flat, n - 1, axis=1)[:, :n]
+        return xp.take_along_axis(part, xp.argsort(-xp.take_along_axis(flat, part, 1), axis=1), 1)
+    return xp.argsort(-flat, axis=1)
+
+
+def mean_pose(w, classes, orients, trans, best_class):
+    """Posterior-mean poses of images with normalised weights ``w [b, T, J]`` over translations
+    ``trans [T, 2]`` (px) and orientation rows ``orients [J, >=3]`` (Euler angles first, deg) of
+    ``classes [J]``, over each image's samples of its ``best_class [b]``: the weighted mean
+    translation and the mean orientation of :func:`cryolab.geometry.mean_orientation`. Returns
+    host arrays ``([b, 3], [b, 2])``."""
+    xp = get_xp(w)
+    mine = xp.asarray(np.asarray(classes)[None, :] == np.asarray(best_class)[:, None])     # [b, J]
+    wk = (w * mine[:, None, :]).astype(xp.float64)
+    wt = wk.sum(axis=2)
+    offset = (wt @ xp.asarray(trans, dtype=xp.float64)) / wt.sum(axis=1)[:, None]
+    angles = mean_orientation(wk.sum(axis=1), xp.asarray(np.asarray(orients)[:, :3], dtype=xp.float64))
+    return to_numpy(angles), to_numpy(offset)

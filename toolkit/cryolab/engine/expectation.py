@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_xp, to_numpy
-from .estep import BLOCK, block_columns, block_maxima, fourier_pixels, image_terms, normalise, score, significant_mask
+from .estep import (BLOCK, block_maxima, fourier_pixels, image_terms, mean_pose, normalise, score,
+                    significant_mask, top_columns)
 from .mstep import residual_power, weighted_sums
 from .sampling import fine_translations
 from . import translations as lattice
@@ -138,7 +139,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
                       log_pdf_class, offsets_px, sigma_offset_px, mode="map",
                       oversampling=1, adaptive_fraction=0.999, translation_step_px=1.0,
                       n_top=10, accumulate=None, orient_log_prior=None, fine_pass="auto",
-                      max_fine_samples=None, scratch=None, translations="auto"):
+                      max_fine_samples=None, scratch=None, translations="auto", pose_mean=False):
     """Score one batch of images, normalise, and (optionally) accumulate M-step sums.
 
     ``X [B, M]`` images pre-shifted by their current offsets ``offsets_px [B, 2]``;
@@ -161,7 +162,9 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     ``translations``: how the fine pass scores a group's translations: ``"rows"`` (each a GEMM row,
     :func:`~.estep.score`), ``"lattice"`` (a separable DFT over the lattice of the group's fine
     translations, :mod:`.translations`) or ``"auto"`` (the lattice when it takes under
-    :data:`.translations.LATTICE_BELOW` of the rows' multiply-adds). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
+    :data:`.translations.LATTICE_BELOW` of the rows' multiply-adds). ``pose_mean``: each image's pose
+    is the posterior mean over its best class's samples (:func:`~.estep.mean_pose`; for local
+    searches) in place of the best sample (``best_orient``, ``best_trans``). Returns ``(BatchResult, extras)`` where ``extras`` holds residual power ``[M]`` and
     the weighted offset second moment.
     """
     if fine_pass not in ("auto", "union", "per_image"):
@@ -187,7 +190,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
     acc = _Accumulator(sampler, accumulate, inv_sigma2, mode, max_fine_samples, scratch)
     if mode == "maxcc" or oversampling == 0:
         return _finish([(np.arange(B), coarse, s, Yc)], X, ctf, a_const, offsets_px,
-                       log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction)
+                       log_pdf_class.shape[0], mode, n_top, acc, adaptive_fraction, pose_mean=pose_mean)
     w, _ = normalise(s, overwrite=True)                                # s holds the weights now
     xp, (T, J) = get_xp(X), w.shape[1:]
     (kb, kc), _ = significant_mask(w, adaptive_fraction, mask="sparse", scratch=scratch)  # kept, where w is
@@ -232,7 +235,7 @@ def expectation_batch(X, ctf, inv_sigma2, a_const, coarse: SampleSet, sampler, p
             _add_log_prior(sg, log_pdf_class, fine.classes, lpo, offsets_px[g], fine.trans, sigma_offset_px, dropped)
             yield g, fine, sg, yc
     return _finish(fine_parts(), X, ctf, a_const, offsets_px, log_pdf_class.shape[0], mode, n_top, acc,
-                   adaptive_fraction, scratch, own_columns)
+                   adaptive_fraction, scratch, own_columns, pose_mean)
 
 
 def _score(X, ctf, inv_sigma2, ss: SampleSet, host_pix, mode: str, translations: str, scratch, ramps_of=None):
@@ -365,25 +368,6 @@ class _Accumulator:
         self.row_of, self.classes, self.orients, self.D, self.W = {}, [], [], None, None
 
 
-def _top(flat, n: int, block: int = BLOCK, block_max=None):
-    """Column indices of the ``n`` largest entries of each row, largest first.
-
-    Long rows are cut into blocks of ``block`` entries: the ``n`` largest entries lie in the
-    ``n`` blocks with the largest maxima (``block_max``: :func:`~.estep.block_maxima` of ``flat``
-    when the caller has them), so only those blocks (and the tail) are searched.
-    """
-    xp = get_xp(flat)
-    S = flat.shape[1]
-    if S > 16 * n * block:
-        bmax = block_maxima(flat, block) if block_max is None or block != BLOCK else block_max
-        idx = block_columns(bmax, n, S, block)
-        return xp.take_along_axis(idx, _top(xp.take_along_axis(flat, idx, 1), n), 1)
-    if S > n:
-        part = xp.argpartition(-flat, n - 1, axis=1)[:, :n]
-        return xp.take_along_axis(part, xp.argsort(-xp.take_along_axis(flat, part, 1), axis=1), 1)
-    return xp.argsort(-flat, axis=1)
-
-
 def _one_hot_sums(best, nb: int, T: int, J: int, xp):
     """For float32 weights ``[nb, T, J]`` that are 1 at each image's flat index ``best [nb]`` and 0
     elsewhere: their :func:`~.estep.block_maxima` ``[nb, T*J // BLOCK]`` and their sums over
@@ -409,9 +393,9 @@ def _own_columns(w, wj, min_weight: float):
 
 
 def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fraction, scratch=None,
-            own_columns: bool = False):
-    """Normalise each part's log weights; per-image results; M-step sums into ``acc`` (with
-    ``own_columns``, each image's own columns: :func:`_own_columns`)."""
+            own_columns: bool = False, pose_mean: bool = False):
+    """Normalise each part's log weights; per-image results (``pose_mean``: posterior-mean poses);
+    M-step sums into ``acc`` (with ``own_columns``, each image's own columns: :func:`_own_columns`)."""
     xp = get_xp(X)
     B = X.shape[0]
     out = dict(best_class=np.zeros(B, int), best_orient=[None] * B, best_trans=np.zeros((B, 2)),
@@ -445,12 +429,16 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
         for i, b in enumerate(g):
             out["best_orient"][b] = ss.orients[bj[i]]
         out["best_trans"][g] = ss.trans[bt]
+        if pose_mean:
+            angles, out["best_trans"][g] = mean_pose(w, ss.classes, ss.orients, ss.trans, ss.classes[bj])
+            for i, b in enumerate(g):
+                out["best_orient"][b] = np.concatenate([angles[i], np.asarray(ss.orients[bj[i]])[3:]])
         out["pmax"][g] = to_numpy(flat[xp.arange(nb), xp.asarray(best)])
         out["n_significant"][g] = to_numpy(nsig)
         out["loglik"][g] = to_numpy(lse) - to_numpy(a_const[xp.asarray(g)])
         out["class_posterior"][g] = to_numpy(xp.stack([wj[:, xp.asarray(ss.classes == k)].sum(axis=1)
                                                        for k in range(K)], axis=1))
-        top = _top(flat, n_top, block_max=bmax)
+        top = top_columns(flat, n_top, block_max=bmax)
         top_w = to_numpy(xp.take_along_axis(flat, top, 1))
         top = to_numpy(top)
         for i, b in enumerate(g):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from ..backend import get_xp
 from ..errors import CryolabInputError
-from .euler import _eulers, euler_to_direction, euler_to_matrix
+from .euler import _eulers, euler_to_direction, euler_to_matrix, matrix_to_euler
 from .symmetry import _ops_on
 
-__all__ = ["angular_distance", "direction_distance", "local_sampling", "orientation_prior_weights"]
+__all__ = ["angular_distance", "direction_distance", "local_sampling", "mean_orientation",
+           "orientation_prior_weights"]
 
 
 def _rotation_angle_deg(M):
@@ -64,6 +65,25 @@ def direction_distance(e1, e2, sym=None):
         d2 = xp.take_along_axis(imgs, best[..., None, None], axis=-2)[..., 0, :]
     cross = xp.linalg.norm(xp.cross(d1, d2), axis=-1)
     return xp.rad2deg(xp.arctan2(cross, xp.sum(d1 * d2, axis=-1)))
+
+
+def mean_orientation(weights, eulers):
+    """Weighted mean orientations: for weights ``[B, J]`` (>= 0, each row's sum > 0) over Euler
+    angles ``[J, 3]`` (deg), per row the rotation ``R`` nearest to ``M = sum_j w_j A_j`` (the chordal
+    L2 mean, minimising ``sum_j w_j ||R - A_j||_F^2``): ``R = U diag(1, 1, det(U V^T)) V^T`` from
+    ``M = U S V^T``. Returns Euler angles ``[B, 3]`` (deg). Meant for orientations within a few
+    tens of degrees of each other (a local search's posterior); symmetry is not taken into account.
+
+    >>> mean_orientation([[1.0, 1.0]], [[0.0, 10.0, 0.0], [0.0, 30.0, 0.0]]).round(6).tolist()
+    [[0.0, 20.0, 0.0]]
+    """
+    e = _eulers(eulers)
+    xp = get_xp(e)
+    w = xp.asarray(weights, dtype=xp.float64)
+    A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)
+    u, _, vt = xp.linalg.svd((w @ A).reshape(-1, 3, 3))
+    u[:, :, 2] *= xp.sign(xp.linalg.det(u @ vt))[:, None]
+    return xp.stack(matrix_to_euler(u @ vt), axis=-1)
 
 
 def local_sampling(prior_euler, eulers_grid, max_angle_deg: float, sym=None):

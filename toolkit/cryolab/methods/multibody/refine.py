@@ -17,7 +17,9 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    the body's Gaussian prior about the consensus stays
    (:meth:`~.images.BodyParticles.orientation_log_prior`), as RELION does; in every iteration
    a body's total rotation from the consensus stays within 3 sigma of that prior. Rotations are about
-   the body's centre of mass; the body's mask multiplies its map before projection;
+   the body's centre of mass; the body's mask multiplies its map before projection. A body's new
+   pose is, by default (``pose_estimate="mean"``), its posterior mean, not tied to the sampling grid
+   (``"best"``: the most probable sample, as RELION);
 3. the gold-standard M-step per body (:func:`cryolab.methods.refine.halves_mstep`): half maps,
    FSC and resolution per body, MAP maps with tau2 from the FSC. With ``solvent_correct_fsc``
    (the default, RELION's ``--solvent_correct_fsc``) the FSC is the solvent-corrected one inside
@@ -106,7 +108,7 @@ class MultiBodyRefine:
                  oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
                  join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0,
                  final_healpix_order: int | None = None, consensus_iterations: int = 1, threads: int = 1,
-                 solvent_correct_fsc: bool = True, **kw):
+                 solvent_correct_fsc: bool = True, pose_estimate: str = "mean", **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
         n, px = stack.box_size, float(stack.pixel_size_A)
@@ -138,7 +140,7 @@ class MultiBodyRefine:
                                        sigma_ang_deg=body.sigma_angles_deg, offset_range_px=offset_range_px,
                                        offset_step_px=offset_step_px, firstiter_cc=False, ini_high_A=None,
                                        particle_diameter_A=_body_diameter_A(mask_c, px, n), reference_mask=mask_c,
-                                       seed=seed, ctf=ctf, **kw)
+                                       seed=seed, ctf=ctf, pose_estimate=pose_estimate, **kw)
             start = [body.reference if body.reference is not None else h for h in halves]
             imgs = [BodyParticles(stack.subset(r), c_px, scale=scale) for r in self.rows]
             sess = [Session(im, settings, references=_centred(ref, c_px)[None]) for im, ref in zip(imgs, start)]
