@@ -42,6 +42,53 @@ def test_mean_orientation_is_the_chordal_mean():
     assert np.allclose(mean_orientation([[1.0, 1.0]], pair), [[10.0, 50.0, 4.0]], atol=1e-9)
 
 
+def test_mean_orientation_of_widely_spread_orientations():
+    """Spread orientations whose weighted sum has a negative determinant after the SVD (the
+    reflection the projection onto rotations must undo): the chordal mean is still the minimum,
+    found here from every orientation as a start."""
+    from cryolab.geometry import random_rotations
+    rng = np.random.default_rng(11)
+    checked = 0
+    for _ in range(200):
+        eulers = np.asarray(random_rotations(4, rng))
+        A = euler_to_matrix(eulers[:, 0], eulers[:, 1], eulers[:, 2])
+        w = rng.random(4)
+        u, _, vt = np.linalg.svd(np.tensordot(w, A, 1))
+        if np.linalg.det(u @ vt) > 0:
+            continue
+        got = euler_to_matrix(*mean_orientation(w[None], eulers)[0])
+
+        def cost(R):
+            return float(np.sum(w[:, None, None] * (R[None] - A) ** 2))
+        best = min((minimize(lambda v, R0=R0: cost(R0 @ Rotation.from_rotvec(v).as_matrix()), np.zeros(3),
+                             method="BFGS").fun for R0 in A))
+        assert abs(np.linalg.det(got) - 1) < 1e-9 and cost(got) <= best + 1e-7
+        checked += 1
+    assert checked >= 5, checked
+
+
+def test_mean_pose_takes_the_best_class_only():
+    """Two classes: each image's mean is over the samples of its best class, against loops."""
+    from cryolab.engine.estep import mean_pose
+    rng = np.random.default_rng(2)
+    T, J = 5, 6
+    w = rng.random((3, T, J)).astype(np.float32)
+    w /= w.sum(axis=(1, 2), keepdims=True)
+    classes = np.array([0, 0, 0, 1, 1, 1])
+    orients = np.column_stack([rng.normal(30, 4, J), rng.normal(60, 4, J), rng.normal(0, 4, J)])
+    trans = rng.normal(size=(T, 2))
+    best = np.array([0, 1, 1])
+    angles, offsets = mean_pose(w, w.sum(axis=1), w.sum(axis=2), classes, orients, trans, best)
+    for b in range(3):
+        cols = np.flatnonzero(classes == best[b])
+        wt = np.array([sum(float(w[b, t, j]) for j in cols) for t in range(T)])
+        assert np.allclose(offsets[b], (wt[:, None] * trans).sum(0) / wt.sum(), atol=1e-6)
+        wj = np.zeros(J)
+        wj[cols] = w[b][:, cols].sum(axis=0)
+        want = np.stack(matrix_to_euler(_brute_mean(wj, orients)))
+        assert float(angular_distance(angles[b], want)) < 1e-4
+
+
 def test_pose_estimate_is_checked():
     with pytest.raises(CryolabInputError, match="pose_estimate"):
         Settings(pose_estimate="median")
@@ -78,12 +125,15 @@ def test_estep_means_equal_the_sums_over_its_weights(local_set, monkeypatch):
     from cryolab.engine import expectation
     seen, real = [], expectation.mean_pose
 
-    def spy(w, classes, orients, trans, best_class):
-        out = real(w, classes, orients, trans, best_class)
+    def spy(w, wj, wt, classes, orients, trans, best_class):
+        out = real(w, wj, wt, classes, orients, trans, best_class)
         seen.append((np.array(w, np.float64), np.array(orients[:, :3], float), np.array(trans, float), out))
         return out
     monkeypatch.setattr(expectation, "mean_pose", spy)
     s = _session(local_set, "mean")
+    start_offsets = np.random.default_rng(3).uniform(-0.5, 0.5, size=s.offsets_px.shape)
+    s.offsets_px[:] = start_offsets
+    start_eulers = s.eulers.copy()
     s.estep()
     assert sum(len(x[0]) for x in seen) == len(s.eulers)
     for w, orients, trans, (angles, offsets) in seen[:4]:
@@ -93,12 +143,15 @@ def test_estep_means_equal_the_sums_over_its_weights(local_set, monkeypatch):
             assert np.allclose(offsets[b], want_t, atol=1e-9)
             want_e = np.stack(matrix_to_euler(_brute_mean(wj, orients)))
             assert float(angular_distance(angles[b], want_e)) < 1e-4
-    # the session took them (offsets relative to where the images were centred: 0 here)
+    # the session took them: its own mean (within its local window: direction and psi each within
+    # 3 x 5 deg, so at most ~21.2 deg in all; not another image's), added to where its image was centred
     angles = np.concatenate([x[3][0] for x in seen])
     offsets = np.concatenate([x[3][1] for x in seen])
     for i in range(len(s.eulers)):
         j = int(np.argmin(angular_distance(s.eulers[i], angles)))
-        assert float(angular_distance(s.eulers[i], angles[j])) < 1e-9 and np.allclose(s.offsets_px[i], offsets[j])
+        assert float(angular_distance(s.eulers[i], angles[j])) < 1e-9
+        assert float(angular_distance(s.eulers[i], start_eulers[i])) < 21.3
+        assert np.allclose(s.offsets_px[i], start_offsets[i] + offsets[j])
 
 
 def test_posterior_mean_poses_are_closer_to_the_truth(local_set):

@@ -434,16 +434,19 @@ def top_columns(flat, n: int, block: int = BLOCK, block_max=None):
     return xp.argsort(-flat, axis=1)
 
 
-def mean_pose(w, classes, orients, trans, best_class):
-    """Posterior-mean poses of images with normalised weights ``w [b, T, J]`` over translations
-    ``trans [T, 2]`` (px) and orientation rows ``orients [J, >=3]`` (Euler angles first, deg) of
-    ``classes [J]``, over each image's samples of its ``best_class [b]``: the weighted mean
-    translation and the mean orientation of :func:`cryolab.geometry.mean_orientation`. Returns
-    host arrays ``([b, 3], [b, 2])``."""
+def mean_pose(w, wj, wt, classes, orients, trans, best_class):
+    """Posterior-mean poses of images with normalised weights ``w [b, T, J]`` (their sums over
+    translations ``wj [b, J]`` and over orientations ``wt [b, T]``) over translations ``trans
+    [T, 2]`` (px) and orientation rows ``orients [J, >=3]`` (Euler angles first, deg) of ``classes
+    [J]``, over each image's samples of its ``best_class [b]``: the weighted mean translation
+    ``sum_t w_t t / sum_t w_t`` and the mean orientation of
+    :func:`cryolab.geometry.mean_orientation`. Returns host arrays ``([b, 3], [b, 2])``."""
     xp = get_xp(w)
-    mine = xp.asarray(np.asarray(classes)[None, :] == np.asarray(best_class)[:, None])     # [b, J]
-    wk = (w * mine[:, None, :]).astype(xp.float64)
-    wt = wk.sum(axis=2)
+    classes = np.asarray(classes)
+    if np.unique(classes).size > 1:       # the best class's samples only (no copy of the weights)
+        mine = xp.asarray(classes[None, :] == np.asarray(best_class)[:, None]).astype(w.dtype)    # [b, J]
+        wj, wt = wj * mine, xp.matmul(w, mine[:, :, None])[:, :, 0]
+    wt = wt.astype(xp.float64)
     offset = (wt @ xp.asarray(trans, dtype=xp.float64)) / wt.sum(axis=1)[:, None]
-    angles = mean_orientation(wk.sum(axis=1), xp.asarray(np.asarray(orients)[:, :3], dtype=xp.float64))
+    angles = mean_orientation(wj, xp.asarray(np.asarray(orients)[:, :3], dtype=xp.float64))
     return to_numpy(angles), to_numpy(offset)

@@ -430,7 +430,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
             out["best_orient"][b] = ss.orients[bj[i]]
         out["best_trans"][g] = ss.trans[bt]
         if pose_mean:
-            angles, out["best_trans"][g] = mean_pose(w, ss.classes, ss.orients, ss.trans, ss.classes[bj])
+            angles, out["best_trans"][g] = mean_pose(w, wj, wt, ss.classes, ss.orients, ss.trans, ss.classes[bj])
             for i, b in enumerate(g):
                 out["best_orient"][b] = np.concatenate([angles[i], np.asarray(ss.orients[bj[i]])[3:]])
         out["pmax"][g] = to_numpy(flat[xp.arange(nb), xp.asarray(best)])
