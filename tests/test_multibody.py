@@ -252,6 +252,32 @@ def test_multibody_refinement_recovers_the_hinge(ratchet, refined):
     assert post["classes"].sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("spread_deg", [0.0, 100.0])
+def test_a_body_goes_finer_only_while_its_posteriors_are_narrower_than_the_step(ratchet, monkeypatch, spread_deg):
+    """The order each body searches next: one finer (as planned) while the median angular spread of
+    its posteriors is below the fine step just searched; the same order where it is wider, and
+    then the run converges there (orientation changes below the order's step, no resolution gain)."""
+    sub = ratchet["stack"].subset(np.arange(40))
+    mb = MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], half_maps=ratchet["halves"], healpix_order=2,
+                         oversampling=1, offset_range_px=1, offset_step_px=1)
+    monkeypatch.setattr(MultiBodyRefine, "angle_spread_deg", lambda self, b: spread_deg)
+    mb.run(4, progress=False)
+    orders = [h.healpix_order for h in mb.history]
+    if spread_deg == 0.0:               # narrower than any step: 2, 3, 4 as planned, then the final 4
+        assert orders[:3] == [(2, 2), (3, 3), (4, 4)] and mb.converged == (len(orders) < 4)
+    else:                               # wider than every step: order 2 throughout
+        assert all(o == (2, 2) for o in orders) and mb.orders == [2, 2]
+        assert mb.converged == (len(orders) < 4)
+        if mb.converged:
+            assert all(d < 15.0 for d in mb.history[-1].mean_angle_change_deg)
+
+
+def test_angle_spread_is_the_median_of_both_halves(refined):
+    v = np.concatenate([s.angle_sd_deg for s in refined.sessions[1]])
+    assert np.isfinite(v).all() and refined.angle_spread_deg(1) == pytest.approx(float(np.median(v)))
+    assert refined.history[-1].angle_sd_deg[1] > 0
+
+
 def test_search_schedule_and_its_bad_values(ratchet):
     kw = dict(half_maps=ratchet["halves"], healpix_order=2)
     sub = ratchet["stack"].subset(np.arange(40))

@@ -78,7 +78,7 @@ def test_mean_pose_takes_the_best_class_only():
     orients = np.column_stack([rng.normal(30, 4, J), rng.normal(60, 4, J), rng.normal(0, 4, J)])
     trans = rng.normal(size=(T, 2))
     best = np.array([0, 1, 1])
-    angles, offsets = mean_pose(w, w.sum(axis=1), w.sum(axis=2), classes, orients, trans, best)
+    angles, offsets, spread = mean_pose(w, w.sum(axis=1), w.sum(axis=2), classes, orients, trans, best)
     for b in range(3):
         cols = np.flatnonzero(classes == best[b])
         wt = np.array([sum(float(w[b, t, j]) for j in cols) for t in range(T)])
@@ -87,6 +87,9 @@ def test_mean_pose_takes_the_best_class_only():
         wj[cols] = w[b][:, cols].sum(axis=0)
         want = np.stack(matrix_to_euler(_brute_mean(wj, orients)))
         assert float(angular_distance(angles[b], want)) < 1e-4
+        # the spread: root mean square angle from the mean, over the square root of 3
+        theta = np.array([float(angular_distance(angles[b], orients[j])) for j in cols])
+        assert spread[b] == pytest.approx(np.sqrt((wj[cols] * theta ** 2).sum() / wj[cols].sum() / 3), rel=1e-6)
 
 
 def test_pose_estimate_is_checked():
@@ -136,7 +139,7 @@ def test_estep_means_equal_the_sums_over_its_weights(local_set, monkeypatch):
     start_eulers = s.eulers.copy()
     s.estep()
     assert sum(len(x[0]) for x in seen) == len(s.eulers)
-    for w, orients, trans, (angles, offsets) in seen[:4]:
+    for w, orients, trans, (angles, offsets, _) in seen[:4]:
         for b in range(len(w)):
             wt, wj = w[b].sum(axis=1), w[b].sum(axis=0)
             want_t = sum(wt[t] * trans[t] for t in range(len(trans))) / wt.sum()

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 from .backend import BACKEND_VARIABLE
 from .errors import CryolabInputError
-from .geometry.symmetry import is_c1
 
 __all__ = ["MODES", "Settings", "IterationResult", "check_scheduler", "METHOD_DEFAULTS", "method_settings",
            "DEFAULT_DIAMETER_FRACTION", "BACKEND_VARIABLE", "REFINE_OPTIONS", "COMMAND_FLAGS", "flags_of",
@@ -83,7 +82,7 @@ class Settings:
         if self.pose_estimate not in ("best", "mean"):
             raise CryolabInputError(f"pose_estimate must be 'best' or 'mean', got {self.pose_estimate!r}",
                                     field="pose_estimate")
-        if self.pose_estimate == "mean" and not is_c1(self.sym):
+        if self.pose_estimate == "mean" and not (self.sym is None or str(self.sym).upper() == "C1"):   # no symmetry
             raise CryolabInputError(f"pose_estimate='mean' needs sym C1, got {self.sym!r}", field="pose_estimate")
         if self.K < 1:
             raise CryolabInputError(f"K must be >= 1, got {self.K}", field="K")

@@ -61,7 +61,8 @@ class EStepInputs:
 class ChunkResult:
     """Per-particle results of a chunk, in the order of its rows (NumPy arrays of length B).
 
-    ``eulers [B, 3]`` and ``offsets [B, 2]`` are the new best angles and offsets (pixels).
+    ``eulers [B, 3]`` and ``offsets [B, 2]`` are the new best angles and offsets (pixels);
+    ``angle_sd_deg`` the posterior's angular spread (deg) where poses are posterior means, else NaN.
     """
     classes: np.ndarray
     eulers: np.ndarray
@@ -70,12 +71,13 @@ class ChunkResult:
     n_significant: np.ndarray
     loglik: np.ndarray
     class_posterior: np.ndarray
+    angle_sd_deg: np.ndarray
     top_samples: list = field(default_factory=list)
 
     @classmethod
     def concat(cls, parts) -> "ChunkResult":
         """One result of consecutive parts."""
-        names = ("classes", "eulers", "offsets", "pmax", "n_significant", "loglik", "class_posterior")
+        names = ("classes", "eulers", "offsets", "pmax", "n_significant", "loglik", "class_posterior", "angle_sd_deg")
         out = {n: np.concatenate([getattr(p, n) for p in parts]) for n in names}
         return cls(**out, top_samples=[t for p in parts for t in p.top_samples])
 
@@ -227,7 +229,7 @@ class EStepWorker:
             new_eulers[:] = res.best_orient[:, :3]
         return ChunkResult(res.best_class, new_eulers, offsets_px + res.best_trans, res.pmax,
                            res.n_significant, res.loglik - self.log_norm, res.class_posterior,
-                           list(res.top_samples))
+                           res.angle_sd_deg, list(res.top_samples))
 
 
     def finish(self) -> "EStepSums":

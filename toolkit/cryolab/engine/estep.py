@@ -24,7 +24,7 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..fourier import rfft_grid
-from ..geometry import mean_orientation
+from ..geometry import euler_to_matrix, matrix_to_euler, nearest_rotation
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
            "image_terms", "Scratch", "score", "normalise", "row_slices", "significant_mask", "block_maxima",
@@ -439,8 +439,10 @@ def mean_pose(w, wj, wt, classes, orients, trans, best_class):
     translations ``wj [b, J]`` and over orientations ``wt [b, T]``) over translations ``trans
     [T, 2]`` (px) and orientation rows ``orients [J, >=3]`` (Euler angles first, deg) of ``classes
     [J]``, over each image's samples of its ``best_class [b]``: the weighted mean translation
-    ``sum_t w_t t / sum_t w_t`` and the mean orientation of
-    :func:`cryolab.geometry.mean_orientation`. Returns host arrays ``([b, 3], [b, 2])``."""
+    ``sum_t w_t t / sum_t w_t``, the mean orientation of :func:`cryolab.geometry.mean_orientation`
+    (the rotation nearest to ``sum_j w_j A_j``) and the posterior's angular spread, the root mean
+    square angle of the samples from the mean orientation over the square root of 3 (deg: one
+    axis's standard deviation for an isotropic spread). Returns host arrays ``([b, 3], [b, 2], [b])``."""
     xp = get_xp(w)
     classes = np.asarray(classes)
     if np.unique(classes).size > 1:       # the best class's samples only (no copy of the weights)
@@ -448,5 +450,10 @@ def mean_pose(w, wj, wt, classes, orients, trans, best_class):
         wj, wt = wj * mine, xp.matmul(w, mine[:, :, None])[:, :, 0]
     wt = wt.astype(xp.float64)
     offset = (wt @ xp.asarray(trans, dtype=xp.float64)) / wt.sum(axis=1)[:, None]
-    angles = mean_orientation(wj, xp.asarray(np.asarray(orients)[:, :3], dtype=xp.float64))
-    return to_numpy(angles), to_numpy(offset)
+    e = xp.asarray(np.asarray(orients)[:, :3], dtype=xp.float64)
+    A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)                      # [J, 9]
+    wj = wj.astype(xp.float64)
+    R = nearest_rotation(wj @ A)                                                       # the chordal mean
+    cos = xp.clip((R.reshape(-1, 9) @ A.T - 1.0) / 2.0, -1.0, 1.0)                     # [b, J]: trace(R^T A_j)
+    spread = xp.sqrt((wj * xp.degrees(xp.arccos(cos)) ** 2).sum(axis=1) / wj.sum(axis=1) / 3.0)
+    return to_numpy(xp.stack(matrix_to_euler(R), axis=-1)), to_numpy(offset), to_numpy(spread)

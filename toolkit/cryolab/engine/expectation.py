@@ -60,6 +60,7 @@ class BatchResult:
     n_significant: np.ndarray
     loglik: np.ndarray
     class_posterior: np.ndarray           # [B, K]
+    angle_sd_deg: np.ndarray              # posterior angular spread (with pose_mean; else NaN)
     top_samples: list = field(default_factory=list)  # per image: (class, orient, trans, prob) arrays
 
 
@@ -400,7 +401,7 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
     B = X.shape[0]
     out = dict(best_class=np.zeros(B, int), best_orient=[None] * B, best_trans=np.zeros((B, 2)),
                pmax=np.zeros(B), n_significant=np.zeros(B, int), loglik=np.zeros(B),
-               class_posterior=np.zeros((B, K)))
+               class_posterior=np.zeros((B, K)), angle_sd_deg=np.full(B, np.nan))
     tops = [None] * B
     off2 = 0.0
     for g, ss, lw, yc in parts:
@@ -430,7 +431,8 @@ def _finish(parts, X, ctf, a_const, offsets_px, K, mode, n_top, acc, adaptive_fr
             out["best_orient"][b] = ss.orients[bj[i]]
         out["best_trans"][g] = ss.trans[bt]
         if pose_mean:
-            angles, out["best_trans"][g] = mean_pose(w, wj, wt, ss.classes, ss.orients, ss.trans, ss.classes[bj])
+            angles, out["best_trans"][g], out["angle_sd_deg"][g] = mean_pose(w, wj, wt, ss.classes, ss.orients,
+                                                                             ss.trans, ss.classes[bj])
             for i, b in enumerate(g):
                 out["best_orient"][b] = np.concatenate([angles[i], np.asarray(ss.orients[bj[i]])[3:]])
         out["pmax"][g] = to_numpy(flat[xp.arange(nb), xp.asarray(best)])

@@ -12,7 +12,7 @@ from .euler import _eulers, euler_to_direction, euler_to_matrix, matrix_to_euler
 from .symmetry import _ops_on
 
 __all__ = ["angular_distance", "direction_distance", "local_sampling", "mean_orientation",
-           "orientation_prior_weights"]
+           "nearest_rotation", "orientation_prior_weights"]
 
 
 def _rotation_angle_deg(M):
@@ -80,10 +80,17 @@ def mean_orientation(weights, eulers):
     e = _eulers(eulers)
     xp = get_xp(e)
     w = xp.asarray(weights, dtype=xp.float64)
-    A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)
-    u, _, vt = xp.linalg.svd((w @ A).reshape(-1, 3, 3))
+    A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2])
+    return xp.stack(matrix_to_euler(nearest_rotation(w @ A.reshape(-1, 9))), axis=-1)
+
+
+def nearest_rotation(M):
+    """The rotations ``[B, 3, 3]`` nearest (Frobenius) to matrices ``M [B, 3, 3]`` (or ``[B, 9]``):
+    ``U diag(1, 1, det(U V^T)) V^T`` from ``M = U S V^T``."""
+    xp = get_xp(M)
+    u, _, vt = xp.linalg.svd(M.reshape(-1, 3, 3))
     u[:, :, 2] *= xp.sign(xp.linalg.det(u @ vt))[:, None]
-    return xp.stack(matrix_to_euler(u @ vt), axis=-1)
+    return u @ vt
 
 
 def local_sampling(prior_euler, eulers_grid, max_angle_deg: float, sym=None):

@@ -63,6 +63,7 @@ class Session:
         self.eulers = np.zeros((N, 3))                 # rot, tilt, psi (deg); 2D: psi only
         self.pmax = np.zeros(N)
         self.n_significant = np.zeros(N, int)
+        self.angle_sd_deg = np.full(N, np.nan)      # posterior angular spread (deg) where poses are means
         self.loglik = np.zeros(N)
         self.class_posterior = np.full((N, K), 1.0 / K)
         self.top_samples: list = [None] * N
@@ -146,12 +147,13 @@ class Session:
         # so a stop in the middle leaves the session as it was after the last iteration
         new = dict(classes=self.classes.copy(), eulers=self.eulers.copy(), offsets=self.offsets_px.copy(),
                    pmax=self.pmax.copy(), n_significant=self.n_significant.copy(), loglik=self.loglik.copy(),
-                   class_posterior=self.class_posterior.copy(), top_samples=list(self.top_samples))
+                   class_posterior=self.class_posterior.copy(), top_samples=list(self.top_samples),
+                   angle_sd_deg=self.angle_sd_deg.copy())
 
         def store(idx, r):
             new["classes"][idx], new["eulers"][idx], new["offsets"][idx] = r.classes, r.eulers, r.offsets
             new["pmax"][idx], new["n_significant"][idx], new["loglik"][idx] = r.pmax, r.n_significant, r.loglik
-            new["class_posterior"][idx] = r.class_posterior
+            new["class_posterior"][idx], new["angle_sd_deg"][idx] = r.class_posterior, r.angle_sd_deg
             for i, b in enumerate(idx):
                 new["top_samples"][b] = r.top_samples[i]
 
@@ -201,6 +203,7 @@ class Session:
         self.classes, self.eulers, self.offsets_px = new["classes"], new["eulers"], new["offsets"]
         self.pmax, self.n_significant, self.loglik = new["pmax"], new["n_significant"], new["loglik"]
         self.class_posterior, self.top_samples = new["class_posterior"], new["top_samples"]
+        self.angle_sd_deg = new["angle_sd_deg"]
         self.sums, self.sums_pixels = sums, pix
         self.last_estep_s = time.perf_counter() - t0
 

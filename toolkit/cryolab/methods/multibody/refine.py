@@ -11,9 +11,9 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    of ``sigma_angles_deg`` centred on the consensus angles, at HEALPix ``healpix_order`` with
    adaptive ``oversampling``, and offsets with a prior of ``sigma_offset_A`` about the consensus
    origin (the first ``consensus_iterations``, default 1, do so). Each later iteration searches one
-   HEALPix order finer (up to ``final_healpix_order``)
-   around the body's pose of the iteration before, within 3 sigma of a Gaussian of the coarse
-   step (RELION's local searches in auto-refinement), with offset range and step halved, while
+   HEALPix order finer (up to ``final_healpix_order``; a body whose posteriors already span the
+   fine step stays at its order, see below) around the body's pose of the iteration before,
+   within 3 sigma of a Gaussian of the coarse step (RELION's local searches in auto-refinement), with offset range and step halved, while
    the body's Gaussian prior about the consensus stays
    (:meth:`~.images.BodyParticles.orientation_log_prior`), as RELION does; in every iteration
    a body's total rotation from the consensus stays within 3 sigma of that prior. Rotations are about
@@ -29,9 +29,19 @@ With ``threads > 1`` the E-steps of step 2 (one per body and half-set, independe
 side in threads, each on one BLAS thread; the poses are the same as with one, the maps equal to
 float32 rounding (bit for bit when BLAS has one thread).
 
+With posterior-mean poses (``pose_estimate="mean"``, the default) the sampling follows the data:
+a body goes one order finer only while the median angular spread of its posteriors
+(:attr:`~cryolab.session.Session.angle_sd_deg`, one axis's standard deviation) is below the fine
+step it has just searched (order + oversampling). Where the posteriors are wider than the step
+(noisy images, a small body) a finer grid would change the mean pose little and cost 8x the
+orientations per order, so the body stays at its order for the rest of the run (``orders[b]``:
+the order body ``b`` searches next; ``stays[b]``), as RELION's auto-refinement stops refining the
+sampling at the angular accuracy of the data.
+
 The other bodies' poses and maps used in step 1 are those of the previous iteration (all
-bodies are updated together). Iterations stop once the final order was searched, every body's
-orientations changed by less than that order's step on average and no body's resolution improved
+bodies are updated together). Iterations stop once no body goes finer (each searched the final
+order or stays at its order), at least one iteration searched around the last poses, every body's
+orientations changed by less than its order's step on average and no body's resolution improved
 by more than 2 %, or after ``max_iter``. Body maps are kept centred on
 their centre of mass (as RELION projects them); :meth:`MultiBodyRefine.body_map` puts them
 back in the consensus frame.
@@ -65,12 +75,15 @@ __all__ = ["MultiBodyRefine", "MultiBodyIteration", "multibody_refine"]
 @dataclass(frozen=True)
 class MultiBodyIteration:
     """One iteration: per body the resolution (A, FSC 0.143 of its half maps), the mean change of
-    its orientations (deg) and origins (px) since the last iteration, and the wall time (s)."""
+    its orientations (deg) and origins (px) since the last iteration, the HEALPix order searched
+    and the median angular spread of its posteriors (deg; NaN with best-sample poses); the wall time (s)."""
     iteration: int
     resolution_A: tuple
     mean_angle_change_deg: tuple
     mean_offset_change_px: tuple
     time_s: float
+    healpix_order: tuple = ()             # per body, the order searched
+    angle_sd_deg: tuple = ()              # per body, the median angular spread of the posteriors
 
 
 def _centred(volume, centre_px):
@@ -161,6 +174,8 @@ class MultiBodyRefine:
         self.half_maps = [None] * len(self.bodies)
         self._bps = [None] * len(self.bodies)
         self._maps: dict = {}             # joined body maps (centred) of the current iteration
+        self.orders = [self.healpix_order] * len(self.bodies)     # what each body searches next
+        self.stays = [False] * len(self.bodies)                   # bodies kept at their order
         self.converged = False
 
     # ------------------------------------------------------------------ poses
@@ -194,14 +209,15 @@ class MultiBodyRefine:
         return healpix_step_deg(self.final_healpix_order + self.sessions[0][0].settings.oversampling)
 
     def order_of(self, iteration: int) -> int:
-        """The HEALPix order searched in ``iteration`` (0-based): ``healpix_order`` while the search is
-        centred on the consensus, then one finer each iteration, up to the final."""
+        """The HEALPix order planned for ``iteration`` (0-based): ``healpix_order`` while the search is
+        centred on the consensus, then one finer each iteration, up to the final (a body whose
+        posteriors span the fine step stays below it: :attr:`orders`)."""
         return min(self.healpix_order + max(iteration - self.consensus_iterations + 1, 0), self.final_healpix_order)
 
     def _prepare(self, b: int, h: int) -> None:
         """Centre body ``b``'s search on half ``h`` for the coming iteration (see the module text)."""
         sess, imgs, body = self.sessions[b][h], self.images[b][h], self.bodies[b]
-        order = self.order_of(self.iteration)
+        order = self.orders[b]
         finer = order - self.healpix_order
         if self.iteration < self.consensus_iterations:
             sess.eulers = imgs.consensus_eulers.copy()
@@ -218,7 +234,7 @@ class MultiBodyRefine:
         t0 = time.perf_counter()
         B = len(self.bodies)
         before = [(self.body_eulers(b), self.body_origins_px(b)) for b in range(B)]
-        order = self.order_of(self.iteration)
+        searched = list(self.orders)
         others = [[[(projector_of(self.sessions[c][h].references[0], self.removal_masks[b][c]),
                      self.sessions[c][h].eulers.copy(),
                      self.images[c][h].original_origins_px(self.sessions[c][h].offsets_px))
@@ -249,17 +265,32 @@ class MultiBodyRefine:
             e0, o0 = before[b]
             dang.append(float(np.mean(angular_distance(e0, self.body_eulers(b)))))
             doff.append(float(np.mean(np.linalg.norm(self.body_origins_px(b) - o0, axis=1))))
+        spread = [self.angle_spread_deg(b) for b in range(B)]
         self.iteration += 1
+        planned = self.order_of(self.iteration)
+        oversampling = self.sessions[0][0].settings.oversampling
+        # one order finer (as planned) unless the posteriors already span the fine step just searched;
+        # a body that stayed once has reached the data's angular accuracy and stays
+        self.stays = [st or spread[b] >= healpix_step_deg(o + oversampling)
+                      for b, (st, o) in enumerate(zip(self.stays, searched))]
+        self.orders = [o if st else min(o + 1, planned) for st, o in zip(self.stays, searched)]
         it = MultiBodyIteration(self.iteration, tuple(float(r) for r in self.resolution_A), tuple(dang), tuple(doff),
-                                time.perf_counter() - t0)
+                                time.perf_counter() - t0, tuple(searched), tuple(spread))
         self.history.append(it)
         prev = self.history[-2].resolution_A if len(self.history) > 1 else None
         gained = prev is not None and any(r < 0.98 * p for r, p in zip(it.resolution_A, prev))
-        # the final order was searched, the poses moved by less than its step (what is left is the
+        # no body goes finer, the poses moved by less than each order's step (what is left is the
         # jitter of noisy particles between neighbouring samples) and no body gained 2 % resolution
-        self.converged = (self.iteration >= 2 and order == self.final_healpix_order
-                          and max(dang) < healpix_step_deg(order) and not gained)
+        self.converged = (self.iteration >= 2 and self.iteration > self.consensus_iterations
+                          and self.orders == searched and not gained
+                          and all(d < healpix_step_deg(o) for d, o in zip(dang, searched)))
         return it
+
+    def angle_spread_deg(self, b: int) -> float:
+        """Body ``b``'s median angular spread of its posteriors in the last E-step (deg, over both
+        halves' particles; NaN where poses were the most probable samples)."""
+        v = np.concatenate([s.angle_sd_deg for s in self.sessions[b]])
+        return float(np.median(v)) if np.isfinite(v).all() else float("nan")
 
     def run(self, max_iter: int = 8, progress: bool = True, callback=None, out_dir=None, prefix: str = "run"):
         """Iterate until converged or ``max_iter``; ``callback(self, iteration)`` after each.
