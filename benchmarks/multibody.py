@@ -23,8 +23,10 @@ particles at SNR 0.5 (a smoke run). Then, on the same files, run from the data f
    ``relion_flex_analyse --PCA_orient --write_pca_projections``;
 4. cryolab: :func:`cryolab.methods.multibody.multibody_refine` (first iteration HEALPix order 3 with
    adaptive oversampling 2 around the consensus: the same finest step, 1.875 deg, as RELION's order 4
-   with oversampling 1; then orders 4 and 5 around the last poses, finest 0.47 deg as RELION's last
-   iterations here; offsets 3/1 px, then halved; at most ``--iter`` iterations), :func:`~cryolab.methods.multibody.motion.body_motions` and
+   with oversampling 1; then up to orders 4 and 5 around the last poses, finest 0.47 deg as RELION's
+   last iterations here, a body going finer only while its posteriors are narrower than the step;
+   each body's pose the posterior mean; offsets 3/1 px, then halved; at most ``--iter``
+   iterations), :func:`~cryolab.methods.multibody.motion.body_motions` and
    :func:`~cryolab.methods.multibody.motion.motion_pca`.
 
 Printed for both programs: body 2's rotation relative to body 1 projected on the true hinge axis
@@ -61,7 +63,11 @@ Body-2 maps: the masked FSC against the true 40S stays above 0.5 to Nyquist for 
 consensus map's drops at shell 21.4). On a second machine of the same kind (later on 2026-12-07; details in
 docs/multibody.md): SNR 0.5 on idle cores RELION 286 s wall, 552 s CPU, cryolab 120-135 s, 204-233
 s (2.1-2.4x wall); SNR 0.1 (``--snr 0.1``) cryolab more accurate (MAE 2.215 vs 2.344 deg, first
-component |r| 0.907 vs 0.702) but ~3x slower (2,043 s vs 694 s wall at load 7-8).
+component |r| 0.907 vs 0.702) but ~3x slower (2,043 s vs 694 s wall at load 7-8). With posterior-mean
+poses and the sampling following the posteriors' width (end of 2026-12-07, RELION's multi-body runs
+repeated on idle cores): SNR 0.5 MAE 0.733 vs 0.705 deg, 170 vs 361 s wall (2.13x), 285 vs 701 s CPU;
+SNR 0.1 MAE 2.129 vs 2.344 deg, first component |r| 0.916 vs 0.702, 373 vs 257 s wall (0.69x),
+608 vs 497 s CPU.
 
 Usage: ``python -m benchmarks.multibody [--full] [--n N] [--snr S ...] [--iter 6] [--no-relion] [--keep DIR [--reuse]]``
 """
