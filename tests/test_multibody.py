@@ -261,13 +261,13 @@ def test_a_body_goes_finer_only_while_its_posteriors_are_narrower_than_the_step(
     mb = MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], half_maps=ratchet["halves"], healpix_order=2,
                          oversampling=1, offset_range_px=1, offset_step_px=1)
     monkeypatch.setattr(MultiBodyRefine, "angle_spread_deg", lambda self, b: spread_deg)
-    mb.run(4, progress=False)
+    mb.run(3, progress=False)
     orders = [h.healpix_order for h in mb.history]
-    if spread_deg == 0.0:               # narrower than any step: 2, 3, 4 as planned, then the final 4
-        assert orders[:3] == [(2, 2), (3, 3), (4, 4)] and mb.converged == (len(orders) < 4)
+    if spread_deg == 0.0:               # narrower than any step: 2, 3, 4 as planned (4: the final)
+        assert orders == [(2, 2), (3, 3), (4, 4)] and mb.orders == [4, 4] and mb.stays == [False, False]
     else:                               # wider than every step: order 2 throughout
-        assert all(o == (2, 2) for o in orders) and mb.orders == [2, 2]
-        assert mb.converged == (len(orders) < 4)
+        assert all(o == (2, 2) for o in orders) and mb.orders == [2, 2] and mb.stays == [True, True]
+        assert mb.converged == (len(orders) < 3)
         if mb.converged:
             assert all(d < 15.0 for d in mb.history[-1].mean_angle_change_deg)
 

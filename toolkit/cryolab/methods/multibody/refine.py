@@ -13,8 +13,8 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    origin (the first ``consensus_iterations``, default 1, do so). Each later iteration searches one
    HEALPix order finer (up to ``final_healpix_order``; a body whose posteriors already span the
    fine step stays at its order, see below) around the body's pose of the iteration before,
-   within 3 sigma of a Gaussian of the coarse step (RELION's local searches in auto-refinement), with offset range and step halved, while
-   the body's Gaussian prior about the consensus stays
+   within 3 sigma of a Gaussian of the coarse step (RELION's local searches in auto-refinement),
+   with offset range and step halved, while the body's Gaussian prior about the consensus stays
    (:meth:`~.images.BodyParticles.orientation_log_prior`), as RELION does; in every iteration
    a body's total rotation from the consensus stays within 3 sigma of that prior. Rotations are about
    the body's centre of mass; the body's mask multiplies its map before projection. A body's new
