@@ -42,6 +42,13 @@ def test_mean_orientation_is_the_chordal_mean():
     assert np.allclose(mean_orientation([[1.0, 1.0]], pair), [[10.0, 50.0, 4.0]], atol=1e-9)
 
 
+def test_pairwise_angles_equal_the_geodesic_distance():
+    from cryolab.geometry import pairwise_angles_deg, random_rotations
+    a, b = np.asarray(random_rotations(7, 1)), np.asarray(random_rotations(5, 2))
+    got = pairwise_angles_deg(euler_to_matrix(a[:, 0], a[:, 1], a[:, 2]), euler_to_matrix(b[:, 0], b[:, 1], b[:, 2]))
+    assert np.allclose(got, angular_distance(a[:, None, :], b[None, :, :]), atol=1e-6)
+
+
 def test_mean_orientation_of_widely_spread_orientations():
     """Spread orientations whose weighted sum has a negative determinant after the SVD (the
     reflection the projection onto rotations must undo): the chordal mean is still the minimum,

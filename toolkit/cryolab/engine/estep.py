@@ -24,7 +24,7 @@ import numpy as np
 
 from ..backend import get_xp, to_numpy
 from ..fourier import rfft_grid
-from ..geometry import euler_to_matrix, matrix_to_euler, nearest_rotation
+from ..geometry import euler_to_matrix, matrix_to_euler, nearest_rotation, pairwise_angles_deg
 
 __all__ = ["FourierPixels", "fourier_pixels", "gather", "scatter", "split_complex",
            "image_terms", "Scratch", "score", "normalise", "row_slices", "significant_mask", "block_maxima",
@@ -454,6 +454,5 @@ def mean_pose(w, wj, wt, classes, orients, trans, best_class):
     A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)                      # [J, 9]
     wj = wj.astype(xp.float64)
     R = nearest_rotation(wj @ A)                                                       # the chordal mean
-    cos = xp.clip((R.reshape(-1, 9) @ A.T - 1.0) / 2.0, -1.0, 1.0)                     # [b, J]: trace(R^T A_j)
-    spread = xp.sqrt((wj * xp.degrees(xp.arccos(cos)) ** 2).sum(axis=1) / wj.sum(axis=1) / 3.0)
+    spread = xp.sqrt((wj * pairwise_angles_deg(R, A) ** 2).sum(axis=1) / wj.sum(axis=1) / 3.0)
     return to_numpy(xp.stack(matrix_to_euler(R), axis=-1)), to_numpy(offset), to_numpy(spread)

@@ -19,14 +19,14 @@ point-group operators, angular distances and local-search neighbourhoods.
 from __future__ import annotations
 
 from .distances import (angular_distance, direction_distance, local_sampling, mean_orientation,
-                        nearest_rotation, orientation_prior_weights)
+                        nearest_rotation, orientation_prior_weights, pairwise_angles_deg)
 from .euler import euler_to_direction, euler_to_matrix, matrix_to_euler, random_rotations
 from .healpix import healpix_directions, healpix_pix2ang, healpix_sampling, healpix_step_deg, psi_angles
 from .symmetry import is_c1, symmetry_operators
 
 __all__ = [
     "euler_to_matrix", "matrix_to_euler", "euler_to_direction", "random_rotations",
-    "symmetry_operators", "is_c1", "angular_distance", "direction_distance", "local_sampling", "mean_orientation", "nearest_rotation",
-    "orientation_prior_weights", "healpix_step_deg", "healpix_pix2ang",
-    "healpix_directions", "healpix_sampling", "psi_angles",
+    "symmetry_operators", "is_c1", "angular_distance", "direction_distance", "local_sampling",
+    "mean_orientation", "nearest_rotation", "pairwise_angles_deg", "orientation_prior_weights",
+    "healpix_step_deg", "healpix_pix2ang", "healpix_directions", "healpix_sampling", "psi_angles",
 ]

@@ -12,7 +12,7 @@ from .euler import _eulers, euler_to_direction, euler_to_matrix, matrix_to_euler
 from .symmetry import _ops_on
 
 __all__ = ["angular_distance", "direction_distance", "local_sampling", "mean_orientation",
-           "nearest_rotation", "orientation_prior_weights"]
+           "nearest_rotation", "orientation_prior_weights", "pairwise_angles_deg"]
 
 
 def _rotation_angle_deg(M):
@@ -82,6 +82,16 @@ def mean_orientation(weights, eulers):
     w = xp.asarray(weights, dtype=xp.float64)
     A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2])
     return xp.stack(matrix_to_euler(nearest_rotation(w @ A.reshape(-1, 9))), axis=-1)
+
+
+def pairwise_angles_deg(A, B):
+    """Angles (deg) of the rotations ``A_i^T B_j`` ``[n, m]`` between every rotation matrix of ``A``
+    ``[n, 3, 3]`` and every one of ``B`` ``[m, 3, 3]`` (or ``[n, 9]``, ``[m, 9]``), from one
+    product: ``trace(A_i^T B_j) = 1 + 2 cos(theta)``. No symmetry; for the small angles of local
+    searches (near 0 the arc cosine resolves ~1e-6 deg in double precision)."""
+    xp = get_xp(A, B)
+    cos = xp.clip((A.reshape(-1, 9) @ B.reshape(-1, 9).T - 1.0) / 2.0, -1.0, 1.0)
+    return xp.degrees(xp.arccos(cos))
 
 
 def nearest_rotation(M):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...engine.forward import residual_images
-from ...geometry import euler_to_matrix
+from ...geometry import euler_to_matrix, pairwise_angles_deg
 from ...engine.subtracted import particle_poses
 from ...errors import CryolabInputError
 from ...io import ParticleStack
@@ -81,10 +81,8 @@ class BodyParticles(ParticleStack):
         if self.prior_sigma_deg is None and self.window_deg is None:
             return 0.0
         e, o = self.consensus_eulers[np.asarray(rows)], np.asarray(orients, float)
-        A = euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 9)
-        R = euler_to_matrix(o[:, 0], o[:, 1], o[:, 2]).reshape(-1, 9)
-        cos = np.clip((A @ R.T - 1.0) / 2.0, -1.0, 1.0)          # trace(A_i^T R_j) = 1 + 2 cos(theta)
-        theta = np.degrees(np.arccos(cos))
+        theta = pairwise_angles_deg(euler_to_matrix(e[:, 0], e[:, 1], e[:, 2]),
+                                    euler_to_matrix(o[:, 0], o[:, 1], o[:, 2]))
         lp = np.zeros_like(theta) if self.prior_sigma_deg is None else -0.5 * (theta / self.prior_sigma_deg) ** 2
         return lp if self.window_deg is None else np.where(theta > self.window_deg, OUTSIDE_LOG_PRIOR, lp)
 
