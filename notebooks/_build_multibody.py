@@ -46,6 +46,7 @@ NB13 = [
     code(SETUP + """
     import tempfile
     from pathlib import Path
+    from cryolab.geometry import healpix_step_deg
     from cryolab.fourier import fourier_crop
     from cryolab.io import ParticleStack
     from cryolab.methods import refine
@@ -114,9 +115,15 @@ NB13 = [
 
     `MultiBodyRefine` holds, per body and half-set, a Session on that body's subtracted and
     re-centred images. Each `step()` is one iteration for all bodies: the first searches around
-    the consensus pose, each later one a HEALPix order finer around the body's last pose (as
-    RELION narrows its local searches), the prior on the body's rotation still centred on the
-    consensus. A particle's posterior for one body is a Session posterior like any other.
+    the consensus pose, later ones around the body's last pose, the prior on the body's rotation
+    still centred on the consensus. A particle's posterior for one body is a Session posterior
+    like any other, and its new pose is the posterior mean.
+
+    How fine to search follows the data: each iteration measures, per body, the median angular
+    spread of the particles' posteriors. While it is smaller than the step just searched (the
+    posteriors fit between grid points, so a finer grid can still tell the poses apart), the
+    body goes one HEALPix order finer; once it is not, the body stays at its order (a small
+    body in noisy images usually stops earlier than a large one).
     """),
     code("""
     mb = MultiBodyRefine(stack, consensus, bodies, half_maps=halves, healpix_order=3, oversampling=1 if QUICK else 2,
@@ -127,6 +134,10 @@ NB13 = [
         it = mb.step()
         print(f"iteration {it.iteration}: resolution per body {np.round(it.resolution_A, 1)} A, mean change "
               f"{np.round(it.mean_angle_change_deg, 2)} deg, {it.time_s:.0f} s")
+        for b, (order, spread) in enumerate(zip(it.healpix_order, it.angle_sd_deg)):
+            step = healpix_step_deg(order + mb.sessions[b][0].settings.oversampling)
+            print(f"    body {b + 1}: HEALPix order {order} (finest step {step:.2f} deg), "
+                  f"median posterior spread {spread:.2f} deg -> next order {mb.orders[b]}")
         if mb.converged:
             break
     post = mb.sessions[1][0].posterior(0)
