@@ -16,6 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from cryolab.engine.processes import can_fork
 from cryolab.errors import CryolabInputError
 from cryolab.fourier import fourier_crop
 from cryolab.io import ParticleStack, read_mrc
@@ -291,24 +292,39 @@ def test_search_schedule_and_its_bad_values(ratchet):
         MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], threads=0, **kw)
 
 
-def test_threads_give_the_same_refinement(ratchet):
+@pytest.mark.parametrize("parallel", ["threads", pytest.param("processes", marks=pytest.mark.skipif(
+    not can_fork(), reason="worker processes need os.fork (Linux, BSD)"))])
+def test_side_by_side_e_steps_give_the_same_refinement(ratchet, parallel):
     """The four (body, half-set) E-steps of an iteration run side by side with ``threads=2``
-    (each on one BLAS thread): poses identical to the one-thread run (whose GEMMs may use several
-    BLAS threads), body maps equal to float32 rounding (with default BLAS threads on two cores
-    measured 3.6e-7 at most, 1e-6 allowed: 3x; bit for bit when BLAS has one thread)."""
+    (each on one BLAS thread), in threads or in worker processes: poses identical to the
+    one-thread run (whose GEMMs may use several BLAS threads), the same spreads, body maps equal
+    to float32 rounding (with default BLAS threads on two cores measured 3.6e-7 at most, 1e-6
+    allowed: 3x; bit for bit when BLAS has one thread)."""
     sub = ratchet["stack"].subset(np.arange(60))
     runs = []
     for threads in (1, 2):
         mb = MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], half_maps=ratchet["halves"],
-                             healpix_order=2, oversampling=1, offset_range_px=2, offset_step_px=1, threads=threads)
+                             healpix_order=2, oversampling=1, offset_range_px=2, offset_step_px=1, threads=threads,
+                             parallel=parallel)
         mb.run(2, progress=False)
         runs.append(mb)
     a, b = runs
+    assert b._processes() == (parallel == "processes")
     for body in range(2):
         np.testing.assert_array_equal(a.body_eulers(body), b.body_eulers(body))
         np.testing.assert_array_equal(a.body_origins_px(body), b.body_origins_px(body))
         np.testing.assert_allclose(b.body_map(body), a.body_map(body), rtol=0, atol=1e-6)
+        assert a.angle_spread_deg(body) == b.angle_spread_deg(body)
+        for h in range(2):
+            np.testing.assert_array_equal(a.sessions[body][h].pmax, b.sessions[body][h].pmax)
+    assert [h.healpix_order for h in a.history] == [h.healpix_order for h in b.history]
     assert np.abs(a.body_eulers(1) - a.consensus_eulers).max() > 0      # the bodies did move
+
+
+def test_bad_parallel_value(ratchet):
+    sub = ratchet["stack"].subset(np.arange(40))
+    with pytest.raises(CryolabInputError, match="parallel"):
+        MultiBodyRefine(sub, ratchet["consensus"], ratchet["bodies"], half_maps=ratchet["halves"], parallel="mpi")
 
 
 def test_components_maps_and_selection(ratchet, refined):

@@ -128,7 +128,8 @@ def register(sub) -> None:
     p.add_argument("--consensus_iterations", type=positive_int, default=1,
                    help="iterations that search about the consensus pose before the finer ones (default 1)")
     p.add_argument("--j", type=positive_int, default=1,
-                   help="threads: the (body, half-set) E-steps of an iteration run side by side (default 1)")
+                   help="CPU cores: the (body, half-set) E-steps of an iteration run side by side, in worker processes "
+                   "where the system can fork, else in threads (default 1)")
     p.add_argument("--oversampling", type=int, default=2,
                    help="adaptive oversampling orders of the fine pass (default 2: 1.875 deg, the finest step of RELION's "
                    "--healpix_order 4 --oversampling 1)")

@@ -14,7 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["cpu_workers", "in_threads", "one_blas_thread", "pool_size", "ranges"]
+__all__ = ["cpu_workers", "in_threads", "mark_worker_process", "one_blas_thread", "pool_size", "ranges"]
+
+_WORKER_PROCESS = False       # set in a worker process of :mod:`.processes`, which shares the cores with others
+
+
+def mark_worker_process() -> None:
+    """Declare this process one of several side by side (:func:`cryolab.engine.processes.forked_map`):
+    :func:`cpu_workers` is then 1 (and no thread pool made in the parent before the fork is used)."""
+    global _WORKER_PROCESS
+    _WORKER_PROCESS = True
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,12 +39,14 @@ def _blas_controller():
 def cpu_workers(xp=np) -> int:
     """Threads for the E-step's loops: on NumPy (``xp``) the size of the BLAS thread pool (1 under
     ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread; 1 on a GPU,
-    without threadpoolctl, or when called from a thread other than the main one (e.g. multi-body's
-    side-by-side E-steps: the one-BLAS-thread limit is process-wide, and contexts entered and left
-    from several threads at once would leave other threads' GEMMs on a changing number of BLAS
-    threads, whose float rounding differs). Small GEMMs (inner sizes 20-70) scale better split by images or columns
-    than inside BLAS, whose threads also spin-wait when the cores are shared."""
-    if xp is not np or _blas_controller() is None or threading.current_thread() is not threading.main_thread():
+    without threadpoolctl, in a worker process of :mod:`.processes`, or when called from a thread
+    other than the main one (e.g. multi-body's side-by-side E-steps: the one-BLAS-thread limit is
+    process-wide, and contexts entered and left from several threads at once would leave other
+    threads' GEMMs on a changing number of BLAS threads, whose float rounding differs). Small GEMMs
+    (inner sizes 20-70) scale better split by images or columns than inside BLAS, whose threads
+    also spin-wait when the cores are shared."""
+    if (xp is not np or _WORKER_PROCESS or _blas_controller() is None
+            or threading.current_thread() is not threading.main_thread()):
         return 1
     return pool_size()
 

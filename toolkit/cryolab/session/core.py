@@ -222,6 +222,18 @@ class Session:
         nearest = np.argmax(euler_to_direction(self.eulers[:, 0], self.eulers[:, 1]) @ grid.T, axis=1)
         return np.lexsort((np.mod(self.eulers[:, 2], 360.0), nearest)), min(size, 16)
 
+    #: the attributes an E-step sets (see :meth:`estep_state`)
+    ESTEP_STATE = ("classes", "eulers", "offsets_px", "pmax", "n_significant", "loglik", "class_posterior",
+                   "top_samples", "angle_sd_deg", "sums", "sums_pixels", "last_estep_s", "_changes")
+
+    def estep_state(self) -> dict:
+        """What the last E-step set, for a copy of this session to take over (:meth:`set_estep_state`)."""
+        return {k: getattr(self, k) for k in self.ESTEP_STATE}
+
+    def set_estep_state(self, state: dict) -> None:
+        for k in self.ESTEP_STATE:
+            setattr(self, k, state[k])
+
     def estep_inputs(self, pix=None):
         """The plain inputs (:class:`cryolab.engine.driver.EStepInputs`) of the coming E-step."""
         pix = fourier_pixels(self.n, self.max_shell, self.xp) if pix is None else pix

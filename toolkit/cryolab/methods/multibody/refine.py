@@ -26,8 +26,10 @@ maps on the data's grey scale) and two or more bodies (:mod:`.bodies`), every it
    the body's mask; the next E-step's frequency limit follows the unmasked FSC.
 
 With ``threads > 1`` the E-steps of step 2 (one per body and half-set, independent) run side by
-side in threads, each on one BLAS thread; the poses are the same as with one, the maps equal to
-float32 rounding (bit for bit when BLAS has one thread).
+side, each on one BLAS thread: in forked worker processes (``parallel="auto"`` on NumPy where
+``os.fork`` exists, or ``"processes"``; :mod:`cryolab.engine.processes`), else in threads. The
+poses are the same as with one, the maps equal to float32 rounding (bit for bit when BLAS has
+one thread).
 
 With posterior-mean poses (``pose_estimate="mean"``, the default) the sampling follows the data:
 a body goes one order finer only while the median angular spread of its posteriors
@@ -58,6 +60,7 @@ import numpy as np
 from ...backend import to_numpy
 from ...errors import CryolabInputError
 from ...engine.forward import projector_of
+from ...engine.processes import can_fork, forked_map
 from ...engine.threads import one_blas_thread
 from ...fourier import phase_shift
 from ...geometry import angular_distance, healpix_step_deg
@@ -121,7 +124,7 @@ class MultiBodyRefine:
                  oversampling: int = 2, offset_range_px: float = 3.0, offset_step_px: float = 1.0,
                  join_halves_A: float = 40.0, seed: int = 0, ctf: bool = True, scale: float = 1.0,
                  final_healpix_order: int | None = None, consensus_iterations: int = 1, threads: int = 1,
-                 solvent_correct_fsc: bool = True, pose_estimate: str = "mean", **kw):
+                 solvent_correct_fsc: bool = True, pose_estimate: str = "mean", parallel: str = "auto", **kw):
         stack = particles if isinstance(particles, ParticleStack) else ParticleStack.from_star(particles)
         self.particles, self.bodies = stack, list(bodies)
         n, px = stack.box_size, float(stack.pixel_size_A)
@@ -137,6 +140,10 @@ class MultiBodyRefine:
                 raise CryolabInputError(f"{name} must be at least 1, got {value}", field=name)
         self.consensus_iterations = int(consensus_iterations)
         self.threads = int(threads)       # the (body, half-set) E-steps of an iteration run side by side
+        if parallel not in ("auto", "processes", "threads") or (parallel == "processes" and not can_fork()):
+            raise CryolabInputError(f"parallel must be 'auto', 'threads' or 'processes' (where os.fork exists), "
+                                    f"got {parallel!r}", field="parallel")
+        self.parallel = parallel
         self.solvent_correct_fsc = bool(solvent_correct_fsc)
         reference = np.asarray(reference, np.float32)
         self.reference = reference
@@ -239,18 +246,32 @@ class MultiBodyRefine:
                      self.sessions[c][h].eulers.copy(),
                      self.images[c][h].original_origins_px(self.sessions[c][h].offsets_px))
                     for c in range(B) if c != b] for h in range(2)] for b in range(B)]
-        def estep(bh):
-            b, h = bh
+        jobs = [(b, h) for b in range(B) for h in range(2)]
+        for b, h in jobs:
             self.images[b][h].others = others[b][h]
             self._prepare(b, h)
-            self.sessions[b][h].estep(progress=progress and self.threads == 1)
-            return self.sessions[b][h].sums is not None
 
-        jobs = [(b, h) for b in range(B) for h in range(2)]
-        if self.threads > 1:      # independent sessions; NumPy and BLAS release the GIL in the heavy parts
+        def estep(bh):
+            sess = self.sessions[bh[0]][bh[1]]
+            sess.estep(progress=progress and self.threads == 1)
+            return sess.sums is not None
+
+        def estep_state(bh):       # in a worker process: what the parent's session takes over
+            return self.sessions[bh[0]][bh[1]].estep_state() if estep(bh) else None
+
+        workers = min(self.threads, len(jobs))
+        if workers > 1:
             # one BLAS thread each (BLAS's own threads would spin-wait beside the side-by-side E-steps)
-            with one_blas_thread(self.threads), ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:
-                done = list(pool.map(estep, jobs))
+            with one_blas_thread(workers):
+                if self._processes():
+                    states = forked_map(estep_state, jobs, workers)
+                    for (b, h), state in zip(jobs, states):
+                        if state is not None:
+                            self.sessions[b][h].set_estep_state(state)
+                    done = [state is not None for state in states]
+                else:             # NumPy and BLAS release the GIL in the heavy parts
+                    with ThreadPoolExecutor(workers) as pool:
+                        done = list(pool.map(estep, jobs))
         else:
             done = [estep(bh) for bh in jobs]
         if not all(done):
@@ -285,6 +306,12 @@ class MultiBodyRefine:
                           and self.orders == searched and not gained
                           and all(d < healpix_step_deg(o) for d, o in zip(dang, searched)))
         return it
+
+    def _processes(self) -> bool:
+        """Side-by-side E-steps in worker processes (``parallel``; "auto": on NumPy where fork exists)."""
+        if self.parallel == "auto":
+            return can_fork() and self.sessions[0][0].xp is np
+        return self.parallel == "processes"
 
     def angle_spread_deg(self, b: int) -> float:
         """Body ``b``'s median angular spread of its posteriors in the last E-step (deg, over both

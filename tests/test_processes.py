@@ -1,0 +1,62 @@
+"""cryolab.engine.processes: jobs in forked worker processes give what the same calls give here."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from cryolab.engine import threads
+from cryolab.engine.processes import WorkerError, can_fork, forked_map
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need os.fork (Linux, BSD)")
+
+STATE = {"calls": 0}
+
+
+def _job(seed):
+    """Changes this process's state (a child's change stays in the child) and returns arrays."""
+    STATE["calls"] += 1
+    rng = np.random.default_rng(seed)
+    return seed, rng.standard_normal((200, 300)).astype(np.float32), STATE["calls"], os.getpid()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_results_in_job_order_equal_the_calls_here(workers):
+    seeds = [3, 1, 4, 1, 5, 9, 2]
+    got = forked_map(_job, seeds, workers)
+    assert STATE["calls"] == 0                                   # the children's changes stayed there
+    for seed, (s, a, calls, pid) in zip(seeds, got):
+        assert s == seed and calls == 1 and pid != os.getpid()
+        np.testing.assert_array_equal(a, np.random.default_rng(seed).standard_normal((200, 300)).astype(np.float32))
+    assert len({pid for *_, pid in got}) == len(seeds)          # one process a job
+    assert forked_map(_job, [], workers) == []
+
+
+def _fails(x):
+    if x == 2:
+        raise ValueError(f"no good value: {x}")
+    return x
+
+
+def _dies(x):
+    if x == 1:
+        os._exit(3)                    # ends without a result, as a process killed for its memory
+    return x
+
+
+def test_a_failing_job_raises_with_the_workers_traceback():
+    with pytest.raises(WorkerError, match=r"job 2 failed(.|\n)*ValueError: no good value: 2"):
+        forked_map(_fails, [0, 1, 2, 3], 2)
+    with pytest.raises(WorkerError, match="job 1: the worker process ended without a result .status 3"):
+        forked_map(_dies, [0, 1, 2], 2)
+
+
+def _cpu_workers(_):
+    return threads.cpu_workers()
+
+
+def test_a_worker_runs_its_loops_on_one_thread():
+    """Workers share the cores: cryolab's own thread pool (made in the parent, whose threads a fork
+    does not copy) is not used there."""
+    assert forked_map(_cpu_workers, [0, 1], 2) == [1, 1]
