@@ -25,6 +25,7 @@ from cryolab.methods.multibody import (Body, MultiBodyRefine, check_bodies, part
 from cryolab.methods.multibody.motion import (body_motions, component_maps, motion_pca, rotation_matrices,
                                               rotation_vectors, select_by_component)
 from cryolab.methods.multibody.result import MultiBodyResult
+from cryolab.methods.stepping import uses_processes
 from cryolab.reconstruction import reconstruct_stack
 from cryolab.simulate import simulate_hinge
 from cryolab.simulate.hinge import rotation_about
@@ -309,7 +310,7 @@ def test_side_by_side_e_steps_give_the_same_refinement(ratchet, parallel):
         mb.run(2, progress=False)
         runs.append(mb)
     a, b = runs
-    assert b._processes() == (parallel == "processes")
+    assert uses_processes(b.parallel, b.sessions[0][0].xp) == (parallel == "processes")
     for body in range(2):
         np.testing.assert_array_equal(a.body_eulers(body), b.body_eulers(body))
         np.testing.assert_array_equal(a.body_origins_px(body), b.body_origins_px(body))

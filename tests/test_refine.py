@@ -6,6 +6,7 @@ import pytest
 
 from cryolab.data import load_demo
 from cryolab.fourier import rescale
+from cryolab.engine.processes import can_fork
 from cryolab.geometry import angular_distance
 from cryolab.io import read_mrc, read_particles, read_star
 from cryolab.methods import refine
@@ -86,3 +87,29 @@ def test_refine_resumes_from_its_checkpoint(refined):
     assert done.converged and done.map is not None and np.allclose(done.map, r.map, atol=1e-6)
     done.run(r.iteration + 5, progress=False)
     assert done.iteration == r.iteration            # nothing left to do
+
+
+@pytest.mark.skipif(not can_fork(), reason="worker processes need os.fork (Linux, BSD)")
+def test_halves_side_by_side_give_the_same_refinement(refined):
+    """The halves' E-steps in two worker processes (``parallel="processes"``) or one after the other
+    in this process (``"threads"``): the same poses after three iterations, maps equal to float32
+    rounding (BLAS may use a different number of threads in each)."""
+    from cryolab.io import ParticleStack
+    from cryolab.methods.refine import AutoRefine
+    _, sim, vol, _ = refined
+    stack = ParticleStack.from_star(sim.star_path).subset(np.arange(120))
+    runs = []
+    for parallel in ("threads", "processes"):
+        r = AutoRefine(stack, vol, ini_high_A=60, healpix_order=1, offset_range_px=3, offset_step_px=1,
+                       local_healpix_order=3, max_healpix_order=3, parallel=parallel)
+        for _ in range(3):
+            r.step()
+        runs.append(r)
+    a, b = runs
+    np.testing.assert_array_equal(a.eulers, b.eulers)
+    np.testing.assert_array_equal(a.offsets_px, b.offsets_px)
+    assert [h.resolution_A for h in a.history] == pytest.approx([h.resolution_A for h in b.history], rel=1e-6)
+    for ha, hb in zip(a.halves, b.halves):
+        np.testing.assert_allclose(hb.references, ha.references, rtol=0, atol=1e-5 * np.abs(ha.references).max())
+        np.testing.assert_array_equal(ha.pmax > 0, hb.pmax > 0)
+    assert angular_distance(a.eulers, sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()[:120]).mean() < 20

@@ -16,14 +16,16 @@ import numpy as np
 
 __all__ = ["cpu_workers", "in_threads", "mark_worker_process", "one_blas_thread", "pool_size", "ranges"]
 
-_WORKER_PROCESS = False       # set in a worker process of :mod:`.processes`, which shares the cores with others
+_WORKER_THREADS = 0           # in a worker process of :mod:`.processes`: its share of the cores
 
 
-def mark_worker_process() -> None:
-    """Declare this process one of several side by side (:func:`cryolab.engine.processes.forked_map`):
-    :func:`cpu_workers` is then 1 (and no thread pool made in the parent before the fork is used)."""
-    global _WORKER_PROCESS
-    _WORKER_PROCESS = True
+def mark_worker_process(threads: int = 1) -> None:
+    """Declare this process one of several side by side (:func:`cryolab.engine.processes.forked_map`)
+    with ``threads`` cores of its own: :func:`cpu_workers` is then at most that, in a thread pool
+    made here (the parent's, copied by the fork without its threads, is dropped)."""
+    global _WORKER_THREADS
+    _WORKER_THREADS = max(1, int(threads))
+    _executor.cache_clear()
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,16 +41,15 @@ def _blas_controller():
 def cpu_workers(xp=np) -> int:
     """Threads for the E-step's loops: on NumPy (``xp``) the size of the BLAS thread pool (1 under
     ``OMP_NUM_THREADS=1``), each thread then running its GEMMs on one BLAS thread; 1 on a GPU,
-    without threadpoolctl, in a worker process of :mod:`.processes`, or when called from a thread
+    without threadpoolctl, at most a worker process's share (:func:`mark_worker_process`), or when called from a thread
     other than the main one (e.g. multi-body's side-by-side E-steps: the one-BLAS-thread limit is
     process-wide, and contexts entered and left from several threads at once would leave other
     threads' GEMMs on a changing number of BLAS threads, whose float rounding differs). Small GEMMs
     (inner sizes 20-70) scale better split by images or columns than inside BLAS, whose threads
     also spin-wait when the cores are shared."""
-    if (xp is not np or _WORKER_PROCESS or _blas_controller() is None
-            or threading.current_thread() is not threading.main_thread()):
+    if xp is not np or _blas_controller() is None or threading.current_thread() is not threading.main_thread():
         return 1
-    return pool_size()
+    return min(pool_size(), _WORKER_THREADS) if _WORKER_THREADS else pool_size()
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,11 +66,11 @@ def _executor():
     return ThreadPoolExecutor(max(1, pool_size() - 1), thread_name_prefix="cryolab-estep")
 
 
-def one_blas_thread(workers: int):
-    """A context with BLAS on one thread when ``workers > 1`` threads of ours share the cores (BLAS's own
-    threads would spin-wait beside them), else nothing."""
+def one_blas_thread(workers: int, threads: int = 1):
+    """A context with BLAS on ``threads`` threads when ``workers > 1`` threads or processes of ours share
+    the cores (BLAS's own threads would spin-wait beside them), else nothing."""
     ctl = _blas_controller() if workers > 1 else None
-    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=max(1, int(threads)), user_api="blas")
 
 
 def in_threads(fn, parts, workers: int):

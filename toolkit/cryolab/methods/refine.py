@@ -19,6 +19,10 @@ resolution); from ``local_healpix_order`` on, searches are local (``sigma_ang`` 
 fine angular step). Converged = fine enough sampling and both counters reached: one last
 iteration uses all frequencies, the halves give the final FSC and resolution, and the
 average is post-processed (:func:`cryolab.validation.postprocess`).
+
+The two halves' E-steps run side by side in forked worker processes, half the cores each
+(``parallel="auto"`` on NumPy where ``os.fork`` exists and BLAS has more than one thread; see
+:func:`cryolab.methods.stepping.estep_side_by_side`), else one after the other; the same poses.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..backend import to_numpy
+from ..engine.threads import pool_size
 from ..fourier import lowpass
 from ..geometry import healpix_step_deg
 from ..reconstruction import tau2_from_fsc
@@ -37,6 +42,7 @@ from ..session import Session, Settings
 from ..settings import method_settings
 from ..validation import (fsc, masked_fsc, postprocess, random_halves, resolution_at, resolution_shell_at,
                           soft_sphere_mask)
+from .stepping import check_parallel, estep_side_by_side, uses_processes
 
 __all__ = ["refine", "AutoRefine", "RefineIteration", "halves_fsc", "halves_mstep", "joined_map",
            "next_max_shell"]
@@ -142,7 +148,7 @@ class AutoRefine:
                  offset_range_px: float = 5.0, offset_step_px: float = 1.0, sym: str = "C1",
                  particle_diameter_A: float | None = None, ctf: bool = True, seed: int = 0,
                  oversampling: int = 1, local_healpix_order: int = 4, join_halves_A: float = 40.0,
-                 firstiter_cc: bool = True, max_healpix_order: int = 8, **kw):
+                 firstiter_cc: bool = True, max_healpix_order: int = 8, parallel: str = "auto", **kw):
         from ..io import ParticleStack
         if not isinstance(particles, ParticleStack):
             particles = ParticleStack.from_star(particles)
@@ -159,6 +165,7 @@ class AutoRefine:
                                    **kw)
         self.halves = [Session(particles.subset(r), settings, references=ref[None]) for r in self.rows]
         self.sym, self.join_halves_A = sym, join_halves_A
+        self.parallel = check_parallel(parallel)
         self.local_healpix_order, self.max_healpix_order = local_healpix_order, max_healpix_order
         self.diameter_A = self.halves[0].particle_diameter_A
         self.history: list[RefineIteration] = []
@@ -209,10 +216,10 @@ class AutoRefine:
         if final:
             for h in self.halves:
                 h.max_shell = h.shell_limit()          # the last iteration uses all frequencies
-        for h in self.halves:
-            h.estep(progress=progress)
-            if h.sums is None:
-                raise InterruptedError("stopped during the E-step")
+        # the halves side by side in worker processes, half the cores each; in this process one after the other
+        side = uses_processes(self.parallel, self.halves[0].xp) and (self.parallel == "processes" or pool_size() > 1)
+        if not estep_side_by_side(self.halves, 2 if side else 1, self.parallel, max(1, pool_size() // 2), progress):
+            raise InterruptedError("stopped during the E-step")
         curve, res, unfil, bps = halves_mstep(self.halves, self.sym, self.join_halves_A)
         s = self.settings
         changes = [h.history[-1] for h in self.halves]
@@ -362,6 +369,7 @@ class AutoRefine:
             raise CryolabInputError("not an auto-refine checkpoint (a Session's: use Session.resume)",
                                     path=f"{stem}_optimiser.json")
         r = cls.__new__(cls)
+        r.parallel = "auto"                    # how this machine runs the halves: not part of the checkpoint
         r.particles = ParticleStack.from_star(state["particles_star"])
         r.n, r.pixel_size_A = r.particles.box_size, float(r.particles.pixel_size_A)
         r.subset = random_halves(len(r.particles), state["seed"])

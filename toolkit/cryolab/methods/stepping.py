@@ -1,7 +1,62 @@
-"""The loop every steppable method shares: step until done, a progress bar, a callback, files."""
+"""What steppable methods share: step until done (a progress bar, a callback, files), and the
+E-steps of independent Sessions side by side."""
 from __future__ import annotations
 
-__all__ = ["run_steps"]
+from concurrent.futures import ThreadPoolExecutor
+
+from ..engine.processes import can_fork, forked_map
+from ..engine.threads import one_blas_thread
+from ..errors import CryolabInputError
+
+__all__ = ["check_parallel", "estep_side_by_side", "run_steps", "uses_processes"]
+
+PARALLEL = ("auto", "processes", "threads")
+
+
+def check_parallel(parallel: str) -> str:
+    """``parallel`` checked: "auto", "threads" or "processes" (where ``os.fork`` exists)."""
+    if parallel not in PARALLEL or (parallel == "processes" and not can_fork()):
+        raise CryolabInputError(f"parallel must be 'auto', 'threads' or 'processes' (where os.fork exists), "
+                                f"got {parallel!r}", field="parallel")
+    return parallel
+
+
+def uses_processes(parallel: str, xp) -> bool:
+    """Side-by-side E-steps in worker processes: "processes", or "auto" on NumPy (``xp``) where fork exists."""
+    import numpy as np
+    return parallel == "processes" or (parallel == "auto" and can_fork() and xp is np)
+
+
+def estep_side_by_side(sessions, workers: int, parallel: str = "auto", threads_each: int = 1,
+                       progress: bool = False) -> bool:
+    """The E-steps of independent ``sessions`` (each set up for it), ``workers`` at a time, each on
+    ``threads_each`` BLAS threads: in forked worker processes where :func:`uses_processes` (each
+    session then takes over its copy's :meth:`~cryolab.session.Session.estep_state`), else in
+    threads; with one worker one after the other (with ``progress`` bars). The same results as
+    one after the other to float32 rounding (bit for bit when BLAS has one thread). Returns whether
+    every E-step completed (False: one was stopped)."""
+    sessions = list(sessions)
+    workers = min(int(workers), len(sessions))
+    if workers <= 1:
+        for s in sessions:
+            s.estep(progress=progress)
+        return all(s.sums is not None for s in sessions)
+
+    def estep(i):
+        sessions[i].estep()
+        return sessions[i].sums is not None
+
+    jobs = range(len(sessions))
+    with one_blas_thread(workers, threads_each):
+        if uses_processes(parallel, sessions[0].xp):
+            states = forked_map(lambda i: sessions[i].estep_state() if estep(i) else None, jobs, workers,
+                                threads_each)
+            for s, state in zip(sessions, states):
+                if state is not None:
+                    s.set_estep_state(state)
+            return all(state is not None for state in states)
+        with ThreadPoolExecutor(workers) as pool:           # NumPy and BLAS release the GIL in the heavy parts
+            return all(pool.map(estep, jobs))
 
 
 def run_steps(method, total: int, keep_going, *, desc: str, unit: str, postfix=None, progress: bool = True,

@@ -51,7 +51,6 @@ back in the consensus frame.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,8 +59,6 @@ import numpy as np
 from ...backend import to_numpy
 from ...errors import CryolabInputError
 from ...engine.forward import projector_of
-from ...engine.processes import can_fork, forked_map
-from ...engine.threads import one_blas_thread
 from ...fourier import phase_shift
 from ...geometry import angular_distance, healpix_step_deg
 from ...io import ParticleStack
@@ -69,6 +66,7 @@ from ...session import Session
 from ...settings import method_settings
 from ...validation import fsc, random_halves, resolution_at
 from ..refine import halves_mstep, joined_map, next_max_shell
+from ..stepping import check_parallel, estep_side_by_side
 from .bodies import Body, check_bodies
 from .images import BodyParticles
 
@@ -140,10 +138,7 @@ class MultiBodyRefine:
                 raise CryolabInputError(f"{name} must be at least 1, got {value}", field=name)
         self.consensus_iterations = int(consensus_iterations)
         self.threads = int(threads)       # the (body, half-set) E-steps of an iteration run side by side
-        if parallel not in ("auto", "processes", "threads") or (parallel == "processes" and not can_fork()):
-            raise CryolabInputError(f"parallel must be 'auto', 'threads' or 'processes' (where os.fork exists), "
-                                    f"got {parallel!r}", field="parallel")
-        self.parallel = parallel
+        self.parallel = check_parallel(parallel)
         self.solvent_correct_fsc = bool(solvent_correct_fsc)
         reference = np.asarray(reference, np.float32)
         self.reference = reference
@@ -251,30 +246,9 @@ class MultiBodyRefine:
             self.images[b][h].others = others[b][h]
             self._prepare(b, h)
 
-        def estep(bh):
-            sess = self.sessions[bh[0]][bh[1]]
-            sess.estep(progress=progress and self.threads == 1)
-            return sess.sums is not None
-
-        def estep_state(bh):       # in a worker process: what the parent's session takes over
-            return self.sessions[bh[0]][bh[1]].estep_state() if estep(bh) else None
-
-        workers = min(self.threads, len(jobs))
-        if workers > 1:
-            # one BLAS thread each (BLAS's own threads would spin-wait beside the side-by-side E-steps)
-            with one_blas_thread(workers):
-                if self._processes():
-                    states = forked_map(estep_state, jobs, workers)
-                    for (b, h), state in zip(jobs, states):
-                        if state is not None:
-                            self.sessions[b][h].set_estep_state(state)
-                    done = [state is not None for state in states]
-                else:             # NumPy and BLAS release the GIL in the heavy parts
-                    with ThreadPoolExecutor(workers) as pool:
-                        done = list(pool.map(estep, jobs))
-        else:
-            done = [estep(bh) for bh in jobs]
-        if not all(done):
+        sessions = [self.sessions[b][h] for b, h in jobs]
+        done = estep_side_by_side(sessions, self.threads, self.parallel, progress=progress)
+        if not done:
             raise InterruptedError("stopped during the E-step")
         for b in range(B):
             mask = self.sessions[b][0].reference_mask_array() if self.solvent_correct_fsc else None
@@ -306,12 +280,6 @@ class MultiBodyRefine:
                           and self.orders == searched and not gained
                           and all(d < healpix_step_deg(o) for d, o in zip(dang, searched)))
         return it
-
-    def _processes(self) -> bool:
-        """Side-by-side E-steps in worker processes (``parallel``; "auto": on NumPy where fork exists)."""
-        if self.parallel == "auto":
-            return can_fork() and self.sessions[0][0].xp is np
-        return self.parallel == "processes"
 
     def angle_spread_deg(self, b: int) -> float:
         """Body ``b``'s median angular spread of its posteriors in the last E-step (deg, over both
