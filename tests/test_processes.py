@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cryolab.engine import threads
+from cryolab.engine.memory import available_bytes
 from cryolab.engine.processes import WorkerError, can_fork, forked_map
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need os.fork (Linux, BSD)")
@@ -52,11 +53,15 @@ def test_a_failing_job_raises_with_the_workers_traceback():
         forked_map(_dies, [0, 1, 2], 2)
 
 
-def _cpu_workers(_):
-    return threads.cpu_workers()
+def _shares(_):
+    return threads.cpu_workers(), available_bytes(np, 1.0)
 
 
-def test_a_worker_runs_its_loops_on_one_thread():
-    """Workers share the cores: cryolab's own thread pool (made in the parent, whose threads a fork
-    does not copy) is not used there."""
-    assert forked_map(_cpu_workers, [0, 1], 2) == [1, 1]
+def test_workers_share_the_cores_and_the_memory_budget():
+    """Each worker's loops run on its share of the threads (in a pool of its own: the parent's,
+    copied by the fork without its threads, is not used) and its E-step on its share of the budget."""
+    assert available_bytes(np, 1.0) == 2 ** 30
+    assert forked_map(_shares, [0, 1, 2], 2) == [(1, 2 ** 29)] * 3
+    assert forked_map(_shares, [0], 2) == [(1, 2 ** 30)]              # one job: one worker
+    assert forked_map(_shares, [0, 1], 2, threads_each=2)[0][0] == min(2, threads.pool_size())
+    assert available_bytes(np, 1.0) == 2 ** 30 and threads.side_by_side() == 1

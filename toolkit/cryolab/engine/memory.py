@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from .threads import side_by_side
+
 __all__ = ["BYTES_PER_SAMPLE", "BATCH_SHARE", "CACHE_SHARE", "MAPS_SHARE", "estep_bytes_per_image", "available_bytes",
            "batch_size_for", "estep_batch_size", "accumulator_bytes", "projector_bytes", "accumulator_dtype"]
 
@@ -46,7 +48,12 @@ def estep_bytes_per_image(n_samples: int, translations: int, pixels: int) -> int
 
 
 def available_bytes(xp=np, memory_limit_GB: float | None = None) -> int:
-    """The E-step's memory budget in bytes (see the module text)."""
+    """The E-step's memory budget in bytes (see the module text); in one of several worker processes
+    side by side (:func:`cryolab.engine.threads.side_by_side`) its share."""
+    return int(_budget(xp, memory_limit_GB) // side_by_side())
+
+
+def _budget(xp, memory_limit_GB):
     if memory_limit_GB:
         return int(memory_limit_GB * 2 ** 30)
     if xp.__name__.startswith("cupy"):  # pragma: no cover - GPU only

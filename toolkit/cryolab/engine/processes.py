@@ -30,11 +30,11 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and sys.platform != "darwin"
 
 
-def _child(fn, job, fd: int, cores: int) -> None:
+def _child(fn, job, fd: int, cores: int, workers: int) -> None:
     """Run ``fn(job)`` in a forked child, write ``(ok, value)`` pickled to ``fd`` and exit."""
     code = 1
     try:
-        threads.mark_worker_process(cores)     # the workers share the cores
+        threads.mark_worker_process(cores, workers)     # the workers share the cores and the memory
         try:
             data = pickle.dumps((True, fn(job)), protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException:                  # noqa: BLE001 - reported to the parent, which raises
@@ -48,7 +48,8 @@ def _child(fn, job, fd: int, cores: int) -> None:
 
 def forked_map(fn, jobs, workers: int, threads_each: int = 1) -> list:
     """``[fn(job) for job in jobs]``, each call in a forked child process, ``workers`` at a time,
-    each child's own loops on at most ``threads_each`` threads (:func:`.threads.cpu_workers`).
+    each child's own loops on at most ``threads_each`` threads (:func:`.threads.cpu_workers`) and its
+    E-step on its share of the memory budget (:func:`.memory.available_bytes`).
 
     ``fn`` sees the parent's state as it was at the fork; what it returns is pickled back (its
     other changes stay in the child). A job that raises raises :class:`WorkerError` here with
@@ -69,7 +70,7 @@ def forked_map(fn, jobs, workers: int, threads_each: int = 1) -> list:
                 pid = os.fork()
                 if pid == 0:                   # pragma: no cover - the child (coverage is not collected there)
                     os.close(r)
-                    _child(fn, jobs[i], w, threads_each)
+                    _child(fn, jobs[i], w, threads_each, min(workers, len(jobs)))
                 os.close(w)
                 running[r] = (i, pid, [])
                 sel.register(r, selectors.EVENT_READ)

@@ -14,18 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["cpu_workers", "in_threads", "mark_worker_process", "one_blas_thread", "pool_size", "ranges"]
+__all__ = ["cpu_workers", "in_threads", "mark_worker_process", "one_blas_thread", "pool_size", "ranges",
+           "side_by_side"]
 
 _WORKER_THREADS = 0           # in a worker process of :mod:`.processes`: its share of the cores
+_SIDE_BY_SIDE = 1             # ... and how many such processes run at once
 
 
-def mark_worker_process(threads: int = 1) -> None:
-    """Declare this process one of several side by side (:func:`cryolab.engine.processes.forked_map`)
+def mark_worker_process(threads: int = 1, workers: int = 1) -> None:
+    """Declare this process one of ``workers`` side by side (:func:`cryolab.engine.processes.forked_map`)
     with ``threads`` cores of its own: :func:`cpu_workers` is then at most that, in a thread pool
-    made here (the parent's, copied by the fork without its threads, is dropped)."""
-    global _WORKER_THREADS
-    _WORKER_THREADS = max(1, int(threads))
+    made here (the parent's, copied by the fork without its threads, is dropped), and the E-step's
+    memory budget is shared (:func:`side_by_side`)."""
+    global _WORKER_THREADS, _SIDE_BY_SIDE
+    _WORKER_THREADS, _SIDE_BY_SIDE = max(1, int(threads)), max(1, int(workers))
     _executor.cache_clear()
+
+
+def side_by_side() -> int:
+    """How many worker processes run beside this one's E-step, itself included (1 outside them)."""
+    return _SIDE_BY_SIDE
 
 
 @functools.lru_cache(maxsize=1)
