@@ -1,8 +1,10 @@
 """Independent jobs in forked worker processes, for work that threads of one process share badly.
 
-Multi-body refinement's E-steps (one per body and half-set) are independent. In threads of one
-process they contend for the interpreter lock and for the process's memory map (the page faults
-of fresh large arrays); on two cores they took ~25 % more wall time than in processes. A forked
+Auto-refinement's two half-set E-steps, and multi-body refinement's (one per body and half-set),
+are independent. In threads of one process they contend for the interpreter lock and for the
+process's memory map (the page faults of fresh large arrays): on two cores multi-body's took
+~25 % more wall time in threads than in processes, and auto-refinement's halves one after the
+other (each E-step on the engine's own threads) twice the wall time of two processes. A forked
 child starts with a copy of the parent's memory, so nothing is sent to it; each job's result
 comes back pickled through a pipe (results only, never files). POSIX only: :func:`can_fork`.
 """

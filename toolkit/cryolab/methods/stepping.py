@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from ..engine.processes import can_fork, forked_map
 from ..engine.threads import one_blas_thread
 from ..errors import CryolabInputError
@@ -23,7 +25,6 @@ def check_parallel(parallel: str) -> str:
 
 def uses_processes(parallel: str, xp) -> bool:
     """Side-by-side E-steps in worker processes: "processes", or "auto" on NumPy (``xp``) where fork exists."""
-    import numpy as np
     return parallel == "processes" or (parallel == "auto" and can_fork() and xp is np)
 
 
@@ -40,7 +41,9 @@ def estep_side_by_side(sessions, workers: int, parallel: str = "auto", threads_e
     if workers <= 1:
         for s in sessions:
             s.estep(progress=progress)
-        return all(s.sums is not None for s in sessions)
+            if s.sums is None:                 # stopped: the others are not started
+                return False
+        return True
 
     def estep(i):
         sessions[i].estep()
