@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["cpu_workers", "in_threads", "mark_worker_process", "one_blas_thread", "pool_size", "ranges",
+__all__ = ["cpu_workers", "in_threads", "limit_blas_threads", "mark_worker_process", "pool_size", "ranges",
            "side_by_side"]
 
 _WORKER_THREADS = 0           # in a worker process of :mod:`.processes`: its share of the cores
@@ -74,7 +74,7 @@ def _executor():
     return ThreadPoolExecutor(max(1, pool_size() - 1), thread_name_prefix="cryolab-estep")
 
 
-def one_blas_thread(workers: int, threads: int = 1):
+def limit_blas_threads(workers: int, threads: int = 1):
     """A context with BLAS on ``threads`` threads when ``workers > 1`` threads or processes of ours share
     the cores (BLAS's own threads would spin-wait beside them), else nothing."""
     ctl = _blas_controller() if workers > 1 else None
@@ -83,7 +83,7 @@ def one_blas_thread(workers: int, threads: int = 1):
 
 def in_threads(fn, parts, workers: int):
     """``fn(k, *part)`` for each ``part`` (``k``: its worker index): with ``workers > 1`` the first in
-    this thread and the others in the pool (BLAS on one thread: see :func:`one_blas_thread`), else all
+    this thread and the others in the pool (BLAS on one thread: see :func:`limit_blas_threads`), else all
     in order in this thread (``k = 0``)."""
     if workers <= 1:
         for part in parts:

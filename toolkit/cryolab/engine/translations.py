@@ -29,7 +29,7 @@ import numpy as np
 
 from ..backend import get_xp
 from .estep import power_terms
-from .threads import cpu_workers, in_threads, one_blas_thread, pool_size, ranges
+from .threads import cpu_workers, in_threads, limit_blas_threads, pool_size, ranges
 
 __all__ = ["TranslationLattice", "translation_lattice", "lattice_flops", "lattice_pays", "LATTICE_BELOW", "score",
            "weighted_sums", "separable_ramps"]
@@ -255,7 +255,7 @@ def score(X, ctf, inv_sigma2, P, lat: TranslationLattice, *, out=None, images_pe
     same to the bit for any number."""
     xp = get_xp(X)
     workers = cpu_workers(xp) if workers is None else workers
-    with one_blas_thread(workers):
+    with limit_blas_threads(workers):
         return _score(X, ctf, inv_sigma2, P, lat, out, images_per_gemm, columns, scratch, workers)
 
 
@@ -320,7 +320,7 @@ def weighted_sums(weights, X, ctf, lat: TranslationLattice, min_weight: float = 
     number), which ``workers`` threads (None: :func:`cpu_workers`) take."""
     xp = get_xp(X)
     workers = cpu_workers(xp) if workers is None else workers
-    with one_blas_thread(workers):
+    with limit_blas_threads(workers):
         return _weighted_sums(weights, X, ctf, lat, min_weight, images_per_gemm, scratch, columns, per_image,
                               workers)
 

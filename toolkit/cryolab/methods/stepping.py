@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..engine.processes import can_fork, forked_map
-from ..engine.threads import one_blas_thread
+from ..engine.threads import limit_blas_threads
 from ..errors import CryolabInputError
 
 __all__ = ["check_parallel", "estep_side_by_side", "run_steps", "uses_processes"]
@@ -50,7 +50,7 @@ def estep_side_by_side(sessions, workers: int, parallel: str = "auto", threads_e
         return sessions[i].sums is not None
 
     jobs = range(len(sessions))
-    with one_blas_thread(workers, threads_each):
+    with limit_blas_threads(workers, threads_each):
         if uses_processes(parallel, sessions[0].xp):
             states = forked_map(lambda i: sessions[i].estep_state() if estep(i) else None, jobs, workers,
                                 threads_each)
