@@ -138,10 +138,20 @@ class GemmCounter:
     """
 
     def __init__(self):
-        self.flops = 0
-        self.rows_flops = 0
-        self.kernel_s = 0.0
-        self.calls = 0
+        import multiprocessing
+        # flops, rows_flops, kernel_s, calls: in shared memory, so that the E-step's worker
+        # processes (forked while the counter is active) add to the same totals
+        self._totals = multiprocessing.Array("d", 4)
+
+    flops = property(lambda self: int(self._totals[0]))
+    rows_flops = property(lambda self: int(self._totals[1]))
+    kernel_s = property(lambda self: float(self._totals[2]), doc="seconds in the kernels, summed over processes")
+    calls = property(lambda self: int(self._totals[3]))
+
+    def _add(self, flops: int, rows_flops: int, kernel_s: float) -> None:
+        with self._totals.get_lock():
+            for i, v in enumerate((flops, rows_flops, kernel_s, 1)):
+                self._totals[i] += v
 
     def __enter__(self):
         from cryolab.engine import expectation as ex
@@ -152,23 +162,18 @@ class GemmCounter:
         def counted_score(X, ctf, inv_sigma2, P, ramps, **kw):
             t0 = time.perf_counter()
             out = score(X, ctf, inv_sigma2, P, ramps, **kw)
-            self.kernel_s += time.perf_counter() - t0
             flops = estep_gemm_flops(X.shape[0], ramps.shape[0], X.shape[1], P.shape[0])
-            self.flops += flops
-            self.rows_flops += flops
-            self.calls += 1
+            self._add(flops, flops, time.perf_counter() - t0)
             return out
 
         def counted_weighted_sums(weights, X, ctf, ramps, min_weight=0.0, **kw):
             B, T, J = weights.shape
             t0 = time.perf_counter()
             out = weighted_sums(weights, X, ctf, ramps, min_weight, **kw)
-            self.kernel_s += time.perf_counter() - t0
+            kernel_s = time.perf_counter() - t0
             used = int((weights.reshape(B * T, J).max(axis=0) > min_weight).sum())
             flops = estep_gemm_flops(B, T, X.shape[1], used)
-            self.flops += flops
-            self.rows_flops += flops
-            self.calls += 1
+            self._add(flops, flops, kernel_s)
             return out
 
         ex.score, ex.weighted_sums = counted_score, counted_weighted_sums
@@ -185,13 +190,12 @@ class GemmCounter:
             def run(*args, **kw):
                 t0 = time.perf_counter()
                 out = fn(*args, **kw)
-                self.kernel_s += time.perf_counter() - t0
+                kernel_s = time.perf_counter() - t0
                 X, lat = args[0 if weights_of is None else 1], args[4 if weights_of is None else 3]
                 B, M = X.shape
                 J = args[3].shape[0] if weights_of is None else weights_of(args[0], kw.get("min_weight", 0.0))
-                self.flops += int(2 * B * J * lat_mod.lattice_flops(lat, M)) + 2 * B * M * J
-                self.rows_flops += estep_gemm_flops(B, lat.size, M, J)
-                self.calls += 1
+                self._add(int(2 * B * J * lat_mod.lattice_flops(lat, M)) + 2 * B * M * J,
+                          estep_gemm_flops(B, lat.size, M, J), kernel_s)
                 return out
             return run
 

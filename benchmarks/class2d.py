@@ -66,24 +66,46 @@ def run_cryolab(star_path, K: int, iterations: int, diameter_A: float) -> dict:
             "labels": session.classes.copy(), "load_before": load}
 
 
-def _peak_rss_MB(pid: int) -> float:
-    """``VmHWM`` (peak resident memory) of a running process in MB (Linux ``/proc``; nan elsewhere)."""
+def _status_kB(pid: int, field: str, name: str = "status") -> float:
+    """A ``field:`` line's value (kB) of ``/proc/<pid>/<name>`` (Linux; nan elsewhere or once it ended)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
     except (OSError, ValueError):
         pass
     return float("nan")
 
 
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux ``/proc``), e.g. an E-step's worker processes."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _peak_MB(pid: int) -> float:
+    """The memory a job holds now or has held (MB): the largest of the process's peak resident memory
+    (``VmHWM``) and the proportional set size (``Pss``: shared pages split among their sharers) of
+    it and its worker processes together, so forked workers count once each."""
+    tree = [pid] + _children(pid)
+    pss = sum(v for v in (_status_kB(p, "Pss", "smaps_rollup") for p in tree) if v == v)
+    known = [v for v in (_status_kB(pid, "VmHWM"), pss) if v == v and v > 0]
+    return max(known) / 1024 if known else float("nan")
+
+
 def run_polled(command: list[str], cwd, log, env=None, every_s: float = 0.05) -> float:
-    """Run ``command`` (output to the file ``log``), raising on failure; returns the largest peak resident
-    memory (``VmHWM``, MB) read from it while it ran (the last read comes just before it exits)."""
+    """Run ``command`` (output to the file ``log``), raising on failure; returns the largest memory it
+    held (MB; :func:`_peak_MB`, its worker processes included) read while it ran (the last read
+    comes just before it exits)."""
     proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
     peak = float("nan")
     while proc.poll() is None:
-        now = _peak_rss_MB(proc.pid)
+        now = _peak_MB(proc.pid)
         peak = now if peak != peak else max(peak, now)
         time.sleep(every_s)
     if proc.returncode:

@@ -151,8 +151,8 @@ def run(quick: bool = False, n: int | None = None, out=None, save: bool = True) 
         rows = whole_iteration(sim.star_path, steps=1 if quick else 2)
     for r in rows:
         print(f"  Session.step it {r['iteration']}: {r['step_s']:.2f} s, {r['gemm_flops'] / 1e9:.1f} GFLOP, "
-              f"effective {r['effective_gflops']:.0f} GFLOP/s, in kernels {r['kernel_s'] / r['step_s']:.0%} "
-              f"of the step ({r['kernel_gflops']:.0f} GFLOP/s there)")
+              f"effective {r['effective_gflops']:.0f} GFLOP/s, kernel time (summed over the worker processes) "
+              f"{r['kernel_s'] / r['step_s']:.0%} of the step's ({r['kernel_gflops']:.0f} GFLOP/s there)")
     p, p1 = threads["peak"]["peak_gflops"], single["peak"]["peak_gflops"]
     g, g1 = kern["gflops"], single["kernels"]["gflops"]
     ratios = [

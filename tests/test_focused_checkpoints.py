@@ -109,6 +109,7 @@ def test_a_stop_in_the_middle_of_an_estep_leaves_the_last_iteration(case):
     """Per-particle results of an interrupted E-step are not half committed."""
     star, _, consensus, _, _, _ = case
     s = Session(star, K=2, references=np.stack([consensus, consensus * 0.9]), skip_align=True, batch_size=16)
+    s.parallel = "threads"          # reads here call stop(); in worker processes: tests/test_batches.py
     s.step()
     before = {k: np.copy(getattr(s, k)) for k in ("classes", "pmax", "loglik", "class_posterior")}
     calls = {"n": 0}

@@ -141,6 +141,7 @@ def test_estep_means_equal_the_sums_over_its_weights(local_set, monkeypatch):
         return out
     monkeypatch.setattr(expectation, "mean_pose", spy)
     s = _session(local_set, "mean")
+    s.parallel = "threads"              # the spy sees this process's calls only
     start_offsets = np.random.default_rng(3).uniform(-0.5, 0.5, size=s.offsets_px.shape)
     s.offsets_px[:] = start_offsets
     start_eulers = s.eulers.copy()

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from cryolab.engine import threads
 from cryolab.engine.memory import available_bytes
-from cryolab.engine.processes import WorkerError, can_fork, forked_map
+from cryolab.engine.processes import WorkerError, can_fork, forked_map, send
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need os.fork (Linux, BSD)")
 
@@ -65,3 +67,38 @@ def test_workers_share_the_cores_and_the_memory_budget():
     assert forked_map(_shares, [0], 2) == [(1, 2 ** 30)]              # one job: one worker
     assert forked_map(_shares, [0, 1], 2, threads_each=2)[0][0] == min(2, threads.pool_size())
     assert available_bytes(np, 1.0) == 2 ** 30 and threads.side_by_side() == 1
+
+
+def _sends(n):
+    """Sends ``n`` messages, some larger than a pipe's buffer (64 KB), then returns ``n``."""
+    for k in range(n):
+        send((n, k, np.full(k * 9_000, k, np.float64)))      # up to ~0.5 MB a message
+    return n
+
+
+def test_messages_arrive_whole_and_in_each_jobs_order():
+    got = []
+    assert forked_map(_sends, [7, 3, 5], 2, on_message=lambda i, m: got.append((i, m))) == [7, 3, 5]
+    assert sorted((i, n, k) for i, (n, k, _) in got) == [(i, n, k) for i, n in enumerate([7, 3, 5]) for k in range(n)]
+    for i, n in enumerate([7, 3, 5]):
+        mine = [(k, a) for j, (_, k, a) in got if j == i]
+        assert [k for k, _ in mine] == list(range(n))               # as the job sent them
+        for k, a in mine:
+            np.testing.assert_array_equal(a, np.full(k * 9_000, k, np.float64))
+    with pytest.raises(RuntimeError, match="forked_map"):
+        send("not in a worker")
+
+
+def _sleeps(x):
+    send(x)
+    time.sleep(30)
+    return x
+
+
+def test_a_stop_ends_the_workers_and_returns_none():
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    assert forked_map(_sleeps, [0, 1, 2], 2, stop=stop, on_message=lambda i, m: stop.set()) is None
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(ChildProcessError):                      # the workers were ended and reaped
+        os.waitpid(-1, os.WNOHANG)

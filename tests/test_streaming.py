@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cryolab.engine.processes import can_fork
 from cryolab.session import Session
 
 COUNT = 12_000                       # 64 px x 12,000 float32 images: ~197 MB on disk
@@ -42,7 +43,12 @@ def _write_big_stack(folder):
     return star, (folder / "big.mrcs").stat().st_size
 
 
-def test_estep_memory_is_bounded_by_the_batch(tmp_path):
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_estep_memory_is_bounded_by_the_batch(tmp_path, parallel):
+    """In this process, and in worker processes (cryolab.engine.batches): there each worker runs the
+    same batches as here, and this process holds one batch's results at a time."""
+    if parallel == "processes" and not can_fork():
+        pytest.skip("worker processes need os.fork (Linux or BSD)")
     need = 64 * 64 * 4 * COUNT
     if shutil.disk_usage(tmp_path).free < 3 * need:
         pytest.skip("not enough free disk for a ~200 MB particle stack")
@@ -51,6 +57,7 @@ def test_estep_memory_is_bounded_by_the_batch(tmp_path):
     truth = np.arange(COUNT) % 2                      # 0: disc, 1: ring
     s = Session(star, K=2, references=_patterns(), psi_step_deg=90, offset_range_px=0,
                 oversampling=0, ctf=False, batch_size=64, seed=0)
+    s.parallel = parallel
     tracemalloc.start()            # numpy registers its buffers with tracemalloc; memory maps are not allocations
     try:
         start, _ = tracemalloc.get_traced_memory()

@@ -10,6 +10,8 @@ Data path of one iteration (see docs/architecture.md):
 * :mod:`.mstep` — weighted sums per orientation, residual power, noise and signal spectra;
 * :mod:`.driver` — the E-step over particles in batches (:class:`.driver.EStepWorker`,
   :func:`.driver.estep_chunk`) accumulating :class:`.driver.EStepSums`;
+* :mod:`.batches` — one E-step's batches in this process or shared among forked worker
+  processes (:mod:`.processes`); :mod:`.threads` — the engine's threads and the cores' shares;
 * :mod:`.update` — the M-step's finish (:func:`.update.m_step`): new references, noise spectrum,
   class priors, offset prior;
 * :mod:`.initial` — starting noise spectrum and reference-free 2D averages;

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["cpu_workers", "in_threads", "limit_blas_threads", "mark_worker_process", "pool_size", "ranges",
-           "side_by_side"]
+__all__ = ["cpu_workers", "in_threads", "in_worker_process", "limit_blas_threads", "mark_worker_process",
+           "pool_size", "ranges", "sharing", "side_by_side"]
 
 _WORKER_THREADS = 0           # in a worker process of :mod:`.processes`: its share of the cores
 _SIDE_BY_SIDE = 1             # ... and how many such processes run at once
@@ -34,6 +34,23 @@ def mark_worker_process(threads: int = 1, workers: int = 1) -> None:
 def side_by_side() -> int:
     """How many worker processes run beside this one's E-step, itself included (1 outside them)."""
     return _SIDE_BY_SIDE
+
+
+def in_worker_process() -> bool:
+    """Whether this is a worker process of :func:`cryolab.engine.processes.forked_map`."""
+    return _WORKER_THREADS > 0
+
+
+@contextlib.contextmanager
+def sharing(workers: int):
+    """Within: :func:`side_by_side` is ``workers`` (an E-step set up here, before the fork, for
+    that many worker processes: its batches and buffers sized to one worker's memory share)."""
+    global _SIDE_BY_SIDE
+    before, _SIDE_BY_SIDE = _SIDE_BY_SIDE, max(1, int(workers))
+    try:
+        yield
+    finally:
+        _SIDE_BY_SIDE = before
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ average is post-processed (:func:`cryolab.validation.postprocess`).
 The two halves' E-steps run side by side in forked worker processes, half the cores each
 (``parallel="auto"`` on NumPy where ``os.fork`` exists and BLAS has more than one thread; see
 :func:`cryolab.methods.stepping.estep_side_by_side`), else one after the other; the same poses.
+``parallel="threads"`` keeps every E-step in this process.
 """
 from __future__ import annotations
 
@@ -166,6 +167,8 @@ class AutoRefine:
         self.halves = [Session(particles.subset(r), settings, references=ref[None]) for r in self.rows]
         self.sym, self.join_halves_A = sym, join_halves_A
         self.parallel = check_parallel(parallel)
+        for h in self.halves:
+            h.parallel = self.parallel         # each half's E-step: see cryolab.engine.batches
         self.local_healpix_order, self.max_healpix_order = local_healpix_order, max_healpix_order
         self.diameter_A = self.halves[0].particle_diameter_A
         self.history: list[RefineIteration] = []

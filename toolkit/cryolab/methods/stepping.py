@@ -6,13 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..engine.batches import PARALLEL
 from ..engine.processes import can_fork, forked_map
-from ..engine.threads import limit_blas_threads
+from ..engine.threads import limit_blas_threads, sharing
 from ..errors import CryolabInputError
 
 __all__ = ["check_parallel", "estep_side_by_side", "run_steps", "uses_processes"]
-
-PARALLEL = ("auto", "processes", "threads")
 
 
 def check_parallel(parallel: str) -> str:
@@ -58,7 +57,9 @@ def estep_side_by_side(sessions, workers: int, parallel: str = "auto", threads_e
                 if state is not None:
                     s.set_estep_state(state)
             return all(state is not None for state in states)
-        with ThreadPoolExecutor(workers) as pool:           # NumPy and BLAS release the GIL in the heavy parts
+        # NumPy and BLAS release the GIL in the heavy parts; the E-steps share the memory budget, and
+        # none forks worker processes of its own from its thread
+        with sharing(workers), ThreadPoolExecutor(workers) as pool:
             return all(pool.map(estep, jobs))
 
 

@@ -8,11 +8,13 @@ from dataclasses import replace
 import numpy as np
 
 from ..backend import resolve_backend, to_numpy
-from ..engine.driver import EStepInputs, EStepWorker
+from ..engine.batches import even_batches, estep_processes, run_batches
+from ..engine.driver import EStepInputs
 from ..engine.estep import fourier_pixels
 from ..engine.initial import initial_references_2d, initial_sigma2
 from ..engine.memory import estep_batch_size
 from ..engine.subtracted import SubtractedParticles
+from ..engine.threads import sharing
 from ..engine.update import m_step
 from ..errors import CryolabInputError
 from ..fourier import shell_index
@@ -55,6 +57,7 @@ class Session:
         self.sums = None          # the E-step's M-step accumulators (EStepSums) until mstep()
         self.sums_pixels = None   # the likelihood pixels (FourierPixels) the sums were made on
         self.last_estep_s = 0.0   # wall time of the last E-step (seconds)
+        self.parallel = "auto"    # E-steps in worker processes where they pay (cryolab.engine.batches)
         N = len(particles)
         K = self.settings.K
         origins = particles.origins_A()
@@ -133,9 +136,9 @@ class Session:
         ``rows``: only these particles (a mini-batch, e.g. of stochastic EM); the others keep
         their poses and classes, and the sums hold the mini-batch alone.
 
-        The work is :class:`cryolab.engine.driver.EStepWorker`'s: in-process on consecutive
-        batches, or, with ``settings.scheduler``, in chunks on a dask cluster (see
-        :mod:`cryolab.distributed`); the sums are then added up and the M-step is the same.
+        The work is :class:`cryolab.engine.driver.EStepWorker`'s: on batches in this process or in worker
+        processes (``parallel``: :mod:`cryolab.engine.batches`), or, with ``settings.scheduler``, in chunks
+        on a dask cluster (:mod:`cryolab.distributed`); the sums are added up, the M-step is the same.
         Afterwards ``sums`` holds the accumulators and ``last_estep_s`` the wall time.
         """
         from ..distributed import estep_on_cluster
@@ -170,10 +173,16 @@ class Session:
             chosen = np.zeros(N, bool)
             chosen[rows] = True
             order, N = order[chosen[order]], int(chosen.sum())
+        workers = 1 if s.scheduler else estep_processes(self.parallel, self.xp, -(-N // size),
+                                                        (self.n, s.K, self.dim), s.memory_limit_GB)
+        if workers > 1:
+            with sharing(workers):                 # each worker's batches within its memory share
+                size = min(size, self._batch_order(pix)[1])
+        batches = even_batches(order, size, workers)
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=-(-N // size), desc=f"iteration {self.iteration + 1} E-step",
+            bar = tqdm(total=len(batches), desc=f"iteration {self.iteration + 1} E-step",
                        unit="chunk" if s.scheduler else "batch")
         if s.scheduler:
             if isinstance(self.particles, SubtractedParticles):
@@ -184,17 +193,8 @@ class Session:
             sums = estep_on_cluster(s.scheduler, inputs, self.particles, self.offsets_px, self.eulers, store,
                                     stop=self._stop, progress=bar)
         else:
-            worker = EStepWorker(inputs, self.particles, pix)
-            sums = None
-            for start in range(0, N, size):
-                if self._stop.is_set():
-                    break
-                idx = order[start:start + size]
-                store(idx, worker.run(idx, self.offsets_px[idx], self.eulers[idx]))
-                if bar is not None:
-                    bar.update(1)
-            else:
-                sums = worker.finish()
+            sums = run_batches(inputs, self.particles, pix, batches, self.offsets_px, self.eulers, store,
+                               workers, stop=self._stop, progress=bar)
         if bar is not None:
             bar.close()
         if sums is None:

@@ -29,7 +29,8 @@ With ``threads > 1`` the E-steps of step 2 (one per body and half-set, independe
 side, each on one BLAS thread: in forked worker processes (``parallel="auto"`` on NumPy where
 ``os.fork`` exists, or ``"processes"``; :mod:`cryolab.engine.processes`), else in threads. The
 poses are the same as with one, the maps equal to float32 rounding (bit for bit when BLAS has
-one thread).
+one thread). With ``threads = 1`` each E-step shares out its own batches instead
+(:mod:`cryolab.engine.batches`; ``parallel="threads"`` keeps everything in this process).
 
 With posterior-mean poses (``pose_estimate="mean"``, the default) the sampling follows the data:
 a body goes one order finer only while the median angular spread of its posteriors
@@ -159,6 +160,8 @@ class MultiBodyRefine:
             start = [body.reference if body.reference is not None else h for h in halves]
             imgs = [BodyParticles(stack.subset(r), c_px, scale=scale) for r in self.rows]
             sess = [Session(im, settings, references=_centred(ref, c_px)[None]) for im, ref in zip(imgs, start)]
+            for s in sess:
+                s.parallel = self.parallel     # an E-step's own batches: see cryolab.engine.batches
             self.images.append(imgs)
             self.sessions.append(sess)
             # what body b removes of each other body c: c's map under c's mask, less what b keeps
