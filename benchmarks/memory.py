@@ -5,10 +5,12 @@ Writes a stack of ``--n`` noisy 64^2 images (default 32,000: ~500 MB of float32)
 memory map, then runs one 2D iteration (E-step + M-step, K=2, psi 10 deg, offsets 3/1 px)
 in a fresh Python process with ``memory_limit_GB`` set to a quarter of the stack, after a
 warm-up iteration over the first 500 images (one-time allocations: BLAS and FFT buffers).
-A thread of that process samples ``/proc/self/status`` every 10 ms:
+A thread of that process samples its memory and its E-step worker processes' every 10 ms
+(``/proc/<pid>/smaps_rollup``, their proportional shares summed, so pages the workers share with
+it count once):
 
-* ``RssAnon``: memory the process allocated itself (arrays, Python objects), reported as
-  its peak and as the growth during the iteration over the level before it;
+* ``RssAnon``: memory the processes allocated themselves (arrays, Python objects), reported as
+  the peak and as the growth during the iteration over the level before it;
 * ``RssFile``: pages of the memory-mapped stack that were read, shared with the page cache
   and dropped by the kernel under memory pressure (not memory the program holds).
 
@@ -65,12 +67,30 @@ def write_stack(folder: Path, n: int, chunk: int = 2000) -> Path:
 
 
 def _status_kB() -> dict:
-    """``RssAnon`` and ``RssFile`` of this process in kB (Linux ``/proc``)."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("RssAnon", "RssFile"):
-            out[key] = int(value.split()[0])
+    """``RssAnon`` and ``RssFile`` in kB of this process and its worker processes together (Linux
+    ``/proc``): the sums of their proportional shares ``Pss_Anon`` and ``Pss_File`` (a page that n
+    processes share counts 1/n in each), which equal ``RssAnon`` and ``RssFile`` for a process alone."""
+    out = {"RssAnon": 0, "RssFile": 0}
+    for pid in ["self"] + [str(c) for c in _children()]:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:                        # a worker that has just ended
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key in ("Pss_Anon", "Pss_File"):
+                out["Rss" + key[4:]] += int(value.split()[0])
+    return out
+
+
+def _children() -> list[int]:
+    """This process's children (an E-step's worker processes)."""
+    out = []
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cryolab.data import load_demo
 from cryolab.engine import batches, threads
-from cryolab.engine.memory import available_bytes, estep_batch_size
+from cryolab.engine.memory import WORKER_BYTES, available_bytes, estep_batch_size
 from cryolab.engine.processes import can_fork
 from cryolab.errors import CryolabInputError
 from cryolab.fourier import lowpass, rescale
@@ -204,11 +204,17 @@ def test_how_many_workers(monkeypatch):
         batches.estep_processes("fork", np, 10)
 
 
-def test_each_worker_keeps_to_its_share_of_the_memory_budget():
+def test_each_worker_keeps_to_its_share_of_the_memory_budget(monkeypatch):
     s = Settings(K=4, memory_limit_GB=0.05, batch_size=4096)
     alone = estep_batch_size(s, 4, 2, 800)
-    with threads.sharing(2):
-        assert available_bytes(np, 0.05) == int(0.05 * 2 ** 30) // 2
+    budget = int(0.05 * 2 ** 30)
+    with threads.sharing(2):                  # two workers' own memory would take more than 3/4 of it
+        assert available_bytes(np, 0.05) == (budget // 4) // 2
         shared = estep_batch_size(s, 4, 2, 800)
+    with threads.sharing(2):
+        assert available_bytes(np, 1.0) == (2 ** 30 - 2 * WORKER_BYTES) // 2
     assert threads.side_by_side() == 1
-    assert alone < 4096 and shared <= alone // 2 + 1, (alone, shared)
+    assert alone < 4096 and shared <= alone // 8 + 1, (alone, shared)
+    # and no more workers than the budget's quarter holds the own memory of (64 MiB each)
+    monkeypatch.setattr(batches, "pool_size", lambda: 4)
+    assert [batches.estep_processes("processes", np, 10, None, gb) for gb in (0.25, 0.5, 0.75)] == [1, 2, 3]

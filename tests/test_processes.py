@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cryolab.engine import threads
-from cryolab.engine.memory import available_bytes
+from cryolab.engine.memory import WORKER_BYTES, available_bytes
 from cryolab.engine.processes import WorkerError, can_fork, forked_map, send
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="worker processes need os.fork (Linux, BSD)")
@@ -63,7 +63,8 @@ def test_workers_share_the_cores_and_the_memory_budget():
     """Each worker's loops run on its share of the threads (in a pool of its own: the parent's,
     copied by the fork without its threads, is not used) and its E-step on its share of the budget."""
     assert available_bytes(np, 1.0) == 2 ** 30
-    assert forked_map(_shares, [0, 1, 2], 2) == [(1, 2 ** 29)] * 3
+    share = (2 ** 30 - 2 * WORKER_BYTES) // 2                     # each worker's own memory set aside
+    assert forked_map(_shares, [0, 1, 2], 2) == [(1, share)] * 3
     assert forked_map(_shares, [0], 2) == [(1, 2 ** 30)]              # one job: one worker
     assert forked_map(_shares, [0, 1], 2, threads_each=2)[0][0] == min(2, threads.pool_size())
     assert available_bytes(np, 1.0) == 2 ** 30 and threads.side_by_side() == 1

@@ -268,7 +268,8 @@ def _register_classify(sub, kind: str) -> None:
                    help="map: regularised likelihood (RELION); ml: white-noise maximum likelihood; "
                         "maxcc: projection matching (default: map)")
     p.add_argument("--ctf", action="store_true", help="correct for the CTF (as relion_refine --ctf)")
-    p.add_argument("--j", type=positive_int, default=None, help="number of CPU threads")
+    p.add_argument("--j", type=positive_int, default=None,
+                   help="number of CPU cores (on Linux, worker processes sharing each E-step's batches)")
     p.add_argument("--gpu", action="store_true", help="run on the GPU (CuPy)")
     add_common(p)
     p.set_defaults(func=partial(_cmd_classify, kind=kind))

@@ -79,15 +79,20 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 def _set_threads(n):
-    """Limit BLAS/OpenMP threads (takes effect when numpy is not yet imported) and FFT workers;
-    returns the function that puts both back as they were."""
-    from .. import backend
+    """Limit BLAS/OpenMP threads (through the environment before numpy is loaded, and through
+    threadpoolctl after: :func:`cryolab.engine.threads.use_cores`, which also bounds the E-step's
+    worker processes) and FFT workers; returns the function that puts them back as they were."""
     before_env = {v: os.environ.get(v) for v in _THREAD_VARIABLES}
-    before_fft = backend._CPU_THREADS
     if n:
         for var in _THREAD_VARIABLES:
             os.environ[var] = str(n)
+    from .. import backend
+    from ..engine.threads import use_cores
+    before_fft = backend._CPU_THREADS
+    restore_cores = None
+    if n:
         backend.set_cpu_threads(n)
+        restore_cores = use_cores(n)
 
     def restore():
         for var, value in before_env.items():
@@ -96,6 +101,8 @@ def _set_threads(n):
             else:
                 os.environ[var] = value
         backend._CPU_THREADS = before_fft
+        if restore_cores is not None:
+            restore_cores()
     return restore
 
 

@@ -12,6 +12,7 @@ each component read as an axis and an angle), per-particle scores
 """
 from __future__ import annotations
 
+from ..engine.threads import pool_size
 from ..errors import CryolabInputError
 from .common import (add_common, check_output, load_particles, make_folder, positive_float, positive_int,
                      provenance_name, record, reference_map, require_input, say)
@@ -40,7 +41,7 @@ def _cmd_multibody(args) -> int:
                          oversampling=args.oversampling, offset_range_px=args.offset_range,
                          offset_step_px=args.offset_step, seed=args.random_seed, scale=args.scale,
                          final_healpix_order=args.final_healpix_order,
-                         consensus_iterations=args.consensus_iterations, threads=args.j,
+                         consensus_iterations=args.consensus_iterations, threads=args.j or pool_size(),
                          pose_estimate=args.pose_estimate)
     make_folder(out)
     rec = record("multibody", args, [args.i, args.ref, args.multibody_masks])
@@ -127,9 +128,9 @@ def register(sub) -> None:
                    "pose, up to this order (default healpix_order + 2)")
     p.add_argument("--consensus_iterations", type=positive_int, default=1,
                    help="iterations that search about the consensus pose before the finer ones (default 1)")
-    p.add_argument("--j", type=positive_int, default=1,
+    p.add_argument("--j", type=positive_int, default=None,
                    help="CPU cores: the (body, half-set) E-steps of an iteration run side by side, in worker processes "
-                   "where the system can fork, else in threads (default 1)")
+                   "where the system can fork, else in threads (default: all cores BLAS may use)")
     p.add_argument("--oversampling", type=int, default=2,
                    help="adaptive oversampling orders of the fine pass (default 2: 1.875 deg, the finest step of RELION's "
                    "--healpix_order 4 --oversampling 1)")

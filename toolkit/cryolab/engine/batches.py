@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CryolabInputError
 from .driver import EStepWorker
-from .memory import MAPS_SHARE, accumulator_bytes, available_bytes
+from .memory import MAPS_SHARE, WORKER_BYTES, accumulator_bytes, available_bytes
 from .processes import can_fork, forked_map, send
 from .threads import in_worker_process, limit_blas_threads, pool_size, ranges, sharing, side_by_side
 
@@ -36,7 +36,8 @@ def estep_processes(parallel: str, xp, n_batches: int, maps=None, memory_limit_G
     classes, dim)``: each worker fills accumulators of its own (single precision at least) and this
     process adds them up, so there are no more workers than such copies, one more for the sum, fit
     the maps' share of the memory budget (:data:`.memory.MAPS_SHARE`; the projectors are made
-    before the fork and shared)."""
+    before the fork and shared); and no more than the budget's quarter holds their own memory
+    (:data:`.memory.WORKER_BYTES` each)."""
     if parallel not in PARALLEL:
         raise CryolabInputError(f"parallel must be one of {PARALLEL}, got {parallel!r}", field="parallel")
     if parallel == "threads" or n_batches < 2 or in_worker_process() or side_by_side() > 1 or not can_fork():
@@ -45,11 +46,10 @@ def estep_processes(parallel: str, xp, n_batches: int, maps=None, memory_limit_G
         workers = min(n_batches, max(2, pool_size()))
     else:
         workers = min(n_batches, pool_size()) if xp is np else 1
-    if maps is not None:
-        share = MAPS_SHARE * available_bytes(xp, memory_limit_GB)
-        copy = accumulator_bytes(*maps, dtype=np.float32)
-        while workers > 1 and (workers + 1) * copy > share:
-            workers -= 1
+    budget = available_bytes(xp, memory_limit_GB) if workers > 1 else 0
+    copy = 0 if maps is None else accumulator_bytes(*maps, dtype=np.float32)
+    while workers > 1 and ((workers + 1) * copy > MAPS_SHARE * budget or workers * WORKER_BYTES > budget / 4):
+        workers -= 1
     return workers
 
 

@@ -20,6 +20,11 @@ float32 rounding, checked in ``tests/test_memory.py``). At 192 px, padding 2, K 
 (double) or 1.3 GiB (single) of accumulators and 0.9 GiB of projectors (256 px: 6.0, 3.0 and 2.0 GiB).
 Per-class streaming of maps that do not fit even in single precision is not done: they then take
 more than their share.
+
+E-steps side by side (worker processes, :func:`cryolab.engine.threads.side_by_side`) each take an
+equal part of the budget less :data:`WORKER_BYTES` each: what a worker process holds of its own
+beyond its shares (the interpreter's pages it writes to, copied on write after the fork: ~40 MB
+each measured in a 2D iteration).
 """
 from __future__ import annotations
 
@@ -29,13 +34,16 @@ import numpy as np
 
 from .threads import side_by_side
 
-__all__ = ["BYTES_PER_SAMPLE", "BATCH_SHARE", "CACHE_SHARE", "MAPS_SHARE", "estep_bytes_per_image", "available_bytes",
+__all__ = ["BYTES_PER_SAMPLE", "WORKER_BYTES", "BATCH_SHARE", "CACHE_SHARE", "MAPS_SHARE", "estep_bytes_per_image", "available_bytes",
            "batch_size_for", "estep_batch_size", "accumulator_bytes", "projector_bytes", "accumulator_dtype"]
 
 BYTES_PER_SAMPLE = 24
 
 #: the shares of the memory budget: one batch's coarse pass, the projection cache, and the class maps
 #: (accumulators and projectors); the M-step buffer of the driver takes the last quarter
+#: a worker process's own memory beyond its shares of the budget (see the module text)
+WORKER_BYTES = 64 << 20
+
 BATCH_SHARE = 0.375
 CACHE_SHARE = 0.125
 MAPS_SHARE = 0.25
@@ -49,8 +57,11 @@ def estep_bytes_per_image(n_samples: int, translations: int, pixels: int) -> int
 
 def available_bytes(xp=np, memory_limit_GB: float | None = None) -> int:
     """The E-step's memory budget in bytes (see the module text); in one of several worker processes
-    side by side (:func:`cryolab.engine.threads.side_by_side`) its share."""
-    return int(_budget(xp, memory_limit_GB) // side_by_side())
+    side by side (:func:`cryolab.engine.threads.side_by_side`) its share: an equal part of the budget
+    less :data:`WORKER_BYTES` each (at least an equal part of a quarter of it)."""
+    workers = side_by_side()
+    budget = _budget(xp, memory_limit_GB)
+    return int(budget // workers if workers == 1 else max(budget - workers * WORKER_BYTES, budget // 4) // workers)
 
 
 def _budget(xp, memory_limit_GB):

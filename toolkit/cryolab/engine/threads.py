@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["cpu_workers", "in_threads", "in_worker_process", "limit_blas_threads", "mark_worker_process",
-           "pool_size", "ranges", "sharing", "side_by_side"]
+           "pool_size", "ranges", "sharing", "side_by_side", "use_cores"]
 
 _WORKER_THREADS = 0           # in a worker process of :mod:`.processes`: its share of the cores
 _SIDE_BY_SIDE = 1             # ... and how many such processes run at once
@@ -84,6 +84,23 @@ def pool_size() -> int:
         return 1
     blas = [lib.num_threads for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
     return max(1, min(max(blas, default=1), os.cpu_count() or 1))
+
+
+def use_cores(n: int):
+    """From now on BLAS runs on at most ``n`` threads, and so the engine's threads and an E-step's
+    worker processes (:func:`pool_size`; the command line's ``--j``), also where NumPy is already
+    loaded and ``OMP_NUM_THREADS`` is read no more. Returns the function that puts it back."""
+    ctl = _blas_controller()
+    limiter = None if ctl is None else ctl.limit(limits=max(1, int(n)), user_api="blas")
+    pool_size.cache_clear()
+    _executor.cache_clear()
+
+    def restore():
+        if limiter is not None:
+            limiter.restore_original_limits()
+        pool_size.cache_clear()
+        _executor.cache_clear()
+    return restore
 
 
 @functools.lru_cache(maxsize=1)
