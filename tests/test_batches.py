@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from cryolab.data import load_demo
 from cryolab.engine import batches, threads
-from cryolab.engine.memory import WORKER_BYTES, available_bytes, estep_batch_size
+from cryolab.engine.memory import WORKER_BYTES, accumulator_bytes, available_bytes, estep_batch_size, projector_bytes
 from cryolab.engine.processes import can_fork
 from cryolab.errors import CryolabInputError
 from cryolab.fourier import lowpass, rescale
@@ -42,6 +43,36 @@ def posed32(tmp_path_factory):
     return sim, lowpass(vol, 30, px, ndim=3)[None]
 
 
+@pytest.fixture
+def forks(monkeypatch):
+    """The job counts of the E-steps' forked_map calls, and the pids they forked."""
+    calls, pids, real_map, real_fork = [], [], batches.forked_map, os.fork
+
+    def spy(fn, jobs, *a, **kw):
+        calls.append(len(jobs))
+        return real_map(fn, jobs, *a, **kw)
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+    monkeypatch.setattr(batches, "forked_map", spy)
+    monkeypatch.setattr(os, "fork", fork)
+    return calls, pids
+
+
+def _reaped(pids):
+    """Whether every one of these worker processes has ended and been waited for."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return bool(pids)
+
+
 def _pair(make, parallel_a="threads", parallel_b="processes"):
     a, b = make(), make()
     a.parallel, b.parallel = parallel_a, parallel_b
@@ -53,12 +84,14 @@ def _same_per_particle(a, b):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-def test_2d_estep_in_processes_equals_this_process(views32):
-    # 120 particles in batches of 20: six batches either way, three per worker, so each particle is
-    # scored in the same batch; only the order in which the sums are added differs
+def test_2d_estep_in_processes_equals_this_process(views32, forks, monkeypatch):
+    # 120 particles in batches of 20: six batches either way, three per worker (two workers), so each
+    # particle is scored in the same batch; only the order in which the sums are added differs
+    monkeypatch.setattr(batches, "pool_size", lambda: 2)
     a, b = _pair(lambda: Session(views32.star_path, K=2, seed=0, batch_size=20))
     for s in (a, b):
         s.estep()
+    assert forks[0] == [2]                                # the second E-step ran in two workers
     _same_per_particle(a, b)
     assert [len(x) for x in (a.top_samples, b.top_samples)] == [120, 120]
     for ta, tb in zip(a.top_samples, b.top_samples):
@@ -83,7 +116,7 @@ def test_2d_estep_in_processes_equals_this_process(views32):
     assert np.mean(a.eulers[:, 2] == b.eulers[:, 2]) >= 0.99
 
 
-def test_3d_local_search_in_processes_equals_this_process(posed32):
+def test_3d_local_search_in_processes_equals_this_process(posed32, forks, monkeypatch):
     sim, ref = posed32
     truth = sim.truth[["rot_deg", "tilt_deg", "psi_deg"]].to_numpy()
     start = truth + np.random.default_rng(0).normal(scale=4.0, size=truth.shape)
@@ -94,9 +127,11 @@ def test_3d_local_search_in_processes_equals_this_process(posed32):
         s.eulers[:] = start
         return s
 
+    monkeypatch.setattr(batches, "pool_size", lambda: 2)
     a, b = _pair(make)
     for s in (a, b):
         s.estep()
+    assert forks[0] == [2]
     # local searches sort the particles by direction and take batches of at most 16: 100 particles
     # are 7 batches alone and 8 (four each) in two workers, so batches differ; each particle's
     # posterior is its own (its prior's window), so its pose is the same
@@ -110,31 +145,40 @@ def test_3d_local_search_in_processes_equals_this_process(posed32):
         np.testing.assert_allclose(data_b, data_a, atol=1e-5 * np.abs(data_a).max())
 
 
-def test_rows_subset_in_processes(views32):
+def test_rows_subset_in_processes(views32, forks):
     rows = np.arange(0, 120, 3)
     a, b = _pair(lambda: Session(views32.star_path, K=2, seed=0, batch_size=10))
     for s in (a, b):
         s.estep(rows=rows)
+    assert len(forks[0]) == 1 and forks[0][0] >= 2
     _same_per_particle(a, b)
     assert b.sums.n == 40
     untouched = np.setdiff1d(np.arange(120), rows)
     assert (b.classes[untouched] == -1).all() and (b.classes[rows] >= 0).all()
 
 
-def test_a_stop_leaves_the_session_as_it_was(views32):
+def test_a_stop_leaves_the_session_as_it_was(views32, forks):
     s = Session(views32.star_path, K=2, seed=0, batch_size=10)
     s.parallel = "processes"
-    before = {k: np.copy(getattr(s, k)) for k in ("classes", "eulers", "offsets_px", "pmax")}
+    s.step()
+    before = {k: np.copy(getattr(s, k)) for k in ("classes", "eulers", "offsets_px", "pmax", "references")}
     s._stop.set()
     s.estep()
-    assert s.sums is None
+    assert s.sums is None and forks[0] == [2]              # the first E-step forked; the stopped one did not
     for k, v in before.items():
         np.testing.assert_array_equal(getattr(s, k), v)
 
 
-def test_a_stop_during_the_estep_stops_the_workers(views32):
+def test_a_stop_during_the_estep_stops_the_workers(views32, forks, monkeypatch):
     s = Session(views32.star_path, K=2, seed=0)
     stop = threading.Event()
+    real_run = batches.EStepWorker.run
+
+    def slow_run(self, *a):                  # each batch takes at least 1 s: the stop comes first
+        out = real_run(self, *a)
+        time.sleep(1.0)
+        return out
+    monkeypatch.setattr(batches.EStepWorker, "run", slow_run)
 
     class StopAtFirstBatch:
         def update(self, k):
@@ -144,11 +188,12 @@ def test_a_stop_during_the_estep_stops_the_workers(views32):
     pix = fourier_pixels(s.n, s.max_shell, s.xp)
     parts = batches.even_batches(np.arange(120), 10, 2)
     stored = []
+    t0 = time.perf_counter()
     sums = batches.run_batches(s.estep_inputs(pix), s.particles, pix, parts, s.offsets_px, s.eulers,
                                lambda idx, r: stored.append(idx), workers=2, stop=stop, progress=StopAtFirstBatch())
-    assert sums is None and len(stored) < len(parts)      # the Session commits nothing of a stopped E-step
-    with pytest.raises(ChildProcessError):           # both workers ended and were reaped
-        os.waitpid(-1, os.WNOHANG)
+    assert sums is None and 1 <= len(stored) <= 2         # the Session commits nothing of a stopped E-step
+    assert time.perf_counter() - t0 < 5.0                  # 12 batches would take 6 s per worker
+    assert _reaped(forks[1])                               # both workers ended and were waited for
 
 
 def test_progress_counts_every_batch_of_every_worker(views32):
@@ -185,21 +230,24 @@ def test_even_batches():
 
 def test_how_many_workers(monkeypatch):
     monkeypatch.setattr(batches, "pool_size", lambda: 4)
-    assert batches.estep_processes("auto", np, 10) == 4
-    assert batches.estep_processes("auto", np, 3) == 3
-    assert batches.estep_processes("auto", np, 1) == 1
-    assert batches.estep_processes("threads", np, 10) == 1
-    assert batches.estep_processes("auto", object(), 10) == 1          # not NumPy: e.g. CuPy
+
+    def workers(parallel="auto", n=10, xp=np, maps=None, gb=8.0):
+        return batches.estep_processes(parallel, xp, n, maps, gb)
+    assert workers() == 4 and workers(n=3) == 3 and workers(n=1) == 1
+    assert workers("threads") == 1
+    assert workers(xp=object()) == 1 and workers("processes", xp=object()) == 1    # not NumPy: e.g. CuPy
     with threads.sharing(2):                                           # already side by side
-        assert batches.estep_processes("auto", np, 10) == 1
-    # each worker's single-precision accumulators (K = 4 maps of 64 px: 51 MB) and one more copy
-    # for the sum within the maps' quarter of the budget
-    copy = 4 * 128 * 128 * 65 * 3 * 4
-    assert [batches.estep_processes("auto", np, 10, (64, 4, 3), gb) for gb in (0.5, 0.7, 0.8, 2.0)] == [1, 2, 3, 4]
-    assert 2 * copy <= 0.25 * 0.5 * 2 ** 30 < 3 * copy                 # 0.5 GB: one worker's copy fits, not two
+        assert workers() == 1
+    # K = 4 maps of 64 px: single-precision accumulators 48.75 MiB, projectors 34.6 MiB. Two copies
+    # per worker (its own, its result) beside the projectors within the maps' quarter of the budget:
+    # 2 workers 229.6 MiB, 3 workers 327.1, 4 workers 424.6; quarters of 0.75 / 1 / 1.5 / 2 GiB:
+    # 192, 256, 384, 512 MiB
+    copy, proj = 4 * 128 * 128 * 65 * 3 * 4, 4 * 131 * 131 * 66 * 8
+    assert (copy, proj) == (accumulator_bytes(64, 4, 3, dtype=np.float32), projector_bytes(64, 4, 3))
+    assert [workers(maps=(64, 4, 3), gb=gb) for gb in (0.75, 1.0, 1.5, 2.0)] == [1, 2, 3, 4]
     monkeypatch.setattr(batches, "pool_size", lambda: 1)
-    assert batches.estep_processes("auto", np, 10) == 1
-    assert batches.estep_processes("processes", np, 10) == 2
+    assert workers() == 1
+    assert workers("processes") == 2
     with pytest.raises(CryolabInputError, match="parallel"):
         batches.estep_processes("fork", np, 10)
 

@@ -96,10 +96,34 @@ def _sleeps(x):
     return x
 
 
-def test_a_stop_ends_the_workers_and_returns_none():
+def test_a_stop_ends_the_workers_and_returns_none(monkeypatch):
+    pids, real_fork = [], os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+    monkeypatch.setattr(os, "fork", fork)
     stop = threading.Event()
     t0 = time.perf_counter()
     assert forked_map(_sleeps, [0, 1, 2], 2, stop=stop, on_message=lambda i, m: stop.set()) is None
     assert time.perf_counter() - t0 < 10
-    with pytest.raises(ChildProcessError):                      # the workers were ended and reaped
-        os.waitpid(-1, os.WNOHANG)
+    assert len(pids) == 2                                       # the third job was never started
+    for pid in pids:                                            # the workers were ended and waited for
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _message_then_fail(x):
+    send(x)
+    raise ValueError("after a message")
+
+
+def test_a_failing_message_handler_stops_the_workers():
+    def handler(i, m):
+        raise KeyError("the parent's handler failed")
+    with pytest.raises(KeyError, match="handler failed"):
+        forked_map(_sends, [3, 3], 2, on_message=handler)
+    with pytest.raises(WorkerError, match="ValueError: after a message"):
+        forked_map(_message_then_fail, [1], 1, on_message=lambda i, m: None)

@@ -28,6 +28,8 @@ def test_the_command_lines_j_bounds_blas_and_the_workers_also_after_numpy_is_loa
         pytest.skip("threadpoolctl is not installed: BLAS threads cannot be set after numpy is loaded")
     cli = importlib.import_module("cryolab.cli.main")
     before = pool_size()
+    if before < 2:
+        pytest.skip("BLAS has one thread here already: --j 1 would change nothing to check")
     restore = cli._set_threads(1)
     try:
         assert pool_size() == 1

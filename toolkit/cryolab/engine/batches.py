@@ -17,9 +17,9 @@ import numpy as np
 
 from ..errors import CryolabInputError
 from .driver import EStepWorker
-from .memory import MAPS_SHARE, WORKER_BYTES, accumulator_bytes, available_bytes
+from .memory import MAPS_SHARE, WORKER_BYTES, accumulator_bytes, accumulator_dtype, available_bytes, projector_bytes
 from .processes import can_fork, forked_map, send
-from .threads import in_worker_process, limit_blas_threads, pool_size, ranges, sharing, side_by_side
+from .threads import in_worker_process, limit_blas_threads, pool_size, sharing, side_by_side
 
 __all__ = ["PARALLEL", "estep_processes", "even_batches", "run_batches"]
 
@@ -30,25 +30,33 @@ PARALLEL = ("auto", "processes", "threads")
 def estep_processes(parallel: str, xp, n_batches: int, maps=None, memory_limit_GB=None) -> int:
     """How many worker processes share an E-step of ``n_batches`` batches (1: this process alone).
 
-    ``"auto"``: one per BLAS thread, on NumPy where fork is safe; ``"processes"``: at least two
-    (where fork exists); ``"threads"``: 1. Also 1 for a single batch and where E-steps already run
-    side by side (in worker processes or threads: :func:`.threads.side_by_side`). ``maps``: ``(box,
-    classes, dim)``: each worker fills accumulators of its own (single precision at least) and this
-    process adds them up, so there are no more workers than such copies, one more for the sum, fit
-    the maps' share of the memory budget (:data:`.memory.MAPS_SHARE`; the projectors are made
-    before the fork and shared); and no more than the budget's quarter holds their own memory
-    (:data:`.memory.WORKER_BYTES` each)."""
+    ``"auto"``: one per BLAS thread; ``"processes"``: at least two; ``"threads"``: 1. Only on NumPy
+    (``xp``) where fork is safe, never for a single batch or where E-steps already run side by side
+    (in worker processes or threads: :func:`.threads.side_by_side`). Memory: no more workers than a
+    quarter of the budget holds their own memory for (:data:`.memory.WORKER_BYTES` each), and with
+    ``maps = (box, classes, dim)`` no more than fit the maps' share (:data:`.memory.MAPS_SHARE`)
+    with two copies of the accumulators each, in the precision a worker's share gives them (its
+    own, then its result on the way back and in this process until all are added), beside the
+    projectors (made before the fork and shared)."""
     if parallel not in PARALLEL:
         raise CryolabInputError(f"parallel must be one of {PARALLEL}, got {parallel!r}", field="parallel")
-    if parallel == "threads" or n_batches < 2 or in_worker_process() or side_by_side() > 1 or not can_fork():
+    if (parallel == "threads" or xp is not np or n_batches < 2 or in_worker_process() or side_by_side() > 1
+            or not can_fork()):
         return 1
-    if parallel == "processes":
-        workers = min(n_batches, max(2, pool_size()))
-    else:
-        workers = min(n_batches, pool_size()) if xp is np else 1
-    budget = available_bytes(xp, memory_limit_GB) if workers > 1 else 0
-    copy = 0 if maps is None else accumulator_bytes(*maps, dtype=np.float32)
-    while workers > 1 and ((workers + 1) * copy > MAPS_SHARE * budget or workers * WORKER_BYTES > budget / 4):
+    workers = min(n_batches, max(2, pool_size()) if parallel == "processes" else pool_size())
+    budget = available_bytes(xp, memory_limit_GB)
+
+    def fits(w):
+        if w * WORKER_BYTES > budget / 4:
+            return False
+        if maps is None:
+            return True
+        with sharing(w):
+            dtype = accumulator_dtype(*maps, available_bytes(xp, memory_limit_GB))
+        copies = 2 * w * accumulator_bytes(*maps, dtype=dtype)
+        return copies + (projector_bytes(*maps) if maps[2] == 3 else 0) <= MAPS_SHARE * budget
+
+    while workers > 1 and not fits(workers):
         workers -= 1
     return workers
 
@@ -56,7 +64,8 @@ def estep_processes(parallel: str, xp, n_batches: int, maps=None, memory_limit_G
 def even_batches(order, size: int, workers: int) -> list:
     """``order`` (particle indices) cut into batches of at most ``size``: for one worker consecutive
     batches of ``size`` (the last one shorter); for several, their number a multiple of ``workers``
-    and their sizes within one of each other, so each worker gets the same work."""
+    (fewer where there are fewer particles) and their sizes within one of each other, so each
+    worker gets the same work."""
     order = np.asarray(order)
     n, size = len(order), max(int(size), 1)
     if workers <= 1:
@@ -87,6 +96,8 @@ def run_batches(inputs, particles, pix, batches, offsets_px, eulers, store, work
                 progress.update(1)
         return worker.finish()
 
+    if stop is not None and stop.is_set():
+        return None
     with sharing(workers):
         worker = EStepWorker(inputs, particles, pix)   # its coarse projections are made once, here
 
@@ -102,7 +113,7 @@ def run_batches(inputs, particles, pix, batches, offsets_px, eulers, store, work
         if progress is not None:
             progress.update(1)
 
-    parts = [range(lo, hi) for lo, hi in ranges(len(batches), workers)]
+    parts = [p for p in np.array_split(np.arange(len(batches)), workers) if len(p)]
     with limit_blas_threads(workers, 1):
         results = forked_map(share, parts, workers, 1, stop=stop, on_message=done)
     if results is None:

@@ -41,12 +41,12 @@ BYTES_PER_SAMPLE = 24
 
 #: the shares of the memory budget: one batch's coarse pass, the projection cache, and the class maps
 #: (accumulators and projectors); the M-step buffer of the driver takes the last quarter
-#: a worker process's own memory beyond its shares of the budget (see the module text)
-WORKER_BYTES = 64 << 20
-
 BATCH_SHARE = 0.375
 CACHE_SHARE = 0.125
 MAPS_SHARE = 0.25
+
+#: a worker process's own memory beyond its shares of the budget (see the module text)
+WORKER_BYTES = 64 << 20
 
 
 def estep_bytes_per_image(n_samples: int, translations: int, pixels: int) -> int:
@@ -121,8 +121,10 @@ def projector_bytes(n: int, n_classes: int, dim: int, pad: float = 2) -> int:
 
 def accumulator_dtype(n: int, n_classes: int, dim: int, budget_bytes: int, pad: float = 2):
     """``np.float64`` when the accumulators and projectors of ``n_classes`` classes fit
-    :data:`MAPS_SHARE` of ``budget_bytes`` with double-precision accumulators, else ``np.float32``
+    :data:`MAPS_SHARE` of ``budget_bytes`` with double-precision accumulators (in a worker process
+    side by side, two copies of them: its own and its result on the way back), else ``np.float32``
     (which halves the accumulators; above that the maps take more than their share)."""
     share = MAPS_SHARE * budget_bytes
     fixed = projector_bytes(n, n_classes, dim, pad) if dim == 3 else 0
-    return np.float64 if fixed + accumulator_bytes(n, n_classes, dim, pad) <= share else np.float32
+    copies = 1 if side_by_side() == 1 else 2       # a worker's sums also travel back to be added
+    return np.float64 if fixed + copies * accumulator_bytes(n, n_classes, dim, pad) <= share else np.float32

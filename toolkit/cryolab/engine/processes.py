@@ -57,11 +57,11 @@ def _child(fn, job, fd: int, messages_fd: int, cores: int, workers: int) -> None
         _MESSAGES_FD = messages_fd
         threads.mark_worker_process(cores, workers)     # the workers share the cores and the memory
         try:
-            data = pickle.dumps((True, fn(job)), protocol=pickle.HIGHEST_PROTOCOL)
+            result = (True, fn(job))
         except BaseException:                  # noqa: BLE001 - reported to the parent, which raises
-            data = pickle.dumps((False, traceback.format_exc()))
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            result = (False, traceback.format_exc())
+        with os.fdopen(fd, "wb") as out:       # pickled straight into the pipe: no second copy here
+            pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
         code = 0
     finally:
         os._exit(code)                         # no exit handlers of the parent's run in the child
@@ -72,7 +72,7 @@ class _Running:
 
     def __init__(self, index: int, pid: int, result_fd: int, messages_fd: int):
         self.index, self.pid, self.result_fd, self.messages_fd = index, pid, result_fd, messages_fd
-        self.chunks: list = []
+        self.result = bytearray()
         self.pending = bytearray()
 
     def messages(self, data: bytes):
@@ -141,18 +141,21 @@ def forked_map(fn, jobs, workers: int, threads_each: int = 1, stop=None, on_mess
                         sel.unregister(key.fd)     # its end: closed with the job
                     continue
                 if chunk:
-                    job.chunks.append(chunk)
+                    job.result += chunk
                     continue
                 del running[job.result_fd]
-                _, status = os.waitpid(job.pid, 0)
-                while rest := os.read(job.messages_fd, 1 << 20):   # the child has ended: up to EOF
-                    deliver(job, rest)
-                _close(sel, job.result_fd, job.messages_fd)
-                closed.update((job.result_fd, job.messages_fd))
-                if not job.chunks:
-                    raise WorkerError(f"job {job.index}: the worker process ended without a result "
-                                      f"(status {os.waitstatus_to_exitcode(status)})")
-                ok, value = pickle.loads(b"".join(job.chunks))
+                try:
+                    _, status = os.waitpid(job.pid, 0)
+                    while rest := os.read(job.messages_fd, 1 << 20):   # the child has ended: up to EOF
+                        deliver(job, rest)
+                finally:
+                    _close(sel, job.result_fd, job.messages_fd)
+                    closed.update((job.result_fd, job.messages_fd))
+                code = os.waitstatus_to_exitcode(status)
+                if code or not job.result:
+                    raise WorkerError(f"job {job.index}: the worker process ended without a result (status {code})")
+                ok, value = pickle.loads(job.result)
+                job.result = None
                 if not ok:
                     raise WorkerError(f"job {job.index} failed in its worker process:\n{value}")
                 results[job.index] = value

@@ -92,15 +92,21 @@ def use_cores(n: int):
     loaded and ``OMP_NUM_THREADS`` is read no more. Returns the function that puts it back."""
     ctl = _blas_controller()
     limiter = None if ctl is None else ctl.limit(limits=max(1, int(n)), user_api="blas")
-    pool_size.cache_clear()
-    _executor.cache_clear()
+    _new_pool()
 
     def restore():
         if limiter is not None:
             limiter.restore_original_limits()
-        pool_size.cache_clear()
-        _executor.cache_clear()
+        _new_pool()
     return restore
+
+
+def _new_pool() -> None:
+    """Forget the pool size and the thread pool (its idle threads end): both are made again on use."""
+    if _executor.cache_info().currsize:
+        _executor().shutdown(wait=False)
+    _executor.cache_clear()
+    pool_size.cache_clear()
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,8 +23,9 @@ def check_parallel(parallel: str) -> str:
 
 
 def uses_processes(parallel: str, xp) -> bool:
-    """Side-by-side E-steps in worker processes: "processes", or "auto" on NumPy (``xp``) where fork exists."""
-    return parallel == "processes" or (parallel == "auto" and can_fork() and xp is np)
+    """Side-by-side E-steps in worker processes: on NumPy (``xp``; never on a GPU, which does not
+    survive a fork), "processes", or "auto" where fork is safe."""
+    return xp is np and (parallel == "processes" or (parallel == "auto" and can_fork()))
 
 
 def estep_side_by_side(sessions, workers: int, parallel: str = "auto", threads_each: int = 1,
