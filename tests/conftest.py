@@ -25,6 +25,20 @@ SHARED_DATA = Path(os.environ.get("CRYOLAB_SHARED_DATA")
                    or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
+@pytest.fixture
+def forked_pids(monkeypatch):
+    """The process ids of the children forked (``os.fork``) during the test, as the parent got them."""
+    pids, real_fork = [], os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
 def requires_relion(program: str = "relion_reconstruct") -> str:
     """Full path of a RELION program; skips the calling test when it is not installed."""
     exe = shutil.which(program)

@@ -96,15 +96,8 @@ def _sleeps(x):
     return x
 
 
-def test_a_stop_ends_the_workers_and_returns_none(monkeypatch):
-    pids, real_fork = [], os.fork
-
-    def fork():
-        pid = real_fork()
-        if pid:
-            pids.append(pid)
-        return pid
-    monkeypatch.setattr(os, "fork", fork)
+def test_a_stop_ends_the_workers_and_returns_none(forked_pids):
+    pids = forked_pids
     stop = threading.Event()
     t0 = time.perf_counter()
     assert forked_map(_sleeps, [0, 1, 2], 2, stop=stop, on_message=lambda i, m: stop.set()) is None

@@ -105,7 +105,7 @@ def run_batches(inputs, particles, pix, batches, offsets_px, eulers, store, work
         for b in part:
             idx = batches[b]
             send((b, worker.run(idx, offsets_px[idx], eulers[idx])))
-        return worker.finish()
+        return worker.finish(), set(getattr(worker.particles, "blank_warned", ()))
 
     def done(_, message):
         b, result = message
@@ -118,7 +118,10 @@ def run_batches(inputs, particles, pix, batches, offsets_px, eulers, store, work
         results = forked_map(share, parts, workers, 1, stop=stop, on_message=done)
     if results is None:
         return None
-    sums = results[0]
-    for more in results[1:]:                   # in the order of the shares: the same sums every run
+    sums = results[0][0]
+    for more, _ in results[1:]:                # in the order of the shares: the same sums every run
         sums.add(more)
+    warned = getattr(worker.particles, "blank_warned", None)
+    if warned is not None:                     # blank images the workers named are not named again
+        warned.update(*(w for _, w in results))
     return sums

@@ -297,6 +297,12 @@ class ParticleStack:
             self._warn_blank(block, path, slices[order], rows[where[order]])
         return out
 
+    @property
+    def blank_warned(self) -> set:
+        """The ``(stack file, image index)`` pairs already named as blank (shared with subsets);
+        an E-step's worker processes send theirs back to be added here."""
+        return self._files.blank_seen
+
     def _warn_blank(self, block, path, slices, rows) -> None:
         flat = block.reshape(len(block), -1)
         blank = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
