@@ -255,6 +255,6 @@ def register(sub) -> None:
     p.add_argument("--o", default="demo", metavar="DIR", help="output folder (default: demo)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (32 px, 300 particles) for tests")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--j", type=int, default=None, help="number of CPU threads")
+    p.add_argument("--j", type=int, default=None, help="number of CPU cores (worker processes on Linux)")
     add_common(p)
     p.set_defaults(func=_cmd_demo)
