@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["RESULTS_DIR", "VIEWS", "best_of", "ratio", "estep_gemm_flops", "GemmCounter",
-           "simulate_views", "machine", "save_results", "load_now", "part_parser", "saves", "finish", "relion_available", "work_folder"]
+           "simulate_views", "machine", "save_results", "load_now", "child_pids", "part_parser", "saves", "finish", "relion_available", "work_folder"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -105,6 +105,18 @@ def ratio(name: str, value: float, meaning: str, target: str | None = None) -> d
     goal = f"; target {target}" if target else ""
     print(f"RATIO {name} = {value:.3g}  ({meaning}{goal})", flush=True)
     return {"name": name, "value": float(value), "meaning": meaning, "target": target}
+
+
+def child_pids(pid="self") -> list[int]:
+    """The process ids of ``pid``'s children (Linux ``/proc``; ``"self"``: this process's), e.g. an
+    E-step's worker processes; empty elsewhere."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def load_now() -> float:

@@ -28,7 +28,7 @@ from cryolab.data import load_demo
 from cryolab.engine.forward import simulation_ceiling
 from cryolab.validation import class_accuracy
 
-from . import (VIEWS, GemmCounter, finish, load_now, part_parser, ratio, relion_available, saves, simulate_views,
+from . import (VIEWS, GemmCounter, child_pids, finish, load_now, part_parser, ratio, relion_available, saves, simulate_views,
                work_folder)
 
 
@@ -77,22 +77,11 @@ def _status_kB(pid: int, field: str, name: str = "status") -> float:
     return float("nan")
 
 
-def _children(pid: int) -> list[int]:
-    """The process ids of ``pid``'s children (Linux ``/proc``), e.g. an E-step's worker processes."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return out
-
-
 def _peak_MB(pid: int) -> float:
     """The memory a job holds now or has held (MB): the largest of the process's peak resident memory
     (``VmHWM``) and the proportional set size (``Pss``: shared pages split among their sharers) of
     it and its worker processes together, so forked workers count once each."""
-    tree = [pid] + _children(pid)
+    tree = [pid] + child_pids(pid)
     pss = sum(v for v in (_status_kB(p, "Pss", "smaps_rollup") for p in tree) if v == v)
     known = [v for v in (_status_kB(pid, "VmHWM"), pss) if v == v and v > 0]
     return max(known) / 1024 if known else float("nan")

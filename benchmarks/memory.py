@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import finish, part_parser, ratio, saves, work_folder
+from . import child_pids, finish, part_parser, ratio, saves, work_folder
 
 BOX, PIXEL_A = 64, 4.0
 
@@ -71,7 +71,7 @@ def _status_kB() -> dict:
     ``/proc``): the sums of their proportional shares ``Pss_Anon`` and ``Pss_File`` (a page that n
     processes share counts 1/n in each), which equal ``RssAnon`` and ``RssFile`` for a process alone."""
     out = {"RssAnon": 0, "RssFile": 0}
-    for pid in ["self"] + [str(c) for c in _children()]:
+    for pid in ["self"] + child_pids():
         try:
             text = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:                        # a worker that has just ended
@@ -80,17 +80,6 @@ def _status_kB() -> dict:
             key, _, value = line.partition(":")
             if key in ("Pss_Anon", "Pss_File"):
                 out["Rss" + key[4:]] += int(value.split()[0])
-    return out
-
-
-def _children() -> list[int]:
-    """This process's children (an E-step's worker processes)."""
-    out = []
-    for task in Path("/proc/self/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
     return out
 
 
