@@ -61,7 +61,9 @@ def available_bytes(xp=np, memory_limit_GB: float | None = None) -> int:
     less :data:`WORKER_BYTES` each (at least an equal part of a quarter of it)."""
     workers = side_by_side()
     budget = _budget(xp, memory_limit_GB)
-    return int(budget // workers if workers == 1 else max(budget - workers * WORKER_BYTES, budget // 4) // workers)
+    if workers == 1:
+        return int(budget)
+    return int(max(budget - workers * WORKER_BYTES, budget // 4) // workers)
 
 
 def _budget(xp, memory_limit_GB):
